@@ -1,0 +1,3 @@
+from indexd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The index advisor: candidates from parsed statements, what-if costs, selection, report."""

@@ -1,0 +1,168 @@
+"""The advisor's vocabulary: statements of a workload, the catalog they run against, index candidates and
+recommendations. Plain frozen data, shared by capture, candidates, what-if, selection and report."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from psycopg2 import sql
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement shape of the workload with its weight."""
+
+    query: str  # as pg_stat_statements normalises it ($1, $2 ...) or as written in a .sql file
+    calls: int = 1
+    total_time_ms: float = 0.0  # real execution time over the look-back; 0 when unknown (offline workload)
+    queryid: int | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type() text, e.g. "character varying(80)"
+    avg_width: int | None = None  # pg_stats.avg_width
+    n_distinct: float | None = None  # pg_stats.n_distinct (negative = fraction of rows)
+    null_frac: float | None = None
+
+
+@dataclass(frozen=True)
+class ExistingIndex:
+    schema: str
+    name: str
+    table: str
+    keys: tuple[str, ...]  # key column names or expression text, in order
+    method: str = "btree"
+    where: str | None = None
+    include: tuple[str, ...] = ()
+    is_unique: bool = False
+    is_primary: bool = False
+    is_valid: bool = True
+    size_bytes: int = 0
+    definition: str = ""  # pg_get_indexdef()
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind: r table, p partitioned, v view, m matview, f foreign
+    rows: float  # reltuples (summed over partitions for a partitioned parent)
+    pages: int
+    columns: tuple[Column, ...] = ()
+    fillfactor: int = 100
+    writes_per_second: float = 0.0  # (n_tup_ins + n_tup_upd + n_tup_del) / seconds since stats reset
+    parent: str | None = None  # "schema.name" of the partitioned parent, for a partition
+    view_definition: str | None = None  # for views and materialized views
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the advisor knows of one database's relations, keyed by "schema.name"."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    indexes: tuple[ExistingIndex, ...] = ()
+    search_path: tuple[str, ...] = ("public",)
+
+    def resolve(self, name: str, schema: str | None = None) -> Table | None:
+        if schema:
+            return self.tables.get(f"{schema}.{name}")
+        for sch in self.search_path:
+            if f"{sch}.{name}" in self.tables:
+                return self.tables[f"{sch}.{name}"]
+        return None
+
+    def indexes_on(self, table: Table) -> list[ExistingIndex]:
+        return [i for i in self.indexes if i.schema == table.schema and i.table == table.name]
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    """One key of an index: a plain column, or an expression such as lower(email), with a direction."""
+
+    column: str | None = None
+    expression: str | None = None  # deparsed SQL of the expression, e.g. "lower(email)"
+    descending: bool = False
+
+    def render(self) -> sql.Composable:
+        if self.column is not None:
+            key: sql.Composable = sql.Identifier(self.column)
+        else:
+            key = sql.SQL("({})").format(sql.SQL(self.expression or ""))
+        return key + sql.SQL(" DESC") if self.descending else key
+
+    def label(self) -> str:
+        text = self.column if self.column is not None else f"({self.expression})"
+        return f"{text} DESC" if self.descending else text
+
+
+@dataclass(frozen=True)
+class IndexCandidate:
+    """A possible index. Equal candidates (same table, keys, method, predicate, include) are one candidate."""
+
+    schema: str
+    table: str
+    keys: tuple[IndexKey, ...]
+    method: str = "btree"
+    where: str | None = None  # deparsed partial-index predicate
+    include: tuple[str, ...] = ()
+
+    def fingerprint(self) -> str:
+        text = "|".join(
+            [self.schema, self.table, self.method, ",".join(k.label() for k in self.keys), self.where or "",
+             ",".join(self.include)]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def name(self) -> str:
+        """Deterministic index name: indexd_<table>_<cols>_<hash>, within PostgreSQL's 63 bytes."""
+        cols = "_".join((k.column or "expr") for k in self.keys)
+        base = f"indexd_{self.table}_{cols}"
+        safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base.lower())
+        return f"{safe[:50]}_{self.fingerprint()[:8]}"
+
+    def create_sql(self, concurrently: bool = True) -> sql.Composed:
+        """The CREATE INDEX statement, every identifier quoted."""
+        parts: list[sql.Composable] = [
+            sql.SQL("CREATE INDEX {}{} ON {}.{} USING {} ({})").format(
+                sql.SQL("CONCURRENTLY ") if concurrently else sql.SQL(""),
+                sql.Identifier(self.name()),
+                sql.Identifier(self.schema),
+                sql.Identifier(self.table),
+                sql.SQL(self.method),
+                sql.SQL(", ").join(k.render() for k in self.keys),
+            )
+        ]
+        if self.include:
+            parts.append(sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, self.include))))
+        if self.where:
+            parts.append(sql.SQL(" WHERE {}").format(sql.SQL(self.where)))
+        return sql.Composed(parts)
+
+
+@dataclass(frozen=True)
+class QueryEffect:
+    """What one recommended index (with the rest of the chosen set) does to one statement."""
+
+    query: str
+    calls: int
+    cost_before: float
+    cost_after: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    candidate: IndexCandidate
+    estimated_size_bytes: int
+    improvement_pct: float  # share of the whole workload's weighted cost this index saves
+    write_overhead: float  # estimated extra cost per second of writes on the table, relative units
+    queries: tuple[QueryEffect, ...] = ()

@@ -1,0 +1,1 @@
+"""Backups: pg_dump runs, manifests, verification, retention and restore."""

@@ -1,0 +1,153 @@
+"""The `indexd` command line (DESIGN.md §3). Parsing lives here; each command's handler lives in a module
+of this package and is imported only when that command runs, so `indexd --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from indexd import __version__
+from indexd.db.dsn import redact_dsn
+from indexd.errors import IndexdError
+
+EPILOG = """\
+config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, else /etc/indexd/indexpilot_config.yaml
+exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard (window, pause, rate limit, leader)
+"""
+
+
+def _target(p: argparse.ArgumentParser, many: bool = True) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--database", "-d", metavar="NAME",
+                   help="a database from the config" + (" (default: all of them)" if many else ""))
+    g.add_argument("--dsn", metavar="DSN", help="connect to this DSN instead (no config file needed)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="indexd",
+        description="Keeps PostgreSQL databases fast and safe to operate: index advice, safe index builds "
+        "with verification and revert, verified backups.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"indexd {__version__}")
+    parser.add_argument("--config", "-c", metavar="PATH", help="configuration file")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="override logging.level for this command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name: str, handler: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    cmd("run", "service:run", "run the daemon in the foreground (systemd runs this)")
+
+    p = cmd("recommend", "advise:recommend", "one-shot index advice for a database's workload")
+    _target(p, many=False)
+    p.add_argument("--queries", metavar="PATH",
+                   help="take the workload from a .sql file (';'-separated; '-- calls: N' before a statement "
+                   "weights it) or a folder of .sql files, instead of pg_stat_statements")
+    p.add_argument("--budget-mb", type=int, metavar="N", help="storage budget for new indexes (MB)")
+    p.add_argument("--no-save", action="store_true", help="do not store the recommendations in the state schema")
+    _json(p)
+
+    for name, verb in (("approve", "approve"), ("reject", "reject")):
+        p = cmd(name, f"lifecycle:{name}", f"{verb} a pending recommendation")
+        _target(p, many=False)
+        p.add_argument("id", type=int, help="recommendation id (see 'indexd status')")
+        p.add_argument("--reason", default="", help="why, for the audit log")
+
+    p = cmd("apply", "lifecycle:apply",
+            "build approved (or, in auto mode, pending) recommendations through every guard")
+    _target(p)
+    p.add_argument("--now", action="store_true", help="ignore the maintenance window (every other guard still applies)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="show what would be built and which guard would refuse")
+
+    p = cmd("status", "service:status", "per database: leader, breaker, pool, pause, jobs, advice, changes, backups")
+    _target(p)
+    _json(p)
+
+    p = cmd("pause", "lifecycle:pause", "emergency switch: stop every change at once, on every daemon")
+    _target(p)
+    p.add_argument("--for", dest="duration", metavar="DURATION", help="end the pause by itself after this (e.g. 2h)")
+    p.add_argument("--reason", default="", help="why, for the audit log and status")
+
+    p = cmd("resume", "lifecycle:resume", "end an emergency pause")
+    _target(p)
+
+    p = cmd("indexes", "lifecycle:indexes", "unused, duplicate, invalid and bloated indexes, with the evidence")
+    _target(p)
+    _json(p)
+    p.add_argument("--drop-unused", action="store_true",
+                   help="drop unused indexes indexd created (through every guard), if drop_unused is enabled")
+
+    p = cmd("backup", "backup:backup", "take, list, verify and prune backups")
+    bsub = p.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    b = bsub.add_parser("run", help="take a backup now")
+    _target(b)
+    b = bsub.add_parser("list", help="list backups (from the manifests on disk)")
+    _target(b)
+    _json(b)
+    b = bsub.add_parser("verify", help="re-check a backup's checksum and contents")
+    b.add_argument("id", help="backup id")
+    b.add_argument("--restore", action="store_true", help="also restore it into a scratch database and compare")
+    _target(b, many=False)
+    b = bsub.add_parser("prune", help="delete backups the retention policy no longer keeps")
+    _target(b)
+    b.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    _json(b)
+
+    p = cmd("restore", "backup:restore", "restore a backup into a database")
+    p.add_argument("id", help="backup id (see 'indexd backup list')")
+    p.add_argument("--target-db", required=True, metavar="NAME", help="database to restore into")
+    p.add_argument("--target-dsn", metavar="DSN",
+                   help="server to restore on (default: the backup's own server, from the config)")
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel restore jobs (directory format)")
+    p.add_argument("--yes", action="store_true", help="overwrite an existing database without asking")
+
+    p = cmd("check-config", "config_cmds:check_config", "validate the configuration and exit")
+    p.add_argument("--production", action="store_true",
+                   help="add the hardening checks (TLS, secrets, bind address, permissions, log level)")
+
+    p = cmd("migrate", "config_cmds:migrate", "create or upgrade the state schema")
+    _target(p)
+
+    p = cmd("demo", "service:demo", "the main job on a throw-away PostgreSQL: workload, advice, build, verify, backup")
+    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--keep", action="store_true", help="leave the cluster running and print how to connect")
+
+    p = cmd("simulate", "service:simulate", "create a realistic schema and drive a synthetic workload")
+    _target(p, many=False)
+    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--duration", default="60s", help="how long to drive the workload (default 60s)")
+    p.add_argument("--setup-only", action="store_true", help="create and load the schema, run no workload")
+    p.add_argument("--no-setup", action="store_true", help="drive the workload on an existing schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name, func_name = args.handler.split(":")
+    handler = getattr(importlib.import_module(f"indexd.cli.{module_name}"), func_name)
+    try:
+        return int(handler(args) or 0)
+    except IndexdError as exc:
+        print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("indexd: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        logging.shutdown()

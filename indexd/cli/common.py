@@ -1,0 +1,80 @@
+"""What every command shares: finding and loading the config, choosing target databases, printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from indexd.config.load import load_settings, settings_for_dsn
+from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.pool import Database
+
+
+def load(args: argparse.Namespace) -> Settings:
+    """The settings for this command: from --dsn alone (no file needed), or from the config file."""
+    if getattr(args, "dsn", None):
+        try:
+            base = load_settings(args.config)
+        except FileNotFoundError:
+            base = Settings()
+        return settings_for_dsn(args.dsn, base)
+    settings = load_settings(args.config)
+    if getattr(args, "log_level", None):
+        settings = replace(settings, logging=replace(settings.logging, level=args.log_level))
+    return settings
+
+
+def targets(args: argparse.Namespace, settings: Settings) -> list[DatabaseSettings]:
+    """The databases a command acts on: --database NAME, the --dsn one, or every configured database."""
+    name = getattr(args, "database", None)
+    if name:
+        return [settings.database(name)]
+    if not settings.databases:
+        from indexd.errors import UsageError
+
+        raise UsageError("no databases configured: add one under 'databases:' or pass --dsn")
+    return list(settings.databases)
+
+
+def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSettings:
+    dbs = targets(args, settings)
+    if len(dbs) > 1:
+        from indexd.errors import UsageError
+
+        names = ", ".join(d.name for d in dbs)
+        raise UsageError(f"this command acts on one database: pass --database NAME (one of {names}) or --dsn")
+    return dbs[0]
+
+
+@contextmanager
+def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database]:
+    database = Database(db, settings.retry, settings.circuit_breaker)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
+    """A plain aligned text table; cells are str()-ed, None shows as '-'."""
+    out = out or sys.stdout
+    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out.write(line.rstrip() + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")

@@ -1,0 +1,1 @@
+"""Database access: pools, retries and the circuit breaker, DSNs, and indexd's own state schema."""

@@ -1,0 +1,1 @@
+"""The index lifecycle: guards, concurrent builds, verification and revert, index health, leadership."""

@@ -1,0 +1,1 @@
+"""The long-running service: daemon lifecycle, scheduler, HTTP health and metrics, systemd."""

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import threading
+
+from indexd.db.pool import Database
+from indexd.db.state import current_version, migrate, migrations
+
+
+def test_migrate_creates_every_table_once(database: Database, pg_conn) -> None:
+    applied = migrate(database)
+    assert applied == [m.version for m in migrations()]
+    assert migrate(database) == []  # idempotent
+    assert current_version(database) == max(applied)
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'indexd'")
+        tables = {r[0] for r in cur.fetchall()}
+    assert {"schema_version", "statement_snapshots", "recommendations", "mutation_log", "index_verdicts",
+            "backups", "pause"} <= tables
+
+
+def test_concurrent_migrations_apply_each_step_once(database: Database, db_settings) -> None:
+    results: list[list[int]] = []
+    others = [Database(db_settings) for _ in range(3)]
+    threads = [threading.Thread(target=lambda d=d: results.append(migrate(d))) for d in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in others:
+        d.close()
+    assert sorted(len(r) for r in results) == [0, 0, len(migrations())]

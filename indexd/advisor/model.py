@@ -26,6 +26,10 @@ class Column:
     avg_width: int | None = None  # pg_stats.avg_width
     n_distinct: float | None = None  # pg_stats.n_distinct (negative = fraction of rows)
     null_frac: float | None = None
+    # pg_stats.most_common_vals as text, with their frequencies (for partial-index decisions)
+    most_common_vals: tuple[str, ...] = ()
+    most_common_freqs: tuple[float, ...] = ()
+    collation: str | None = None  # effective collation of a text column ("C", "en_US.utf8"); None = not text
 
 
 @dataclass(frozen=True)
@@ -92,16 +96,21 @@ class IndexKey:
     column: str | None = None
     expression: str | None = None  # deparsed SQL of the expression, e.g. "lower(email)"
     descending: bool = False
+    opclass: str | None = None  # e.g. text_pattern_ops, for LIKE 'prefix%' under a non-C collation
 
     def render(self) -> sql.Composable:
         if self.column is not None:
             key: sql.Composable = sql.Identifier(self.column)
         else:
             key = sql.SQL("({})").format(sql.SQL(self.expression or ""))
+        if self.opclass:
+            key = key + sql.SQL(" ") + sql.Identifier(self.opclass)
         return key + sql.SQL(" DESC") if self.descending else key
 
     def label(self) -> str:
         text = self.column if self.column is not None else f"({self.expression})"
+        if self.opclass:
+            text = f"{text} {self.opclass}"
         return f"{text} DESC" if self.descending else text
 
 

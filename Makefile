@@ -4,9 +4,10 @@ deps:
 	bash scripts/install-deps.sh
 
 demo: deps
-	indexd demo
+	python3 -m indexd demo
 
-test: deps
+test:
+	bash scripts/install-deps.sh test
 	bash scripts/test.sh
 
 lint:
@@ -14,4 +15,4 @@ lint:
 	mypy indexd
 
 bench: deps
-	python3 -m bench.pool
+	for b in pool advisor backup build_under_load; do python3 -m bench.$$b || exit 1; done

@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# Install what indexd needs on Debian 12: PostgreSQL 15 with pg_stat_statements and HypoPG, then the Python package.
-# Safe to run again: it installs only what is missing.
+# Install what indexd needs on Debian 12, then the Python package. Safe to run again: installs only what is missing.
+#   scripts/install-deps.sh          PostgreSQL 15 server + client, pg_stat_statements, HypoPG; indexd itself
+#   scripts/install-deps.sh test     the same, plus what the test suite uses (Prometheus for promtool and a scrape)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-run}
 
 need=()
-command -v /usr/lib/postgresql/15/bin/initdb >/dev/null 2>&1 || need+=(postgresql-15 postgresql-client-15)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -f /usr/share/postgresql/15/extension/pg_stat_statements.control ] || need+=(postgresql-contrib)
 [ -f /usr/share/postgresql/15/extension/hypopg.control ] || need+=(postgresql-15-hypopg)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo=sudo
-    command -v sudo >/dev/null 2>&1 || { echo "install as root: apt-get install ${need[*]}" >&2; exit 1; }
-  else
-    sudo=
-  fi
-  echo "installing ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+if [ "$mode" = test ]; then
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 fi
-# The Debian package starts a cluster of its own; indexd's demo and tests run private ones and do not need it.
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "run as root: apt-get install ${need[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  echo "installing ${need[*]} ..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's postgresql package may start a cluster of its own; indexd's demo and tests run private clusters on
+# free loopback ports and leave it alone.
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+extras=""
+[ "$mode" = test ] && extras="[test]"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".${extras}"

@@ -5,6 +5,7 @@ from indexd.config.schema import (
     ByteSize,
     DatabaseSettings,
     IndexingSettings,
+    LoggingSettings,
     Settings,
     WindowSettings,
 )
@@ -14,6 +15,19 @@ __all__ = [
     "ByteSize",
     "DatabaseSettings",
     "IndexingSettings",
+    "LoggingSettings",
     "Settings",
     "WindowSettings",
+    "find_config",
+    "load_settings",
+    "settings_for_dsn",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The loader imports the DSN helpers (and through them psycopg2); load it only when asked for.
+    if name in ("find_config", "load_settings", "settings_for_dsn"):
+        from indexd.config import load
+
+        return getattr(load, name)
+    raise AttributeError(name)

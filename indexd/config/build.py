@@ -1,0 +1,283 @@
+"""Build the frozen settings dataclasses from a Node tree, generically, by their type hints.
+
+Every problem (unknown key, wrong type, value out of range, bad cron/time zone/DSN) is collected with its key
+path and origin; nothing is dropped with a warning. A field is checked by its type's converter, then by the
+range and validator registered for (class, field) below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable
+from datetime import time, timedelta
+from functools import cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from indexd.config import convert, schema
+from indexd.config.schema import ByteSize
+from indexd.config.tree import Node, Problems, join
+
+INVALID: Any = object()  # a value that could not be built; its problem is already recorded
+
+Check = Callable[[Any], str | None]
+
+_SCALARS: dict[Any, Callable[[Any], Any]] = {
+    bool: convert.to_bool,
+    ByteSize: convert.to_size,
+    int: convert.to_int,
+    float: convert.to_float,
+    str: convert.to_str,
+    timedelta: convert.to_duration,
+    time: convert.to_time,
+}
+
+
+def _amount(value: Any) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if _amount(v) >= low else f"must be at least {low:g}"
+
+
+def positive(v: Any) -> str | None:
+    return None if _amount(v) > 0 else "must be greater than zero"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda v: None if low <= _amount(v) <= high else f"must be between {low:g} and {high:g}"
+
+
+def cron(value: str) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        return f"not a valid cron schedule {value!r} (minute hour day month weekday): {exc}"
+    return None
+
+
+def time_zone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use a name such as UTC or Europe/Berlin)"
+    return None
+
+
+def dsn(value: str) -> str | None:
+    from indexd.db.dsn import parse_dsn
+    from indexd.errors import ConfigError
+
+    try:
+        parse_dsn(value)
+    except ConfigError as exc:
+        return exc.problems[0]
+    return None
+
+
+def db_name(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        return None
+    return f"database names may use only letters, digits, '_' and '-' (got {value!r})"
+
+
+def sql_name(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        return None
+    return f"expected a plain SQL name (letters, digits, '_', at most 63), got {value!r}"
+
+
+def listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"expected host:port such as 127.0.0.1:9470 or [::1]:9470, got {value!r}"
+    return None
+
+
+S = schema
+CHECKS: dict[tuple[type, str], Check] = {
+    (S.PoolSettings, "size"): at_least(1),
+    (S.PoolSettings, "timeout"): positive,
+    (S.PoolSettings, "recycle_jitter"): between(0, 1),
+    (S.TimeoutSettings, "connect"): positive,
+    (S.TimeoutSettings, "statement"): positive,
+    (S.TimeoutSettings, "lock"): positive,
+    (S.TimeoutSettings, "keepalives_idle"): positive,
+    (S.TimeoutSettings, "keepalives_interval"): positive,
+    (S.TimeoutSettings, "keepalives_count"): at_least(1),
+    (S.RetrySettings, "attempts"): at_least(1),
+    (S.RetrySettings, "multiplier"): at_least(1),
+    (S.RetrySettings, "max_delay"): positive,
+    (S.RetrySettings, "max_elapsed"): positive,
+    (S.CircuitBreakerSettings, "failure_threshold"): at_least(1),
+    (S.CircuitBreakerSettings, "reset_timeout"): positive,
+    (S.WindowSettings, "timezone"): time_zone,
+    (S.ThrottleSettings, "max_cpu_pct"): between(1, 100),
+    (S.ThrottleSettings, "cpu_sample"): positive,
+    (S.ThrottleSettings, "max_active_backends_pct"): between(1, 100),
+    (S.VerifySettings, "after"): positive,
+    (S.VerifySettings, "min_gain_pct"): between(0, 100),
+    (S.IndexingSettings, "max_indexes_per_table"): at_least(1),
+    (S.IndexingSettings, "max_columns"): between(1, 32),
+    (S.IndexingSettings, "min_improvement_pct"): between(0, 100),
+    (S.IndexingSettings, "lookback"): positive,
+    (S.IndexingSettings, "lock_timeout"): positive,
+    (S.IndexingSettings, "build_timeout"): positive,
+    (S.IndexingSettings, "maintenance_work_mem"): at_least(1024**2),
+    (S.BackupSettings, "schedule"): cron,
+    (S.BackupSettings, "jobs"): at_least(1),
+    (S.BackupSettings, "compression"): between(0, 9),
+    (S.BackupSettings, "timeout"): positive,
+    (S.BackupSettings, "free_space_factor"): at_least(1),
+    (S.BackupVerifySettings, "restore_schedule"): cron,
+    (S.BackupRetentionSettings, "keep_last"): at_least(1),
+    (S.RetentionSettings, "statement_snapshots"): positive,
+    (S.RetentionSettings, "audit_log"): positive,
+    (S.RetentionSettings, "metrics"): positive,
+    (S.RetentionSettings, "batch_size"): at_least(1),
+    (S.RetentionSettings, "schedule"): cron,
+    (S.LoggingSettings, "max_bytes"): at_least(1024),
+    (S.LoggingSettings, "backup_count"): at_least(1),
+    (S.HttpSettings, "listen"): listen,
+    (S.DatabaseSettings, "name"): db_name,
+    (S.DatabaseSettings, "dsn"): dsn,
+    (S.DatabaseSettings, "state_schema"): sql_name,
+}
+CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})
+
+# Fields whose text needs more than their type says.
+CONVERTERS: dict[tuple[type, str], Callable[[Any], Any]] = {(S.WindowSettings, "days"): convert.to_days}
+
+NOT_KEYS = {(S.Settings, "source")}  # dataclass fields that are not keys of the file
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def field_hint(cls: type, name: str) -> Any:
+    return _hints(cls)[name]
+
+
+def is_section(hint: Any) -> bool:
+    return dataclasses.is_dataclass(hint)
+
+
+def is_optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def keys_of(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if (cls, f.name) not in NOT_KEYS]
+
+
+def unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+    return f"unknown key {key!r} ({hint})"
+
+
+def build(cls: type, node: Node, path: str, problems: Problems) -> Any:
+    """An instance of dataclass `cls` from a mapping node (null = all defaults), or INVALID."""
+    value = {} if node.value is None else node.value
+    if not isinstance(value, dict):
+        _report(problems, path, node, f"expected a mapping of settings, got {convert.describe(node.plain())}")
+        return INVALID
+    known = keys_of(cls)
+    for key, child in value.items():
+        if key not in known:
+            _report(problems, join(path, key), child, unknown_key(key, known))
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in known:
+            continue
+        if f.name in value:
+            kwargs[f.name] = field_value(cls, f.name, value[f.name], join(path, f.name), problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            _report(problems, path, node, f"missing required key {f.name!r}")
+            kwargs[f.name] = INVALID
+    if any(v is INVALID for v in kwargs.values()) or any(k not in known for k in value):
+        return INVALID
+    return cls(**kwargs)
+
+
+def field_value(owner: type, name: str, node: Node, path: str, problems: Problems) -> Any:
+    special = CONVERTERS.get((owner, name))
+    try:
+        value = special(node.plain()) if special else _typed(_hints(owner)[name], node, path, problems)
+    except ValueError as exc:
+        _report(problems, path, node, str(exc))
+        return INVALID
+    if value is INVALID or value is None:
+        return value
+    check = CHECKS.get((owner, name))
+    message = check(value) if check else None
+    if message is None and isinstance(value, int | float | timedelta) and not isinstance(value, bool):
+        message = None if _amount(value) >= 0 else "must not be negative"
+    if message:
+        _report(problems, path, node, message)
+        return INVALID
+    return value
+
+
+def _typed(hint: Any, node: Node, path: str, problems: Problems) -> Any:
+    """Convert by type hint; raises ValueError for a scalar problem, returns INVALID for nested ones."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if node.value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _typed(hint, node, path, problems)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, node, path, problems)  # type: ignore[arg-type]
+    if origin is Literal:
+        return _literal(args, node.value)
+    if origin is tuple:
+        return _tuple(args[0], node, path, problems)
+    if hint in _SCALARS:
+        return _SCALARS[hint](node.value)
+    raise TypeError(f"no converter for {hint!r} at {path}")  # a schema bug, not a user error
+
+
+def _literal(allowed: tuple[Any, ...], value: Any) -> Any:
+    if value in allowed:
+        return value
+    if isinstance(value, str):
+        same = [a for a in allowed if isinstance(a, str) and a.lower() == value.strip().lower()]
+        if len(same) == 1:
+            return same[0]
+    choices = ", ".join(str(a) for a in allowed)
+    raise ValueError(f"must be one of {choices} (got {convert.describe(value)})")
+
+
+def _tuple(item_hint: Any, node: Node, path: str, problems: Problems) -> Any:
+    if isinstance(node.value, str) and item_hint in _SCALARS:
+        items = [Node(part.strip(), node.line, node.env, node.inherited) for part in node.value.split(",")]
+    elif isinstance(node.value, list):
+        items = node.value
+    else:
+        raise ValueError(f"expected a list, got {convert.describe(node.plain())}")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_typed(item_hint, item, join(path, i), problems))
+        except ValueError as exc:
+            _report(problems, join(path, i), item, str(exc))
+            out.append(INVALID)
+    return INVALID if any(v is INVALID for v in out) else tuple(out)
+
+
+def _report(problems: Problems, path: str, node: Node, message: str) -> None:
+    """Record a problem, unless the value was inherited from a global section (reported there already)."""
+    if not node.inherited:
+        problems.add(path, node, message)

@@ -1,0 +1,258 @@
+"""What-if costing: the planner's estimated cost of a statement with a set of hypothetical (HypoPG) indexes.
+
+One `WhatIf` session owns one dedicated connection in a read-only session (EXPLAIN without ANALYZE never runs a
+statement; read-only refuses anything that would). Statements with `$n` parameters are costed as generic plans
+(PREPARE + plan_cache_mode = force_generic_plan + EXPLAIN EXECUTE with NULLs), the way PostgreSQL 16's
+EXPLAIN (GENERIC_PLAN) does. Hypothetical indexes live only in this backend's memory; the session removes them
+when it ends, on success and on error alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg2
+from pglast.parser import ParseError, parse_sql, scan
+from psycopg2 import sql
+
+from indexd.advisor.model import IndexCandidate
+from indexd.db.pool import Database, PgConnection
+from indexd.errors import IndexdError
+
+log = logging.getLogger(__name__)
+
+HYPOPG_HELP = (
+    "install it on the database server (Debian/Ubuntu: apt-get install postgresql-15-hypopg), then run "
+    "CREATE EXTENSION hypopg; in database {db!r}"
+)
+_EXPLAINABLE = {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}
+_PREPARED = "indexd_whatif"
+
+
+class HypoPGMissing(IndexdError):
+    """The database has no HypoPG extension, so no what-if cost can be estimated."""
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """The planner's total cost of one statement and the hypothetical indexes its plan uses."""
+
+    cost: float
+    used: frozenset[IndexCandidate] = frozenset()
+
+
+@dataclass
+class WhatIfStats:
+    explains: int = 0
+    cache_hits: int = 0
+    hypothetical_created: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def parameter_count(query: str) -> int:
+    """The highest $n of a statement (0 when it has none); literals and comments are ignored."""
+    highest = 0
+    for token in scan(query):
+        if token.name == "PARAM":
+            highest = max(highest, int(query[token.start + 1 : token.end + 1]))
+    return highest
+
+
+def check_explainable(query: str) -> str | None:
+    """Why a statement cannot be what-if costed (None when it can): exactly one SELECT/INSERT/UPDATE/DELETE."""
+    try:
+        stmts = parse_sql(query)
+    except ParseError as exc:
+        return f"does not parse: {exc}"
+    if len(stmts) != 1:
+        return f"{len(stmts)} statements in one text"
+    kind = type(stmts[0].stmt).__name__
+    return None if kind in _EXPLAINABLE else f"{kind} cannot be explained"
+
+
+def index_names_in(plan: Any) -> set[str]:
+    """Every "Index Name" anywhere in an EXPLAIN (FORMAT JSON) plan."""
+    found: set[str] = set()
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "Index Name" in node:
+                found.add(node["Index Name"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+class WhatIf:
+    """A what-if session on one dedicated connection; use as a context manager."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        statement_timeout: timedelta = timedelta(seconds=10),
+        max_hypothetical: int = 64,
+        through_view: Iterable[int] = (),
+    ) -> None:
+        self.db = db
+        self.statement_timeout = statement_timeout
+        self.max_hypothetical = max_hypothetical
+        self.through_view = frozenset(through_view)
+        self.stats = WhatIfStats()
+        self._conn: PgConnection | None = None
+        self._alive: dict[IndexCandidate, str] = {}  # candidate -> hypothetical index name
+        self._cache: dict[tuple[int, frozenset[IndexCandidate]], PlanCost | None] = {}
+
+    # ---- session ----------------------------------------------------------------------------------------
+    def __enter__(self) -> WhatIf:
+        conn = self.db.dedicated_connection(autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'")
+                if cur.fetchone() is None:
+                    raise HypoPGMissing(
+                        f"HypoPG is not installed in database {self.db.name!r}: "
+                        + HYPOPG_HELP.format(db=self.db.name)
+                    )
+                cur.execute(
+                    "SELECT set_config('statement_timeout', %s, false), "
+                    "set_config('default_transaction_read_only', 'on', false), "
+                    "set_config('plan_cache_mode', 'force_generic_plan', false), hypopg_reset()",
+                    (str(int(self.statement_timeout.total_seconds() * 1000)),),
+                )
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        self._alive.clear()
+        if conn is None:
+            return
+        try:
+            if not conn.closed:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT hypopg_reset()")
+                    cur.execute("DEALLOCATE ALL")
+        except psycopg2.Error as err:
+            log.warning("could not reset hypothetical indexes on %s: %s", self.db.name, err)
+        finally:
+            conn.close()
+
+    @property
+    def conn(self) -> PgConnection:
+        if self._conn is None:
+            raise RuntimeError("WhatIf used outside its 'with' block")
+        return self._conn
+
+    # ---- costing ----------------------------------------------------------------------------------------
+    def cost(self, statement_index: int, query: str, indexes: frozenset[IndexCandidate]) -> float | None:
+        """Estimated total cost of the statement with these hypothetical indexes (None: cannot be costed)."""
+        found = self.plan(statement_index, query, indexes)
+        return None if found is None else found.cost
+
+    def plan(self, statement_index: int, query: str, indexes: frozenset[IndexCandidate]) -> PlanCost | None:
+        if statement_index in self.through_view:
+            # HypoPG crashes the server on partial hypothetical indexes read through a view.
+            indexes = frozenset(c for c in indexes if c.where is None)
+        key = (statement_index, indexes)
+        if key in self._cache:
+            self.stats.cache_hits += 1
+            return self._cache[key]
+        if statement_index in self.stats.errors:
+            return None
+        result = self._explain(statement_index, query, indexes)
+        self._cache[key] = result
+        if result is not None and result.used != indexes:
+            self._cache.setdefault((statement_index, result.used), result)
+        return result
+
+    def _explain(self, statement_index: int, query: str, indexes: frozenset[IndexCandidate]) -> PlanCost | None:
+        problem = check_explainable(query)
+        if problem is None:
+            try:
+                self._materialize(indexes)
+            except psycopg2.Error as err:
+                # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
+                log.warning("hypothetical index refused on %s: %s", self.db.name, _first_line(err))
+                return None
+            try:
+                plan = self._explain_json(query)
+            except psycopg2.Error as err:
+                if self.conn.closed:
+                    raise
+                problem = _first_line(err)
+        if problem is not None:
+            log.debug("statement %s cannot be costed: %s", statement_index, problem)
+            self.stats.errors[statement_index] = problem
+            return None
+        self.stats.explains += 1
+        names = index_names_in(plan)
+        used = frozenset(c for c in indexes if self._alive.get(c) in names)
+        return PlanCost(float(plan[0]["Plan"]["Total Cost"]), used)
+
+    def _explain_json(self, query: str) -> Any:
+        params = parameter_count(query)
+        with self.conn.cursor() as cur:
+            if params == 0:
+                cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(query))
+                return cur.fetchone()[0]
+            cur.execute(sql.SQL("PREPARE {} AS ").format(sql.Identifier(_PREPARED)) + sql.SQL(query))
+            try:
+                cur.execute(
+                    sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
+                        sql.Identifier(_PREPARED), sql.SQL(", ").join([sql.SQL("NULL")] * params)
+                    )
+                )
+                return cur.fetchone()[0]
+            finally:
+                cur.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_PREPARED)))
+
+    def _materialize(self, wanted: frozenset[IndexCandidate]) -> None:
+        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible."""
+        extra = [c for c in self._alive if c not in wanted]
+        missing = sorted((c for c in wanted if c not in self._alive), key=IndexCandidate.fingerprint)
+        with self.conn.cursor() as cur:
+            if len(self._alive) - len(extra) + len(missing) > self.max_hypothetical or len(extra) > len(wanted):
+                cur.execute("SELECT hypopg_reset()")
+                self._alive.clear()
+                missing = sorted(wanted, key=IndexCandidate.fingerprint)
+            else:
+                for cand in extra:
+                    cur.execute("SELECT hypopg_drop_index(indexrelid) FROM hypopg_list_indexes "
+                                "WHERE index_name = %s", (self._alive.pop(cand),))
+            for cand in missing:
+                cur.execute("SELECT indexname FROM hypopg_create_index(%s)",
+                            (cand.create_sql(concurrently=False).as_string(self.conn),))
+                self._alive[cand] = cur.fetchone()[0]
+                self.stats.hypothetical_created += 1
+
+    # ---- other planner questions --------------------------------------------------------------------------
+    def row_fraction(self, schema: str, table: str, where: str) -> float:
+        """The planner's estimate of the share of a table's rows that satisfy a predicate (for partial indexes)."""
+        self._materialize(frozenset())
+        with self.conn.cursor() as cur:
+            query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            cur.execute(query)
+            total = float(cur.fetchone()[0][0]["Plan"]["Plan Rows"])
+            cur.execute(query + sql.SQL(" WHERE ") + sql.SQL(where))
+            part = float(cur.fetchone()[0][0]["Plan"]["Plan Rows"])
+        return min(1.0, part / total) if total > 0 else 1.0
+
+    def cached(self) -> Iterator[tuple[tuple[int, frozenset[IndexCandidate]], PlanCost | None]]:
+        yield from self._cache.items()
+
+
+def _first_line(err: psycopg2.Error) -> str:
+    text = (err.pgerror or str(err) or type(err).__name__).strip()
+    return text.splitlines()[0] if text else type(err).__name__

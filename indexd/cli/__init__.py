@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", default="60s", help="how long to drive the workload (default 60s)")
     p.add_argument("--setup-only", action="store_true", help="create and load the schema, run no workload")
     p.add_argument("--no-setup", action="store_true", help="drive the workload on an existing schema")
+    p.add_argument("--clients", type=int, default=2, metavar="N", help="concurrent client connections (default 2)")
+    _json(p)
     return parser
 
 

@@ -147,7 +147,7 @@ def sum_partitions(tables: dict[str, Table], writes: dict[str, float]) -> dict[s
         if table.kind == "p" or table.parent is None:
             continue
         seen: set[str] = set()
-        ancestor = table.parent
+        ancestor: str | None = table.parent
         while ancestor is not None and ancestor in tables and ancestor not in seen:
             seen.add(ancestor)
             rows, pages, rate = totals.get(ancestor, (0.0, 0, 0.0))

@@ -1,0 +1,152 @@
+"""CREATE / DROP INDEX CONCURRENTLY on a real server: success, lock timeout, hostile names, cleanup."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from test_build_support import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
+
+from indexd.config.schema import DatabaseSettings, IndexingSettings
+from indexd.db.pool import Database
+from indexd.db.state import migrate
+from indexd.lifecycle.build import (
+    BuildProgress,
+    build_index,
+    cleanup_invalid,
+    drop_index_concurrently,
+    load_recommendations,
+)
+
+
+@pytest.fixture
+def fast_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
+    """A Database whose lock_timeout is 1 s, with the state schema in place."""
+    settings = replace(db_settings, indexing=replace(IndexingSettings(), lock_timeout=timedelta(seconds=1)))
+    db = Database(settings)
+    migrate(db)
+    try:
+        yield db
+    finally:
+        db.close()
+        from conftest import assert_no_leaked_connections
+
+        assert_no_leaked_connections(pg_cluster, pg_dbname)
+
+
+def _rec(db: Database, rec_id: int):
+    with db.connection() as conn:
+        return load_recommendations(conn, "indexd", ids=(rec_id,))[0]
+
+
+def test_build_succeeds_audited_analyzed_and_sized(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "public", "orders", rows=20000)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "orders", "a", "b"))
+    seen: list[BuildProgress] = []
+    result = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings, job_id="job-1", progress=seen.append)
+    assert result.outcome == "succeeded", result.reason
+    assert result.size_bytes and result.size_bytes > 0
+    assert rec_status(pg_conn, rec_id) == "built"
+    assert index_valid(pg_conn, "public", result.index_name) is True
+    rows = audit_rows(pg_conn, "create_index")
+    assert [(r["phase"], r["outcome"]) for r in rows] == [("intent", "started"), ("outcome", "succeeded")]
+    assert rows[1]["intent_id"] == rows[0]["id"] and rows[1]["after"]["size_bytes"] == result.size_bytes
+    assert rows[0]["recommendation_id"] == rec_id and " pid " in rows[0]["actor"]
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'orders'")
+        assert cur.fetchone()[0]
+
+
+def test_hostile_names_are_quoted_everywhere(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "Order Items", 'se"lect', columns=("select", 'we"ird'), rows=500)
+    rec_id = insert_recommendation(pg_conn, candidate("Order Items", 'se"lect', "select", 'we"ird'))
+    result = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)
+    assert result.outcome == "succeeded", result.reason
+    assert index_valid(pg_conn, "Order Items", result.index_name)
+    dropped = drop_index_concurrently(fast_db, "Order Items", result.index_name, reason="test revert",
+                                      action="revert_index", recommendation_id=rec_id)
+    assert dropped.outcome == "succeeded", dropped.reason
+    assert index_valid(pg_conn, "Order Items", result.index_name) is None
+    revert = audit_rows(pg_conn, "revert_index")
+    assert revert[0]["before"]["definition"].startswith("CREATE INDEX")
+    assert [r["outcome"] for r in revert] == ["started", "succeeded"]
+
+
+def test_lock_timeout_gives_up_without_blocking_the_application(fast_db: Database, pg_cluster, pg_dbname,
+                                                                 pg_conn) -> None:
+    make_table(pg_conn, "public", "busy", rows=2000)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "busy", "a"))
+    app = pg_cluster.connect(pg_dbname, autocommit=False)
+    try:
+        with app.cursor() as cur:  # an application transaction that wrote to the table and stays open
+            cur.execute("UPDATE busy SET b = b + 1 WHERE id = 1")
+        out: dict = {}
+        builder = threading.Thread(target=lambda: out.update(r=build_index(fast_db, _rec(fast_db, rec_id),
+                                                                            fast_db.settings)))
+        builder.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        with app.cursor() as cur:  # the application's next statements must not wait behind the build
+            cur.execute("UPDATE busy SET b = b + 1 WHERE id = 2")
+            cur.execute("INSERT INTO busy (a, b) VALUES (1, 1)")
+        app_wait = time.monotonic() - started
+        builder.join(timeout=20)
+        result = out["r"]
+        assert app_wait < 0.5
+        assert result.outcome == "failed" and result.retry_later
+        assert "lock timeout" in (result.reason or "")
+        assert rec_status(pg_conn, rec_id) == "approved"  # back in the queue for a later run
+        outcomes = [r for r in audit_rows(pg_conn, "create_index") if r["phase"] == "outcome"]
+        assert outcomes[0]["outcome"] == "failed" and "lock timeout" in outcomes[0]["reason"]
+    finally:
+        app.rollback()
+        app.close()
+    # the INVALID leftover (its drop also timed out while the app held the table) goes at the next cleanup
+    if index_valid(pg_conn, "public", result.index_name) is False:
+        assert cleanup_invalid(fast_db) == [f"public.{result.index_name}"]
+    assert index_valid(pg_conn, "public", result.index_name) is None
+
+
+def test_bad_create_sql_is_refused_before_anything_runs(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "public", "t1", rows=10)
+    cand = candidate("public", "t1", "a")
+    rec_id = insert_recommendation(pg_conn, cand)
+    with pg_conn.cursor() as cur:
+        cur.execute("UPDATE indexd.recommendations SET create_sql = %s WHERE id = %s",
+                    (cand.create_sql(concurrently=False).as_string(pg_conn), rec_id))
+    from indexd.errors import BuildError
+
+    with pytest.raises(BuildError, match="not CONCURRENTLY"):
+        build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)
+    assert rec_status(pg_conn, rec_id) == "approved" and audit_rows(pg_conn) == []
+
+
+def test_a_rejected_recommendation_is_not_built(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "public", "t2", rows=10)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t2", "a"), status="rejected")
+    result = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)
+    assert result.outcome == "skipped" and audit_rows(pg_conn) == []
+
+
+def test_cleanup_drops_only_our_invalid_indexes(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "public", "dup", columns=("a",), rows=100)
+    with pg_conn.cursor() as cur:
+        cur.execute("INSERT INTO dup (a) SELECT 1 FROM generate_series(1, 3)")
+        for name in ("indexd_dup_a_deadbeef", "theirs_dup_a"):  # a failed unique build leaves INVALID indexes
+            with pytest.raises(Exception, match="could not create unique index"):
+                cur.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON dup (a)")
+    assert index_valid(pg_conn, "public", "indexd_dup_a_deadbeef") is False
+    assert cleanup_invalid(fast_db) == ["public.indexd_dup_a_deadbeef"]
+    assert index_valid(pg_conn, "public", "indexd_dup_a_deadbeef") is None
+    assert index_valid(pg_conn, "public", "theirs_dup_a") is False  # not ours: left alone
+    assert [r["outcome"] for r in audit_rows(pg_conn, "drop_index")] == ["started", "succeeded"]

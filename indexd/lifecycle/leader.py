@@ -1,0 +1,111 @@
+"""Leadership: mutating jobs for a database run only in the process holding its advisory lock.
+
+The lock is a session-level `pg_try_advisory_lock` held on a dedicated connection. PostgreSQL releases it when
+that session ends, so a lost connection means lost leadership: `held()` checks the connection (and the lock
+on it) with a cheap query under a short statement_timeout, and callers stop mutating as soon as it says False.
+Several daemons may run against one database for high availability; only one of them changes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+
+import psycopg2
+
+from indexd.db.pool import Database, PgConnection
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_MS = 2000
+
+
+def leader_key(state_schema: str, database_name: str) -> int:
+    """A signed 64-bit advisory lock key, the same in every process for one (state schema, database)."""
+    digest = hashlib.sha256(f"indexd-leader\0{state_schema}\0{database_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Leadership:
+    """Holds (or tries to hold) the leader lock `key` of one database on a connection of its own."""
+
+    def __init__(self, db: Database, key: int) -> None:
+        self.db = db
+        self.key = key
+        self._conn: PgConnection | None = None
+
+    @classmethod
+    def for_database(cls, db: Database) -> Leadership:
+        """The leadership of `db`, keyed by its state schema and its real database name (not the config's
+        name for it, so two daemons configured differently still compete for the same lock)."""
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            name = str(cur.fetchone()[0])
+        return cls(db, leader_key(db.settings.state_schema, name))
+
+    def acquire(self) -> bool:
+        """Try once, without waiting; True when this object holds the lock (now or already)."""
+        if self.held():
+            return True
+        self._drop()
+        conn = self.db.dedicated_connection(autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(CHECK_TIMEOUT_MS),))
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+                got = bool(cur.fetchone()[0])
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            log.debug("leadership of %s is held by another process", self.db.name)
+            return False
+        self._conn = conn
+        log.info("leadership of %s acquired", self.db.name)
+        return True
+
+    def held(self) -> bool:
+        """Whether we still hold the lock: the connection answers and its session still has the lock."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = pg_backend_pid() AND objsubid = 1"
+                    " AND ((classid::bigint << 32) | objid::bigint) = %s::bigint)",
+                    (self.key,),
+                )
+                ok = bool(cur.fetchone()[0])
+        except psycopg2.Error as exc:
+            log.warning("leadership of %s lost: %s", self.db.name, (str(exc).strip() or repr(exc)).splitlines()[0])
+            self._drop()
+            return False
+        if not ok:
+            log.warning("leadership of %s lost: the lock is no longer held", self.db.name)
+            self._drop()
+        return ok
+
+    def release(self) -> None:
+        """Give the lock up (closing the session releases it even if the unlock fails)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            log.info("leadership of %s released", self.db.name)
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> Leadership:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -16,14 +16,12 @@ from indexd.db.pool import Database
 
 
 def load(args: argparse.Namespace) -> Settings:
-    """The settings for this command: from --dsn alone (no file needed), or from the config file."""
+    """The settings for this command: from the config file, or with --dsn the one database it names (the
+    file, if there is one, still supplies the other sections); --log-level overrides logging.level."""
     if getattr(args, "dsn", None):
-        try:
-            base = load_settings(args.config)
-        except FileNotFoundError:
-            base = Settings()
-        return settings_for_dsn(args.dsn, base)
-    settings = load_settings(args.config)
+        settings = settings_for_dsn(args.dsn, load_settings(args.config, required=False))
+    else:
+        settings = load_settings(args.config)
     if getattr(args, "log_level", None):
         settings = replace(settings, logging=replace(settings.logging, level=args.log_level))
     return settings

@@ -1,0 +1,75 @@
+"""`indexd check-config` and `indexd migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from typing import Literal, cast
+
+from indexd.cli.common import load, open_database, targets
+from indexd.config.load import find_config, load_settings
+from indexd.db.dsn import redact_dsn
+from indexd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration (and with --production, the hardening); every problem at once, exit 2."""
+    from indexd.config.checks import production_problems
+
+    path = find_config(args.config)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _report_problems(path, exc.problems)
+    problems = production_problems(settings, path) if args.production else []
+    if problems:
+        return _report_problems(path, problems, production=True)
+    n = len(settings.databases)
+    checked = " (production checks passed)" if args.production else ""
+    print(f"configuration OK: {settings.source}, {n} database{'' if n == 1 else 's'}{checked}")
+    return 0
+
+
+def _report_problems(path: object, problems: list[str], production: bool = False) -> int:
+    kind = "is not ready for production" if production else "is invalid"
+    count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+    print(f"configuration {path or '(none found)'} {kind}: {count}", file=sys.stderr)
+    for problem in problems:
+        print(f"  {redact_dsn(problem)}", file=sys.stderr)
+    return ConfigError.exit_code
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the state schema in each target database; one failing database does not stop the rest."""
+    from indexd.db.state import current_version
+    from indexd.db.state import migrate as apply_migrations
+    from indexd.log import setup_logging
+
+    settings = load(args)
+    setup_logging(replace(settings.logging, file=None, format="text", level=_cli_level(args)))
+    failed = 0
+    for db in targets(args, settings):
+        try:
+            with open_database(settings, db) as database:
+                applied = apply_migrations(database)
+                version = current_version(database) if not applied else None
+        except Exception as exc:  # a fault boundary: report this database, go on with the next
+            failed += 1
+            log.debug("migrating %s failed", db.name, exc_info=True)
+            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
+            continue
+        if applied:
+            print(f"{db.name}: applied {', '.join(f'{v:03d}' for v in applied)}")
+        else:
+            print(f"{db.name}: up to date (version {version})" if version else f"{db.name}: up to date")
+    return 1 if failed else 0
+
+
+def _cli_level(args: argparse.Namespace) -> Level:
+    """One-shot commands log warnings to stderr unless --log-level asks for more."""
+    return cast(Level, getattr(args, "log_level", None) or "WARNING")

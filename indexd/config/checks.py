@@ -1,0 +1,180 @@
+"""Hardening checks for `check-config --production`: secrets, TLS, bind address, permissions, verbosity.
+
+A function of the settings, the configuration file's own text and a few stat() readings; nothing connects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat as st
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import yaml
+
+from indexd.config.schema import Settings
+from indexd.errors import ConfigError
+
+StatFn = Callable[[str], os.stat_result]
+
+SAFE_SSLMODES = ("require", "verify-ca", "verify-full")
+_URI_PASSWORD = re.compile(r"^postgres(?:ql)?://[^:/@\s]*:([^@\s]*)@")
+_QUERY_PASSWORD = re.compile(r"^postgres(?:ql)?://[^?\s]*\?(?:[^#\s]*&)?password=([^&#\s]*)")
+_KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+_TOKEN = re.compile(r"^\x01(\d+)\x02$")
+
+
+def production_problems(
+    settings: Settings,
+    config_path: Path | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stat: StatFn = os.stat,
+) -> list[str]:
+    """Every way these settings fall short of a production deployment, one readable line each."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    if settings.environment != "production":
+        problems.append(f"environment: is {settings.environment!r}; set environment: production")
+    if settings.logging.level == "DEBUG":
+        problems.append("logging.level: DEBUG is verbose and may log statement texts; use INFO or WARNING")
+    if config_path is not None:
+        problems += plaintext_passwords(config_path)
+        problems += _permissions(str(config_path), f"configuration file {config_path}", stat)
+    problems += _http(settings)
+    for db in settings.databases:
+        problems += _sslmode(db.name, db.dsn, env)
+        if db.password_file:
+            problems += _password_file(db.name, db.password_file, stat)
+    for where, folder in sorted({("backups.dir", settings.backups.dir)} | _db_backup_dirs(settings)):
+        problems += _permissions(folder, f"{where} {folder}", stat, missing_ok=True)
+    return problems
+
+
+def plaintext_passwords(config_path: Path) -> list[str]:
+    """DSNs in the file that spell out a password (a lone ${VAR} reference is fine)."""
+    try:
+        root = yaml.compose(config_path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    problems = []
+    for name, node in _raw_dsns(root):
+        if _spells_password(node.value):
+            problems.append(
+                f"databases.{name}.dsn (line {node.start_mark.line + 1}): the password is written in the file; "
+                "take it from the environment (${VAR} or PGPASSWORD), a password_file or ~/.pgpass"
+            )
+    return problems
+
+
+def _raw_dsns(root: yaml.Node | None) -> list[tuple[str, yaml.ScalarNode]]:
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    found = []
+    for key, value in root.value:
+        if key.value != "databases" or not isinstance(value, yaml.SequenceNode):
+            continue
+        for i, entry in enumerate(value.value):
+            if not isinstance(entry, yaml.MappingNode):
+                continue
+            fields = {k.value: v for k, v in entry.value if isinstance(k, yaml.ScalarNode)}
+            name_node = fields.get("name")
+            name = name_node.value if isinstance(name_node, yaml.ScalarNode) else f"[{i}]"
+            dsn = fields.get("dsn")
+            if isinstance(dsn, yaml.ScalarNode):
+                found.append((name, dsn))
+    return found
+
+
+def _spells_password(raw: str) -> bool:
+    """Whether a DSN as written in the file holds a password other than a bare ${VAR} reference."""
+    references: list[re.Match[str]] = []
+
+    def mask(m: re.Match[str]) -> str:
+        references.append(m)
+        return f"\x01{len(references) - 1}\x02"  # a placeholder no DSN syntax character can break
+
+    password = _password_in(_REFERENCE.sub(mask, raw))
+    if not password:
+        return False
+    token = _TOKEN.match(password)
+    if token is None:
+        return True
+    default = references[int(token.group(1))].group(2)
+    return bool(default and default != ":-")  # ${VAR:-secret} writes "secret" in the file
+
+
+def _password_in(dsn: str) -> str | None:
+    m = _URI_PASSWORD.match(dsn.strip())
+    if m and m.group(1):
+        return m.group(1)
+    m = _QUERY_PASSWORD.match(dsn.strip()) or _KV_PASSWORD.search(dsn)
+    return m.group(1).strip("'") if m else None
+
+
+def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
+    from indexd.db.dsn import parse_dsn
+
+    try:
+        params = parse_dsn(dsn)
+    except ConfigError:
+        return []  # already reported by validation
+    mode = params.get("sslmode") or env.get("PGSSLMODE")
+    if mode in SAFE_SSLMODES:
+        return []
+    hosts = (params.get("host") or env.get("PGHOST") or "").split(",")
+    if not params.get("hostaddr") and all(h == "" or h.startswith("/") for h in hosts):
+        return []  # unix socket: nothing crosses the network
+    said = f"sslmode={mode}" if mode else "no sslmode (libpq then only prefers TLS)"
+    return [f"databases.{name}.dsn: {said}; use sslmode=verify-full (or at least require) for TCP connections"]
+
+
+def _password_file(name: str, path: str, stat: StatFn) -> list[str]:
+    try:
+        mode = stat(path).st_mode
+    except OSError as exc:
+        return [f"databases.{name}.password_file: cannot stat {path}: {exc.strerror}"]
+    if mode & (st.S_IRWXG | st.S_IRWXO):
+        return [f"databases.{name}.password_file: {path} is readable by group or others; chmod 600 it"]
+    return []
+
+
+def _permissions(path: str, what: str, stat: StatFn, missing_ok: bool = False) -> list[str]:
+    try:
+        mode = stat(path).st_mode
+    except FileNotFoundError:
+        return [] if missing_ok else [f"{what}: cannot be found"]
+    except OSError as exc:
+        return [f"{what}: cannot stat: {exc.strerror}"]
+    flags = [word for bit, word in ((st.S_IROTH, "readable"), (st.S_IWOTH, "writable")) if mode & bit]
+    if flags:
+        return [f"{what}: is world-{' and '.join(flags)}; chmod o-rwx it"]
+    return []
+
+
+def _db_backup_dirs(settings: Settings) -> set[tuple[str, str]]:
+    return {
+        (f"databases.{db.name}.backups.dir", db.backups.dir)
+        for db in settings.databases
+        if db.backups.dir != settings.backups.dir
+    }
+
+
+def _http(settings: Settings) -> list[str]:
+    http = settings.http
+    if not http.enabled or http.token_file:
+        return []
+    host = http.listen.rpartition(":")[0].strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return []
+    return [f"http.listen: {http.listen} is reachable from other hosts; bind to 127.0.0.1 or set http.token_file"]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

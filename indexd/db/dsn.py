@@ -45,6 +45,10 @@ def connect_kwargs(db: DatabaseSettings) -> dict[str, Any]:
         "keepalives_idle": str(int(t.keepalives_idle.total_seconds())),
         "keepalives_interval": str(int(t.keepalives_interval.total_seconds())),
         "keepalives_count": str(t.keepalives_count),
+        # Unacknowledged data (a dead host, a partition) drops the connection as soon as keepalives would.
+        "tcp_user_timeout": str(
+            int((t.keepalives_idle + t.keepalives_interval * t.keepalives_count).total_seconds() * 1000)
+        ),
     }
     for key, value in defaults.items():
         if key not in params:

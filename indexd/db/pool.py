@@ -1,8 +1,17 @@
 """One pooled connection source per managed database: SQLAlchemy's QueuePool over psycopg2.
 
 Callers get plain psycopg2 connections (the pool's DBAPI connection) for speed; SQLAlchemy gives us the pool
-mechanics (pre-ping, recycle, timeout, overflow, invalidation). Retries and the circuit breaker wrap connecting
-and whole units of work (`Database.run`).
+mechanics (recycle, timeout, overflow, invalidation, events). Around them: a circuit breaker per database,
+retries of transient failures (`indexd.db.retry`), a check on checkout with a client-side deadline, and
+usage statistics for the metrics layer.
+
+Choices, measured by `python -m bench.pool`:
+* Pooled connections rest in autocommit mode, so the check on checkout (`SELECT 1`, only for a connection that
+  was used before) and the reset on return (a rollback, a no-op unless a caller left a transaction open) cost
+  no extra BEGIN/COMMIT round trips.
+* statement_timeout and lock_timeout are set per use, but sent only when they differ from what the connection
+  already has (cached in the pool record's info). A unit of work must therefore change them only with
+  SET LOCAL (or through the arguments of `connection()`), never with a session-level SET.
 """
 
 from __future__ import annotations
@@ -10,26 +19,83 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg2
 import psycopg2.extensions
+import sqlalchemy.exc
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import QueuePool
 
 from indexd.config.schema import CircuitBreakerSettings, DatabaseSettings, RetrySettings
+from indexd.db.breaker import CircuitBreaker
+from indexd.db.connect import connect_once
 from indexd.db.dsn import connect_kwargs, redact_dsn
+from indexd.db.retry import RetryHooks, classify, retry_call
+from indexd.db.watchdog import WATCHDOG
+from indexd.errors import ConnectionFailed
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PgConnection = psycopg2.extensions.connection
+PgConnection: TypeAlias = psycopg2.extensions.connection
+_TIMEOUTS = "indexd_timeouts"  # record info: (statement_timeout ms, lock_timeout ms) the session has now
+_FRESH = "indexd_fresh"  # record info: connected for this checkout, no need to check it
 
 
 def _ms(value: timedelta | None) -> int:
     return 0 if value is None else int(value.total_seconds() * 1000)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    return classify(exc).connection
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one database's pool, for metrics and `status`."""
+
+    database: str
+    size: int  # connections held by the pool now (idle + checked out)
+    checked_out: int
+    overflow: int  # connections beyond pool.size now
+    checkouts: int
+    waits: int  # checkouts that found every connection busy
+    timeouts: int  # checkouts that gave up after pool.timeout
+    invalidations: int  # connections dropped as broken (failed check, connection error)
+    connects: int
+    reconnects: int  # connections made to replace invalidated ones
+    connect_failures: int
+    retries: int
+    giveups: int
+    breaker_state: str
+    breaker_opens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(
+            ("checkouts", "waits", "timeouts", "invalidations", "connects", "reconnects", "connect_failures",
+             "retries", "giveups", "pending_replacements"), 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[name] += n
+
+    def connected(self) -> None:
+        with self._lock:
+            self.values["connects"] += 1
+            if self.values["pending_replacements"] > 0:
+                self.values["pending_replacements"] -= 1
+                self.values["reconnects"] += 1
 
 
 class Database:
@@ -40,12 +106,23 @@ class Database:
         settings: DatabaseSettings,
         retry: RetrySettings | None = None,
         breaker: CircuitBreakerSettings | None = None,
+        *,
+        on_giveup: Callable[[Database, BaseException], None] | None = None,
+        hooks: RetryHooks | None = None,
+        reset_on_return: str | None = "rollback",
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.retry_settings = retry or RetrySettings()
         self.breaker_settings = breaker or CircuitBreakerSettings()
-        self._connect_kwargs = connect_kwargs(settings)
+        self.on_giveup = on_giveup  # called when retrying to connect or to run a unit of work gives up
+        self.breaker = CircuitBreaker(
+            settings.name, self.breaker_settings.failure_threshold, self.breaker_settings.reset_timeout
+        )
+        self._hooks = hooks or RetryHooks()
+        self._counters = _Counters()
+        self._connect_kwargs = connect_kwargs(settings)  # validates the DSN and password file now
+        self._connect_timeout = max(1.0, settings.timeouts.connect.total_seconds())
         pool = settings.pool
         recycle = pool.recycle.total_seconds()
         self.engine = create_engine(
@@ -57,27 +134,104 @@ class Database:
             pool_timeout=pool.timeout.total_seconds(),
             # Jittered max lifetime: connections made together do not all expire together.
             pool_recycle=int(recycle * (1 - pool.recycle_jitter * random.random())) if recycle > 0 else -1,
-            pool_pre_ping=pool.pre_ping,
-            pool_reset_on_return="rollback",
+            pool_pre_ping=False,  # our own check in _on_checkout: deadline-bounded, counted, no BEGIN
+            pool_reset_on_return=reset_on_return,
         )
+        event.listen(self.engine, "connect", self._on_connect)
         event.listen(self.engine, "checkout", self._on_checkout)
+        event.listen(self.engine, "invalidate", self._on_invalidate)
+        event.listen(self.engine, "soft_invalidate", self._on_invalidate)
 
     def __repr__(self) -> str:
         return f"Database({self.name!r}, {redact_dsn(self.settings.dsn)})"
 
-    # ---- raw connections --------------------------------------------------------------------------------
+    # ---- raw connections and pool events --------------------------------------------------------------
     def _new_connection(self) -> PgConnection:
-        return psycopg2.connect(**self._connect_kwargs)
+        """One attempt (the pool's creator); breaker and retries sit around checkouts, not here."""
+        try:
+            # Re-read per connection, so a rotated password_file is picked up without a restart.
+            conn = connect_once(self.name, connect_kwargs(self.settings), self._connect_timeout)
+        except Exception:
+            self._counters.add("connect_failures")
+            raise
+        conn.autocommit = True  # the resting state of pooled connections, see the module docstring
+        return conn
+
+    def _on_connect(self, dbapi_conn: Any, record: Any) -> None:
+        record.info[_FRESH] = True
+        record.info[_TIMEOUTS] = None
+        self._counters.connected()
+
+    def _on_invalidate(self, dbapi_conn: Any, record: Any, exc: BaseException | None) -> None:
+        self._counters.add("invalidations")
+        self._counters.add("pending_replacements")
 
     def _on_checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        del dbapi_conn, record, proxy
+        self._counters.add("checkouts")
+        if record.info.pop(_FRESH, False) or not self.settings.pool.pre_ping:
+            return
+        try:
+            what = f"database {self.name}: check on checkout"
+            with WATCHDOG.guard(dbapi_conn, self._connect_timeout, what), dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        except psycopg2.Error as exc:
+            log.info("database %s: pooled connection failed its check (%s); reconnecting", self.name,
+                     classify(exc).cause)
+            # Like SQLAlchemy's own pre-ping: every connection older than this one is suspect too.
+            raise sqlalchemy.exc.InvalidatePoolError(classify(exc).cause) from exc
 
     def dedicated_connection(self, autocommit: bool = True) -> PgConnection:
         """A connection outside the pool, owned by the caller (leadership lock, long index builds)."""
-        conn = self._new_connection()
+        conn = self._retrying(lambda: self.breaker.call(self._new_connection, _is_connection_failure), "connect")
         conn.autocommit = autocommit
         return conn
 
+    # ---- checkout -----------------------------------------------------------------------------------------
+    def _checkout(self, statement_timeout: timedelta | None, lock_timeout: timedelta | None) -> Any:
+        """One checkout through the breaker: a checked connection with the wanted timeouts, in autocommit."""
+        pool, limits = self.engine.pool, self.settings.pool
+        if isinstance(pool, QueuePool) and pool.checkedout() >= limits.size + max(0, limits.max_overflow):
+            self._counters.add("waits")
+        try:
+            proxy = self.engine.raw_connection()
+        except sqlalchemy.exc.TimeoutError as exc:
+            self._counters.add("timeouts")
+            p = self.settings.pool
+            raise ConnectionFailed(
+                f"database {self.name}: no free pooled connection within {p.timeout.total_seconds():g} s "
+                f"(all {p.size} + {p.max_overflow} overflow in use)"
+            ) from exc
+        try:
+            self._set_timeouts(proxy, statement_timeout, lock_timeout)
+        except BaseException as exc:
+            self._discard_if_broken(proxy, exc)
+            proxy.close()
+            raise
+        return proxy
+
+    def _set_timeouts(self, proxy: Any, statement_timeout: timedelta | None, lock_timeout: timedelta | None) -> None:
+        t = self.settings.timeouts
+        wanted = (_ms(statement_timeout or t.statement), _ms(lock_timeout or t.lock))
+        if proxy.record_info.get(_TIMEOUTS) == wanted:
+            return
+        conn = proxy.dbapi_connection
+        what = f"database {self.name}: setting timeouts"
+        with WATCHDOG.guard(conn, self._connect_timeout, what), conn.cursor() as cur:
+            cur.execute(
+                "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                (str(wanted[0]), str(wanted[1])),
+            )
+        proxy.record_info[_TIMEOUTS] = wanted
+
+    def _discard_if_broken(self, proxy: Any, exc: BaseException) -> None:
+        conn = proxy.dbapi_connection
+        if conn is None:
+            return
+        proxy.record_info.pop(_TIMEOUTS, None)
+        if conn.closed or _is_connection_failure(exc):
+            proxy.invalidate(exc if isinstance(exc, Exception) else None)
+
+    # ---- public API ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def connection(
         self,
@@ -88,43 +242,107 @@ class Database:
     ) -> Iterator[PgConnection]:
         """Check a connection out of the pool; commit on success, roll back on error, always return it.
 
-        Timeouts default to the database's configured ones and are set for this use only.
+        Timeouts default to the database's configured ones. Checking out is retried on transient failures;
+        the block itself is not (use `run` for a retried unit of work).
         """
-        timeouts = self.settings.timeouts
-        proxy = self.engine.raw_connection()
-        conn: PgConnection = proxy.dbapi_connection  # type: ignore[assignment]
+        with self._use(statement_timeout, lock_timeout, autocommit, retry_checkout=True) as conn:
+            yield conn
+
+    def run(self, work: Callable[[PgConnection], T], *, retry: bool = True, **kwargs: Any) -> T:
+        """Run one unit of work on a pooled connection (in a transaction unless autocommit=True).
+
+        A transient failure (connection lost, server restarting, serialization failure, deadlock) runs the
+        whole unit again on a fresh connection, so `work` must be safe to repeat; pass retry=False if not.
+        """
+        if not retry:
+            with self.connection(**kwargs) as conn:
+                return work(conn)
+
+        def unit() -> T:
+            with self._use(retry_checkout=False, **kwargs) as conn:
+                return work(conn)
+
+        return self._retrying(unit, "unit of work")
+
+    @contextlib.contextmanager
+    def _use(
+        self,
+        statement_timeout: timedelta | None = None,
+        lock_timeout: timedelta | None = None,
+        autocommit: bool = False,
+        *,
+        retry_checkout: bool,
+    ) -> Iterator[PgConnection]:
+        def checkout() -> Any:
+            return self.breaker.call(lambda: self._checkout(statement_timeout, lock_timeout), _is_connection_failure)
+
+        proxy = self._retrying(checkout, "connect") if retry_checkout else checkout()
+        conn: PgConnection = proxy.dbapi_connection
         try:
             conn.autocommit = autocommit
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-                    (
-                        str(_ms(statement_timeout or timeouts.statement)),
-                        str(_ms(lock_timeout or timeouts.lock)),
-                    ),
-                )
-            if not autocommit:
-                conn.commit()
             yield conn
             if not autocommit:
                 conn.commit()
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 if not conn.closed and not autocommit:
                     conn.rollback()
-            if conn.closed:
-                proxy.invalidate()
+            if _is_connection_failure(exc) or conn.closed:
+                self.breaker.record_failure(exc)
+            self._discard_if_broken(proxy, exc)
             raise
         finally:
-            with contextlib.suppress(Exception):
-                if not conn.closed:
-                    conn.autocommit = False
+            if proxy.dbapi_connection is not None and not conn.closed:
+                try:
+                    conn.autocommit = True
+                except psycopg2.Error:  # still inside a transaction we could not end: do not pool it
+                    proxy.invalidate()
             proxy.close()
 
-    def run(self, work: Callable[[PgConnection], T], **kwargs: Any) -> T:
-        """Run one unit of work on a pooled connection (in a transaction unless autocommit=True)."""
-        with self.connection(**kwargs) as conn:
-            return work(conn)
+    def _retrying(self, fn: Callable[[], T], what: str) -> T:
+        started = self._hooks.clock()
+        hooks = RetryHooks(
+            sleep=self._hooks.sleep, clock=self._hooks.clock, rand=self._hooks.rand,
+            on_retry=self._retried, on_giveup=self._gave_up,
+        )
+        try:
+            return retry_call(fn, self.retry_settings, what=f"database {self.name}: {what}", hooks=hooks)
+        except Exception as exc:
+            verdict = classify(exc)
+            if not (verdict.transient and verdict.connection):
+                raise
+            elapsed = self._hooks.clock() - started
+            raise ConnectionFailed(
+                f"database {self.name}: {what} failed; gave up retrying after {elapsed:.1f} s: {verdict.cause}"
+            ) from exc
+
+    def _retried(self, attempt: int, exc: BaseException, delay: float) -> None:
+        self._counters.add("retries")
+        if self._hooks.on_retry:
+            self._hooks.on_retry(attempt, exc, delay)
+
+    def _gave_up(self, attempts: int, exc: BaseException) -> None:
+        self._counters.add("giveups")
+        if self._hooks.on_giveup:
+            self._hooks.on_giveup(attempts, exc)
+        if self.on_giveup is not None:
+            try:
+                self.on_giveup(self, exc)
+            except Exception:
+                log.exception("database %s: the give-up callback failed", self.name)
+
+    def stats(self) -> PoolStats:
+        pool = self.engine.pool
+        checked_out = pool.checkedout() if isinstance(pool, QueuePool) else 0
+        idle = pool.checkedin() if isinstance(pool, QueuePool) else 0
+        size = pool.size() if isinstance(pool, QueuePool) else 0
+        v = dict(self._counters.values)
+        v.pop("pending_replacements")
+        return PoolStats(
+            database=self.name, size=idle + checked_out, checked_out=checked_out,
+            overflow=max(0, idle + checked_out - size), breaker_state=self.breaker.state,
+            breaker_opens=self.breaker.opens, **v,
+        )
 
     def close(self) -> None:
         self.engine.dispose()

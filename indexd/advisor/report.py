@@ -1,0 +1,107 @@
+"""The advice as the `recommend --json` contract (DESIGN.md §3) and as a readable table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexd.advisor.model import Recommendation
+from indexd.advisor.pipeline import Advice
+from indexd.advisor.store import query_effects
+
+QUERY_WIDTH = 70
+
+
+def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None = None) -> dict[str, Any]:
+    cand = rec.candidate
+    out: dict[str, Any] = {
+        "table": f"{cand.schema}.{cand.table}",
+        "columns": [k.label() for k in cand.keys],
+        "method": cand.method,
+        "where": cand.where,
+        "include": list(cand.include),
+        "index_name": cand.name(),
+        "create_sql": create_sql,
+        "estimated_size_bytes": rec.estimated_size_bytes,
+        "improvement_pct": rec.improvement_pct,
+        "write_overhead": rec.write_overhead,
+        "queries": query_effects(rec),
+    }
+    if rec_id is not None:
+        out["id"] = rec_id
+    return out
+
+
+def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON object `indexd recommend --json` prints."""
+    ids = ids or {}
+    return {
+        "database": advice.database,
+        "analyzed_statements": advice.analyzed_statements,
+        "elapsed_s": advice.elapsed_s,
+        "recommendations": [
+            recommendation_json(r, advice.create_sql[r.candidate.fingerprint()], ids.get(r.candidate.fingerprint()))
+            for r in advice.recommendations
+        ],
+        "skipped": [{"query": s.query, "reason": s.reason} for s in advice.skipped],
+        "warnings": list(advice.warnings),
+    }
+
+
+def human_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def short(query: str, width: int = QUERY_WIDTH) -> str:
+    text = " ".join(query.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[Any]]:
+    """One row per recommendation: id, index, table, size, improvement, write cost, statements helped."""
+    ids = ids or {}
+    rows = []
+    for rec in advice.recommendations:
+        cand = rec.candidate
+        cols = ", ".join(k.label() for k in cand.keys)
+        extra = (f" INCLUDE ({', '.join(cand.include)})" if cand.include else "") + (
+            f" WHERE {cand.where}" if cand.where else "")
+        rows.append([ids.get(cand.fingerprint()), f"({cols}){extra}", f"{cand.schema}.{cand.table}",
+                     human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
+                     f"{rec.write_overhead:.3g} ms/s", len(rec.queries)])
+    return rows
+
+
+HEADERS = ("id", "index", "table", "size", "improvement", "write cost", "statements")
+
+
+def details(advice: Advice) -> list[str]:
+    """The lines under the table: each index's statements and SQL, then skipped statements and warnings."""
+    lines: list[str] = []
+    for rec in advice.recommendations:
+        lines.append("")
+        lines.append(advice.create_sql[rec.candidate.fingerprint()] + ";")
+        for q in rec.queries:
+            lines.append(f"  {q.calls:>8} calls  cost {q.cost_before:,.1f} -> {q.cost_after:,.1f}  {short(q.query)}")
+    if advice.skipped:
+        lines.append("")
+        lines.append(f"{len(advice.skipped)} statement(s) skipped:")
+        lines.extend(f"  {short(s.query, 50)}: {s.reason}" for s in advice.skipped[:20])
+        if len(advice.skipped) > 20:
+            lines.append(f"  ... and {len(advice.skipped) - 20} more (see --json)")
+    lines.extend(f"warning: {w}" for w in advice.warnings)
+    return lines
+
+
+def summary(advice: Advice) -> str:
+    if advice.recommendations:
+        total = sum(r.estimated_size_bytes for r in advice.recommendations)
+        return (f"{advice.database}: {len(advice.recommendations)} index(es) recommended, "
+                f"{human_size(total)} in all, from {advice.analyzed_statements} statements "
+                f"in {advice.elapsed_s:.1f}s")
+    return (f"{advice.database}: no index recommended from {advice.analyzed_statements} statements "
+            f"in {advice.elapsed_s:.1f}s (none saves enough of its statements' cost to pay for itself)")

@@ -1,0 +1,43 @@
+"""`indexd recommend`: one-shot index advice for one database."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from indexd.advisor import report
+from indexd.advisor.pipeline import advise
+from indexd.advisor.store import save_recommendations
+from indexd.cli import common
+from indexd.errors import UsageError
+from indexd.workload.queries import read_queries
+
+
+def recommend(args: argparse.Namespace) -> int:
+    settings = common.load(args)
+    target = common.single_target(args, settings)
+    statements = None
+    if args.queries:
+        loaded = read_queries(Path(args.queries))
+        for problem in loaded.problems:
+            sys.stderr.write(f"indexd: left out of the workload: {problem}\n")
+        statements = loaded.statements
+    if args.budget_mb is not None and args.budget_mb < 0:
+        raise UsageError(f"--budget-mb must be 0 or more, not {args.budget_mb}")
+    budget = None if args.budget_mb is None else args.budget_mb * 1024 * 1024
+    with common.open_database(settings, target) as db:
+        advice = advise(db, target.indexing, statements, budget)
+        ids: dict[str, int] = {}
+        if not args.no_save and (advice.recommendations or advice.from_workload):
+            ids = save_recommendations(db, advice.recommendations, advice.create_sql,
+                                       supersede_missing=advice.from_workload)
+    if args.json:
+        common.print_json(report.advice_json(advice, ids))
+        return 0
+    if advice.recommendations:
+        common.print_table(report.HEADERS, report.table_rows(advice, ids))
+    for line in report.details(advice):
+        print(line)
+    print(report.summary(advice))
+    return 0

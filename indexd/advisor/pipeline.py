@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg2
+from pglast import parse_sql
+from pglast.parser import ParseError
 from psycopg2 import sql
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Statement
+from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Statement, Table
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
 from indexd.advisor.whatif import WhatIf
@@ -24,6 +26,8 @@ from indexd.db.state import migrate
 from indexd.workload.capture import take_snapshot, workload
 
 log = logging.getLogger(__name__)
+
+_DML = {"InsertStmt", "UpdateStmt", "DeleteStmt"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ def advise(
     started = clock()
     warnings: list[str] = []
     from_workload = statements is None
+    period_s = settings.lookback.total_seconds()
     if statements is None:
-        statements = _captured(db, settings, now, warnings)
+        statements, period_s = _captured(db, settings, now, warnings)
     with db.connection() as conn:
         catalog = load_catalog(conn, db.settings.state_schema)
     cands = generate(statements, catalog, settings)
@@ -69,11 +74,9 @@ def advise(
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
                 through_view=cands.through_view) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
-        selection = select(
-            cands, whatif.cost, budget, {k: t.writes_per_second for k, t in catalog.tables.items()}, settings,
-            statements=statements, sizes=sizes, existing=catalog.indexes,
-            period_s=_period_s(settings, from_workload),
-        )
+        writes = write_rates(statements, catalog, whatif, period_s)
+        selection = select(cands, whatif.cost, budget, writes, settings, statements=statements, sizes=sizes,
+                           existing=catalog.indexes, period_s=period_s)
         skipped += [Skipped(statements[i].query, f"cannot be costed: {err}")
                     for i, err in sorted(whatif.stats.errors.items())]
         create_sql = {c.candidate.fingerprint(): c.candidate.create_sql().as_string(whatif.conn)
@@ -87,22 +90,71 @@ def advise(
                   tuple(skipped), tuple(warnings), create_sql, from_workload)
 
 
-def _captured(db: Database, settings: IndexingSettings, now: datetime | None, warnings: list[str]) -> list[Statement]:
-    """The look-back's workload; a first snapshot is taken when there is none yet."""
+def _captured(db: Database, settings: IndexingSettings, now: datetime | None,
+              warnings: list[str]) -> tuple[list[Statement], float]:
+    """The look-back's workload and the seconds it spans; a first snapshot is taken when there is none yet."""
     migrate(db)
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}.snapshots").format(sql.Identifier(db.settings.state_schema)))
-        has_snapshots = cur.fetchone()[0] > 0
-    if not has_snapshots:
+    now = now or utcnow()
+    if _snapshot_span(db, now - settings.lookback, now) is None:
         take_snapshot(db, now)
         warnings.append("no earlier snapshot: the workload is every statement since pg_stat_statements was reset")
-    return workload(db, settings.lookback, now=now or utcnow(), min_calls=settings.min_calls)
+    statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
+    span = _snapshot_span(db, now - settings.lookback, now) or 0.0
+    if span <= 0:
+        span = _since_stats_reset(db, now)
+    return statements, max(span, 1.0)
 
 
-def _period_s(settings: IndexingSettings, from_workload: bool) -> float:
-    """The span the statement weights cover; write rates (per second) are compared over the same span."""
-    del from_workload  # a file's calls are read as calls per look-back, like the captured ones
-    return settings.lookback.total_seconds()
+def _snapshot_span(db: Database, start: datetime, end: datetime) -> float | None:
+    """Seconds between the oldest and newest snapshot in [start, end] (None when there is none)."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT extract(epoch FROM max(taken_at) - min(taken_at)) FROM {}.snapshots "
+                    "WHERE taken_at BETWEEN %s AND %s").format(sql.Identifier(db.settings.state_schema)),
+            (start, end),
+        )
+        row = cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def _since_stats_reset(db: Database, now: datetime) -> float:
+    """Seconds the cumulative pg_stat_statements counters cover."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                    "WHERE e.extname = 'pg_stat_statements'")
+        schema = cur.fetchone()[0]
+        cur.execute(sql.SQL("SELECT extract(epoch FROM %s - stats_reset) FROM {}.pg_stat_statements_info").format(
+            sql.Identifier(schema)), (now,))
+        return float(cur.fetchone()[0] or 0.0)
+
+
+def dml_target(query: str, catalog: Catalog) -> Table | None:
+    """The table an INSERT, UPDATE or DELETE writes (None for anything else, or an unknown table)."""
+    try:
+        stmts = parse_sql(query)
+    except ParseError:
+        return None
+    if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in _DML:
+        return None
+    rel = stmts[0].stmt.relation  # type: ignore[attr-defined]
+    return catalog.resolve(rel.relname, rel.schemaname)
+
+
+def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, period_s: float) -> dict[str, float]:
+    """Rows written per second to each table by the workload's own INSERT/UPDATE/DELETE statements.
+
+    Measured over the same span as the read weights (a bulk load before the look-back does not count);
+    rows per execution come from the planner's estimate (1 when unknown).
+    """
+    rates: dict[str, float] = {}
+    for i, stmt in enumerate(statements):
+        table = dml_target(stmt.query, catalog)
+        if table is None:
+            continue
+        rows = whatif.rows_written(i, stmt.query) or 1.0
+        key = table.parent or table.qualified
+        rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
+    return rates
 
 
 def _sizes(whatif: WhatIf, catalog: Catalog, cands: set[IndexCandidate]) -> dict[IndexCandidate, int]:

@@ -6,9 +6,10 @@ The model, in one unit (milliseconds of database time per second of wall clock):
   from a file) it is `calls x planner cost x MS_PER_COST_UNIT`. Execution time is taken as proportional to the
   planner's cost, so an index that takes a statement from cost `before` to `after` saves
   `weight x (before - after) / baseline`; divided by the look-back period that is ms saved per second.
-* Each index costs every write to its table: `writes_per_second x WRITE_MS_PER_ROW` ms per second (a B-tree
+* Each index costs every write to its table: `rows written per second x WRITE_MS_PER_ROW` ms per second (a B-tree
   insertion with its WAL record, counted for INSERT, UPDATE and DELETE alike; HOT updates would be cheaper, but an
-  index on an updated column disables them, so this is the safe side).
+  index on an updated column disables them, so this is the safe side). The caller measures the write rate over
+  the same span as the read weights (the pipeline takes it from the workload's own DML statements).
 * Greedy by net benefit per byte, re-evaluated lazily against the set already chosen (overlapping indexes are not
   double counted), within the storage budget and the per-table limit; an index must save at least
   `min_improvement_pct` of the cost of the statements it helps, pay for its writes (on a write-heavy table

@@ -249,6 +249,27 @@ class WhatIf:
             part = float(cur.fetchone()[0][0]["Plan"]["Plan Rows"])
         return min(1.0, part / total) if total > 0 else 1.0
 
+    def rows_written(self, statement_index: int, query: str) -> float | None:
+        """Rows one execution of an INSERT/UPDATE/DELETE writes, by the planner's estimate (None: unknown)."""
+        if check_explainable(query) is not None or statement_index in self.stats.errors:
+            return None
+        try:
+            self._materialize(frozenset())
+            plan = self._explain_json(query)
+        except psycopg2.Error as err:
+            if self.conn.closed:
+                raise
+            self.stats.errors[statement_index] = _first_line(err)
+            return None
+        stack = [plan[0]["Plan"]]
+        while stack:
+            node = stack.pop()
+            if node.get("Node Type") == "ModifyTable":
+                children = node.get("Plans") or [{}]
+                return float(children[0].get("Plan Rows", 1.0))
+            stack.extend(node.get("Plans", []))
+        return None
+
     def cached(self) -> Iterator[tuple[tuple[int, frozenset[IndexCandidate]], PlanCost | None]]:
         yield from self._cache.items()
 

@@ -21,7 +21,6 @@ def orders(pg_conn: psycopg2.extensions.connection) -> psycopg2.extensions.conne
     return pg_conn
 
 
-
 CUSTOMER = IndexCandidate("public", "orders", (IndexKey("customer"),))
 STATUS = IndexCandidate("public", "orders", (IndexKey("status"),))
 

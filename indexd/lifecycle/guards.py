@@ -1,0 +1,181 @@
+"""May this index be built now? One pure decision over every guard, with every refusal's reason.
+
+`decide` reads nothing itself: the readings (load, pause, leadership, recent builds, the table's write rate)
+are taken by `readings.take_readings` right before each mutation, and the clock comes in as `now`. The guards:
+
+- pause: an active emergency pause (state table `pause`) refuses everything until it ends or is resumed;
+- bypass: `bypass.enabled` in the configuration refuses every change (indexd only observes and advises);
+- window: outside every maintenance window, or when the build's estimated duration (table bytes / assumed
+  throughput) does not fit before the open window closes. `--now` (request.ignore_window) skips this one only;
+- load: host CPU, active backends as a share of max_connections, backends waiting on locks, replica lag;
+- rate: index builds started in the last hour / day (every create_index intent in the audit log counts,
+  whatever its outcome, so restarts and failures do not reset the limit);
+- write: on a write-heavy table (writes/s above `write_guard.writes_per_second`) the index must earn its
+  upkeep: improvement_pct must exceed write_overhead x `write_guard.min_benefit_ratio` (both from the
+  recommendation; an unknown write cost on a write-heavy table is a refusal);
+- leader: only the process holding the database's leader lock mutates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from indexd.config.schema import BypassSettings, IndexingSettings
+from indexd.lifecycle import windows
+from indexd.lifecycle.pause import Pause
+
+LOAD_BACKOFF = timedelta(minutes=5)  # when the load is too high, look again this much later
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What is about to be built."""
+
+    recommendation_id: int
+    table: str  # schema.table
+    index_name: str
+    table_bytes: int  # heap size of the table: drives the estimated build duration
+    improvement_pct: float | None = None
+    write_overhead: float | None = None
+    ignore_window: bool = False  # `apply --now`
+
+
+@dataclass(frozen=True)
+class Readings:
+    """The state of the world right before a mutation (taken by readings.take_readings)."""
+
+    taken_at: datetime
+    is_leader: bool
+    pause: Pause | None
+    cpu_pct: float
+    active_backends: int
+    max_connections: int
+    waiting_backends: int
+    replica_lag_s: float | None  # None: no replica connected
+    build_starts: tuple[datetime, ...]  # create_index intents of the last day, any order
+    table_writes_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reasons: list[str]
+    retry_after: datetime | None  # earliest time worth asking again; None when no end is foreseeable
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    reason: str
+    retry_after: datetime | None  # None: no foreseeable end (bypass, open-ended pause, not leader)
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def check_pause(readings: Readings) -> list[_Refusal]:
+    p = readings.pause
+    return [] if p is None else [_Refusal(p.describe(), p.until)]
+
+
+def check_bypass(bypass: BypassSettings) -> list[_Refusal]:
+    if not bypass.enabled:
+        return []
+    return [_Refusal(f"bypass is enabled in the configuration: {bypass.reason or 'no reason given'}", None)]
+
+
+def check_window(request: BuildRequest, settings: IndexingSettings, now: datetime) -> list[_Refusal]:
+    if request.ignore_window or not settings.windows:
+        return []
+    open_now = windows.current_window(settings.windows, now)
+    if open_now is None:
+        nxt = windows.next_window_start(settings.windows, now)
+        names = "; ".join(windows.describe(w) for w in settings.windows)
+        opens = f"; the next opens at {_when(nxt)}" if nxt else "; no window ever opens"
+        return [_Refusal(f"outside the maintenance window ({names}){opens}", nxt)]
+    needed = windows.estimate_build_duration(request.table_bytes, windows.build_throughput(settings))
+    left = open_now.end - now
+    if needed <= left:
+        return []
+    nxt = windows.next_window_start(settings.windows, open_now.end)
+    return [_Refusal(
+        f"the build would take about {_span(needed)} ({request.table_bytes / 1024**2:.0f} MB of table) but the "
+        f"window ({open_now.label}) closes in {_span(left)}, at {_when(open_now.end)}", nxt)]
+
+
+def check_load(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
+    t, r = settings.throttle, readings
+    later = now + LOAD_BACKOFF
+    out = []
+    if r.cpu_pct > t.max_cpu_pct:
+        out.append(_Refusal(f"host CPU at {r.cpu_pct:.0f}% is above {t.max_cpu_pct:g}%", later))
+    share = 100.0 * r.active_backends / max(1, r.max_connections)
+    if share > t.max_active_backends_pct:
+        out.append(_Refusal(f"{r.active_backends} active backends are {share:.0f}% of max_connections "
+                            f"{r.max_connections}, above {t.max_active_backends_pct:g}%", later))
+    if r.waiting_backends > t.max_waiting_backends:
+        out.append(_Refusal(f"{r.waiting_backends} backends are waiting on locks, more than "
+                            f"{t.max_waiting_backends}", later))
+    max_lag = t.max_replica_lag.total_seconds()
+    if r.replica_lag_s is not None and r.replica_lag_s > max_lag:
+        out.append(_Refusal(f"replica lag {r.replica_lag_s:.1f}s is above {max_lag:g}s", later))
+    return out
+
+
+def _rate(starts: list[datetime], limit: int, period: timedelta, label: str, now: datetime) -> list[_Refusal]:
+    recent = sorted(s for s in starts if s > now - period)
+    if len(recent) < limit:
+        return []
+    # Allowed again once enough of the recent builds have left the period to bring the count under the limit.
+    retry = recent[len(recent) - limit] + period if limit > 0 else None
+    return [_Refusal(f"rate limit: {len(recent)} index builds started in the last {label} (limit {limit})", retry)]
+
+
+def check_rate(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
+    starts, limits = list(readings.build_starts), settings.rate_limit
+    return _rate(starts, limits.per_hour, HOUR, "hour", now) + _rate(starts, limits.per_day, DAY, "day", now)
+
+
+def check_write(request: BuildRequest, settings: IndexingSettings, readings: Readings,
+                now: datetime) -> list[_Refusal]:
+    guard, rate = settings.write_guard, readings.table_writes_per_second
+    if rate <= guard.writes_per_second:
+        return []
+    busy = f"{request.table} is write-heavy ({rate:.1f} writes/s > {guard.writes_per_second:g})"
+    if request.write_overhead is None:
+        return [_Refusal(f"{busy} and the index's write cost is unknown", None)]
+    benefit, needed = request.improvement_pct or 0.0, request.write_overhead * guard.min_benefit_ratio
+    if benefit > needed:
+        return []
+    return [_Refusal(f"{busy}: its benefit {benefit:.1f}% does not exceed its write cost {request.write_overhead:g}"
+                     f" x {guard.min_benefit_ratio:g} = {needed:.1f}", None)]
+
+
+def check_leader(readings: Readings) -> list[_Refusal]:
+    if readings.is_leader:
+        return []
+    return [_Refusal("not the leader: another indexd process holds this database's leader lock", None)]
+
+
+def decide(request: BuildRequest, settings: IndexingSettings, bypass: BypassSettings, readings: Readings,
+           now: datetime) -> Decision:
+    """Every guard's verdict on building `request` at `now`; allowed only when none refuses."""
+    refusals = (check_pause(readings) + check_bypass(bypass) + check_window(request, settings, now)
+                + check_load(settings, readings, now) + check_rate(settings, readings, now)
+                + check_write(request, settings, readings, now) + check_leader(readings))
+    if not refusals:
+        return Decision(True, [], None)
+    ends = [r.retry_after for r in refusals]
+    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+    return Decision(False, [r.reason for r in refusals], retry)

@@ -1,0 +1,191 @@
+"""The pure build decision: every guard refusing with its reason, all refusals at once, retry times, limits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from indexd.config.schema import (
+    BypassSettings,
+    IndexingSettings,
+    RateLimitSettings,
+    ThrottleSettings,
+    WindowSettings,
+    WriteGuardSettings,
+)
+from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
+from indexd.lifecycle.pause import Pause
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 02:00 UTC, inside the default 01:00-05:00 UTC window
+MB = 1024**2
+
+SETTINGS = IndexingSettings()
+NO_BYPASS = BypassSettings()
+REQUEST = BuildRequest(recommendation_id=7, table="public.orders", index_name="indexd_orders_a_12345678",
+                       table_bytes=100 * MB, improvement_pct=40.0, write_overhead=2.0)
+CALM = Readings(taken_at=NOW, is_leader=True, pause=None, cpu_pct=10.0, active_backends=3, max_connections=100,
+                waiting_backends=0, replica_lag_s=None, build_starts=(), table_writes_per_second=1.0)
+
+
+def check(request: BuildRequest = REQUEST, settings: IndexingSettings = SETTINGS, bypass: BypassSettings = NO_BYPASS,
+          now: datetime = NOW, **readings: object) -> Decision:
+    return decide(request, settings, bypass, replace(CALM, **readings), now)
+
+
+def test_everything_calm_is_allowed() -> None:
+    decision = check()
+    assert decision.allowed and decision.reasons == [] and decision.retry_after is None and decision
+
+
+def test_pause_refuses_with_its_reason_and_ends_with_it() -> None:
+    until = NOW + timedelta(minutes=90)
+    p = Pause(1, NOW - timedelta(minutes=30), until, "incident 4711", "ann@db1 pid 9")
+    decision = check(pause=p)
+    assert not decision.allowed
+    assert decision.reasons == [p.describe()]
+    assert "incident 4711" in decision.reasons[0] and "ann@db1" in decision.reasons[0]
+    assert decision.retry_after == until
+    open_ended = check(pause=replace(p, until=None))
+    assert "until resumed" in open_ended.reasons[0] and open_ended.retry_after is None
+
+
+def test_bypass_refuses() -> None:
+    decision = check(bypass=BypassSettings(enabled=True, reason="migration week"))
+    assert decision.reasons == ["bypass is enabled in the configuration: migration week"]
+    assert decision.retry_after is None
+
+
+def test_outside_the_window_refuses_until_it_opens() -> None:
+    decision = check(now=NOW.replace(hour=12))
+    assert len(decision.reasons) == 1 and "outside the maintenance window" in decision.reasons[0]
+    assert decision.retry_after == datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+
+
+def test_now_flag_skips_only_the_window() -> None:
+    outside = NOW.replace(hour=12)
+    assert check(request=replace(REQUEST, ignore_window=True), now=outside).allowed
+    decision = check(request=replace(REQUEST, ignore_window=True), now=outside, cpu_pct=99.0, is_leader=False)
+    assert len(decision.reasons) == 2  # load and leadership still refuse
+
+
+def test_no_windows_configured_means_any_time() -> None:
+    assert check(settings=replace(SETTINGS, windows=()), now=NOW.replace(hour=12)).allowed
+
+
+@pytest.mark.parametrize(("minutes_left", "allowed"), [(31, True), (30, True), (29, False)])
+def test_build_must_fit_before_the_window_ends(minutes_left: int, allowed: bool) -> None:
+    throughput = 32 * MB  # the assumed figure: 30 minutes of build = 30 * 60 * 32 MB of table
+    request = replace(REQUEST, table_bytes=30 * 60 * throughput)
+    now = datetime(2026, 11, 23, 5, 0, tzinfo=UTC) - timedelta(minutes=minutes_left)
+    decision = check(request=request, now=now)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert "would take about 0h30m" in decision.reasons[0] or "30m" in decision.reasons[0]
+        assert "closes in 29m" in decision.reasons[0]
+        assert decision.retry_after == datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+
+
+def test_duration_fit_uses_real_time_on_dst_day() -> None:
+    # Berlin 01:00-05:00 on spring-forward day is 3 real hours (00:00-03:00 UTC). At 01:00 UTC two are left:
+    # a 2.5 h build does not fit although the wall clock shows 03:00 with "2 hours" nominally to 05:00.
+    settings = replace(SETTINGS, windows=(WindowSettings(start=time(1), end=time(5), timezone="Europe/Berlin"),))
+    request = replace(REQUEST, table_bytes=int(2.5 * 3600 * 32 * MB))
+    decision = check(request=request, settings=settings, now=datetime(2026, 3, 29, 1, 0, tzinfo=UTC))
+    assert not decision.allowed and "closes in 2h00m" in decision.reasons[0]
+    assert check(request=replace(request, table_bytes=int(1.9 * 3600 * 32 * MB)), settings=settings,
+                 now=datetime(2026, 3, 29, 1, 0, tzinfo=UTC)).allowed
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("cpu_pct", 70.1, "host CPU at 70% is above 70%"),
+    ("active_backends", 51, "51 active backends are 51% of max_connections 100, above 50%"),
+    ("waiting_backends", 6, "6 backends are waiting on locks, more than 5"),
+    ("replica_lag_s", 30.5, "replica lag 30.5s is above 30s"),
+])
+def test_each_load_throttle_refuses_with_its_reading(field: str, value: float, needle: str) -> None:
+    decision = check(**{field: value})
+    assert decision.reasons == [needle]
+    assert decision.retry_after == NOW + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("cpu_pct", 70.0), ("active_backends", 50), ("waiting_backends", 5), ("replica_lag_s", 30.0),
+])
+def test_load_exactly_at_the_threshold_is_allowed(field: str, value: float) -> None:
+    assert check(**{field: value}).allowed
+
+
+def test_load_thresholds_come_from_settings() -> None:
+    settings = replace(SETTINGS, throttle=ThrottleSettings(max_cpu_pct=5.0))
+    assert "host CPU at 10% is above 5%" in check(settings=settings).reasons
+
+
+def test_rate_limit_per_hour_at_the_boundary() -> None:
+    settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=3, per_day=20))
+    starts = (NOW - timedelta(minutes=50), NOW - timedelta(minutes=20), NOW - timedelta(minutes=5))
+    decision = check(settings=settings, build_starts=starts)
+    assert decision.reasons == ["rate limit: 3 index builds started in the last hour (limit 3)"]
+    assert decision.retry_after == NOW + timedelta(minutes=10)  # when the oldest leaves the hour
+    assert check(settings=settings, build_starts=starts[1:]).allowed
+    # a build started exactly one hour ago no longer counts
+    assert check(settings=settings, build_starts=(NOW - timedelta(hours=1),) + starts[1:]).allowed
+    assert not check(settings=settings, build_starts=(NOW - timedelta(minutes=59, seconds=59),) + starts[1:]).allowed
+
+
+def test_rate_limit_per_day() -> None:
+    settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=50, per_day=4))
+    starts = tuple(NOW - timedelta(hours=h) for h in (23, 20, 10, 3))
+    decision = check(settings=settings, build_starts=starts)
+    assert decision.reasons == ["rate limit: 4 index builds started in the last day (limit 4)"]
+    assert decision.retry_after == NOW + timedelta(hours=1)
+    assert check(settings=settings, build_starts=starts[1:] + (NOW - timedelta(hours=24),)).allowed
+
+
+def test_rate_limit_of_zero_never_builds() -> None:
+    settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=0, per_day=10))
+    decision = check(settings=settings)
+    assert not decision.allowed and decision.retry_after is None
+
+
+def test_write_guard_on_a_write_heavy_table() -> None:
+    settings = replace(SETTINGS, write_guard=WriteGuardSettings(writes_per_second=50.0, min_benefit_ratio=2.0))
+    assert check(settings=settings, table_writes_per_second=50.0).allowed  # not above the threshold
+    assert check(settings=settings, table_writes_per_second=500.0).allowed  # 40 % > 2.0 x 2.0
+    weak = replace(REQUEST, improvement_pct=4.0, write_overhead=2.0)  # 4 % is not above 2 x 2
+    decision = check(request=weak, settings=settings, table_writes_per_second=80.0)
+    assert decision.reasons == ["public.orders is write-heavy (80.0 writes/s > 50): its benefit 4.0% does not "
+                                "exceed its write cost 2 x 2 = 4.0"]
+    unknown = check(request=replace(REQUEST, write_overhead=None), settings=settings, table_writes_per_second=80.0)
+    assert unknown.reasons == ["public.orders is write-heavy (80.0 writes/s > 50) and the index's write cost is "
+                               "unknown"]
+    assert check(request=weak, settings=settings, table_writes_per_second=10.0).allowed
+
+
+def test_not_leader_refuses() -> None:
+    decision = check(is_leader=False)
+    assert decision.reasons == ["not the leader: another indexd process holds this database's leader lock"]
+
+
+def test_every_refusal_is_reported_at_once() -> None:
+    p = Pause(1, NOW, NOW + timedelta(hours=1), "incident", "ann")
+    decision = check(
+        request=replace(REQUEST, improvement_pct=1.0), bypass=BypassSettings(enabled=True, reason="r"),
+        now=NOW.replace(hour=12), pause=p, cpu_pct=99.0, active_backends=99, waiting_backends=50,
+        replica_lag_s=999.0, build_starts=tuple(NOW.replace(hour=11, minute=30) for _ in range(25)),
+        table_writes_per_second=1000.0, is_leader=False,
+    )
+    assert not decision.allowed
+    text = "\n".join(decision.reasons)
+    for needle in ("paused by ann", "bypass", "outside the maintenance window", "host CPU", "active backends",
+                   "waiting on locks", "replica lag", "last hour", "last day", "write-heavy", "not the leader"):
+        assert needle in text
+    assert len(decision.reasons) == 11
+    assert decision.retry_after is None  # bypass and leadership have no foreseeable end
+
+
+def test_retry_after_is_the_latest_known_end() -> None:
+    p = Pause(1, NOW, NOW + timedelta(minutes=30), "x", "ann")
+    decision = check(pause=p, cpu_pct=99.0)  # pause ends in 30 min, load looked at again in 5
+    assert decision.retry_after == NOW + timedelta(minutes=30)

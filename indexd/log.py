@@ -28,7 +28,7 @@ from indexd.config.schema import LoggingSettings
 from indexd.db.dsn import redact_dsn
 from indexd.errors import ConfigError
 
-_ENV_PASSWORD = re.compile(r"(?i)\b((?:PG|DB_)?PASSWORD\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
+_ENV_PASSWORD = re.compile(r"(?i)\b((?:PG|DB_)?PASSWORD['\"]?\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 _JOB = contextvars.ContextVar[tuple[str, str, str | None] | None]("indexd_job", default=None)
 _OURS = "_indexd_handler"  # attribute marking the handlers setup_logging installed
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}

@@ -9,6 +9,7 @@ never on the command line (ps shows argv) and never in a log line.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -182,10 +183,12 @@ def run_command(
         raise CommandFailed(f"cannot run {name}: {exc.strerror or exc}") from exc
     out: list[str] | deque[str] = [] if capture_stdout else deque(maxlen=_TAIL_LINES)
     err: deque[str] = deque(maxlen=_TAIL_LINES)
+    # Each reader runs in a copy of our context, so its log lines carry the job id of the caller.
     pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, name, out, 0 if capture_stdout else logging.INFO),
-                         daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, name, err, logging.INFO), daemon=True),
+        threading.Thread(target=contextvars.copy_context().run, daemon=True,
+                         args=(_pump, proc.stdout, name, out, 0 if capture_stdout else logging.INFO)),
+        threading.Thread(target=contextvars.copy_context().run, daemon=True,
+                         args=(_pump, proc.stderr, name, err, logging.INFO)),
     ]
     for t in pumps:
         t.start()

@@ -192,3 +192,20 @@ def update_manifest(info: BackupInfo, **changes: Any) -> BackupInfo:
 
 def manifest_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
+
+
+def checksum_problems(info: BackupInfo) -> list[str]:
+    """Re-check a backup's data against its manifest: empty when every file and the digest match."""
+    if not info.path.exists():
+        return [f"backup {info.id}: {info.path} is missing"]
+    digest, files = checksum_files(info.path)
+    if digest == info.sha256:
+        return []
+    expected = {f["name"]: f.get("sha256") for f in info.manifest.get("files", [])}
+    actual = {f["name"]: f["sha256"] for f in files}
+    changed = [name for name in sorted(expected) if name in actual and actual[name] != expected[name]]
+    problems = [f"{name}: checksum mismatch" for name in changed]
+    problems += [f"{name}: missing" for name in sorted(set(expected) - set(actual))]
+    problems += [f"{name}: not in the manifest" for name in sorted(set(actual) - set(expected))]
+    return [f"backup {info.id}: SHA-256 {digest[:12]}... differs from the manifest's {str(info.sha256)[:12]}..."
+            ] + problems

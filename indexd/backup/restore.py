@@ -1,0 +1,178 @@
+"""Restoring a backup, from its manifest alone (the source database and its state schema may be gone).
+
+The checksum is verified first. The dump is restored into a fresh database; when the target already exists
+(and the operator confirmed), it is restored beside it under a scratch name and only swapped in (drop the old,
+rename the new) once pg_restore succeeded, so a failed restore leaves the existing database untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from indexd.backup.command import find_binary, libpq_connection, run_command
+from indexd.backup.manifest import BackupInfo, checksum_problems
+from indexd.clock import monotonic
+from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.dsn import parse_dsn, redact_dsn
+from indexd.errors import BackupError, UsageError
+
+log = logging.getLogger(__name__)
+
+Confirm = Callable[[str], bool]
+MAX_IDENTIFIER = 63
+
+
+class ConfirmationRequired(BackupError):
+    """A destructive restore was neither confirmed interactively nor allowed with --yes."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup_id: str
+    target_db: str
+    replaced_existing: bool
+    jobs: int
+    duration_s: float
+
+
+def pg_restore_list(path: Path) -> int:
+    """`pg_restore --list` of a dump: proves it is readable to the end of its table of contents.
+
+    Returns the number of entries."""
+    result = run_command([find_binary("pg_restore"), "--list", str(path)], capture_stdout=True, timeout=600)
+    return sum(1 for line in result.stdout if line.strip() and not line.startswith(";"))
+
+
+def scratch_name(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"[:MAX_IDENTIFIER]
+
+
+def _admin_kwargs(dsn: str, db: DatabaseSettings | None) -> dict[str, str]:
+    params = parse_dsn(dsn)
+    params["dbname"] = "postgres"
+    params.setdefault("connect_timeout", "10")
+    params["application_name"] = "indexd-restore"
+    if db is not None and db.password_file and "password" not in params:
+        params["password"] = Path(db.password_file).read_text(encoding="utf-8").strip()
+    return params
+
+
+@contextlib.contextmanager
+def admin_connection(dsn: str, db: DatabaseSettings | None = None) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit connection to the server's `postgres` database (CREATE/DROP/RENAME DATABASE)."""
+    try:
+        conn = psycopg2.connect(**_admin_kwargs(dsn, db))
+    except psycopg2.Error as exc:
+        raise BackupError(f"cannot connect to {redact_dsn(dsn)} to restore: {str(exc).strip()}") from None
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def database_exists(conn: psycopg2.extensions.connection, name: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def create_database(conn: psycopg2.extensions.connection, name: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+
+def drop_database(conn: psycopg2.extensions.connection, name: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def pg_restore_into(info: BackupInfo, dsn: str, db: DatabaseSettings | None, dbname: str, *, jobs: int,
+                    no_owner: bool = False, cancel: threading.Event | None = None) -> None:
+    """Run pg_restore of `info` into the existing, empty database `dbname` on the server of `dsn`."""
+    with libpq_connection(dsn, db, dbname=dbname, app="indexd-restore") as conn:
+        argv = [find_binary("pg_restore"), "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}"]
+        if no_owner:
+            argv += ["--no-owner", "--no-privileges"]
+        argv += ["--dbname", conn.conninfo, str(info.path)]
+        run_command(argv, env=conn.env, drop_env=conn.drop_env, cancel=cancel)
+
+
+def server_for(settings: Settings, info: BackupInfo, target_dsn: str | None) -> tuple[str, DatabaseSettings | None]:
+    """The server to restore on: --target-dsn, else the backup's own database from the configuration."""
+    configured = next((d for d in settings.databases if d.name == info.database), None)
+    if target_dsn:
+        return target_dsn, None
+    if configured is None:
+        raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
+                         "pass --target-dsn to say which server to restore on")
+    return configured.dsn, configured
+
+
+def _default_jobs(info: BackupInfo, db: DatabaseSettings | None) -> int:
+    if info.format != "directory":
+        return 1
+    return int(info.manifest.get("jobs") or (db.backups.jobs if db else 2))
+
+
+def _confirm_overwrite(target_db: str, info: BackupInfo, assume_yes: bool, confirm: Confirm | None) -> None:
+    if assume_yes:
+        return
+    question = (f"Database {target_db!r} exists. Replace it with backup {info.id} "
+                f"(taken {info.started_at:%Y-%m-%d %H:%M} UTC)? Its current contents will be lost.")
+    if confirm is None:
+        raise ConfirmationRequired(f"refusing to overwrite existing database {target_db!r} without confirmation: "
+                                   "run on a terminal to be asked, or pass --yes")
+    if not confirm(question):
+        raise ConfirmationRequired(f"restore of {info.id} into {target_db!r} declined; nothing was changed")
+
+
+def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: str | None = None,
+            jobs: int | None = None, assume_yes: bool = False, confirm: Confirm | None = None,
+            no_owner: bool = False, cancel: threading.Event | None = None) -> RestoreResult:
+    """Restore backup `backup_id` into `target_db`; an existing database is replaced only once confirmed."""
+    from indexd.backup.catalog import find_backup
+
+    info = find_backup(settings, backup_id)
+    problems = checksum_problems(info)
+    if problems:
+        raise BackupError(f"refusing to restore {backup_id}: " + "; ".join(problems))
+    dsn, db = server_for(settings, info, target_dsn)
+    jobs = jobs or _default_jobs(info, db)
+    started = monotonic()
+    with admin_connection(dsn, db) as admin:
+        exists = database_exists(admin, target_db)
+        if exists:
+            _confirm_overwrite(target_db, info, assume_yes, confirm)
+        into = scratch_name("indexd_restore") if exists else target_db
+        create_database(admin, into)
+        log.info("restoring %s into %s%s with %d job(s)", backup_id, target_db,
+                 f" (via scratch database {into})" if exists else "", jobs)
+        try:
+            pg_restore_into(info, dsn, db, into, jobs=jobs, no_owner=no_owner, cancel=cancel)
+        except BaseException:
+            with contextlib.suppress(psycopg2.Error):
+                drop_database(admin, into)
+            raise
+        if exists:
+            # The swap: nothing is lost before pg_restore has fully succeeded.
+            drop_database(admin, target_db)
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(into),
+                                                                              sql.Identifier(target_db)))
+    duration = monotonic() - started
+    log.info("restored %s into %s in %.1fs%s", backup_id, target_db, duration,
+             " (replaced the existing database)" if exists else "")
+    return RestoreResult(backup_id, target_db, exists, jobs, duration)

@@ -1,0 +1,196 @@
+"""`indexd backup run / list / verify / prune` and `indexd restore`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
+from indexd.backup.manifest import BackupInfo
+from indexd.backup.retention import Decision, decide, policy_from_settings
+from indexd.cli.common import load, print_json, print_table, targets
+from indexd.clock import utcnow
+from indexd.config.schema import BackupSettings, Settings
+from indexd.db.dsn import redact_dsn
+
+log = logging.getLogger(__name__)
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _setup_logging(args: argparse.Namespace, settings: Settings) -> None:
+    from indexd.log import setup_logging
+
+    level = cast(Level, getattr(args, "log_level", None) or "WARNING")
+    setup_logging(replace(settings.logging, file=None, format="text", level=level))
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _age(now: datetime, at: datetime) -> str:
+    seconds = max(0, int((now - at).total_seconds()))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60}m" if seconds >= 3600 else f"{seconds // 60}m"
+
+
+def _when(at: datetime | None) -> str | None:
+    return at.strftime("%Y-%m-%d %H:%M:%S") if at else None
+
+
+def backup(args: argparse.Namespace) -> int:
+    settings = load(args)
+    _setup_logging(args, settings)
+    action = {"run": _run, "list": _list, "verify": _verify, "prune": _prune}[args.backup_command]
+    return action(args, settings)
+
+
+# ---- run ------------------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from indexd.backup.dump import run_backup
+
+    failed = 0
+    for db in targets(args, settings):
+        try:
+            result = run_backup(settings, db)
+        except Exception as exc:  # a fault boundary: one database failing does not stop the others
+            failed += 1
+            log.debug("backup of %s failed", db.name, exc_info=True)
+            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
+            continue
+        print(f"{db.name}: backup {result.id} {result.status}, {_size(result.size_bytes)} in "
+              f"{result.duration_s:.1f}s -> {result.path}")
+        if result.status == "failed":
+            failed += 1
+    return 1 if failed else 0
+
+
+# ---- list -----------------------------------------------------------------------------------------------
+def _policy_for(settings: Settings, database: str) -> BackupSettings:
+    return next((d.backups for d in settings.databases if d.name == database), settings.backups)
+
+
+def _decisions(settings: Settings, backups: list[BackupInfo], now: datetime) -> dict[tuple[Path, str], Decision]:
+    out: dict[tuple[Path, str], Decision] = {}
+    for folder in sorted({b.path.parent for b in backups}):
+        group = [b for b in backups if b.path.parent == folder]
+        for d in decide(group, now, policy_from_settings(_policy_for(settings, group[0].database))):
+            out[(d.backup.path, d.backup.id)] = d
+    return out
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    now = utcnow()
+    backups = list_backups(settings, args.database)
+    decisions = _decisions(settings, backups, now)
+    rows: list[dict[str, Any]] = []
+    for b in backups:
+        d = decisions.get((b.path, b.id))
+        rows.append({
+            "id": b.id, "database": b.database, "started_at": b.started_at.isoformat(), "status": b.status,
+            "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
+            "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
+            "policy": d.action if d else None, "policy_reason": d.reason if d else None,
+        })
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no backups")
+        return 0
+    print_table(
+        ["ID", "DATABASE", "STARTED (UTC)", "SIZE", "STATUS", "VERIFIED (UTC)", "POLICY"],
+        [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
+          r["policy"]] for b, r in zip(backups, rows, strict=True)],
+    )
+    return 0
+
+
+# ---- verify ---------------------------------------------------------------------------------------------
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from indexd.backup import verify
+
+    info = find_backup(settings, args.id)
+    result = verify.verify_backup(info.path.parent.parent, args.id)
+    if result.ok:
+        print(f"{args.id}: checksum ok, {result.list_entries} entries readable")
+    else:
+        print(f"{args.id}: verification FAILED", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  {problem}", file=sys.stderr)
+    if result.ok and args.restore:
+        test = verify.test_restore(settings, args.id)
+        if test.ok:
+            print(f"{args.id}: test restore ok, {test.tables_compared} tables match ({test.duration_s:.1f}s)")
+        else:
+            print(f"{args.id}: test restore FAILED", file=sys.stderr)
+            for mismatch in test.mismatches:
+                print(f"  {mismatch}", file=sys.stderr)
+        result = replace(result, ok=test.ok)
+    configured = next((d for d in settings.databases if d.name == info.database), None)
+    if configured is not None:
+        record_in_catalog(configured, find_backup(settings, args.id))
+    return 0 if result.ok else 1
+
+
+# ---- prune ----------------------------------------------------------------------------------------------
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    now = utcnow()
+    report: dict[str, list[dict[str, Any]]] = {}
+    failed = 0
+    for db in targets(args, settings):
+        try:
+            decisions = prune(db, now=now, dry_run=args.dry_run)
+        except Exception as exc:  # a fault boundary per database
+            failed += 1
+            print(f"{db.name}: prune failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
+            continue
+        report[db.name] = [{
+            "id": d.backup.id, "status": d.backup.status, "started_at": d.backup.started_at.isoformat(),
+            "action": d.action, "reason": d.reason, "path": str(d.backup.path),
+        } for d in decisions]
+    if args.json:
+        print_json({"dry_run": args.dry_run, "databases": report})
+        return 1 if failed else 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for name, rows in report.items():
+        gone = sum(1 for r in rows if r["action"] == "delete")
+        print(f"{name}: {len(rows) - gone} kept, {gone} {verb}")
+        if rows:
+            print_table(["ID", "STATUS", "AGE", "ACTION", "REASON"], [
+                [r["id"], r["status"], _age(now, datetime.fromisoformat(r["started_at"])),
+                 verb if r["action"] == "delete" else "keep", r["reason"]] for r in rows])
+    return 1 if failed else 0
+
+
+# ---- restore --------------------------------------------------------------------------------------------
+def _ask(question: str) -> bool:
+    answer = input(f"{question} Type 'yes' to continue: ")
+    return answer.strip().lower() == "yes"
+
+
+def restore(args: argparse.Namespace) -> int:
+    from indexd.backup.restore import restore as run_restore
+
+    settings = load(args)
+    _setup_logging(args, settings)
+    confirm = _ask if sys.stdin.isatty() else None
+    result = run_restore(settings, args.id, args.target_db, target_dsn=args.target_dsn, jobs=args.jobs,
+                         assume_yes=args.yes, confirm=confirm, no_owner=getattr(args, "no_owner", False))
+    replaced = " (replaced the existing database)" if result.replaced_existing else ""
+    print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
+          f"{result.duration_s:.1f}s{replaced}")
+    return 0
+

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server to restore on (default: the backup's own server, from the config)")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel restore jobs (directory format)")
     p.add_argument("--yes", action="store_true", help="overwrite an existing database without asking")
+    p.add_argument("--no-owner", action="store_true",
+                   help="do not restore ownership and privileges (when the roles do not exist on the target)")
 
     p = cmd("check-config", "config_cmds:check_config", "validate the configuration and exit")
     p.add_argument("--production", action="store_true",

@@ -27,7 +27,7 @@ from indexd.workload.capture import take_snapshot, workload
 
 log = logging.getLogger(__name__)
 
-_DML = {"InsertStmt", "UpdateStmt", "DeleteStmt"}
+_DML = {"InsertStmt", "UpdateStmt"}  # statements that add index entries (a DELETE adds none)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _since_stats_reset(db: Database, now: datetime) -> float:
 
 
 def dml_target(query: str, catalog: Catalog) -> Table | None:
-    """The table an INSERT, UPDATE or DELETE writes (None for anything else, or an unknown table)."""
+    """The table an INSERT or UPDATE writes (None for anything else, or an unknown table)."""
     try:
         stmts = parse_sql(query)
     except ParseError:
@@ -141,7 +141,7 @@ def dml_target(query: str, catalog: Catalog) -> Table | None:
 
 
 def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, period_s: float) -> dict[str, float]:
-    """Rows written per second to each table by the workload's own INSERT/UPDATE/DELETE statements.
+    """Rows written per second to each table by the workload's own INSERT and UPDATE statements.
 
     Measured over the same span as the read weights (a bulk load before the look-back does not count);
     rows per execution come from the planner's estimate (1 when unknown).

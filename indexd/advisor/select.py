@@ -7,9 +7,9 @@ The model, in one unit (milliseconds of database time per second of wall clock):
   planner's cost, so an index that takes a statement from cost `before` to `after` saves
   `weight x (before - after) / baseline`; divided by the look-back period that is ms saved per second.
 * Each index costs every write to its table: `rows written per second x WRITE_MS_PER_ROW` ms per second (a B-tree
-  insertion with its WAL record, counted for INSERT, UPDATE and DELETE alike; HOT updates would be cheaper, but an
-  index on an updated column disables them, so this is the safe side). The caller measures the write rate over
-  the same span as the read weights (the pipeline takes it from the workload's own DML statements).
+  insertion with its WAL record, for every inserted and updated row; a DELETE adds no index entry; HOT updates
+  would be cheaper, but an index on an updated column disables them, so this is the safe side). The caller
+  measures the write rate over the same span as the read weights (the pipeline: from the workload's own DML).
 * Greedy by net benefit per byte, re-evaluated lazily against the set already chosen (overlapping indexes are not
   double counted), within the storage budget and the per-table limit; an index must save at least
   `min_improvement_pct` of the cost of the statements it helps, pay for its writes (on a write-heavy table
@@ -30,7 +30,7 @@ from indexd.config.schema import IndexingSettings
 CostFn = Callable[[int, frozenset[IndexCandidate]], float | None]
 
 MS_PER_COST_UNIT = 0.005  # planner cost unit in ms when no real timing is known (cached pages, modern CPU)
-WRITE_MS_PER_ROW = 0.02  # one B-tree entry written (and WAL-logged) per written row
+WRITE_MS_PER_ROW = 0.005  # one B-tree entry written (and WAL-logged) per inserted or updated row
 COVERED_FACTOR = 2.0  # an index covered by a wider one must beat the threshold this many times
 REGRESSION_TOLERANCE = 1e-6  # relative; planner costs are deterministic, so any increase counts
 

@@ -102,13 +102,13 @@ def test_write_heavy_table_gets_only_indexes_that_pay_for_themselves() -> None:
     cands = Cands([[A], [cand("hot", "x")]])
     stmts = [Statement("q0", 10, 1_000.0), Statement("q1", 10, 1_000_000.0)]
     costs = Costs({0: 1000, 1: 1000}, {(0, A): 100, (1, cand("hot", "x")): 100})
-    # hot table: 5000 rows/s written -> 100 ms/s of index maintenance; q1 saves 900000 ms/h = 250 ms/s
-    sel = run(cands, costs, stmts, writes={"public.t": 5000.0, "public.hot": 5000.0})
+    # 20000 rows/s written -> 100 ms/s of index maintenance; q1 saves 900000 ms/h = 250 ms/s, q0 0.25 ms/s
+    sel = run(cands, costs, stmts, writes={"public.t": 20000.0, "public.hot": 20000.0})
     assert names(sel) == ["x"]
     assert "writes" in sel.rejected[A]
     # with the write guard's ratio of 3, 250 ms/s no longer pays for 100 ms/s of writes
     guard = replace(SETTINGS, write_guard=WriteGuardSettings(writes_per_second=50, min_benefit_ratio=3.0))
-    assert names(run(cands, costs, stmts, writes={"public.hot": 5000.0}, settings=guard)) == ["a"]
+    assert names(run(cands, costs, stmts, writes={"public.hot": 20000.0}, settings=guard)) == ["a"]
 
 
 def test_no_regression_rejects_an_index_that_makes_a_statement_costlier() -> None:

@@ -79,7 +79,11 @@ def parse_yaml(text: str, source: str, env: Mapping[str, str], problems: Problem
         return None
     if root is None:
         return Node({}, 1)
-    return _convert(root, "", root.start_mark.line + 1, env, problems)
+    try:
+        return _convert(root, "", root.start_mark.line + 1, env, problems)
+    except RecursionError:
+        problems.items.append(f"{source}: the configuration nests too deeply (an alias that refers to itself?)")
+        return None
 
 
 def _convert(node: yaml.Node, path: str, line: int, env: Mapping[str, str], problems: Problems) -> Node:

@@ -368,3 +368,12 @@ def test_shipped_default_shows_every_section() -> None:
     for section in ("environment", "databases", "retry", "circuit_breaker", "indexing", "bypass", "backups",
                     "retention", "logging", "http"):
         assert f"\n{section}:" in text
+
+
+def test_self_referring_alias_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    assert "nests too deeply" in only(tmp_path, "databases: &a\n  - *a\n")
+
+
+def test_yaml_merge_keys_are_refused(tmp_path: Path) -> None:
+    msg = only(tmp_path, GOOD + "logging:\n  <<: {level: INFO}\n")
+    assert msg == "logging (line 6): YAML merge keys (<<) are not supported"

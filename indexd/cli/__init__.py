@@ -26,6 +26,13 @@ def _target(p: argparse.ArgumentParser, many: bool = True) -> None:
     g.add_argument("--dsn", metavar="DSN", help="connect to this DSN instead (no config file needed)")
 
 
+def _global(p: argparse.ArgumentParser) -> None:
+    """--config and --log-level are accepted after the command too (`indexd status --config X`)."""
+    p.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=argparse.SUPPRESS,
+                   help="override logging.level for this command")
+
+
 def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -48,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
+        _global(p)
         return p
 
-    cmd("run", "service:run", "run the daemon in the foreground (systemd runs this)")
+    p = cmd("run", "service:run", "run the daemon in the foreground (systemd runs this)")
+    p.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS,
+                   help="configuration file (also accepted before the command)")
 
     p = cmd("recommend", "advise:recommend", "one-shot index advice for a database's workload")
     _target(p, many=False)
@@ -75,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would be built and which guard would refuse")
 
     p = cmd("status", "service:status", "per database: leader, breaker, pool, pause, jobs, advice, changes, backups")
+    p.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS,
+                   help="configuration file (also accepted before the command)")
     _target(p)
     _json(p)
 
@@ -94,16 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("backup", "backup:backup", "take, list, verify and prune backups")
     bsub = p.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
-    b = bsub.add_parser("run", help="take a backup now")
+
+    def _backup_action(name: str, help_: str) -> argparse.ArgumentParser:
+        b = bsub.add_parser(name, help=help_, description=help_)
+        _global(b)
+        return b
+
+    b = _backup_action("run", "take a backup now")
     _target(b)
-    b = bsub.add_parser("list", help="list backups (from the manifests on disk)")
+    b = _backup_action("list", "list backups (from the manifests on disk)")
     _target(b)
     _json(b)
-    b = bsub.add_parser("verify", help="re-check a backup's checksum and contents")
+    b = _backup_action("verify", "re-check a backup's checksum and contents")
     b.add_argument("id", help="backup id")
     b.add_argument("--restore", action="store_true", help="also restore it into a scratch database and compare")
     _target(b, many=False)
-    b = bsub.add_parser("prune", help="delete backups the retention policy no longer keeps")
+    b = _backup_action("prune", "delete backups the retention policy no longer keeps")
     _target(b)
     b.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
     _json(b)

@@ -177,7 +177,7 @@ def run_command(
     try:
         proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=child_env, cwd=cwd, start_new_session=True,
+            env=child_env, cwd=cwd, start_new_session=True, umask=0o077,  # what it writes is private
         )
     except OSError as exc:
         raise CommandFailed(f"cannot run {name}: {exc.strerror or exc}") from exc

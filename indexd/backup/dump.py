@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,14 @@ def _pg_dump_argv(db: DatabaseSettings, conninfo: str, target: Path, snapshot: s
     return [*argv, "--dbname", conninfo]
 
 
-def _fsync_tree(path: Path) -> None:
+def _seal(path: Path) -> None:
+    """Make the dump private (0600 files, 0700 directory) and durable (fsync every file, then the directory)."""
     if path.is_dir():
         for child in path.iterdir():
             if child.is_file():
+                os.chmod(child, 0o600)
                 fsync_path(child)
+    os.chmod(path, 0o700 if path.is_dir() else 0o600)
     fsync_path(path)
 
 
@@ -142,7 +145,8 @@ def _manifest(settings: Settings, db: DatabaseSettings, bid: str, started: datet
         "manifest_version": MANIFEST_VERSION, "id": bid, "database": db.name, "status": "completed",
         "format": db.backups.format, "compression": db.backups.compression,
         "jobs": db.backups.jobs if db.backups.format == "directory" else 1,
-        "started_at": manifest_time(started), "finished_at": manifest_time(utcnow()), "duration_s": duration,
+        "started_at": manifest_time(started), "duration_s": duration,
+        "finished_at": manifest_time(started + timedelta(seconds=duration)),
         "size_bytes": sum(int(f["size"]) for f in files), "sha256": digest, "files": files,
         "server_version": snap.server_version, "database_size_bytes": snap.database_size,
         "dbname": snap.dbname, "pg_dump_version": binary_version("pg_dump"), "indexd_version": __version__,
@@ -159,7 +163,7 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
     with open_snapshot(db) as snap:
         check_free_space(folder, snap.database_size, db)
         _dump(db, partial, snap, cancel)
-    _fsync_tree(partial)
+    _seal(partial)
     os.replace(partial, final)
     fsync_path(folder)
     digest, files = checksum_files(final)
@@ -167,7 +171,7 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
     if db.backups.verify.list_after_backup:
         try:
             data["list_entries"] = pg_restore_list(final)
-            data.update(status="verified", verified_at=manifest_time(utcnow()))
+            data.update(status="verified", verified_at=manifest_time(started + timedelta(seconds=monotonic() - t0)))
         except BackupError as exc:
             data.update(status="failed", error=f"pg_restore --list failed: {exc}")
     data["duration_s"] = round(monotonic() - t0, 3)

@@ -39,7 +39,7 @@ class SourceSnapshot:
     dbname: str
     server_version: str
     database_size: int
-    snapshot_id: str | None
+    snapshot_id: str
     row_counts: list[list[object]] = field(default_factory=list)  # [schema, table, count]
 
 
@@ -67,16 +67,11 @@ def open_snapshot(db: DatabaseSettings, *, count: bool = True) -> Iterator[Sourc
             cur.execute("SELECT current_database(), current_setting('server_version'), "
                         "pg_database_size(current_database())")
             dbname, version, size = cur.fetchone()
-            snapshot_id = None
-            try:
-                cur.execute("SAVEPOINT export")
-                cur.execute("SELECT pg_export_snapshot()")
-                snapshot_id = cur.fetchone()[0]
-            except psycopg2.Error as exc:  # e.g. a standby of an old version: dump without a shared snapshot
-                cur.execute("ROLLBACK TO SAVEPOINT export")
-                log.info("no exported snapshot for %s (%s): row counts skipped", db.name, str(exc).strip())
+            # Export the snapshot before anything else reads data: pg_dump will see exactly what we count.
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot_id = cur.fetchone()[0]
             snap = SourceSnapshot(dbname, version, int(size), snapshot_id)
-            if count and snapshot_id:
+            if count:
                 snap.row_counts = count_rows(cur)
         yield snap
     finally:

@@ -59,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("run", "service:run", "run the daemon in the foreground (systemd runs this)")
-    p.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS,
-                   help="configuration file (also accepted before the command)")
 
     p = cmd("recommend", "advise:recommend", "one-shot index advice for a database's workload")
     _target(p, many=False)
@@ -85,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would be built and which guard would refuse")
 
     p = cmd("status", "service:status", "per database: leader, breaker, pool, pause, jobs, advice, changes, backups")
-    p.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS,
-                   help="configuration file (also accepted before the command)")
     _target(p)
     _json(p)
 

@@ -152,7 +152,8 @@ def scan_candidates(scan: Scan, max_columns: int, partial: bool = True) -> list[
     if not scan.modifies and not scan.all_columns and sets:
         for keys in sets[:2]:
             extra = covering_columns(scan, keys)
-            if extra:
+            wanted = {k.column for k in keys} | set(extra)
+            if extra and not any(wanted <= {k.column for k in other} for other in sets):  # no key set has them
                 found.append(IndexCandidate(table.schema, table.name, keys, include=extra))
     if partial:
         found += partial_candidates(scan, max_columns)

@@ -26,7 +26,7 @@ ACTIONS = ("create_index", "drop_index", "revert_index", "pause", "resume", "app
 OUTCOMES = ("succeeded", "failed", "refused", "skipped")
 
 
-def actor() -> str:
+def current_actor() -> str:
     """Who is acting, as the audit log records it: "user@host pid N"."""
     try:
         user = getpass.getuser()
@@ -55,14 +55,17 @@ def record_intent(
     before: Any = None,
     recommendation_id: int | None = None,
     job_id: str | None = None,
+    actor: str | None = None,
 ) -> int:
-    """Write (and commit) the intent of a mutation before it runs; returns its id for the outcome."""
+    """Write (and commit) the intent of a mutation before it runs; returns its id for the outcome.
+    `actor` defaults to this process ("user@host pid N")."""
     statement = _sql.SQL(
         "INSERT INTO {}.mutation_log (actor, action, phase, target, sql, reason, before, outcome,"
         " recommendation_id, job_id) VALUES (%s, %s, 'intent', %s, %s, %s, %s, 'started', %s, %s) RETURNING id"
     ).format(_sql.Identifier(schema))
     with conn.cursor() as cur:
-        cur.execute(statement, (actor(), action, target, sql, reason, _json(before), recommendation_id, job_id))
+        cur.execute(statement, (actor or current_actor(), action, target, sql, reason, _json(before),
+                                recommendation_id, job_id))
         row = cur.fetchone()
     _commit(conn)
     intent_id = int(row[0])
@@ -79,6 +82,7 @@ def record_outcome(
     after: Any = None,
     duration_s: float | None = None,
     reason: str | None = None,
+    actor: str | None = None,
 ) -> None:
     """Write (and commit) the outcome of the mutation whose intent is `intent_id`."""
     if outcome not in OUTCOMES:
@@ -90,7 +94,7 @@ def record_outcome(
         " FROM {0}.mutation_log WHERE id = %s AND phase = 'intent'"
     ).format(_sql.Identifier(schema))
     with conn.cursor() as cur:
-        cur.execute(statement, (actor(), outcome, _json(after), duration_s, reason, intent_id))
+        cur.execute(statement, (actor or current_actor(), outcome, _json(after), duration_s, reason, intent_id))
         found = cur.rowcount
     _commit(conn)
     if not found:
@@ -110,11 +114,13 @@ def record_event(
     after: Any = None,
     recommendation_id: int | None = None,
     job_id: str | None = None,
+    actor: str | None = None,
 ) -> int:
     """An instantaneous change (pause, approve ...): its intent and outcome written together."""
     intent_id = record_intent(conn, schema, action=action, target=target, reason=reason, before=before,
-                              recommendation_id=recommendation_id, job_id=job_id)
-    record_outcome(conn, schema, intent_id, outcome=outcome, after=after, duration_s=0.0, reason=reason)
+                              recommendation_id=recommendation_id, job_id=job_id, actor=actor)
+    record_outcome(conn, schema, intent_id, outcome=outcome, after=after, duration_s=0.0, reason=reason,
+                   actor=actor)
     return intent_id
 
 
@@ -145,6 +151,9 @@ def recent_mutations(conn: PgConnection, schema: str, limit: int = 20) -> list[M
     with conn.cursor() as cur:
         cur.execute(statement, (limit,))
         return [Mutation(*row) for row in cur.fetchall()]
+
+
+actor = current_actor  # "who is acting" for callers that record their own rows
 
 
 def build_starts_since(conn: PgConnection, schema: str, since: datetime) -> list[datetime]:

@@ -250,8 +250,9 @@ def check_create_sql(rec: StoredRecommendation) -> None:
         if stmt.idxname != rec.index_name:
             problems.append(f"names the index {stmt.idxname!r}, not {rec.index_name!r}")
         rel = stmt.relation
-        if rel.relname != rec.table_name or (rel.schemaname or rec.table_schema) != rec.table_schema:
-            problems.append(f"targets {rel.schemaname}.{rel.relname}, not {rec.table_schema}.{rec.table_name}")
+        target = (None, None) if rel is None else (rel.schemaname or rec.table_schema, rel.relname)
+        if target != (rec.table_schema, rec.table_name):
+            problems.append(f"targets {target[0]}.{target[1]}, not {rec.table}")
     if problems:
         raise BuildError(f"recommendation #{rec.id}: create_sql {'; '.join(problems)}: {rec.create_sql}")
 

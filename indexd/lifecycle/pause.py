@@ -64,7 +64,7 @@ def pause(db: Database, duration: timedelta | None, reason: str, actor: str | No
             )
             made = Pause(*cur.fetchone())
         audit.record_event(conn, schema, action="pause", target=db.name, reason=reason or None,
-                           after={"pause_id": made.id, "until": until, "by": who})
+                           after={"pause_id": made.id, "until": until, "by": who}, actor=who)
     log.warning("indexing on %s %s", db.name, made.describe())
     return made
 
@@ -82,7 +82,7 @@ def resume(db: Database, actor: str | None = None, *, now: datetime | None = Non
             ended = [Pause(*row) for row in cur.fetchall()]
         if ended:
             audit.record_event(conn, schema, action="resume", target=db.name,
-                               before={"pause_ids": [p.id for p in ended]}, after={"by": who})
+                               before={"pause_ids": [p.id for p in ended]}, after={"by": who}, actor=who)
     if ended:
         log.warning("indexing on %s resumed by %s", db.name, who)
     return ended

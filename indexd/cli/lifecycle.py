@@ -1,0 +1,181 @@
+"""Commands of the index lifecycle: approve, reject, apply, pause, resume (and indexes, the health report)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+
+from indexd.cli.common import load, open_database, print_table, single_target, targets
+from indexd.config.convert import to_duration
+from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.pool import Database
+from indexd.db.state import current_version
+from indexd.errors import IndexdError, UsageError
+from indexd.lifecycle import apply as lifecycle_apply
+from indexd.lifecycle import pause as lifecycle_pause
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def _require_state(db: Database) -> None:
+    if current_version(db) is None:
+        raise UsageError(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
+                         "run 'indexd migrate' first")
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024**2:.1f} MB"
+
+
+# ---- approve / reject ----------------------------------------------------------------------------------
+
+
+def _decide(args: argparse.Namespace, verdict: str) -> int:
+    settings = load(args)
+    target = single_target(args, settings)
+    with open_database(settings, target) as db:
+        _require_state(db)
+        fn = lifecycle_apply.approve if verdict == "approve" else lifecycle_apply.reject
+        rec = fn(db, args.id, reason=args.reason)
+    print(f"recommendation #{rec.id} {rec.status}: {rec.index_name} on {rec.table}")
+    if verdict == "approve" and target.indexing.mode == "advise":
+        print(f"note: indexing.mode is advise for {target.name}: 'indexd apply' builds nothing until it is "
+              "approve or auto")
+    return EXIT_OK
+
+
+def approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve")
+
+
+def reject(args: argparse.Namespace) -> int:
+    return _decide(args, "reject")
+
+
+# ---- apply ---------------------------------------------------------------------------------------------
+
+
+def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
+    rows = []
+    for plan in result.plans:
+        rec = plan.recommendation
+        verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
+        gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, _mb(plan.request.table_bytes), gain, verdict])
+    print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
+
+
+def _show_result(result: lifecycle_apply.ApplyResult) -> None:
+    for b in result.built:
+        print(f"  built    {b.qualified} in {b.duration_s:.1f}s ({_mb(b.size_bytes)})")
+    for b in result.skipped:
+        print(f"  skipped  {b.qualified}: {b.reason}")
+    for b in result.failed:
+        print(f"  FAILED   {b.qualified}: {b.reason}")
+    for rec_id, reasons in result.refused:
+        print(f"  refused  #{rec_id}: " + "; ".join(reasons))
+
+
+def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> bool:
+    allowed = [p for p in result.plans if p.decision.allowed]
+    answer = input(f"Build {len(allowed)} index(es) on {target.name} now with CREATE INDEX CONCURRENTLY? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
+    with open_database(settings, target) as db:
+        _require_state(db)
+        plan = lifecycle_apply.apply(db, settings, target, dry_run=True, ignore_window=args.now)
+        print(f"{target.name} (mode {target.indexing.mode}):")
+        if plan.message:
+            print(f"  {plan.message}")
+            return plan
+        _show_plans(plan)
+        if args.dry_run or plan.all_refused:
+            return plan
+        if not args.yes and not _confirm(target, plan):
+            print("  not confirmed: nothing built")
+            return lifecycle_apply.ApplyResult(db.name, target.indexing.mode, message="not confirmed")
+        result = lifecycle_apply.apply(db, settings, target, ignore_window=args.now)
+        _show_result(result)
+        return result
+
+
+def apply(args: argparse.Namespace) -> int:
+    if not args.dry_run and not args.yes and not sys.stdin.isatty():
+        print("indexd: apply builds indexes and needs a confirmation: pass --yes (or --dry-run to only look)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    settings = load(args)
+    results, errors = [], 0
+    for target in targets(args, settings):
+        try:
+            results.append(_apply_one(args, settings, target))
+        except IndexdError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            print(f"indexd: {target.name}: {exc}", file=sys.stderr)
+            errors += 1
+    if errors or any(r.failed for r in results):
+        return EXIT_FAILED
+    considered = [r for r in results if r.plans or r.refused or r.built or r.skipped]
+    if considered and all(r.all_refused for r in considered):
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+# ---- pause / resume ------------------------------------------------------------------------------------
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    if not text:
+        return None
+    try:
+        value = to_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    if value <= timedelta(0):
+        raise UsageError(f"--for: a pause must last a positive time, not {text!r}")
+    return value
+
+
+def _each_database(args: argparse.Namespace, act: str, work: Callable[[Database], str]) -> int:
+    settings = load(args)
+    failed = 0
+    for target in targets(args, settings):
+        try:
+            with open_database(settings, target) as db:
+                _require_state(db)
+                print(work(db))
+        except IndexdError as exc:
+            print(f"indexd: {target.name}: could not {act}: {exc}", file=sys.stderr)
+            failed += 1
+        except Exception as exc:  # a database down must not stop the switch reaching the others
+            log.debug("%s failed on %s", act, target.name, exc_info=True)
+            print(f"indexd: {target.name}: could not {act}: {str(exc).strip() or type(exc).__name__}",
+                  file=sys.stderr)
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def pause(args: argparse.Namespace) -> int:
+    duration = parse_duration(args.duration)
+
+    def work(db: Database) -> str:
+        made = lifecycle_pause.pause(db, duration, args.reason)
+        return f"{db.name}: {made.describe()}"
+
+    return _each_database(args, "pause", work)
+
+
+def resume(args: argparse.Namespace) -> int:
+    def work(db: Database) -> str:
+        ended = lifecycle_pause.resume(db)
+        return f"{db.name}: resumed ({len(ended)} pause(s) ended)" if ended else f"{db.name}: was not paused"
+
+    return _each_database(args, "resume", work)

@@ -1,0 +1,114 @@
+"""Readings for the guards, taken right before each mutation: host CPU (psutil), backends from
+pg_stat_activity, replica lag from pg_stat_replication, the active pause, recent builds (audit log), the
+table's write rate and size, and whether we still hold leadership.
+
+All the I/O of the decision lives here, so `guards.decide` stays pure. Host CPU is that of the machine indexd
+runs on: when PostgreSQL runs elsewhere, the backend and lag readings still describe the server's load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psutil
+
+from indexd.config.schema import IndexingSettings
+from indexd.db.pool import Database, PgConnection
+from indexd.lifecycle import audit
+from indexd.lifecycle.build import StoredRecommendation
+from indexd.lifecycle.guards import BuildRequest, Readings
+from indexd.lifecycle.leader import Leadership
+from indexd.lifecycle.pause import active_pause
+
+log = logging.getLogger(__name__)
+
+CpuSampler = Callable[[float], float]  # sample seconds -> percent busy
+
+
+def host_cpu_pct(sample_s: float) -> float:
+    """Host CPU use in percent over `sample_s` seconds (blocks that long)."""
+    return float(psutil.cpu_percent(interval=max(0.1, sample_s)))
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    active_backends: int
+    max_connections: int
+    waiting_backends: int
+    replica_lag_s: float | None
+
+
+def server_load(conn: PgConnection) -> ServerLoad:
+    """Client backends running a statement (not counting us), those waiting on a lock, and the worst lag of
+    any streaming replica (None when none is connected)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE state = 'active' AND pid <> pg_backend_pid()),"
+            " count(*) FILTER (WHERE wait_event_type = 'Lock'),"
+            " current_setting('max_connections')::int"
+            " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+        active, waiting, max_conn = cur.fetchone()
+        cur.execute(
+            "SELECT max(extract(epoch FROM greatest(write_lag, flush_lag, replay_lag))), count(*)"
+            " FROM pg_stat_replication"
+        )
+        lag, replicas = cur.fetchone()
+    replica_lag = None if not replicas else float(lag or 0.0)
+    return ServerLoad(int(active), int(max_conn), int(waiting), replica_lag)
+
+
+def table_facts(conn: PgConnection, schema: str, table: str) -> tuple[int, float]:
+    """(heap bytes, writes per second) of a table; the write rate is rows inserted + updated + deleted since
+    the statistics were reset (or the server started), as the advisor measures it. (0, 0.0) if it is gone."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_relation_size(c.oid),"
+            " coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)"
+            "   / greatest(1, extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())))"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " LEFT JOIN pg_stat_database d ON d.datname = current_database()"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, table),
+        )
+        row = cur.fetchone()
+    return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+
+def build_request(rec: StoredRecommendation, table_bytes: int, *, ignore_window: bool = False) -> BuildRequest:
+    return BuildRequest(recommendation_id=rec.id, table=rec.table, index_name=rec.index_name,
+                        table_bytes=table_bytes, improvement_pct=rec.improvement_pct,
+                        write_overhead=rec.write_overhead, ignore_window=ignore_window)
+
+
+def take_readings(
+    db: Database,
+    rec: StoredRecommendation,
+    settings: IndexingSettings,
+    leadership: Leadership | None,
+    now: datetime,
+    *,
+    ignore_window: bool = False,
+    cpu: CpuSampler = host_cpu_pct,
+) -> tuple[BuildRequest, Readings]:
+    """Everything `decide` needs about building `rec` now: the request (with the table's current size) and
+    the readings. Leadership is checked last, after the CPU sample, so it is as fresh as possible."""
+    cpu_pct = cpu(settings.throttle.cpu_sample.total_seconds())
+    schema = db.settings.state_schema
+    with db.connection() as conn:
+        load = server_load(conn)
+        table_bytes, writes = table_facts(conn, rec.table_schema, rec.table_name)
+        paused = active_pause(conn, schema, now)
+        starts = audit.build_starts_since(conn, schema, now - timedelta(days=1))
+    readings = Readings(
+        taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused, cpu_pct=cpu_pct,
+        active_backends=load.active_backends, max_connections=load.max_connections,
+        waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=tuple(starts),
+        table_writes_per_second=writes,
+    )
+    log.debug("readings for #%s: %s", rec.id, readings)
+    return build_request(rec, table_bytes, ignore_window=ignore_window), readings

@@ -1,0 +1,145 @@
+"""apply / approve / reject on a real server: modes, guards re-checked per build, leadership, rate limits."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from conftest import assert_no_leaked_connections
+from test_build_support import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
+
+from indexd.config.schema import DatabaseSettings, IndexingSettings, RateLimitSettings, Settings
+from indexd.db.pool import Database
+from indexd.db.state import migrate
+from indexd.errors import UsageError
+from indexd.lifecycle.apply import apply, approve, reject
+from indexd.lifecycle.readings import take_readings
+
+CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CPU injected; the rest is real
+
+
+@pytest.fixture
+def make_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
+    """Database objects for the test database with indexing settings of the test's choosing (any time window)."""
+    made: list[Database] = []
+
+    def make(mode: str = "approve", **indexing: object) -> Database:
+        ix = replace(IndexingSettings(), mode=mode, windows=(), lock_timeout=timedelta(seconds=2), **indexing)
+        db = Database(replace(db_settings, indexing=ix))
+        made.append(db)
+        migrate(db)
+        return db
+
+    yield make
+    for db in made:
+        db.close()
+    assert_no_leaked_connections(pg_cluster, pg_dbname)
+
+
+def run(db: Database, **kwargs: object):
+    return apply(db, Settings(databases=(db.settings,)), db.settings, readings_fn=CALM_CPU, **kwargs)
+
+
+def test_advise_mode_builds_nothing_and_says_so(make_db, pg_conn) -> None:
+    db = make_db("advise")
+    make_table(pg_conn, "public", "t", rows=100)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"))
+    result = run(db)
+    assert result.built == [] and "mode is advise" in (result.message or "")
+    assert rec_status(pg_conn, rec_id) == "approved" and audit_rows(pg_conn) == []
+
+
+def test_approve_mode_builds_only_approved(make_db, pg_conn) -> None:
+    db = make_db("approve")
+    make_table(pg_conn, "public", "t", rows=100)
+    approved = insert_recommendation(pg_conn, candidate("public", "t", "a"))
+    pending = insert_recommendation(pg_conn, candidate("public", "t", "b"), status="pending")
+    result = run(db, job_id="j1")
+    assert [b.recommendation_id for b in result.built] == [approved]
+    assert rec_status(pg_conn, approved) == "built" and rec_status(pg_conn, pending) == "pending"
+    assert {r["recommendation_id"] for r in audit_rows(pg_conn, "create_index")} == {approved}
+    assert index_valid(pg_conn, "public", candidate("public", "t", "b").name()) is None
+
+
+def test_auto_mode_builds_pending_too(make_db, pg_conn) -> None:
+    db = make_db("auto")
+    make_table(pg_conn, "public", "t", rows=100)
+    ids = [insert_recommendation(pg_conn, candidate("public", "t", c), status="pending") for c in ("a", "b")]
+    result = run(db)
+    assert sorted(b.recommendation_id for b in result.built) == sorted(ids)
+    assert [rec_status(pg_conn, i) for i in ids] == ["built", "built"]
+
+
+def test_approve_and_reject_are_audited_and_checked(make_db, pg_conn) -> None:
+    db = make_db("approve")
+    make_table(pg_conn, "public", "t", rows=10)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"), status="pending")
+    assert approve(db, rec_id, reason="looks right", actor="ann@ops pid 1").status == "approved"
+    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, failed, rejected"):
+        approve(db, rec_id)
+    assert reject(db, rec_id, reason="not now").status == "rejected"
+    with pytest.raises(UsageError, match="no recommendation #999999"):
+        reject(db, 999999)
+    rows = audit_rows(pg_conn)
+    assert [(r["action"], r["phase"], r["outcome"]) for r in rows] == [
+        ("approve", "intent", "started"), ("approve", "outcome", "succeeded"),
+        ("reject", "intent", "started"), ("reject", "outcome", "succeeded")]
+    assert rows[0]["actor"] == "ann@ops pid 1" and rows[0]["reason"] == "looks right"
+    assert rows[2]["before"] == {"status": "approved"} and rows[3]["after"] == {"status": "rejected"}
+    assert run(db).built == []  # rejected is never built
+
+
+def test_rate_limit_persists_across_restarts(make_db, pg_conn) -> None:
+    limits = {"rate_limit": RateLimitSettings(per_hour=1, per_day=10)}
+    db = make_db("approve", **limits)
+    make_table(pg_conn, "public", "t", rows=100)
+    first = insert_recommendation(pg_conn, candidate("public", "t", "a"))
+    second = insert_recommendation(pg_conn, candidate("public", "t", "b"), improvement_pct=10.0)
+    result = run(db)
+    assert [b.recommendation_id for b in result.built] == [first]
+    assert result.refused == [(second, ["rate limit: 1 index builds started in the last hour (limit 1)"])]
+    again = run(make_db("approve", **limits))  # a "restarted" process: new Database objects, same audit log
+    assert again.built == [] and again.refused[0][0] == second and again.all_refused
+    assert rec_status(pg_conn, second) == "approved"
+
+
+def test_dry_run_shows_each_guard_and_builds_nothing(make_db, pg_conn) -> None:
+    db = make_db("approve", rate_limit=RateLimitSettings(per_hour=0, per_day=0))
+    make_table(pg_conn, "public", "t", rows=100)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"))
+    result = run(db, dry_run=True)
+    assert len(result.plans) == 1 and result.plans[0].recommendation.id == rec_id
+    reasons = result.plans[0].decision.reasons
+    assert any("last hour" in r for r in reasons) and any("last day" in r for r in reasons)
+    assert result.all_refused and audit_rows(pg_conn) == [] and rec_status(pg_conn, rec_id) == "approved"
+
+
+def test_two_processes_build_the_same_recommendation_once(make_db, pg_conn) -> None:
+    dbs = [make_db("approve"), make_db("approve")]
+    make_table(pg_conn, "public", "t", rows=50000)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a", "b"))
+    results: list = []
+    barrier = threading.Barrier(2)
+
+    def go(db: Database) -> None:
+        barrier.wait()
+        results.append(run(db))
+
+    threads = [threading.Thread(target=go, args=(db,)) for db in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    built = [b for r in results for b in r.built]
+    assert len(built) == 1 and built[0].recommendation_id == rec_id
+    others = [r for r in results if not r.built]
+    assert len(others) == 1
+    loser = others[0]  # refused as not the leader, found it taken, or found nothing left to build
+    assert loser.refused or loser.skipped or loser.message
+    for _, reasons in loser.refused:
+        assert any("not the leader" in r for r in reasons)
+    assert len([r for r in audit_rows(pg_conn, "create_index") if r["phase"] == "intent"]) == 1
+    assert rec_status(pg_conn, rec_id) == "built"

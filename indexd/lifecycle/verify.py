@@ -8,13 +8,27 @@ evidence from the state schema and the statistics views, stores a verdict per in
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from indexd.config.schema import VerifySettings
+from psycopg2 import sql
+
+from indexd.clock import utcnow
+from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, VerifySettings
+from indexd.db.pool import Database, PgConnection
+from indexd.lifecycle import guards
+from indexd.lifecycle.build import OWN_PREFIX, drop_index_concurrently
+from indexd.lifecycle.guards import BuildRequest, Decision, Readings
+from indexd.lifecycle.leader import Leadership
+from indexd.lifecycle.pause import active_pause
+from indexd.lifecycle.readings import CpuSampler, host_cpu_pct, server_load
+
+log = logging.getLogger(__name__)
 
 VerdictName = Literal["kept", "reverted", "inconclusive"]
 
@@ -258,3 +272,263 @@ def statement_stats(
         if target or mentions_table(query, table):
             found.append(StatementStats(str(queryid), query, calls, time_ms, target))
     return found
+
+
+# ---- evidence from the database ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """A recommendation indexd built, waiting for (or retrying) its verdict."""
+
+    recommendation_id: int
+    schema: str
+    table: str
+    index_name: str
+    queries: Any
+    build_started: datetime  # the create_index intent: the "before" window ends here
+    built_at: datetime  # its successful outcome: the "after" window starts here
+    pending_revert: bool  # judged 'reverted' earlier, the drop has not happened yet
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """What verification decided and did about one index."""
+
+    recommendation_id: int
+    index_schema: str
+    index_name: str
+    verdict: VerdictName
+    reasons: tuple[str, ...]
+    action: str  # kept | dropped | revert_refused | revert_failed | revert_off | wait | none
+    evidence: dict[str, Any]
+
+
+_BUILT = """
+SELECT r.id, r.table_schema, r.table_name, r.index_name, r.queries,
+       coalesce(b.started, b.built, r.updated_at), coalesce(b.built, r.updated_at),
+       coalesce(v.verdict = 'reverted', false)
+  FROM {s}.recommendations r
+  LEFT JOIN LATERAL (
+       SELECT max(m.at) FILTER (WHERE m.phase = 'intent') AS started,
+              max(m.at) FILTER (WHERE m.phase = 'outcome' AND m.outcome = 'succeeded') AS built
+         FROM {s}.mutation_log m WHERE m.recommendation_id = r.id AND m.action = 'create_index') b ON true
+  LEFT JOIN LATERAL (
+       SELECT verdict FROM {s}.index_verdicts WHERE recommendation_id = r.id AND verdict <> 'inconclusive'
+        ORDER BY decided_at DESC, id DESC LIMIT 1) v ON true
+ WHERE r.status = 'built' AND coalesce(b.built, r.updated_at) <= %s
+   AND (v.verdict IS NULL OR (v.verdict = 'reverted' AND %s))
+ ORDER BY r.id
+"""
+
+_SNAPSHOT_ROWS = """
+SELECT s.id, s.taken_at, s.stats_reset, ss.queryid, ss.userid, ss.toplevel, ss.query, ss.calls, ss.total_exec_time
+  FROM {s}.snapshots s JOIN {s}.statement_snapshots ss ON ss.snapshot_id = s.id
+ WHERE s.taken_at >= %s AND s.taken_at <= %s AND (ss.queryid = ANY(%s) OR ss.query ILIKE %s)
+"""
+
+
+def built_indexes(conn: PgConnection, schema: str, ready_before: datetime, auto_revert: bool) -> list[BuiltIndex]:
+    """Built recommendations old enough for a verdict and without a final one (or with a revert still to do)."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(_BUILT).format(s=sql.Identifier(schema)), (ready_before, auto_revert))
+        return [BuiltIndex(*row) for row in cur.fetchall()]
+
+
+def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids: set[int],
+            table: str) -> dict[int, tuple[str, int, float]]:
+    like = "%" + table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(_SNAPSHOT_ROWS).format(s=sql.Identifier(schema)), (start, end, list(ids), like))
+        rows = [SnapshotRow(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], int(r[7]), float(r[8]))
+                for r in cur.fetchall()]
+    return window_stats(rows)
+
+
+def _index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int]:
+    """(exists, valid, scans since it was built) of an index; a fresh statistics snapshot each time."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT i.indisvalid, coalesce(pg_stat_get_numscans(c.oid), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid"
+            " WHERE n.nspname = %s AND c.relname = %s", (schema, name))
+        row = cur.fetchone()
+    return (False, False, 0) if row is None else (True, bool(row[0]), int(row[1]))
+
+
+def gather(conn: PgConnection, state_schema: str, item: BuiltIndex, lookback: timedelta, now: datetime,
+           settings: VerifySettings) -> Verdict:
+    """The verdict on one built index, from the snapshots around its build and its own scan counter."""
+    exists, valid, scans = _index_scans(conn, item.schema, item.index_name)
+    window = {"before": [(item.build_started - lookback).isoformat(), item.build_started.isoformat()],
+              "after": [item.built_at.isoformat(), now.isoformat()]}
+    if not exists or not valid:
+        what = "no longer exists" if not exists else "is invalid"
+        return Verdict("reverted", (f"the index {what}",), {"exists": exists, "valid": valid, "windows": window})
+    ids, texts = target_keys(item.queries)
+    before = _window(conn, state_schema, item.build_started - lookback, item.build_started, ids, item.table)
+    after = _window(conn, state_schema, item.built_at, now, ids, item.table)
+    verdict = judge(statement_stats(before, ids, texts, item.table), statement_stats(after, ids, texts, item.table),
+                    scans, settings)
+    return Verdict(verdict.verdict, verdict.reasons, {**verdict.evidence, "windows": window})
+
+
+# ---- storing and acting -------------------------------------------------------------------------------------
+
+
+def store_verdict(conn: PgConnection, schema: str, item: BuiltIndex, verdict: Verdict, now: datetime) -> None:
+    evidence = {**verdict.evidence, "reasons": list(verdict.reasons)}
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "INSERT INTO {}.index_verdicts (decided_at, recommendation_id, index_schema, index_name, verdict, evidence)"
+            " VALUES (%s, %s, %s, %s, %s, %s)").format(sql.Identifier(schema)),
+            (now, item.recommendation_id, item.schema, item.index_name, verdict.verdict,
+             json.dumps(evidence, default=str, sort_keys=True)))
+
+
+def set_status(conn: PgConnection, schema: str, recommendation_id: int, status: str, reason: str) -> None:
+    """Move a built recommendation to its final status (kept / reverted), or only record why it stays built."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "UPDATE {}.recommendations SET status = %s, reason = %s, updated_at = now()"
+            " WHERE id = %s AND status = 'built'").format(sql.Identifier(schema)),
+            (status, reason[:1000], recommendation_id))
+
+
+# ---- the guards of a drop ----------------------------------------------------------------------------------
+
+
+def drop_decision(
+    db: Database,
+    settings: Settings,
+    indexing: IndexingSettings,
+    leadership: Leadership | None,
+    now: datetime,
+    *,
+    table: str,
+    index_name: str,
+    respect_window: bool,
+    cpu: CpuSampler = host_cpu_pct,
+) -> Decision:
+    """May indexd drop an index now? Read right before the drop.
+
+    A drop always respects the emergency pause, `bypass`, leadership and the load guard (a DROP INDEX
+    CONCURRENTLY waits for every transaction touching the table: not while the server is struggling). The
+    maintenance window applies only when `respect_window`: dropping an unused index can wait for it, reverting
+    one that made things worse should not. The rate limit never applies: it counts builds, and a revert undoes one.
+    """
+    cpu_pct = cpu(indexing.throttle.cpu_sample.total_seconds())
+    with db.connection() as conn:
+        load = server_load(conn)
+        paused = active_pause(conn, db.settings.state_schema, now)
+    found = Readings(taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused,
+                     cpu_pct=cpu_pct, active_backends=load.active_backends, max_connections=load.max_connections,
+                     waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=())
+    refusals = (guards.check_pause(found) + guards.check_bypass(settings.bypass)
+                + guards.check_load(indexing, found, now) + guards.check_leader(found))
+    if respect_window:
+        refusals += guards.check_window(BuildRequest(0, table, index_name, table_bytes=0), indexing, now)
+    if not refusals:
+        return Decision(True, [], None)
+    ends = [r.retry_after for r in refusals]
+    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+    return Decision(False, [r.reason for r in refusals], retry)
+
+
+@contextlib.contextmanager
+def leading(db: Database, leadership: Leadership | None) -> Iterator[Leadership]:
+    """The caller's leadership, or one taken (without waiting) for this run and given back after it."""
+    if leadership is not None:
+        yield leadership
+        return
+    own = Leadership.for_database(db)
+    try:
+        own.acquire()  # if another process leads, the leader guard refuses each drop
+        yield own
+    finally:
+        own.release()
+
+
+# ---- the verification run -----------------------------------------------------------------------------------
+
+
+def verify_built(
+    db: Database,
+    settings: Settings,
+    db_settings: DatabaseSettings,
+    now: datetime | None = None,
+    job_id: str | None = None,
+    *,
+    leadership: Leadership | None = None,
+    cpu: CpuSampler = host_cpu_pct,
+) -> list[VerdictRecord]:
+    """Judge every index indexd built at least verify.after ago that has no final verdict yet, store each
+    verdict with its evidence, keep the good ones and (with auto_revert) drop the harmful ones through the guards.
+    """
+    now = now or utcnow()
+    ix, schema = db_settings.indexing, db.settings.state_schema
+    with db.connection() as conn:
+        items = built_indexes(conn, schema, now - ix.verify.after, ix.verify.auto_revert)
+    records: list[VerdictRecord] = []
+    if not items:
+        log.info("verify on %s: nothing to judge", db.name)
+        return records
+    with leading(db, leadership) as lead:
+        for item in items:
+            records.append(_verify_one(db, settings, ix, lead, item, now, job_id, cpu))
+    counts = {v: sum(1 for r in records if r.verdict == v) for v in ("kept", "reverted", "inconclusive")}
+    log.info("verify on %s: %d kept, %d reverted (%d dropped), %d inconclusive", db.name, counts["kept"],
+             counts["reverted"], sum(1 for r in records if r.action == "dropped"), counts["inconclusive"])
+    return records
+
+
+def _verify_one(db: Database, settings: Settings, ix: IndexingSettings, lead: Leadership, item: BuiltIndex,
+                now: datetime, job_id: str | None, cpu: CpuSampler) -> VerdictRecord:
+    schema = db.settings.state_schema
+    if item.pending_revert:
+        verdict = Verdict("reverted", ("judged earlier; the revert had not happened yet",), {})
+    else:
+        with db.connection() as conn:
+            verdict = gather(conn, schema, item, ix.lookback, now, ix.verify)
+            store_verdict(conn, schema, item, verdict, now)
+    log.info("verdict on %s.%s: %s (%s)", item.schema, item.index_name, verdict.verdict, "; ".join(verdict.reasons))
+    action = "wait"
+    if verdict.verdict == "kept":
+        action = "kept"
+        with db.connection() as conn:
+            set_status(conn, schema, item.recommendation_id, "kept", "; ".join(verdict.reasons))
+    elif verdict.verdict == "reverted":
+        action = _revert(db, settings, ix, lead, item, verdict, now, job_id, cpu)
+    return VerdictRecord(item.recommendation_id, item.schema, item.index_name, verdict.verdict, verdict.reasons,
+                         action, verdict.evidence)
+
+
+def _revert(db: Database, settings: Settings, ix: IndexingSettings, lead: Leadership, item: BuiltIndex,
+            verdict: Verdict, now: datetime, job_id: str | None, cpu: CpuSampler) -> str:
+    """Drop a reverted index (ours only) through the guards; the recommendation becomes `reverted` once it is gone."""
+    schema, why = db.settings.state_schema, "; ".join(verdict.reasons)
+    if not ix.verify.auto_revert:
+        with db.connection() as conn:
+            set_status(conn, schema, item.recommendation_id, "built",
+                       f"verdict reverted ({why}); verify.auto_revert is off, so the index stays")
+        return "revert_off"
+    if not item.index_name.startswith(OWN_PREFIX):
+        log.warning("not reverting %s.%s: not an index indexd names", item.schema, item.index_name)
+        return "none"
+    if verdict.evidence.get("exists") is False:
+        with db.connection() as conn:
+            set_status(conn, schema, item.recommendation_id, "reverted", why)
+        return "none"
+    decision = drop_decision(db, settings, ix, lead, now, table=f"{item.schema}.{item.table}",
+                             index_name=item.index_name, respect_window=False, cpu=cpu)
+    if not decision.allowed:
+        log.info("revert of %s.%s refused: %s", item.schema, item.index_name, "; ".join(decision.reasons))
+        return "revert_refused"
+    result = drop_index_concurrently(db, item.schema, item.index_name, reason=f"verification: {why}",
+                                     action="revert_index", recommendation_id=item.recommendation_id, job_id=job_id)
+    if not result.ok:
+        return "revert_failed"
+    with db.connection() as conn:
+        set_status(conn, schema, item.recommendation_id, "reverted", why)
+    return "dropped"

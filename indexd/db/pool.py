@@ -228,8 +228,16 @@ class Database:
         if conn is None:
             return
         proxy.record_info.pop(_TIMEOUTS, None)
-        if conn.closed or _is_connection_failure(exc):
-            proxy.invalidate(exc if isinstance(exc, Exception) else None)
+        if not (conn.closed or _is_connection_failure(exc)):
+            return
+        error = exc if isinstance(exc, Exception) else None
+        invalidate_older = getattr(self.engine.pool, "_invalidate", None)
+        if invalidate_older is not None:
+            # What SQLAlchemy's own Connection does on a disconnect: this connection is dropped, and every pooled
+            # connection made before now is replaced at its next checkout (after a restart they are all dead).
+            invalidate_older(proxy, error)
+        else:
+            proxy.invalidate(error)
 
     # ---- public API ---------------------------------------------------------------------------------------
     @contextlib.contextmanager

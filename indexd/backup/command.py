@@ -137,7 +137,7 @@ def _pump(stream: object, name: str, sink: deque[str] | list[str], level: int) -
         line = redact_dsn(raw.decode("utf-8", "replace").rstrip("\n"))
         sink.append(line)
         if level:
-            log.log(level, "%s: %s", name, line)
+            log.log(level, "%s", line if line.startswith(f"{name}:") else f"{name}: {line}")
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:

@@ -48,6 +48,7 @@ class Advice:
     warnings: tuple[str, ...] = ()
     create_sql: dict[str, str] = field(default_factory=dict)  # candidate fingerprint -> runnable CREATE INDEX
     from_workload: bool = True  # pg_stat_statements (True) or a given list of statements
+    declined: tuple[Skipped, ...] = ()  # candidate indexes not recommended ("table (cols)", why)
 
 
 def advise(
@@ -75,8 +76,8 @@ def advise(
                 through_view=cands.through_view) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
         writes = write_rates(statements, catalog, whatif, period_s)
-        selection = select(cands, whatif.cost, budget, writes, settings, statements=statements, sizes=sizes,
-                           existing=catalog.indexes, period_s=period_s)
+        selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
+                           statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s)
         skipped += [Skipped(statements[i].query, f"cannot be costed: {err}")
                     for i, err in sorted(whatif.stats.errors.items())]
         create_sql = {c.candidate.fingerprint(): c.candidate.create_sql().as_string(whatif.conn)
@@ -86,8 +87,30 @@ def advise(
                  len(selection.chosen))
     if not statements:
         warnings.append("the workload is empty: no statement to analyze")
+    declined = tuple(Skipped(f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
+                             + (f" WHERE {c.where}" if c.where else ""), why)
+                     for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
-                  tuple(skipped), tuple(warnings), create_sql, from_workload)
+                  tuple(skipped), tuple(warnings), create_sql, from_workload, declined)
+
+
+class WorkloadCosts:
+    """The selection's cost function over a what-if session.
+
+    An index its statement's plan does not use on its own is left out of larger sets for that statement: it
+    would almost never be used next to others either, and leaving it out lets costs be shared between sets.
+    """
+
+    def __init__(self, whatif: WhatIf, statements: list[Statement]) -> None:
+        self.whatif = whatif
+        self.statements = statements
+
+    def __call__(self, s: int, indexes: frozenset[IndexCandidate]) -> float | None:
+        query = self.statements[s].query
+        if len(indexes) > 1:
+            alone = {c: self.whatif.plan(s, query, frozenset([c])) for c in indexes}
+            indexes = frozenset(c for c, plan in alone.items() if plan is not None and c in plan.used)
+        return self.whatif.cost(s, query, indexes)
 
 
 def _captured(db: Database, settings: IndexingSettings, now: datetime | None,

@@ -43,6 +43,7 @@ def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, 
             for r in advice.recommendations
         ],
         "skipped": [{"query": s.query, "reason": s.reason} for s in advice.skipped],
+        "declined": [{"index": d.query, "reason": d.reason} for d in advice.declined],
         "warnings": list(advice.warnings),
     }
 
@@ -93,6 +94,10 @@ def details(advice: Advice) -> list[str]:
         lines.extend(f"  {short(s.query, 50)}: {s.reason}" for s in advice.skipped[:20])
         if len(advice.skipped) > 20:
             lines.append(f"  ... and {len(advice.skipped) - 20} more (see --json)")
+    if advice.declined and not advice.recommendations:
+        lines.append("")
+        lines.append("candidate indexes considered and declined:")
+        lines.extend(f"  {d.query}: {d.reason}" for d in advice.declined[:10])
     lines.extend(f"warning: {w}" for w in advice.warnings)
     return lines
 

@@ -1,0 +1,175 @@
+"""`indexd recommend` end to end on the real cluster: JSON contract, table, --queries, budget, write cost,
+saving without duplicates, and clear failures when HypoPG or pg_stat_statements is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg2.extensions
+import pytest
+
+from indexd.cli import main
+from indexd.embedded import EmbeddedCluster
+
+CONFIG = "environment: development\nindexing:\n  min_calls: 1\n"
+KEYS = {"table", "columns", "method", "where", "include", "create_sql", "estimated_size_bytes", "improvement_pct",
+        "write_overhead", "queries", "index_name"}
+
+
+@pytest.fixture(autouse=True)
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "indexpilot_config.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    monkeypatch.setenv("INDEXD_CONFIG", str(path))
+
+
+@pytest.fixture
+def shop(pg_conn: psycopg2.extensions.connection) -> psycopg2.extensions.connection:
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, country text)")
+        cur.execute("INSERT INTO customers SELECT g, 'c' || g || '@example.com', "
+                    "(ARRAY['de','fr','us','jp'])[1 + g % 4] FROM generate_series(1, 50000) g")
+        cur.execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, status text, "
+                    "created_at timestamptz, total numeric)")
+        cur.execute("INSERT INTO orders SELECT g, g % 50000, CASE WHEN g % 100 = 0 THEN 'new' ELSE 'done' END, "
+                    "now() - g * interval '1 minute', g % 500 FROM generate_series(1, 200000) g")
+        cur.execute("CREATE TABLE events (id bigserial PRIMARY KEY, kind int, payload text)")
+        cur.execute("INSERT INTO events (kind, payload) SELECT g % 20, md5(g::text) FROM generate_series(1, 100000) g")
+        cur.execute("ANALYZE")
+        cur.execute("SELECT pg_stat_statements_reset(), pg_stat_reset()")
+    return pg_conn
+
+
+def _queries(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "workload.sql"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _recommend(capsys: pytest.CaptureFixture[str], dsn: str, *extra: str) -> tuple[int, str, str]:
+    code = main(["recommend", "--dsn", dsn, *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+WORKLOAD = """
+-- calls: 500
+SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20;
+-- calls: 200
+SELECT id, email FROM customers WHERE email = $1;
+-- calls: 3
+SELECT count(*) FROM orders;
+"""
+
+
+def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _queries(tmp_path, WORKLOAD)
+    code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["analyzed_statements"] == 3 and doc["elapsed_s"] >= 0
+    recs = doc["recommendations"]
+    assert {r["table"] for r in recs} == {"public.orders", "public.customers"}
+    for rec in recs:
+        assert KEYS | {"id"} <= set(rec)
+        assert rec["create_sql"].startswith("CREATE INDEX CONCURRENTLY")
+        assert rec["estimated_size_bytes"] > 0 and rec["improvement_pct"] > 0
+        assert rec["queries"] and rec["queries"][0]["cost_after"] < rec["queries"][0]["cost_before"]
+    by_table = {r["table"]: r for r in recs}
+    assert by_table["public.orders"]["columns"][0] == "customer_id"
+    assert by_table["public.customers"]["columns"] == ["email"]
+    with shop.cursor() as cur:
+        for rec in recs:
+            cur.execute(rec["create_sql"])
+            cur.execute("SELECT pg_relation_size(%s::regclass)", (rec["index_name"],))
+            built = cur.fetchone()[0]
+            assert 0.5 * built <= rec["estimated_size_bytes"] <= 2 * built
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM indexd.recommendations")
+        assert cur.fetchone() == (2, 2)
+        for rec in recs:
+            cur.execute(f'DROP INDEX "{rec["index_name"]}"')
+    # a second run refreshes the same rows instead of adding new ones
+    _, out2, _ = _recommend(capsys, pg_dsn, "--queries", path, "--json")
+    assert sorted(r["id"] for r in json.loads(out2)["recommendations"]) == sorted(r["id"] for r in recs)
+    with shop.cursor() as cur:
+        cur.execute("SELECT count(*) FROM indexd.recommendations")
+        assert cur.fetchone()[0] == 2
+
+
+def test_table_output_and_no_save(shop: psycopg2.extensions.connection, pg_dsn: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _recommend(capsys, pg_dsn, "--queries", _queries(tmp_path, WORKLOAD), "--no-save")
+    assert code == 0
+    assert "improvement" in out and "public.orders" in out and "(customer_id" in out
+    assert "CREATE INDEX CONCURRENTLY" in out and "2 index(es) recommended" in out
+    with shop.cursor() as cur:
+        cur.execute("SELECT to_regclass('indexd.recommendations')")
+        assert cur.fetchone()[0] is None
+
+
+def test_workload_from_pg_stat_statements(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with shop.cursor() as cur:
+        for i in range(30):
+            cur.execute("SELECT * FROM orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT 20", (i,))
+    code, out, _ = _recommend(capsys, pg_dsn, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["analyzed_statements"] >= 1
+    assert [r["columns"][0] for r in doc["recommendations"]] == ["customer_id"]
+    assert doc["recommendations"][0]["queries"][0]["calls"] == 30
+
+
+def test_budget_limits_and_says_why(shop: psycopg2.extensions.connection, pg_dsn: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = _queries(tmp_path, WORKLOAD)
+    code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--budget-mb", "0", "--no-save")
+    assert code == 0 and "no index recommended" in out
+    _, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--budget-mb", "3", "--json", "--no-save")
+    recs = json.loads(out)["recommendations"]
+    assert len(recs) == 1 and sum(r["estimated_size_bytes"] for r in recs) <= 3 * 1024 * 1024
+    code, _, err = _recommend(capsys, pg_dsn, "--queries", path, "--budget-mb", "-1")
+    assert code == 2 and "--budget-mb" in err
+
+
+def test_write_heavy_table_gets_nothing_marginal(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # events takes a flood of inserts; the one read that filters it is rare, so an index there cannot pay
+    workload = """
+-- calls: 2000000
+INSERT INTO events (kind, payload) VALUES ($1, $2);
+-- calls: 5
+SELECT count(*) FROM events WHERE kind = $1;
+-- calls: 500
+SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20;
+"""
+    code, out, _ = _recommend(capsys, pg_dsn, "--queries", _queries(tmp_path, workload), "--json", "--no-save")
+    assert code == 0
+    recs = json.loads(out)["recommendations"]
+    assert [r["table"] for r in recs] == ["public.orders"]
+    # without the inserts the same read earns its index
+    workload_no_writes = workload.replace("INSERT INTO events (kind, payload) VALUES ($1, $2);", "SELECT 1;")
+    _, out, _ = _recommend(capsys, pg_dsn, "--queries", _queries(tmp_path, workload_no_writes), "--json",
+                           "--no-save")
+    assert "public.events" in {r["table"] for r in json.loads(out)["recommendations"]}
+
+
+def test_missing_hypopg_fails_clearly(shop: psycopg2.extensions.connection, pg_dsn: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with shop.cursor() as cur:
+        cur.execute("DROP EXTENSION hypopg")
+    code, out, err = _recommend(capsys, pg_dsn, "--queries", _queries(tmp_path, WORKLOAD))
+    assert code == 1 and out == ""
+    assert "HypoPG is not installed" in err and "CREATE EXTENSION hypopg" in err
+
+
+def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
+                                                  shop: psycopg2.extensions.connection, pg_dsn: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with shop.cursor() as cur:
+        cur.execute("DROP EXTENSION pg_stat_statements")
+    code, out, err = _recommend(capsys, pg_dsn)
+    assert code == 1 and out == ""
+    assert "CREATE EXTENSION pg_stat_statements" in err

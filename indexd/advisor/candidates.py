@@ -73,7 +73,10 @@ def generate(
                 reasons.append(problem)
                 continue
             shapes = scan_candidates(scan, settings.max_columns, partial=not usage.through_view)
-            found += [c for c in shapes if c not in found and not already_indexed(c, catalog)]
+            fresh = [c for c in shapes if not already_indexed(c, catalog)]
+            if shapes and not fresh:
+                reasons.append(f"the indexes {scan.table.qualified} would need exist already")
+            found += [c for c in fresh if c not in found]
         result.by_statement.append(found)
         result.all.update(found)
         if not found:
@@ -92,12 +95,12 @@ def table_problem(table: Table, settings: IndexingSettings) -> str | None:
 
 
 def already_indexed(cand: IndexCandidate, catalog: Catalog) -> bool:
-    """An existing valid, complete btree index whose leading keys are exactly these plain ascending columns."""
+    """An existing valid, complete btree index whose leading keys are exactly these ascending keys."""
     if cand.where or cand.include or cand.method != "btree":
         return False
-    if any(k.column is None or k.descending or k.opclass for k in cand.keys):
+    if any(k.descending or k.opclass for k in cand.keys):
         return False
-    wanted = tuple(k.column for k in cand.keys)
+    wanted = tuple(k.column or k.expression for k in cand.keys)
     return any(
         i.schema == cand.schema and i.table == cand.table and i.is_valid and i.where is None and i.method == "btree"
         and i.keys[: len(wanted)] == wanted and " DESC" not in i.definition and "_pattern_ops" not in i.definition

@@ -287,7 +287,13 @@ def _a_expr(an: Resolver, node: Any, scope: Scope, top: bool, alternative: bool)
     kind = node.kind
     op = node.name[-1].sval if node.name else ""
     kinds = enums.A_Expr_Kind
-    if kind == kinds.AEXPR_OP and (op == _EQUALITY or op in _RANGE_FLIP):
+    if kind == kinds.AEXPR_OP and op == _EQUALITY and isinstance(node.lexpr, ast.RowExpr) and isinstance(
+        node.rexpr, ast.RowExpr
+    ):  # (a, b) = ($1, $2) is a = $1 AND b = $2
+        for left, right in zip(node.lexpr.args or (), node.rexpr.args or (), strict=False):
+            pair = ast.A_Expr(kind=kinds.AEXPR_OP, name=node.name, lexpr=left, rexpr=right)
+            _a_expr(an, pair, scope, top, alternative)
+    elif kind == kinds.AEXPR_OP and (op == _EQUALITY or op in _RANGE_FLIP):
         for side, other in ((node.lexpr, node.rexpr), (node.rexpr, node.lexpr)):
             key = index_key(an, side, scope)
             if key is not None and not _touches(an, other, scope, key[0]):

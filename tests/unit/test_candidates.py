@@ -121,6 +121,10 @@ def test_expression_of_one_column() -> None:
     assert cands("SELECT id FROM users WHERE now() > created_at + $1") == set()  # not one column alone
 
 
+def test_row_comparison_is_one_equality_per_column() -> None:
+    assert "users(email, org_id)" in cands("SELECT * FROM users WHERE (org_id, email) = ($1, $2)")
+
+
 def test_or_gives_single_columns_only() -> None:
     assert cands("SELECT * FROM users WHERE org_id = $1 OR email = $2") == {"users(org_id)", "users(email)"}
 
@@ -320,6 +324,12 @@ def test_existing_indexes_are_not_proposed_again() -> None:
                       definition="CREATE INDEX orders_user ON public.orders USING btree (user_id, created_at)"),))
     found = cands("SELECT * FROM orders WHERE user_id = $1 AND created_at > $2", catalog=catalog)
     assert found == {"orders(created_at)"}
+    catalog = Catalog(tables=CATALOG.tables, indexes=(
+        ExistingIndex("public", "users_lower", "users", ("lower(email)",),
+                      definition="CREATE INDEX users_lower ON public.users USING btree (lower(email))"),))
+    result = run("SELECT id FROM users WHERE lower(email) = $1", catalog=catalog)
+    assert result.by_statement == [[]]
+    assert result.skipped[0].reason == "the indexes public.users would need exist already"
 
 
 @pytest.mark.parametrize("max_columns, expected", [(1, set()), (2, {"users(email, org_id)"})])

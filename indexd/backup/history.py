@@ -74,7 +74,7 @@ def _delete_batch(conn: PgConnection, statement: sql.Composed, cutoff: datetime,
 
 
 def _prune_target(db: Database, target: Target, cutoff: datetime, batch: int,
-                  cancel: threading.Event | None) -> int:
+                  cancel: threading.Event | None, lock_timeout: timedelta) -> int:
     schema = sql.Identifier(db.settings.state_schema)
     statement = sql.SQL(target.delete_sql).format(s=schema, table=sql.Identifier(target.table),
                                                   column=sql.Identifier(target.column))
@@ -82,7 +82,7 @@ def _prune_target(db: Database, target: Target, cutoff: datetime, batch: int,
     failures = 0
     while not (cancel is not None and cancel.is_set()):
         try:
-            with db.connection(lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT) as conn:
+            with db.connection(lock_timeout=lock_timeout, statement_timeout=STATEMENT_TIMEOUT) as conn:
                 deleted = _delete_batch(conn, statement, cutoff, batch)
         except psycopg2.errors.LockNotAvailable:
             failures += 1
@@ -105,7 +105,7 @@ def _state_exists(db: Database) -> bool:
 
 
 def prune_history(db: Database, retention: RetentionSettings, now: datetime | None = None, *,
-                  cancel: threading.Event | None = None) -> dict[str, int]:
+                  cancel: threading.Event | None = None, lock_timeout: timedelta = LOCK_TIMEOUT) -> dict[str, int]:
     """Delete history older than its retention; returns rows deleted per table."""
     if not _state_exists(db):
         log.warning("history of %s not pruned: no state schema %r (run 'indexd migrate')",
@@ -113,6 +113,6 @@ def prune_history(db: Database, retention: RetentionSettings, now: datetime | No
         return {}
     limits = cutoffs(retention, now or utcnow())
     batch = max(1, retention.batch_size)
-    deleted = {t.key: _prune_target(db, t, limits[t.key], batch, cancel) for t in TARGETS}
+    deleted = {t.key: _prune_target(db, t, limits[t.key], batch, cancel, lock_timeout) for t in TARGETS}
     log.info("pruned history of %s: %s", db.name, ", ".join(f"{k} {v}" for k, v in deleted.items()))
     return deleted

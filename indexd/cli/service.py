@@ -58,3 +58,15 @@ def simulate(args: argparse.Namespace) -> int:
         common.print_table(["shape", "kind", "calls", "errors", "mean ms"], rows)
         print(f"{stats.calls} statements in {stats.duration_s:.1f}s with {stats.clients} clients")
     return 1 if stats.calls == 0 else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The daemon, in the foreground: exit 2 on a bad configuration, 0 after a clean stop."""
+    from indexd.log import setup_logging
+    from indexd.service.app import IndexdService
+    from indexd.service.daemon import Daemon
+
+    settings = common.load(args)
+    setup_logging(settings.logging)
+    service = IndexdService(settings, args.config)
+    return Daemon(service, service.notifier).run()

@@ -1,0 +1,133 @@
+"""Opening, preparing, settling and closing one managed database inside the daemon.
+
+Prepare = migrate the state schema and set up leadership; settle = as leader, once, clean up what an earlier
+crash left (INVALID indexes, unfinished audit intents). A database unreachable at start is prepared before its
+first job instead, so one dead server never delays the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import psutil
+
+from indexd.service.runtime import DatabaseRuntime, Runtime, first_line
+
+if TYPE_CHECKING:
+    from indexd.service.jobs import JobRunner
+
+log = logging.getLogger(__name__)
+
+JOB_GRACE_S = 10.0  # running jobs may finish on their own this long after a stop request ...
+CANCEL_GRACE_S = 20.0  # ... then backups and index builds are cancelled and get this long to unwind
+STOP_BOUND_S = JOB_GRACE_S + CANCEL_GRACE_S + 15.0  # the whole stop, including HTTP and pools
+
+
+def prepare(target: DatabaseRuntime) -> bool:
+    """Migrate, set up leadership and, as leader, settle leftovers; False (logged) when unreachable now."""
+    try:
+        ensure_prepared(target)
+        if target.leadership is not None and target.leadership.acquire():
+            ensure_settled(target)
+    except Exception as exc:  # noqa: BLE001 - retried before the database's next job
+        log.error("database %s not prepared at start (retried before its next job): %s", target.name,
+                  first_line(exc))
+        return False
+    return True
+
+
+def ensure_prepared(target: DatabaseRuntime) -> None:
+    if target.prepared:
+        return
+    from indexd.db.state import migrate
+    from indexd.lifecycle.leader import Leadership
+
+    applied = migrate(target.db)
+    if applied:
+        log.info("state schema of %s migrated to version %d", target.name, max(applied))
+    target.leadership = Leadership.for_database(target.db)
+    target.prepared = True
+
+
+def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:
+    """Once per process, as leader: drop INVALID leftovers of interrupted builds, settle their audit rows."""
+    if target.settled:
+        return
+    from indexd.lifecycle.build import cleanup_invalid
+
+    dropped = cleanup_invalid(target.db, job_id=job_id)
+    target.settled = True
+    if dropped:
+        log.info("%s: dropped %d INVALID leftover index(es) of an interrupted run", target.name, len(dropped))
+
+
+def stop_jobs(runner: JobRunner, runtime: Runtime) -> None:
+    """No new runs; let running jobs finish for a while, then cancel backups and our index builds, wait again."""
+    runner.closed.set()
+    if runner.wait_idle(JOB_GRACE_S):
+        return
+    log.warning("stopping: cancelling running jobs: %s", ", ".join(runner.running()))
+    runner.cancel.set()
+    for target in runtime.database_list():
+        cancel_own_builds(target)
+    if not runner.wait_idle(CANCEL_GRACE_S):
+        log.error("stopping: jobs still running after the grace period, leaving them: %s",
+                  ", ".join(runner.running()))
+
+
+def _own_client_ports() -> set[int]:
+    """Local TCP ports of this process's connections: pg_stat_activity.client_port names them."""
+    try:
+        return {c.laddr.port for c in psutil.Process(os.getpid()).net_connections(kind="inet") if c.laddr}
+    except (psutil.Error, OSError):
+        return set()
+
+
+def cancel_own_builds(target: DatabaseRuntime) -> list[int]:
+    """pg_cancel_backend on the index builds this process runs (matched by client port); the build module
+    drops the INVALID leftover of a cancelled build, and `settle` at the next start catches any other."""
+    ports = _own_client_ports()
+    if not ports:
+        return []
+    try:
+        with target.db.connection(statement_timeout=timedelta(seconds=5)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid, pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state = 'active' AND client_port = ANY(%s)"
+                " AND query ~* '^\\s*(CREATE|DROP) INDEX CONCURRENTLY'",
+                (sorted(ports),),
+            )
+            pids = [int(r[0]) for r in cur.fetchall()]
+    except Exception as exc:  # noqa: BLE001
+        log.warning("stopping: could not cancel index builds on %s: %s", target.name, first_line(exc))
+        return []
+    if pids:
+        log.warning("stopping: cancelled %d index build(s) on %s", len(pids), target.name)
+    return pids
+
+
+def close_database(target: DatabaseRuntime, settle: bool = False) -> None:
+    """Settle (as leader), release leadership, close the pool; each step guarded."""
+    lead = target.leadership
+    if settle and target.prepared and lead is not None:
+        with contextlib.suppress(Exception):
+            if lead.held():
+                target.settled = False
+                _settle_quietly(target)
+    if lead is not None:
+        with contextlib.suppress(Exception):
+            lead.release()
+    with contextlib.suppress(Exception):
+        target.db.close()
+
+
+def _settle_quietly(target: DatabaseRuntime) -> None:
+    try:
+        ensure_settled(target)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("stopping: leftovers on %s not settled (done at the next start): %s", target.name,
+                    first_line(exc))

@@ -1,0 +1,103 @@
+"""A periodic, read-only look at each database for health and metrics: reachable, leader, pause, advice
+counts, index builds in progress, last backup. Scrapes read the result; they never touch a database."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from indexd.clock import utcnow
+from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = timedelta(seconds=5)
+
+# Index builds of indexd's own sessions in progress, with the fraction done of the current phase's blocks
+# (falling back to tuples) -- PostgreSQL reports nothing finer.
+_BUILDS = """
+SELECT coalesce(c.relname, p.index_relid::text),
+       CASE WHEN p.blocks_total > 0 THEN p.blocks_done::float / p.blocks_total
+            WHEN p.tuples_total > 0 THEN p.tuples_done::float / p.tuples_total
+            ELSE 0 END
+FROM pg_stat_progress_create_index p
+JOIN pg_stat_activity a ON a.pid = p.pid
+LEFT JOIN pg_class c ON c.oid = p.index_relid
+WHERE p.datname = current_database() AND a.application_name = 'indexd'
+"""
+
+
+def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
+    """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
+    from indexd.advisor.store import load_recommendations
+    from indexd.lifecycle.pause import active_pause
+
+    result = Probe(at=runtime.clock())
+    schema = target.settings.state_schema
+    try:
+        with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn, conn.cursor() as cur:
+            cur.execute(_BUILDS)
+            result.builds = {str(name): float(ratio) for name, ratio in cur.fetchall()}
+            pause = active_pause(conn, schema, utcnow())
+        result.up = True
+        if pause is not None:
+            result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
+            result.pause_reason = pause.reason
+        counts: dict[str, int] = {}
+        for rec in load_recommendations(target.db, statuses=_STATUSES):
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+        result.recommendations = counts
+    except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
+        result.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    result.leader = _leader(target) if result.up else False
+    result.last_backup = _last_backup(runtime, target)
+    return result
+
+
+_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
+
+
+def _leader(target: DatabaseRuntime) -> bool:
+    lead = target.leadership
+    if lead is None:
+        return True
+    try:
+        return bool(lead.acquire())
+    except Exception as exc:  # noqa: BLE001
+        log.debug("leadership of %s unknown: %s", target.name, exc)
+        return False
+
+
+def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:
+    if not target.settings.backups.enabled:
+        return None
+    from dataclasses import replace
+
+    from indexd.backup.catalog import backup_readings
+
+    one = replace(runtime.settings, databases=(target.settings,))
+    reading = backup_readings(one).get(target.name)
+    if reading is None:
+        return None
+    return {
+        "last_success": reading.last_success,
+        "last_size_bytes": reading.last_size_bytes,
+        "last_duration_s": reading.last_duration_s,
+        "last_verified": reading.last_verified,
+        "backups": reading.backups,
+        "consecutive_failures": reading.consecutive_failures,
+    }
+
+
+def refresh(runtime: Runtime, database: str) -> None:
+    """Probe one database and publish the reading (the scheduler calls this every few seconds)."""
+    target = runtime.databases.get(database)
+    if target is None:
+        return
+    reading = probe_database(runtime, target)
+    if reading.up != target.probe.up and target.probe.at:
+        if reading.up:
+            log.info("database %s is reachable again", database)
+        else:
+            log.warning("database %s is unreachable: %s", database, reading.error)
+    target.probe = reading

@@ -1,0 +1,155 @@
+"""What the daemon does for one database, job by job. Each task calls the domain module that owns the work
+and returns a one-line decision for the log; guards (window, pause, load, rate, leadership) are checked by
+the domain functions themselves, right before they mutate anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from indexd.config.schema import Settings
+from indexd.service.runtime import DatabaseRuntime
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    outcome: str  # ok | skipped
+    message: str
+
+
+@dataclass(frozen=True)
+class TaskEnv:
+    settings: Settings
+    target: DatabaseRuntime
+    job_id: str
+    cancel: threading.Event
+    now: datetime
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024**2:.1f} MB"
+
+
+def capture(env: TaskEnv) -> TaskResult:
+    from indexd.workload.capture import take_snapshot
+
+    snap = take_snapshot(env.target.db, env.now)
+    return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
+
+
+def advise(env: TaskEnv) -> TaskResult:
+    from indexd.advisor.pipeline import advise as run_advice
+    from indexd.advisor.store import save_recommendations
+
+    advice = run_advice(env.target.db, env.target.settings.indexing, now=env.now)
+    if advice.recommendations:
+        save_recommendations(env.target.db, advice.recommendations, advice.create_sql,
+                             supersede_missing=advice.from_workload)
+    names = ", ".join(r.candidate.name() for r in advice.recommendations[:5])
+    more = f": {names}" if names else ""
+    return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, "
+                            f"{len(advice.recommendations)} recommendation(s){more}")
+
+
+def apply(env: TaskEnv) -> TaskResult:
+    from indexd.lifecycle.apply import apply as run_apply
+
+    t = env.target
+    kwargs: dict[str, Any] = {"now": env.now, "job_id": env.job_id}
+    with _leadership_for(run_apply, t, kwargs):
+        result = run_apply(t.db, env.settings, t.settings, **kwargs)
+    t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
+    t.count("index_build_failures", len(result.failed))
+    parts = [f"built {b.index_name} ({_mb(b.size_bytes)}, {b.duration_s:.1f}s)" for b in result.built]
+    parts += [f"refused #{rec_id}: {'; '.join(reasons)}" for rec_id, reasons in result.refused]
+    parts += [f"failed {b.index_name}: {b.reason}" for b in result.failed]
+    if result.message:
+        parts.append(result.message)
+    outcome = "failed" if result.failed else ("skipped" if result.all_refused else "ok")
+    return TaskResult(outcome, "; ".join(parts) or "nothing to do")
+
+
+def verify(env: TaskEnv) -> TaskResult:
+    from indexd.lifecycle.verify import verify_built
+
+    t = env.target
+    records = verify_built(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
+    t.count("indexes_reverted", sum(1 for r in records if r.action == "dropped"))
+    if not records:
+        return TaskResult("ok", "nothing to judge")
+    return TaskResult("ok", "; ".join(f"{r.index_name}: {r.verdict} ({r.action})" for r in records))
+
+
+def health(env: TaskEnv) -> TaskResult:
+    from indexd.lifecycle.health import report
+
+    rep = report(env.target.db, env.settings, env.target.settings, now=env.now)
+    return TaskResult("ok", f"{rep.indexes_checked} indexes checked: {len(rep.unused)} unused, "
+                            f"{len(rep.duplicate)} duplicate, {len(rep.invalid)} invalid, {len(rep.bloated)} bloated")
+
+
+def backup(env: TaskEnv) -> TaskResult:
+    from indexd.backup.dump import run_backup
+
+    res = run_backup(env.settings, env.target.settings, now=env.now, cancel=env.cancel, job_id=env.job_id)
+    return TaskResult("ok", f"backup {res.id} {res.status}, {_mb(res.size_bytes)} in {res.duration_s:.1f}s")
+
+
+def backup_verify(env: TaskEnv) -> TaskResult:
+    from indexd.backup.catalog import list_backups
+    from indexd.backup.verify import test_restore
+
+    good = [b for b in list_backups(env.settings, env.target.name) if b.status in ("completed", "verified")]
+    if not good:
+        return TaskResult("skipped", "skipped: no completed backup to test-restore")
+    latest = max(good, key=lambda b: b.started_at)
+    res = test_restore(env.settings, latest.id, now=env.now, cancel=env.cancel)
+    if not res.ok:
+        return TaskResult("failed", f"test restore of {latest.id} failed: {'; '.join(res.mismatches)}")
+    return TaskResult("ok", f"backup {latest.id} restored into a scratch database, {res.tables_compared} tables "
+                            f"match ({res.duration_s:.1f}s)")
+
+
+def prune(env: TaskEnv) -> TaskResult:
+    from indexd.backup.catalog import prune as prune_backups
+    from indexd.backup.history import prune_history
+
+    deleted = prune_history(env.target.db, env.settings.retention, now=env.now, cancel=env.cancel)
+    decisions = prune_backups(env.target.settings, now=env.now) if env.target.settings.backups.enabled else []
+    gone = sum(1 for d in decisions if not d.keep)
+    rows = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) or "no rows"
+    return TaskResult("ok", f"history pruned ({rows}); {gone} backup(s) deleted, {len(decisions) - gone} kept")
+
+
+@contextlib.contextmanager
+def _leadership_for(func: Callable[..., Any], target: DatabaseRuntime, kwargs: dict[str, Any]) -> Iterator[None]:
+    """Hand our leader lock to a domain function: as an argument when it takes one; otherwise give the lock
+    up for the call (the function takes it itself; if another daemon grabs it meanwhile, its leader guard
+    refuses, which is safe) and take it back afterwards."""
+    lead = target.leadership
+    if lead is None:
+        yield
+        return
+    if "leadership" in inspect.signature(func).parameters:
+        kwargs["leadership"] = lead
+        yield
+        return
+    lead.release()
+    try:
+        yield
+    finally:
+        lead.acquire()
+
+
+TASKS: dict[str, Callable[[TaskEnv], TaskResult]] = {
+    "capture": capture, "advise": advise, "apply": apply, "verify": verify, "health": health,
+    "backup": backup, "backup_verify": backup_verify, "prune": prune,
+}
+# Jobs that write (to the managed database, its state schema, or the backup folder) run only on the leader.
+LEADER_ONLY = frozenset({"capture", "advise", "apply", "verify", "backup", "backup_verify", "prune"})

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 OWN_PREFIX = "indexd_"  # every index indexd creates is named indexd_<table>_<cols>_<hash>
 PROGRESS_INTERVAL_S = 2.0
+CLIENT_CHECK_S = 1.0  # how soon the server stops a statement whose client (indexd) has gone
 OUTCOME_RETRY_S = 15.0  # how long to keep trying to record an outcome while the server comes back
 
 
@@ -169,12 +170,14 @@ def _prepare(conn: PgConnection, *, lock_timeout_s: float, statement_timeout_s: 
              maintenance_work_mem: int | None = None) -> int:
     """Set this session's timeouts (and memory) for one DDL statement; returns its backend pid."""
     with conn.cursor() as cur:
+        # client_connection_check_interval: if indexd dies mid-statement the server notices within seconds and
+        # stops the build, instead of running it to the end for nobody.
         cur.execute(
             "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),"
-            " pg_backend_pid()",
-            (_ms(lock_timeout_s), _ms(statement_timeout_s)),
+            " set_config('client_connection_check_interval', %s, false), pg_backend_pid()",
+            (_ms(lock_timeout_s), _ms(statement_timeout_s), _ms(CLIENT_CHECK_S)),
         )
-        pid = int(cur.fetchone()[2])
+        pid = int(cur.fetchone()[3])
         if maintenance_work_mem:
             cur.execute("SELECT set_config('maintenance_work_mem', %s, false)",
                         (f"{max(1024, maintenance_work_mem // 1024)}kB",))
@@ -347,6 +350,7 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
         drop_index_concurrently(db, rec.table_schema, rec.index_name, reason="INVALID leftover of an earlier build",
                                 recommendation_id=rec.id, job_id=job_id)
     before = {"action": "create_index", "index_schema": rec.table_schema, "index_name": rec.index_name,
+              "backend_pid": pid,
               "table": f"{rec.table_schema}.{rec.table_name}", "status": previous,
               "estimated_size_bytes": rec.estimated_size_bytes, "improvement_pct": rec.improvement_pct}
     intent = _audit(db, lambda c: audit.record_intent(
@@ -409,13 +413,13 @@ def drop_index_concurrently(
     lock_s = ix.lock_timeout.total_seconds()
     conn = db.dedicated_connection(autocommit=True)
     try:
-        _prepare(conn, lock_timeout_s=lock_s, statement_timeout_s=ix.build_timeout.total_seconds())
+        pid = _prepare(conn, lock_timeout_s=lock_s, statement_timeout_s=ix.build_timeout.total_seconds())
         found = _index_state(conn, schema, index_name)
         statement = sql.SQL("DROP INDEX CONCURRENTLY {}{}.{}").format(
             sql.SQL("IF EXISTS ") if if_exists else sql.SQL(""), sql.Identifier(schema), sql.Identifier(index_name))
         text = statement.as_string(conn)
         before: dict[str, Any] = {"action": action, "index_schema": schema, "index_name": index_name,
-                                  "existed": found is not None}
+                                  "existed": found is not None, "backend_pid": pid}
         if found is not None:
             before.update(definition=found[2], valid=found[1], size_bytes=_index_size(conn, schema, index_name))
         intent = _audit(db, lambda c: audit.record_intent(
@@ -446,7 +450,6 @@ def drop_index_concurrently(
 
 INTERRUPTED = "interrupted: the process or the server stopped during the statement"
 INDEX_ACTIONS = ("create_index", "drop_index", "revert_index")
-SETTLE_AFTER_S = 10  # an intent this old with no statement running is a crash, not a statement about to start
 
 
 def _invalid_own_indexes(conn: PgConnection) -> list[tuple[str, str]]:
@@ -484,10 +487,19 @@ def cleanup_invalid(db: Database, *, job_id: str | None = None) -> list[str]:
     return dropped
 
 
+def _live_backends(conn: PgConnection) -> set[int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+        return {int(r[0]) for r in cur.fetchall()}
+
+
 def _settle_interrupted(db: Database) -> None:
     state = db.settings.state_schema
     with db.connection(autocommit=True) as conn:
-        for intent_id, before in audit.unfinished_intents(conn, state, INDEX_ACTIONS, SETTLE_AFTER_S):
+        live = _live_backends(conn)
+        for intent_id, before in audit.unfinished_intents(conn, state, INDEX_ACTIONS):
+            if before.get("backend_pid") in live:
+                continue  # its statement may still be running (a former leader's): not ours to settle
             found = _index_state(conn, before.get("index_schema", ""), before.get("index_name", ""))
             if found is not None and found[3]:
                 continue  # still being built by a live backend

@@ -8,8 +8,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from conftest import assert_no_leaked_connections
-from test_build_support import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
+from test_build_support import (
+    assert_no_leaked_connections,
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 from indexd.config.schema import DatabaseSettings, IndexingSettings, RateLimitSettings, Settings
 from indexd.db.pool import Database

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from test_build_support import (
+    assert_no_leaked_connections,
     audit_rows,
     candidate,
     index_valid,
@@ -39,7 +40,6 @@ def fast_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
         yield db
     finally:
         db.close()
-        from conftest import assert_no_leaked_connections
 
         assert_no_leaked_connections(pg_cluster, pg_dbname)
 

@@ -9,8 +9,15 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_leaked_connections
-from test_build_support import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
+from test_build_support import (
+    assert_no_leaked_connections,
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 from indexd.cli import main
 from indexd.clock import utcnow

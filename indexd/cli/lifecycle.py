@@ -179,3 +179,43 @@ def resume(args: argparse.Namespace) -> int:
         return f"{db.name}: resumed ({len(ended)} pause(s) ended)" if ended else f"{db.name}: was not paused"
 
     return _each_database(args, "resume", work)
+
+
+# ---- indexes: the health report ------------------------------------------------------------------------
+
+
+def indexes(args: argparse.Namespace) -> int:
+    """Unused, duplicate, invalid and bloated indexes of each database, with the evidence and the statement that
+    fixes each; --drop-unused also drops what indexing.drop_unused allows, through every guard."""
+    from dataclasses import asdict
+
+    from indexd.cli.common import print_json
+    from indexd.db.dsn import redact_dsn
+    from indexd.lifecycle import health
+
+    settings = load(args)
+    reports: list[dict[str, object]] = []
+    failed = refused = False
+    for target in targets(args, settings):
+        try:
+            with open_database(settings, target) as db:
+                report = health.report(db, settings, target)
+                drops = health.drop_unused(db, settings, target, report) if args.drop_unused else []
+        except Exception as exc:  # one database down must not hide the report of the others
+            log.debug("indexes failed on %s", target.name, exc_info=True)
+            print(f"indexd: {target.name}: {redact_dsn(str(exc).strip() or type(exc).__name__)}", file=sys.stderr)
+            failed = True
+            continue
+        if args.drop_unused and not target.indexing.drop_unused.enabled:
+            print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped", file=sys.stderr)
+            refused = True
+        refused = refused or any(d.outcome == "refused" for d in drops)
+        if args.json:
+            reports.append({**report.as_dict(), **({"drops": [asdict(d) for d in drops]} if args.drop_unused else {})})
+            continue
+        sys.stdout.write(health.render_text(report))
+        for d in drops:
+            print(f"  {d.outcome}: {d.schema}.{d.index}: {d.reason}")
+    if args.json:
+        print_json({"databases": reports})
+    return EXIT_FAILED if failed else EXIT_REFUSED if refused else EXIT_OK

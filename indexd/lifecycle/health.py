@@ -20,11 +20,16 @@ from psycopg2 import sql
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database, PgConnection
+from indexd.db.state import current_version
+from indexd.errors import UsageError
 from indexd.lifecycle import bloat
+from indexd.lifecycle.build import OWN_PREFIX, drop_index_concurrently
+from indexd.lifecycle.leader import Leadership
+from indexd.lifecycle.readings import CpuSampler, host_cpu_pct
+from indexd.lifecycle.verify import drop_decision, leading
 
 log = logging.getLogger(__name__)
 
-OWN_PREFIX = "indexd_"
 CONSTRAINT_KINDS = {"p": "primary key", "u": "unique constraint", "x": "exclusion constraint"}
 
 
@@ -380,3 +385,142 @@ def report(
              db_settings.name, len(indexes), len(result.unused), len(result.duplicate), len(result.invalid),
              len(result.bloated))
     return result
+
+
+# ---- dropping unused indexes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DropOutcome:
+    schema: str
+    index: str
+    outcome: str  # dropped | refused | failed | skipped
+    reason: str
+
+
+_STILL_UNUSED = """
+SELECT coalesce(pg_stat_get_numscans(c.oid), 0) = 0 AND i.indisvalid AND NOT i.indisunique AND NOT i.indisprimary
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = c.oid AND con.contype IN ('p', 'u', 'x'))
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid
+ WHERE n.nspname = %s AND c.relname = %s
+"""
+
+
+def _still_unused(db: Database, schema: str, name: str) -> bool:
+    """Re-read right before dropping: the index is still there, still unscanned, still enforcing nothing."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(_STILL_UNUSED, (schema, name))
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def _mark_reverted(db: Database, schema: str, name: str, reason: str) -> None:
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "UPDATE {}.recommendations SET status = 'reverted', reason = %s, updated_at = now()"
+            " WHERE table_schema = %s AND index_name = %s AND status IN ('built', 'kept')").format(
+            sql.Identifier(db.settings.state_schema)), (reason, schema, name))
+
+
+def drop_candidates(report: HealthReport, only_own: bool) -> list[Finding]:
+    """Unused findings indexd may drop: old enough, enforcing nothing, and its own unless only_own is off."""
+    return [f for f in report.unused if f.droppable and (f.own or not only_own)]
+
+
+def drop_unused(
+    db: Database,
+    settings: Settings,
+    db_settings: DatabaseSettings,
+    report: HealthReport,
+    now: datetime | None = None,
+    job_id: str | None = None,
+    *,
+    leadership: Leadership | None = None,
+    cpu: CpuSampler = host_cpu_pct,
+) -> list[DropOutcome]:
+    """Drop the report's unused indexes when drop_unused is enabled: indexd's own only (unless only_own is false),
+    never one that backs a constraint or is unique, each through the guards (window included) and audited."""
+    opts = db_settings.indexing.drop_unused
+    if not opts.enabled:
+        log.info("drop of unused indexes on %s: disabled (indexing.drop_unused.enabled)", db.name)
+        return []
+    if current_version(db) is None:
+        raise UsageError(f"database {db.name} has no indexd state schema yet (the audit log): run 'indexd migrate'")
+    outcomes: list[DropOutcome] = []
+    with leading(db, leadership) as lead:
+        for f in drop_candidates(report, opts.only_own):
+            outcomes.append(_drop_one(db, settings, db_settings, lead, f, now or utcnow(), job_id, cpu))
+    log.info("drop of unused indexes on %s: %d dropped, %d refused, %d failed", db.name,
+             *(sum(1 for o in outcomes if o.outcome == k) for k in ("dropped", "refused", "failed")))
+    return outcomes
+
+
+def _drop_one(db: Database, settings: Settings, db_settings: DatabaseSettings, lead: Leadership, f: Finding,
+              now: datetime, job_id: str | None, cpu: CpuSampler) -> DropOutcome:
+    decision = drop_decision(db, settings, db_settings.indexing, lead, now, table=f"{f.schema}.{f.table}",
+                             index_name=f.index, respect_window=True, cpu=cpu)
+    if not decision.allowed:
+        why = "; ".join(decision.reasons)
+        log.info("not dropping unused %s.%s: %s", f.schema, f.index, why)
+        return DropOutcome(f.schema, f.index, "refused", why)
+    if not _still_unused(db, f.schema, f.index):
+        return DropOutcome(f.schema, f.index, "skipped", "scanned, changed or gone since the report")
+    reason = f"unused: 0 scans in {f.evidence['covered_days']} days of statistics"
+    result = drop_index_concurrently(db, f.schema, f.index, reason=reason, action="drop_index", job_id=job_id)
+    if not result.ok:
+        return DropOutcome(f.schema, f.index, "failed", result.reason or "drop failed")
+    if f.own:
+        _mark_reverted(db, f.schema, f.index, reason)
+    return DropOutcome(f.schema, f.index, "dropped", reason)
+
+
+# ---- the readable report ------------------------------------------------------------------------------------
+
+SECTIONS = (("unused", "Unused"), ("duplicate", "Duplicate"), ("invalid", "Invalid"), ("bloated", "Bloated"))
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = n / 1024
+    for unit in ("kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            break
+        value /= 1024
+    return f"{value:.1f} {unit}"
+
+
+def _evidence_line(f: Finding) -> str:
+    e = f.evidence
+    if f.kind == "unused":
+        return (f"0 scans in {e['covered_days']} days of statistics (since {e['stats_since'] or 'unknown'}); "
+                f"drop_unused.unused_for is {e['unused_for_days']} days")
+    if f.kind == "duplicate":
+        return f"same definition as {e['duplicate_of']} ({e['scans']} scans here, {e['kept_scans']} there)"
+    if f.kind == "redundant":
+        return f"keys are a prefix of {e['covered_by']} ({e['scans']} scans here, {e['covering_scans']} there)"
+    if f.kind == "invalid":
+        return (f"INVALID, made by {e['made_by']}, {'still maintained on writes' if e['ready'] else 'not ready'}"
+                f"{', being built now' if e['building_now'] else ''}")
+    return (f"about {e['bloat_ratio']:.0%} bloat: {e['actual_pages']} pages where a fresh build needs about "
+            f"{e['expected_pages']} ({_size(e['bloat_bytes'])} to free)")
+
+
+def render_text(report: HealthReport) -> str:
+    """The report as people read it: one section per kind, each finding with evidence, action and statement."""
+    since = report.stats_since.isoformat(timespec="seconds") if report.stats_since else "unknown"
+    lines = [f"database {report.database}: {report.indexes_checked} indexes checked; "
+             f"scan statistics cover the time since {since}"]
+    for key, title in SECTIONS:
+        findings: list[Finding] = getattr(report, key)
+        lines.append("")
+        lines.append(f"{title} ({len(findings)})" + ("" if findings else ": none"))
+        for f in findings:
+            lines.append(f"  {f.schema}.{f.table}  {f.index}  {_size(f.size_bytes)}"
+                         + ("  [indexd]" if f.own else ""))
+            lines.append(f"    evidence: {_evidence_line(f)}")
+            lines.append(f"    action:   {f.action}")
+            if f.sql:
+                lines.append(f"    sql:      {f.sql}")
+    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from indexd.backup.restore import (
 )
 from indexd.backup.snapshot import count_rows
 from indexd.clock import monotonic, utcnow
-from indexd.config.schema import Settings
+from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import parse_dsn
 from indexd.errors import BackupError, UsageError
 
@@ -92,6 +92,10 @@ def compare_counts(expected: list[list[object]], conn: psycopg2.extensions.conne
     return len(expected), mismatches
 
 
+def _compare_counts(settings: Settings, db: DatabaseSettings | None) -> bool:
+    return (db.backups if db is not None else settings.backups).verify.compare_row_counts
+
+
 def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None = None, now: datetime | None = None,
                  cancel: threading.Event | None = None) -> RestoreTestResult:
     """Restore a backup into a scratch database (indexd_verify_...) on its server, compare row counts, drop it.
@@ -116,7 +120,8 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
                 params["password"] = Path(db.password_file).read_text(encoding="utf-8").strip()
             conn = psycopg2.connect(**params)
             try:
-                compared, mismatches = compare_counts(info.manifest.get("row_counts") or [], conn)
+                expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
+                compared, mismatches = compare_counts(expected, conn)
             finally:
                 conn.close()
         finally:

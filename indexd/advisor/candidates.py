@@ -63,6 +63,10 @@ def generate(
             result.by_statement.append([])
             result.skipped.append(Skip(i, statement.query, str(exc)))
             continue
+        except RecursionError:  # pathologically deep nesting: one statement, not the whole run
+            result.by_statement.append([])
+            result.skipped.append(Skip(i, statement.query, "nested too deeply to analyse"))
+            continue
         if usage.through_view:
             result.through_view.add(i)
         reasons = list(usage.notes)

@@ -96,6 +96,8 @@ class Walker:
             scope = self.with_clause(node.withClause, None)
             if node.selectStmt is not None:
                 self.select(node.selectStmt, scope)
+        elif isinstance(node, ast.MergeStmt):
+            raise Unusable("MERGE statements are not analysed")
         else:
             raise Unusable(f"utility statement ({type(node).__name__})")
 
@@ -143,14 +145,14 @@ class Walker:
         })
 
     # ---- query blocks ------------------------------------------------------------------------------------
-    def select(self, node: Any, outer: Scope | None) -> _Outputs:
+    def select(self, node: Any, outer: Scope | None, semijoin: bool = False) -> _Outputs:
         """Analyse one SELECT (or set operation); returns its output columns resolved to base columns."""
         outer = self.with_clause(node.withClause, outer)
         if node.op != enums.SetOperation.SETOP_NONE:
-            left = self.select(node.larg, outer)
-            self.select(node.rarg, outer)
+            left = self.select(node.larg, outer, semijoin)
+            self.select(node.rarg, outer, semijoin)
             return dict.fromkeys(left)
-        scope = Scope(parent=outer, ctes=outer.ctes if outer else {})
+        scope = Scope(parent=outer, ctes=outer.ctes if outer else {}, semijoin=semijoin)
         for row in node.valuesLists or ():
             self.expression(row, scope)
         for item in node.fromClause or ():
@@ -184,14 +186,7 @@ class Walker:
         rels = [rel] if rel else ([] if names else scope.rels)
         result: _Outputs = {}
         for rel_ in rels:
-            if rel_.scan is not None:
-                rel_.scan.all_columns = True
-                result.update({c.name: (rel_.scan, c.name) for c in rel_.scan.table.columns})
-                continue
-            for found in rel_.columns.values():
-                if found is not None:
-                    found[0].all_columns = True
-            result.update(rel_.columns)
+            result.update(_read_all(rel_))
         return result
 
     # ---- FROM ----------------------------------------------------------------------------------------------
@@ -307,7 +302,9 @@ class Walker:
                 self.expression(child, scope)
 
     def sublink(self, node: Any, scope: Scope) -> _Outputs:
-        outputs = self.select(node.subselect, scope)
+        kinds = enums.SubLinkType
+        outputs = self.select(node.subselect, scope,
+                              semijoin=node.subLinkType in (kinds.EXISTS_SUBLINK, kinds.ANY_SUBLINK))
         self.expression(node.testexpr, scope)
         return outputs
 
@@ -318,6 +315,10 @@ class Walker:
             return None
         if len(names) == 1:
             rel = scope.unqualified(names[0])
+            whole_row = scope.find(names[0], None) if rel is None else None
+            if whole_row is not None:  # SELECT t FROM t: the whole row
+                _read_all(whole_row)
+                return None
         else:
             rel = scope.find(names[-2], names[-3] if len(names) >= 3 else None)
         ref = rel.resolve(names[-1]) if rel else None
@@ -353,6 +354,17 @@ class Walker:
         target: list[IndexKey] = getattr(first[0], bucket)
         if not target:
             target.extend(k[1] for k in keys if k)
+
+
+def _read_all(rel: Rel) -> _Outputs:
+    """Every column of the relation is read: no index covers its scans."""
+    if rel.scan is not None:
+        rel.scan.all_columns = True
+        return {c.name: (rel.scan, c.name) for c in rel.scan.table.columns}
+    for found in rel.columns.values():
+        if found is not None:
+            found[0].all_columns = True
+    return dict(rel.columns)
 
 
 def _output_name(node: Any) -> str:

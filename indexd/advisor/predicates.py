@@ -94,6 +94,15 @@ class Scope:
     rels: list[Rel] = field(default_factory=list)
     parent: Scope | None = None
     ctes: dict[str, Rel] = field(default_factory=dict)
+    # The block is an EXISTS / IN subquery: PostgreSQL may turn it into a join, so a correlation such as
+    # inner.x = outer.y is a join key for the outer scan too. In any other subquery the outer column is a
+    # mere parameter.
+    semijoin: bool = False
+
+    def owns(self, scan: Scan) -> bool:
+        """Whether the scan is read by this block itself (directly or through a derived relation)."""
+        return any(rel.scan is scan or any(r is not None and r[0] is scan for r in rel.columns.values())
+                   for rel in self.rels)
 
     def find(self, name: str, schema: str | None) -> Rel | None:
         scope: Scope | None = self
@@ -184,10 +193,17 @@ def constant_text(const: ast.A_Const) -> str:
 
 
 # ---- keys -----------------------------------------------------------------------------------------------------
-def index_key(an: Resolver, node: Any, scope: Scope) -> tuple[Scan, IndexKey] | None:
-    """The index key an expression could use: a column, or an immutable function of exactly one column."""
+def _local(ref: Ref | None, scope: Scope, allow_outer: bool) -> Ref | None:
+    return ref if ref is not None and (allow_outer or scope.owns(ref[0])) else None
+
+
+def index_key(an: Resolver, node: Any, scope: Scope, allow_outer: bool = False) -> tuple[Scan, IndexKey] | None:
+    """The index key an expression could use: a column, or an immutable function of exactly one column.
+
+    Only for scans of this block, unless `allow_outer` (a semi-join's correlation).
+    """
     if isinstance(node, ast.ColumnRef):
-        ref = an.column(node, scope)
+        ref = _local(an.column(node, scope), scope, allow_outer)
         return (ref[0], IndexKey(column=ref[1])) if ref else None
     if not isinstance(node, ast.FuncCall) or node.over is not None or node.agg_star or node.agg_distinct:
         return None
@@ -198,7 +214,7 @@ def index_key(an: Resolver, node: Any, scope: Scope) -> tuple[Scan, IndexKey] | 
     columns = [a for a in args if isinstance(a, ast.ColumnRef)]
     if len(columns) != 1 or any(not isinstance(a, ast.ColumnRef) and _constant(a) is None for a in args):
         return None
-    ref = an.column(columns[0], scope)
+    ref = _local(an.column(columns[0], scope), scope, allow_outer)
     if ref is None:
         return None
     return ref[0], IndexKey(expression=unqualified(node, ref[1]))
@@ -249,7 +265,7 @@ def classify(an: Resolver, node: Any, scope: Scope, top: bool, alternative: bool
     if isinstance(node, ast.A_Expr):
         _a_expr(an, node, scope, top, alternative)
     elif isinstance(node, ast.NullTest):
-        key = index_key(an, node.arg, scope)
+        key = index_key(an, node.arg, scope, scope.semijoin)
         is_null = node.nulltesttype == enums.NullTestType.IS_NULL
         _record(key, "eq" if is_null else "range", alternative)
         if key and top and not alternative and key[1].column:
@@ -274,7 +290,7 @@ def _boolean(an: Resolver, node: Any, scope: Scope, top: bool, alternative: bool
         arg, value = node.arg, node.booltesttype == enums.BoolTestType.IS_TRUE
     if not isinstance(arg, ast.ColumnRef):
         return
-    ref = an.column(arg, scope)
+    ref = _local(an.column(arg, scope), scope, scope.semijoin)
     column = ref[0].table.column(ref[1]) if ref else None
     if ref is None or column is None or column.type != "boolean":
         return
@@ -295,17 +311,17 @@ def _a_expr(an: Resolver, node: Any, scope: Scope, top: bool, alternative: bool)
             _a_expr(an, pair, scope, top, alternative)
     elif kind == kinds.AEXPR_OP and (op == _EQUALITY or op in _RANGE_FLIP):
         for side, other in ((node.lexpr, node.rexpr), (node.rexpr, node.lexpr)):
-            key = index_key(an, side, scope)
+            key = index_key(an, side, scope, scope.semijoin)
             if key is not None and not _touches(an, other, scope, key[0]):
                 _record(key, "eq" if op == _EQUALITY else "range", alternative)
                 if op == _EQUALITY and top and not alternative:
                     _fixed(key, other, node)
     elif kind in (kinds.AEXPR_OP_ANY, kinds.AEXPR_IN) and op == _EQUALITY:
-        key = index_key(an, node.lexpr, scope)
+        key = index_key(an, node.lexpr, scope, scope.semijoin)
         if key is not None and not _touches(an, node.rexpr, scope, key[0]):
             _record(key, "eq", alternative)
     elif kind in (kinds.AEXPR_BETWEEN, kinds.AEXPR_BETWEEN_SYM):
-        key = index_key(an, node.lexpr, scope)
+        key = index_key(an, node.lexpr, scope, scope.semijoin)
         if key is not None and not _touches(an, node.rexpr, scope, key[0]):
             _record(key, "range", alternative)
     elif kind == kinds.AEXPR_LIKE and op == "~~":
@@ -332,7 +348,7 @@ def _like(an: Resolver, node: Any, scope: Scope, alternative: bool) -> None:
     const = _constant(node.rexpr)
     if const is None or not isinstance(const.val, ast.String) or not like_prefix(const.val.sval):
         return
-    key = index_key(an, node.lexpr, scope)
+    key = index_key(an, node.lexpr, scope, scope.semijoin)
     if key is None:
         return
     scan, found = key
@@ -360,7 +376,7 @@ def _sublink(an: Resolver, node: Any, scope: Scope, alternative: bool) -> None:
     )
     if not is_in or node.testexpr is None:
         return
-    _record(index_key(an, node.testexpr, scope), "eq", alternative)
+    _record(index_key(an, node.testexpr, scope, scope.semijoin), "eq", alternative)
     first = next(iter(outputs.values()), None) if len(outputs) == 1 else None
     if first is not None:
         _record((first[0], IndexKey(column=first[1])), "eq", alternative)

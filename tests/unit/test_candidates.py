@@ -228,6 +228,20 @@ def test_exists_correlates_with_the_outer_table() -> None:
         "SELECT * FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)")
 
 
+def test_outer_columns_of_plain_subqueries_are_parameters_not_keys() -> None:
+    found = cands("SELECT id, (SELECT max(total) FROM orders o WHERE o.user_id = u.id) FROM users u "
+                  "WHERE u.email = $1")
+    assert "orders(user_id)" in found and "users(email, id)" not in found and "users(id)" not in found
+    found = cands("SELECT * FROM users u, LATERAL (SELECT * FROM orders o WHERE o.user_id = u.id "
+                  "ORDER BY o.created_at DESC LIMIT 3) x WHERE u.org_id = $1")
+    assert {"orders(user_id, created_at DESC)", "users(org_id)"} <= found and "users(id)" not in found
+
+
+def test_whole_row_reference_reads_every_column() -> None:
+    assert not any("INCLUDE" in c for c in cands("SELECT u, id FROM users u WHERE org_id = $1"))
+    assert "users(org_id) INCLUDE (id)" in cands("SELECT id FROM users u WHERE org_id = $1")
+
+
 def test_view_maps_to_its_base_table_and_is_marked() -> None:
     result = run("SELECT email FROM active_users a WHERE a.org_id = $1", "SELECT * FROM users WHERE org_id = $1")
     found = {show(c) for c in result.by_statement[0]}
@@ -301,6 +315,9 @@ def test_skip_reasons() -> None:
     assert skipped("CREATE TABLE x (a int)") == "utility statement (CreateStmt)"
     assert skipped("COPY users TO STDOUT") == "utility statement (CopyStmt)"
     assert skipped("SET work_mem = '64MB'") == "utility statement (VariableSetStmt)"
+    assert skipped("EXPLAIN SELECT * FROM users WHERE id = 1") == "utility statement (ExplainStmt)"
+    assert skipped("MERGE INTO users u USING orders o ON o.user_id = u.id WHEN MATCHED THEN DELETE") == (
+        "MERGE statements are not analysed")
     assert skipped("SELECT * FROM tiny WHERE a = $1") == "public.tiny has 10 rows, fewer than min_table_rows (1000)"
     assert skipped("SELECT * FROM pg_class WHERE relname = $1") == "pg_class is a system catalog"
     assert skipped("SELECT * FROM pg_catalog.pg_index WHERE indrelid = $1") == "pg_catalog.pg_index is a system catalog"
@@ -338,3 +355,10 @@ def test_max_columns(max_columns: int, expected: set[str]) -> None:
                       CATALOG, IndexingSettings(max_columns=max_columns))
     multi = {show(c) for c in result.by_statement[0] if len(c.keys) > 1}
     assert multi == expected
+
+
+def test_pathological_nesting_skips_one_statement_only() -> None:
+    deep = "SELECT * FROM users WHERE id IN " + "(SELECT id FROM users WHERE id IN " * 400 + "(1)" + ")" * 400
+    result = run(deep, "SELECT * FROM users WHERE org_id = $1")
+    assert result.skipped[0].reason == "nested too deeply to analyse"
+    assert result.by_statement[1]

@@ -345,30 +345,36 @@ def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids
     return window_stats(rows)
 
 
-def _index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int]:
-    """(exists, valid, scans since it was built) of an index; a fresh statistics snapshot each time."""
+def _index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int, datetime | None]:
+    """(exists, valid, scans, the database's last statistics reset) of an index, from a fresh statistics snapshot."""
     with conn.cursor() as cur:
         cur.execute("SELECT pg_stat_clear_snapshot()")
         cur.execute(
-            "SELECT i.indisvalid, coalesce(pg_stat_get_numscans(c.oid), 0) FROM pg_class c"
+            "SELECT i.indisvalid, coalesce(pg_stat_get_numscans(c.oid), 0),"
+            " (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid"
             " WHERE n.nspname = %s AND c.relname = %s", (schema, name))
         row = cur.fetchone()
-    return (False, False, 0) if row is None else (True, bool(row[0]), int(row[1]))
+    return (False, False, 0, None) if row is None else (True, bool(row[0]), int(row[1]), row[2])
 
 
 def gather(conn: PgConnection, state_schema: str, item: BuiltIndex, lookback: timedelta, now: datetime,
            settings: VerifySettings) -> Verdict:
-    """The verdict on one built index, from the snapshots around its build and its own scan counter."""
-    exists, valid, scans = _index_scans(conn, item.schema, item.index_name)
+    """The verdict on one built index, from the snapshots around its build and its own scan counter.
+
+    The "after" window starts at the build, or at a later statistics reset: the scan counter only covers the
+    time since then, so statements that ran before it say nothing about the index's use.
+    """
+    exists, valid, scans, stats_reset = _index_scans(conn, item.schema, item.index_name)
+    after_start = max(item.built_at, stats_reset) if stats_reset else item.built_at
     window = {"before": [(item.build_started - lookback).isoformat(), item.build_started.isoformat()],
-              "after": [item.built_at.isoformat(), now.isoformat()]}
+              "after": [after_start.isoformat(), now.isoformat()]}
     if not exists or not valid:
         what = "no longer exists" if not exists else "is invalid"
         return Verdict("reverted", (f"the index {what}",), {"exists": exists, "valid": valid, "windows": window})
     ids, texts = target_keys(item.queries)
     before = _window(conn, state_schema, item.build_started - lookback, item.build_started, ids, item.table)
-    after = _window(conn, state_schema, item.built_at, now, ids, item.table)
+    after = _window(conn, state_schema, after_start, now, ids, item.table)
     verdict = judge(statement_stats(before, ids, texts, item.table), statement_stats(after, ids, texts, item.table),
                     scans, settings)
     return Verdict(verdict.verdict, verdict.reasons, {**verdict.evidence, "windows": window})

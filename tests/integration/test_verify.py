@@ -14,6 +14,7 @@ from indexd.db.pool import Database
 from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle import audit
+from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.verify import verify_built
 from indexd.workload.capture import take_snapshot
@@ -182,3 +183,30 @@ def test_too_early_for_a_verdict(database, pg_cluster, pg_dbname, pg_conn, items
     settings = _settings(database.settings)
     settings = replace(settings, indexing=replace(settings.indexing, verify=VerifySettings(after=timedelta(hours=24))))
     assert verify_built(database, Settings(), settings) == []
+
+
+def test_statistics_reset_after_the_build_gives_no_evidence_of_disuse(database, pg_cluster, pg_dbname, pg_conn,
+                                                                      items) -> None:
+    name = "indexd_items_note_0007"
+    _scenario(database, pg_cluster, pg_dbname, pg_conn, f"CREATE INDEX {name} ON items (note)", name)
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_reset()")  # the scan counter now covers nothing of the workload above
+    (record,) = verify_built(database, Settings(), _settings(database.settings))
+    assert record.verdict == "inconclusive"
+    assert _index_exists(pg_conn, name)
+
+
+def test_revert_needs_leadership(database, pg_cluster, pg_dbname, pg_conn, items) -> None:
+    name = "indexd_items_note_0008"
+    rec_id = _scenario(database, pg_cluster, pg_dbname, pg_conn, f"CREATE INDEX {name} ON items (note)", name)
+    other = Leadership.for_database(database)
+    assert other.acquire()  # another daemon leads this database
+    try:
+        (record,) = verify_built(database, Settings(), _settings(database.settings))
+    finally:
+        other.release()
+    assert record.verdict == "reverted" and record.action == "revert_refused"
+    assert _index_exists(pg_conn, name)
+    # once leadership is ours, the standing verdict is carried out
+    (later,) = verify_built(database, Settings(), _settings(database.settings))
+    assert later.action == "dropped" and _status_and_verdicts(pg_conn, rec_id)[0] == "reverted"

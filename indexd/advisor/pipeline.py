@@ -151,16 +151,27 @@ def _since_stats_reset(db: Database, now: datetime) -> float:
         return float(cur.fetchone()[0] or 0.0)
 
 
-def dml_target(query: str, catalog: Catalog) -> Table | None:
-    """The table an INSERT or UPDATE writes (None for anything else, or an unknown table)."""
+def dml_targets(query: str, catalog: Catalog) -> list[Table]:
+    """The tables an INSERT or UPDATE writes, data-modifying WITH queries included (empty for anything else)."""
     try:
         stmts = parse_sql(query)
     except ParseError:
-        return None
-    if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in _DML:
-        return None
-    rel = stmts[0].stmt.relation  # type: ignore[attr-defined]
-    return catalog.resolve(rel.relname, rel.schemaname)
+        return []
+    if len(stmts) != 1:
+        return []
+    found: list[Table] = []
+    pending = [stmts[0].stmt]
+    while pending:
+        node = pending.pop()
+        with_clause = getattr(node, "withClause", None)
+        if with_clause is not None:
+            pending.extend(cte.ctequery for cte in with_clause.ctes or ())
+        if type(node).__name__ in _DML:
+            rel = node.relation
+            table = catalog.resolve(rel.relname, rel.schemaname)
+            if table is not None:
+                found.append(table)
+    return found
 
 
 def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, period_s: float) -> dict[str, float]:
@@ -171,12 +182,13 @@ def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, p
     """
     rates: dict[str, float] = {}
     for i, stmt in enumerate(statements):
-        table = dml_target(stmt.query, catalog)
-        if table is None:
+        tables = dml_targets(stmt.query, catalog)
+        if not tables:
             continue
         rows = whatif.rows_written(i, stmt.query) or 1.0
-        key = table.parent or table.qualified
-        rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
+        for table in tables:
+            key = table.parent or table.qualified
+            rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
     return rates
 
 

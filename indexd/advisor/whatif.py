@@ -31,6 +31,7 @@ HYPOPG_HELP = (
 )
 _EXPLAINABLE = {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}
 _PREPARED = "indexd_whatif"
+TYPICAL_LIMIT = 100  # rows a parameterised LIMIT is costed with
 
 
 class HypoPGMissing(IndexdError):
@@ -60,6 +61,25 @@ def parameter_count(query: str) -> int:
         if token.name == "PARAM":
             highest = max(highest, int(query[token.start + 1 : token.end + 1]))
     return highest
+
+
+def pin_limits(query: str) -> str:
+    """`LIMIT $n` / `OFFSET $n` with typical values the planner can see.
+
+    A generic plan reads an unknown LIMIT as 10 % of the rows, which hides what an index in ORDER BY order is
+    worth to a top-N query. COALESCE(constant, $n) is folded to the constant at planning time, while $n still
+    appears, so PREPARE infers the same parameter types.
+    """
+    tokens = list(scan(query))
+    edits: list[tuple[int, int, str]] = []
+    for before, token in zip(tokens, tokens[1:], strict=False):
+        if token.name == "PARAM" and before.name in ("LIMIT", "OFFSET"):
+            value = TYPICAL_LIMIT if before.name == "LIMIT" else 0
+            param = query[token.start : token.end + 1]
+            edits.append((token.start, token.end + 1, f"COALESCE({value}, {param}::bigint)"))
+    for start, end, text in reversed(edits):
+        query = query[:start] + text + query[end:]
+    return query
 
 
 def check_explainable(query: str) -> str | None:
@@ -205,7 +225,7 @@ class WhatIf:
             if params == 0:
                 cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(query))
                 return cur.fetchone()[0]
-            cur.execute(sql.SQL("PREPARE {} AS ").format(sql.Identifier(_PREPARED)) + sql.SQL(query))
+            cur.execute(sql.SQL("PREPARE {} AS ").format(sql.Identifier(_PREPARED)) + sql.SQL(pin_limits(query)))
             try:
                 cur.execute(
                     sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
@@ -265,8 +285,10 @@ class WhatIf:
         while stack:
             node = stack.pop()
             if node.get("Node Type") == "ModifyTable":
-                children = node.get("Plans") or [{}]
-                return float(children[0].get("Plan Rows", 1.0))
+                # The rows come from the outer child; InitPlans and SubPlans only feed it values.
+                children = [c for c in node.get("Plans", [])
+                            if c.get("Parent Relationship") not in ("InitPlan", "SubPlan")]
+                return float(children[0].get("Plan Rows", 1.0)) if children else 1.0
             stack.extend(node.get("Plans", []))
         return None
 

@@ -165,3 +165,14 @@ def test_deterministic() -> None:
         again = run(Cands(list(reversed(by_stmt))[::-1]), Costs(dict.fromkeys(range(9), 1000.0), effect), stmts)
         assert names(again) == names(first)
     assert len(first.chosen) == 6  # 3 on t (the limit) + 3 on u
+
+
+def test_widens_a_chosen_index_when_the_wider_one_saves_more() -> None:
+    # (a) is cheaper per byte, but (a, b) also serves q1's sort: the set ends with (a, b) alone
+    cands = Cands([[A, AB], [A, AB]])
+    costs = Costs({0: 1000, 1: 1000}, {(0, A): 10, (0, AB): 10, (1, A): 400, (1, AB): 350})
+    sel = run(cands, costs, STMTS, sizes={A: 1_000_000, AB: 1_600_000})
+    assert names(sel) == ["a,b"]
+    assert "widened" in sel.rejected[A]
+    # not when the budget has no room for the wider one
+    assert names(run(cands, costs, STMTS, sizes={A: 1_000_000, AB: 1_600_000}, budget=1_200_000)) == ["a"]

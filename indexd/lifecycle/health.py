@@ -10,6 +10,7 @@ dropping: they enforce something, whatever their scans say.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -507,6 +508,11 @@ def _evidence_line(f: Finding) -> str:
             f"{e['expected_pages']} ({_size(e['bloat_bytes'])} to free)")
 
 
+def _shown(name: str) -> str:
+    """An identifier as SQL would need it written: quoted only when it must be."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else quote_ident(name)
+
+
 def render_text(report: HealthReport) -> str:
     """The report as people read it: one section per kind, each finding with evidence, action and statement."""
     since = report.stats_since.isoformat(timespec="seconds") if report.stats_since else "unknown"
@@ -517,7 +523,7 @@ def render_text(report: HealthReport) -> str:
         lines.append("")
         lines.append(f"{title} ({len(findings)})" + ("" if findings else ": none"))
         for f in findings:
-            lines.append(f"  {f.schema}.{f.table}  {f.index}  {_size(f.size_bytes)}"
+            lines.append(f"  {_shown(f.schema)}.{_shown(f.table)}  {_shown(f.index)}  {_size(f.size_bytes)}"
                          + ("  [indexd]" if f.own else ""))
             lines.append(f"    evidence: {_evidence_line(f)}")
             lines.append(f"    action:   {f.action}")

@@ -7,15 +7,18 @@ import pytest
 
 from indexd.lifecycle import bloat
 from indexd.lifecycle.health import (
+    HealthReport,
     IndexInfo,
     bloat_findings,
     covered_since,
+    drop_candidates,
     drop_sql,
     find_duplicates,
     find_invalid,
     find_unused,
     quote_ident,
     reindex_sql,
+    render_text,
 )
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -229,3 +232,50 @@ def test_bloat_findings_propose_a_reindex() -> None:
     (f,) = bloat_findings([a, b], estimates)
     assert f.index == "a" and f.sql == 'REINDEX INDEX CONCURRENTLY "public"."a";'
     assert f.evidence["bloat_ratio"] == 0.9 and not f.droppable
+
+
+# ---- the report as text, and which unused indexes may be dropped ---------------------------------------------
+
+
+def _report() -> HealthReport:
+    stats = NOW - timedelta(days=40)
+    hostile = ix('we"ird', table="Order Items")
+    own = ix("indexd_t_a_1", own=True, built_at=NOW - timedelta(days=35), keys=("b",))
+    young_own = ix("indexd_t_c_2", own=True, built_at=NOW - timedelta(days=2), keys=("c",))
+    unused = find_unused([hostile, own, young_own], stats, NOW, timedelta(days=30))
+    invalid = find_invalid([ix("broken", is_valid=False)])
+    big = ix("big")
+    bloated = bloat_findings([big], {big.oid: bloat.BloatEstimate(1000, 100, 8192)})
+    return HealthReport("main", NOW, stats, unused=unused, invalid=invalid, bloated=bloated, indexes_checked=7)
+
+
+def test_drop_candidates_respect_only_own_and_maturity() -> None:
+    rep = _report()
+    assert [f.index for f in drop_candidates(rep, only_own=True)] == ["indexd_t_a_1"]
+    assert [f.index for f in drop_candidates(rep, only_own=False)] == ['we"ird', "indexd_t_a_1"]
+
+
+def test_render_text_has_every_section_with_statements() -> None:
+    text = render_text(_report())
+    assert "database main: 7 indexes checked" in text
+    assert "Unused (3)" in text and "Duplicate (0): none" in text and "Invalid (1)" in text and "Bloated (1)" in text
+    assert 'sql:      DROP INDEX CONCURRENTLY "public"."we""ird";' in text
+    assert 'sql:      REINDEX INDEX CONCURRENTLY "public"."big";' in text
+    assert "about 90% bloat: 1000 pages where a fresh build needs about 100 (7.0 MB to free)" in text
+    assert "[indexd]" in text
+
+
+def test_report_as_dict_is_json_ready() -> None:
+    import json
+
+    d = json.loads(json.dumps(_report().as_dict()))
+    assert d["stats_since"] == (NOW - timedelta(days=40)).isoformat()
+    assert {k: len(d[k]) for k in ("unused", "duplicate", "invalid", "bloated")} == {
+        "unused": 3, "duplicate": 0, "invalid": 1, "bloated": 1}
+    assert d["unused"][0]["index"] == 'we"ird' and d["unused"][0]["table"] == "Order Items"
+
+
+def test_render_text_quotes_names_only_when_needed() -> None:
+    text = render_text(_report())
+    assert '  public."Order Items"  "we""ird"  8.0 kB' in text
+    assert "  public.t  indexd_t_a_1  8.0 kB  [indexd]" in text

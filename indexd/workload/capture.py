@@ -30,6 +30,7 @@ STATS_ROLE = "pg_read_all_stats"
 
 # Statements that plan through the executor; everything else pg_stat_statements tracks is a utility statement.
 _PLANNABLE = re.compile(r"^\s*(?:\(\s*)*(select|insert|update|delete|with|merge|values|table)\b", re.IGNORECASE)
+_OWN_MARKERS = (EXTENSION, "hypopg")
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 
 
@@ -135,7 +136,8 @@ def is_workload_statement(query: str, state_schema: str) -> bool:
     if not _PLANNABLE.match(body):
         return False
     own = re.compile(r'(?<![\w$])"?' + re.escape(state_schema) + r'"?\s*\.', re.IGNORECASE)
-    return not own.search(query) and EXTENSION not in query
+    # the advisor's own probes: reading pg_stat_statements, and HypoPG's hypothetical indexes
+    return not own.search(query) and not any(marker in query for marker in _OWN_MARKERS)
 
 
 def _live_rows(conn: PgConnection, ext_schema: sql.Identifier, state_schema: str) -> list[tuple[Any, ...]]:

@@ -45,7 +45,7 @@ from indexd.backup.manifest import (
     write_json_atomic,
 )
 from indexd.backup.restore import pg_restore_list
-from indexd.backup.snapshot import SourceSnapshot, open_snapshot
+from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import redact_dsn
@@ -151,7 +151,7 @@ def _manifest(settings: Settings, db: DatabaseSettings, bid: str, started: datet
         "server_version": snap.server_version, "database_size_bytes": snap.database_size,
         "dbname": snap.dbname, "pg_dump_version": binary_version("pg_dump"), "indexd_version": __version__,
         "dsn": redact_dsn(db.dsn), "config_file": settings.source, "config": config_text,
-        "row_counts": snap.row_counts, "job_id": job_id,
+        "job_id": job_id,
     }
 
 
@@ -162,12 +162,20 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
     t0 = monotonic()
     with open_snapshot(db) as snap:
         check_free_space(folder, snap.database_size, db)
-        _dump(db, partial, snap, cancel)
+        counter = RowCounter(snap)
+        counter.start()
+        try:
+            _dump(db, partial, snap, cancel)
+        except BaseException:
+            counter.stop()
+            raise
+        counter.join()
     _seal(partial)
     os.replace(partial, final)
     fsync_path(folder)
     digest, files = checksum_files(final)
     data = _manifest(settings, db, bid, started, snap, digest, files, monotonic() - t0, job_id)
+    data["row_counts"] = counter.counts
     if db.backups.verify.list_after_backup:
         try:
             data["list_entries"] = pg_restore_list(final)

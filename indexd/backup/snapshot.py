@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,17 +21,19 @@ from indexd.db.dsn import connect_kwargs
 
 log = logging.getLogger(__name__)
 
-# Tables up to this size get an exact count(*) at backup time; larger ones are not compared.
+# Tables up to this size get an exact count(*) at backup time, smallest first, until the budget is spent;
+# larger ones are not compared by a test restore.
 EXACT_COUNT_MAX_BYTES = 64 * 1024**2
+EXACT_COUNT_BUDGET_BYTES = 512 * 1024**2
 
 _TABLES = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
   AND n.nspname NOT LIKE 'pg\\_temp%%'
   AND pg_relation_size(c.oid) <= %s AND has_table_privilege(c.oid, 'SELECT')
-ORDER BY 1, 2
+ORDER BY 3, 1, 2
 """
 
 
@@ -40,22 +43,58 @@ class SourceSnapshot:
     server_version: str
     database_size: int
     snapshot_id: str
-    row_counts: list[list[object]] = field(default_factory=list)  # [schema, table, count]
+    conn: psycopg2.extensions.connection = field(repr=False)
 
 
-def count_rows(cur: psycopg2.extensions.cursor, max_bytes: int = EXACT_COUNT_MAX_BYTES) -> list[list[object]]:
-    """Exact row counts of every readable ordinary table up to `max_bytes`, as [schema, table, count]."""
+def count_rows(cur: psycopg2.extensions.cursor, max_bytes: int = EXACT_COUNT_MAX_BYTES,
+               budget: int | None = EXACT_COUNT_BUDGET_BYTES) -> list[list[object]]:
+    """Exact row counts of readable ordinary tables up to `max_bytes` each (smallest first, at most `budget`
+    bytes in all), as [schema, table, count] sorted by schema and table. Each count runs in a savepoint, so
+    a failing one (permissions, timeout) neither aborts the transaction nor loses its snapshot."""
     cur.execute(_TABLES, (max_bytes,))
     tables = cur.fetchall()
     counts: list[list[object]] = []
-    for schema, table in tables:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
-        counts.append([schema, table, int(cur.fetchone()[0])])
-    return counts
+    spent = 0
+    for schema, table, size in tables:
+        spent += int(size)
+        if budget is not None and spent > budget:
+            break
+        cur.execute("SAVEPOINT count_rows")
+        try:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            counts.append([schema, table, int(cur.fetchone()[0])])
+            cur.execute("RELEASE SAVEPOINT count_rows")
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT count_rows")
+            log.warning("row count of %s.%s skipped: %s", schema, table, str(exc).strip())
+    return sorted(counts, key=lambda c: (str(c[0]), str(c[1])))
+
+
+class RowCounter(threading.Thread):
+    """Counts rows in the snapshot's own session while pg_dump runs, so the counts cost no wall time."""
+
+    def __init__(self, snap: SourceSnapshot) -> None:
+        super().__init__(name="indexd-row-counts", daemon=True)
+        self.snap = snap
+        self.counts: list[list[object]] = []
+
+    def run(self) -> None:
+        try:
+            with self.snap.conn.cursor() as cur:
+                self.counts = count_rows(cur)
+        except psycopg2.Error as exc:
+            log.warning("row counts of %s skipped: %s", self.snap.dbname, str(exc).strip())
+
+    def stop(self) -> None:
+        """Cancel a count still running (the dump failed) and wait for the thread."""
+        if self.is_alive():
+            with contextlib.suppress(psycopg2.Error):
+                self.snap.conn.cancel()
+        self.join()
 
 
 @contextlib.contextmanager
-def open_snapshot(db: DatabaseSettings, *, count: bool = True) -> Iterator[SourceSnapshot]:
+def open_snapshot(db: DatabaseSettings) -> Iterator[SourceSnapshot]:
     """Hold a repeatable-read snapshot of `db` open (exported for pg_dump) for the duration of the block."""
     kwargs = connect_kwargs(db)
     kwargs.pop("options", None)  # no idle-in-transaction timeout: this session idles while pg_dump runs
@@ -64,16 +103,11 @@ def open_snapshot(db: DatabaseSettings, *, count: bool = True) -> Iterator[Sourc
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
             cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-            cur.execute("SELECT current_database(), current_setting('server_version'), "
+            # Export the snapshot before anything reads data: pg_dump then sees exactly what we count.
+            cur.execute("SELECT pg_export_snapshot(), current_database(), current_setting('server_version'), "
                         "pg_database_size(current_database())")
-            dbname, version, size = cur.fetchone()
-            # Export the snapshot before anything else reads data: pg_dump will see exactly what we count.
-            cur.execute("SELECT pg_export_snapshot()")
-            snapshot_id = cur.fetchone()[0]
-            snap = SourceSnapshot(dbname, version, int(size), snapshot_id)
-            if count:
-                snap.row_counts = count_rows(cur)
-        yield snap
+            snapshot_id, dbname, version, size = cur.fetchone()
+        yield SourceSnapshot(dbname, version, int(size), snapshot_id, conn)
     finally:
         with contextlib.suppress(psycopg2.Error):
             conn.rollback()

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
 
 from indexd.backup.catalog import find_backup
 from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
@@ -23,7 +25,6 @@ from indexd.backup.restore import (
     scratch_name,
     server_for,
 )
-from indexd.backup.snapshot import count_rows
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import parse_dsn
@@ -81,14 +82,20 @@ def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | No
 
 
 def compare_counts(expected: list[list[object]], conn: psycopg2.extensions.connection) -> tuple[int, list[str]]:
-    """Compare recorded [schema, table, count] rows with the restored database's exact counts."""
-    with conn.cursor() as cur:
-        actual = {(str(s), str(t)): int(n) for s, t, n in count_rows(cur, max_bytes=2**62)}  # type: ignore[call-overload]
+    """Compare recorded [schema, table, count] rows with exact counts in the restored database."""
     mismatches = []
-    for schema, table, count in expected:
-        got = actual.get((str(schema), str(table)))
-        if got != count:
-            mismatches.append(f"{schema}.{table}: {count} rows at backup time, {got} restored")
+    with conn.cursor() as cur:
+        for schema, table, count in expected:
+            cur.execute("SAVEPOINT compare")
+            try:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(str(schema)),
+                                                                        sql.Identifier(str(table))))
+                got: object = int(cur.fetchone()[0])
+            except psycopg2.Error:
+                cur.execute("ROLLBACK TO SAVEPOINT compare")
+                got = "missing"
+            if got != count:
+                mismatches.append(f"{schema}.{table}: {count} rows at backup time, {got} restored")
     return len(expected), mismatches
 
 

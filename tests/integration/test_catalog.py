@@ -23,6 +23,9 @@ CREATE INDEX events_at ON events (at);
 CREATE VIEW pending_users AS SELECT id, email FROM app.users WHERE status = 'pending';
 CREATE MATERIALIZED VIEW kinds AS SELECT kind, count(*) AS n FROM events GROUP BY kind;
 CREATE TABLE "Weird Table" ("Col" int, other text COLLATE "POSIX");
+CREATE TABLE odd_types (tags int[], doc jsonb, area box);
+INSERT INTO odd_types SELECT ARRAY[g % 3, g % 5], jsonb_build_object('a', g % 4, 'b', 'x,y'),
+    box(point(g % 2, 0), point(1, 1)) FROM generate_series(1, 300) g;
 CREATE EXTENSION postgres_fdw;
 CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1');
 CREATE FOREIGN TABLE remote_things (id int, name text) SERVER loop;
@@ -46,6 +49,7 @@ def test_tables_and_kinds(catalog) -> None:
     assert kinds == {
         "app.users": "r", "public.events": "p", "public.events_2025": "r", "public.events_2026": "r",
         "public.pending_users": "v", "public.kinds": "m", 'public.Weird Table': "r", "public.remote_things": "f",
+        "public.odd_types": "r",
     }  # no state schema, no system catalogs, no extension objects (pg_stat_statements and hypopg views)
     assert catalog.search_path == ("public",)
     users = catalog.tables["app.users"]
@@ -96,3 +100,10 @@ def test_existing_indexes(catalog) -> None:
     assert all(i.is_valid and i.size_bytes > 0 and i.method == "btree" for i in users.values())
     events_at = [i for i in catalog.indexes if i.name == "events_at"]
     assert events_at and events_at[0].table == "events" and events_at[0].keys == ("at",)
+
+
+def test_statistics_of_array_json_and_geometric_columns(catalog) -> None:
+    odd = catalog.tables["public.odd_types"]
+    assert len(odd.column("tags").most_common_vals) == 15 and "{0,0}" in odd.column("tags").most_common_vals
+    assert any('"b": "x,y"' in v for v in odd.column("doc").most_common_vals)
+    assert odd.column("area").most_common_vals == ()  # box arrays use ';' between elements: left out

@@ -14,14 +14,14 @@ CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, region
 INSERT INTO accounts SELECT g, 'user' || g || '@example.com', g % 50, 'n' || g,
        tstzrange('2020-01-01'::timestamptz + g * interval '1 hour',
                  '2020-01-01'::timestamptz + (g + 1) * interval '1 hour')
-  FROM generate_series(1, 20000) g;
+  FROM generate_series(1, 5000) g;
 CREATE INDEX accounts_id_copy ON accounts (id);
 CREATE INDEX accounts_region ON accounts (region);
 CREATE INDEX accounts_region_note ON accounts (region, note);
 CREATE INDEX accounts_region_active ON accounts (region) WHERE note IS NOT NULL;
 CREATE INDEX accounts_note ON accounts (note);
 CREATE TABLE events (id bigint, payload text);
-INSERT INTO events SELECT g, repeat('x', 40) || g FROM generate_series(1, 100000) g;
+INSERT INTO events SELECT g, repeat('x', 40) || g FROM generate_series(1, 40000) g;
 CREATE INDEX events_payload ON events (payload);
 DELETE FROM events WHERE id % 10 <> 0;
 VACUUM ANALYZE events;

@@ -6,17 +6,24 @@ The estimate (`expected_btree_pages`) is pure arithmetic on the page layout: eve
 8 bytes) plus a 4-byte line pointer; a leaf page holds 8192 - 24 (page header) - 16 (B-tree special space) bytes,
 filled to the index's fillfactor (90 by default), as CREATE INDEX leaves it; the inner levels hold one downlink
 per page below; plus the meta page. It is an estimate: widths are averages, and a B-tree that grew by random
-inserts normally sits at ~70 % density, which is why the thresholds are generous.
+inserts normally sits at ~70 % density, which is why the thresholds are generous. When the pgstattuple extension
+is installed, the indexes the estimate suspects are measured with pgstatindex (leaf density) instead.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
+from psycopg2 import sql
+
 from indexd.db.pool import PgConnection
+
+log = logging.getLogger(__name__)
 
 PAGE_HEADER = 24
 BTREE_SPECIAL = 16
@@ -38,6 +45,7 @@ class BloatEstimate:
     actual_pages: int
     expected_pages: int
     block_size: int
+    method: str = "estimate"  # estimate (from pg_stats) | pgstatindex (measured)
 
     @property
     def bloat_bytes(self) -> int:
@@ -54,7 +62,7 @@ class BloatEstimate:
     def as_dict(self) -> dict[str, Any]:
         return {"actual_pages": self.actual_pages, "expected_pages": self.expected_pages,
                 "bloat_bytes": self.bloat_bytes, "bloat_ratio": round(self.bloat_ratio, 3),
-                "block_size": self.block_size, "method": "estimate"}
+                "block_size": self.block_size, "method": self.method}
 
 
 def expected_btree_pages(
@@ -136,3 +144,60 @@ def read_inputs(conn: PgConnection, oids: Sequence[int]) -> tuple[int, list[Bloa
         rows = cur.fetchall()
     inputs = [BloatInput(int(r[0]), float(r[1]), int(r[2]), tuple(r[3]), bool(r[4]), r[5]) for r in rows]
     return block_size, inputs
+
+
+# ---- exact measurement, when pgstattuple is installed --------------------------------------------------------
+
+
+def pgstattuple_schema(conn: PgConnection) -> str | None:
+    """The schema of the pgstattuple extension in this database, or None when it is not installed."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+                    " WHERE e.extname = 'pgstattuple'")
+        row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+def measured(leaf_pages: int, internal_pages: int, avg_leaf_density: float, size_pages: int, block_size: int,
+             fillfactor: int) -> BloatEstimate:
+    """Bloat from pgstatindex's figures: the leaves repacked to the fillfactor, the inner pages and the meta page
+    as they are, against the pages the index has."""
+    expected_leaves = max(math.ceil(leaf_pages * avg_leaf_density / max(fillfactor, 10)), 1)
+    return BloatEstimate(size_pages, expected_leaves + internal_pages + 1, block_size, method="pgstatindex")
+
+
+def measure(conn: PgConnection, ext_schema: str, item: BloatInput, block_size: int) -> BloatEstimate | None:
+    """Measure one index with pgstatindex (it reads the whole index: call it only for suspects). None when it
+    cannot (no privilege, the index went away): the caller keeps its estimate."""
+    statement = sql.SQL("SELECT leaf_pages, internal_pages, avg_leaf_density FROM {}.pgstatindex(%s::regclass)")
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT indexd_measure")
+        try:
+            cur.execute(statement.format(sql.Identifier(ext_schema)), (item.oid,))
+            leaf, internal, density = cur.fetchone()
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT indexd_measure")
+            log.debug("pgstatindex on index %s failed: %s", item.oid, str(exc).strip())
+            return None
+        cur.execute("RELEASE SAVEPOINT indexd_measure")
+    if density is None or float(density) != float(density):  # NaN on an empty index
+        return None
+    return measured(int(leaf), int(internal), float(density), item.pages, block_size,
+                    item.fillfactor or BTREE_DEFAULT_FILLFACTOR)
+
+
+def estimates(conn: PgConnection, inputs: Sequence[BloatInput], block_size: int,
+              min_ratio: float = MIN_BLOAT_RATIO, min_bytes: int = MIN_BLOAT_BYTES) -> dict[int, BloatEstimate]:
+    """The estimate of every index that has statistics; the suspects are measured with pgstatindex instead when
+    pgstattuple is installed, so a mistaken estimate does not reach the report."""
+    found = {item.oid: est for item in inputs if (est := estimate(item, block_size)) is not None}
+    ext = pgstattuple_schema(conn)
+    if ext is None:
+        return found
+    for item in inputs:
+        est = found.get(item.oid)
+        if est is not None and est.is_bloated(min_ratio, min_bytes):
+            exact = measure(conn, ext, item, block_size)
+            if exact is not None:
+                found[item.oid] = exact
+    return found

@@ -371,7 +371,7 @@ def report(
         indexes = read_indexes(conn, db.settings.state_schema)
         stats_since = read_stats_since(conn)
         block_size, inputs = bloat.read_inputs(conn, [ix.oid for ix in indexes if ix.is_valid])
-    estimates = {item.oid: est for item in inputs if (est := bloat.estimate(item, block_size)) is not None}
+        estimates = bloat.estimates(conn, inputs, block_size, min_bloat_ratio, min_bloat_bytes)
     result = HealthReport(
         database=db_settings.name,
         generated_at=now,

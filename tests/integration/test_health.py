@@ -119,3 +119,22 @@ def test_own_indexes_are_recognised_and_state_schema_is_skipped(database: Databa
     # ours was built 40 days ago, but the statistics of this fresh cluster cover less than that
     assert rep.stats_since is not None
     assert unused["indexd_t_a_12345678"].evidence["stats_since"] == rep.stats_since.isoformat()
+
+
+def test_pgstatindex_measures_the_suspects_when_installed(database: Database, pg_conn) -> None:
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION pgstattuple")
+        cur.execute("CREATE TABLE events (id bigint, payload text)")
+        cur.execute("INSERT INTO events SELECT g, repeat('x', 40) || g FROM generate_series(1, 40000) g")
+        cur.execute("CREATE INDEX events_payload ON events (payload)")
+        cur.execute("CREATE INDEX events_id ON events (id)")
+        cur.execute("DELETE FROM events WHERE id % 10 <> 0")
+        cur.execute("VACUUM ANALYZE events")
+    rep = health.report(database, Settings(), database.settings, min_bloat_bytes=256 * 1024)
+    found = _by_index(rep.bloated)
+    assert found["events_payload"].evidence["method"] == "pgstatindex"
+    assert found["events_payload"].evidence["bloat_ratio"] > 0.7
+    with pg_conn.cursor() as cur:
+        cur.execute("REINDEX INDEX events_payload")
+    rep = health.report(database, Settings(), database.settings, min_bloat_bytes=256 * 1024)
+    assert "events_payload" not in _by_index(rep.bloated)

@@ -279,3 +279,12 @@ def test_render_text_quotes_names_only_when_needed() -> None:
     text = render_text(_report())
     assert '  public."Order Items"  "we""ird"  8.0 kB' in text
     assert "  public.t  indexd_t_a_1  8.0 kB  [indexd]" in text
+
+
+def test_measured_bloat_repacks_leaves_to_the_fillfactor() -> None:
+    # 1000 leaves at 18% density repack into 200 leaves at 90%, plus 5 inner pages and the meta page
+    est = bloat.measured(leaf_pages=1000, internal_pages=5, avg_leaf_density=18.0, size_pages=1006,
+                         block_size=8192, fillfactor=90)
+    assert (est.expected_pages, est.actual_pages, est.method) == (206, 1006, "pgstatindex")
+    fresh = bloat.measured(1000, 5, 90.0, 1006, 8192, 90)
+    assert fresh.bloat_bytes == 0

@@ -6,6 +6,10 @@ retries of transient failures (`indexd.db.retry`), a check on checkout with a cl
 usage statistics for the metrics layer.
 
 Choices, measured by `python -m bench.pool`:
+* The check on checkout is skipped for a connection that finished a use without error less than CHECK_BYPASS
+  seconds ago: in a burst of short units the check would double the round trips of the pool for almost no
+  information, and a unit that still meets a dead connection is retried by `run` (or fails with a
+  connection error in `connection()`).
 * Pooled connections rest in autocommit mode, so the check on checkout (`SELECT 1`, only for a connection that
   was used before) and the reset on return (a rollback, a no-op unless a caller left a transaction open) cost
   no extra BEGIN/COMMIT round trips.
@@ -20,6 +24,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -43,8 +48,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PgConnection: TypeAlias = psycopg2.extensions.connection
-_TIMEOUTS = "indexd_timeouts"  # record info: (statement_timeout ms, lock_timeout ms) the session has now
-_FRESH = "indexd_fresh"  # record info: connected for this checkout, no need to check it
+# Keys in the pool's per-connection info (SQLAlchemy clears it with the connection, so nothing outlives a session):
+_TIMEOUTS = "indexd_timeouts"  # (statement_timeout ms, lock_timeout ms) the session has now
+_FRESH = "indexd_fresh"  # connected for this checkout, no need to check it
+_LAST_OK = "indexd_last_ok"  # monotonic time the connection last finished a use without error
+CHECK_BYPASS = 0.5  # seconds: a connection that worked this recently is not checked again (HikariCP does 0.5 s)
 
 
 def _ms(value: timedelta | None) -> int:
@@ -110,6 +118,7 @@ class Database:
         on_giveup: Callable[[Database, BaseException], None] | None = None,
         hooks: RetryHooks | None = None,
         reset_on_return: str | None = "rollback",
+        check_bypass: float = CHECK_BYPASS,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -120,6 +129,7 @@ class Database:
             settings.name, self.breaker_settings.failure_threshold, self.breaker_settings.reset_timeout
         )
         self._hooks = hooks or RetryHooks()
+        self._check_bypass = check_bypass
         self._counters = _Counters()
         self._connect_kwargs = connect_kwargs(settings)  # validates the DSN and password file now
         self._connect_timeout = max(1.0, settings.timeouts.connect.total_seconds())
@@ -170,6 +180,9 @@ class Database:
         self._counters.add("checkouts")
         if record.info.pop(_FRESH, False) or not self.settings.pool.pre_ping:
             return
+        last_ok = record.info.get(_LAST_OK)
+        if last_ok is not None and time.monotonic() - last_ok < self._check_bypass:
+            return
         try:
             what = f"database {self.name}: check on checkout"
             with WATCHDOG.guard(dbapi_conn, self._connect_timeout, what), dbapi_conn.cursor() as cur:
@@ -212,7 +225,7 @@ class Database:
     def _set_timeouts(self, proxy: Any, statement_timeout: timedelta | None, lock_timeout: timedelta | None) -> None:
         t = self.settings.timeouts
         wanted = (_ms(statement_timeout or t.statement), _ms(lock_timeout or t.lock))
-        if proxy.record_info.get(_TIMEOUTS) == wanted:
+        if proxy.info.get(_TIMEOUTS) == wanted:
             return
         conn = proxy.dbapi_connection
         what = f"database {self.name}: setting timeouts"
@@ -221,13 +234,14 @@ class Database:
                 "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
                 (str(wanted[0]), str(wanted[1])),
             )
-        proxy.record_info[_TIMEOUTS] = wanted
+        proxy.info[_TIMEOUTS] = wanted
 
     def _discard_if_broken(self, proxy: Any, exc: BaseException) -> None:
         conn = proxy.dbapi_connection
         if conn is None:
             return
-        proxy.record_info.pop(_TIMEOUTS, None)
+        proxy.info.pop(_TIMEOUTS, None)
+        proxy.info.pop(_LAST_OK, None)
         if not (conn.closed or _is_connection_failure(exc)):
             return
         error = exc if isinstance(exc, Exception) else None
@@ -291,6 +305,7 @@ class Database:
             yield conn
             if not autocommit:
                 conn.commit()
+            proxy.info[_LAST_OK] = time.monotonic()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 if not conn.closed and not autocommit:

@@ -170,13 +170,15 @@ def policy(
     what: str,
     hooks: RetryHooks | None = None,
     retry_if: Callable[[BaseException], bool] = is_transient,
+    started: float | None = None,
 ) -> tenacity.Retrying:
     """A tenacity policy: transient errors only, full-jitter backoff, stop by count or elapsed time, logged.
 
-    The wait before a retry is clamped to the time left, so the last attempt starts no later than max_elapsed.
+    The wait before a retry is clamped to the time left, so the last attempt starts no later than max_elapsed
+    (counted from `started`, by default now).
     """
     hooks = hooks or RetryHooks()
-    start = hooks.clock()
+    start = hooks.clock() if started is None else started
     budget = settings.max_elapsed.total_seconds()
     attempts = max(1, settings.attempts)
 
@@ -220,11 +222,27 @@ def retry_call(
     """Call fn until it succeeds, fails permanently, or the policy gives up; the last error is re-raised.
 
     On giving up after a transient error, `hooks.on_giveup(attempts, error)` runs first and the give-up is logged.
+    The first attempt runs without the policy: building it costs more than a short unit of work, and most calls
+    succeed at once.
     """
     hooks = hooks or RetryHooks()
-    retrying = policy(settings, what=what, hooks=hooks, retry_if=retry_if)
+    started = hooks.clock()
     try:
-        return retrying(fn)
+        return fn()
+    except BaseException as exc:
+        if not retry_if(exc):
+            raise
+        first_error = exc
+    pending: list[BaseException] = [first_error]
+
+    def attempt() -> T:
+        if pending:  # replay the first attempt's failure, so the policy counts, logs and waits for it
+            raise pending.pop()
+        return fn()
+
+    retrying = policy(settings, what=what, hooks=hooks, retry_if=retry_if, started=started)
+    try:
+        return retrying(attempt)
     except BaseException as exc:
         made = retrying.statistics.get("attempt_number", 1)
         if retry_if(exc):

@@ -21,12 +21,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class Watchdog:
-    """One daemon thread for the whole process, started on first use."""
+TICK = 0.1  # how often the watchdog looks: deadlines fire up to this late
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+
+class Watchdog:
+    """One daemon thread for the whole process, started on first use.
+
+    Guarding is on every checkout's path, so it must cost next to nothing: registering takes a lock and a dict
+    entry, and never wakes the thread (a wake-up per checkout measured ~0.7 ms under load); the thread looks
+    every TICK seconds instead.
+    """
+
+    def __init__(self, clock: Any = time.monotonic, tick: float = TICK) -> None:
         self._clock = clock
-        self._cond = threading.Condition()
+        self._tick = tick
+        self._lock = threading.Lock()
         self._deadlines: dict[int, tuple[float, int, str]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
@@ -39,30 +48,28 @@ class Watchdog:
             yield
             return
         token = next(self._ids)
-        with self._cond:
+        with self._lock:
             self._deadlines[token] = (self._clock() + seconds, conn.fileno(), what)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="indexd-db-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
         try:
             yield
         finally:
             # Under the lock: once we are out, the watchdog can no longer touch this descriptor (libpq may
             # close it and the number may be reused right after).
-            with self._cond:
+            with self._lock:
                 self._deadlines.pop(token, None)
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 now = self._clock()
                 for token, (deadline, fd, what) in list(self._deadlines.items()):
                     if deadline <= now:
                         del self._deadlines[token]
                         self._shutdown(fd, what)
-                wait = min((d for d, _, _ in self._deadlines.values()), default=now + 60.0) - now
-                self._cond.wait(max(0.01, min(wait, 60.0)))
+            time.sleep(self._tick)
 
     def _shutdown(self, fd: int, what: str) -> None:
         self.fired += 1

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from indexd.db.pool import CHECK_BYPASS
 from indexd.db.watchdog import WATCHDOG
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
@@ -22,7 +23,8 @@ def test_frozen_server_bounds_checkout_and_connect_then_recovers(own_cluster: Em
     dbname = app_database(own_cluster)
     db = make_database(own_cluster, dbname, retry(max_elapsed=2.5))
     try:
-        assert db.run(lambda c: 1) == 1  # one pooled connection, to be checked on the next checkout
+        assert db.run(lambda c: 1) == 1  # one pooled connection, to be checked on the next checkout ...
+        time.sleep(CHECK_BYPASS + 0.1)  # ... once it is no longer "just used"
         fired = WATCHDOG.fired
         own_cluster.freeze()
         try:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from indexd.db.pool import CHECK_BYPASS
 from indexd.embedded import EmbeddedCluster
 from tests.conftest import assert_no_leaked_connections
 from tests.faults.helpers import app_database, make_database
@@ -70,14 +71,21 @@ def test_killed_pooled_backends_are_replaced(own_cluster: EmbeddedCluster, pre_p
             pass  # two pooled connections now
         assert db.stats().size == 2
         assert _terminate_indexd_backends(own_cluster, dbname) == 2
-        time.sleep(0.2)
+        time.sleep(CHECK_BYPASS + 0.1)  # past the window in which a connection that just worked is not checked
         assert db.run(_backend_pid) > 0
         stats = db.stats()
         # With the check on checkout the dead connection is replaced before the work starts: no retry needed.
         # Without it, the work fails once on the dead connection and is retried on a fresh one.
         assert stats.retries == (0 if pre_ping else 1)
         assert stats.invalidations >= 1 and stats.reconnects >= 1
-        assert db.run(lambda c: 1) == 1
+        # The replacement sessions got indexd's timeouts again (a cache of them must not outlive the session).
+        assert db.run(_timeouts) == ("5s", "1s")
     finally:
         db.close()
     assert_no_leaked_connections(own_cluster, dbname)
+
+
+def _timeouts(conn) -> tuple[str, str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+        return tuple(cur.fetchone())

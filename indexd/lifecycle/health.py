@@ -136,8 +136,9 @@ def covered_since(index: IndexInfo, stats_since: datetime | None) -> datetime | 
 
 
 def find_unused(indexes: Iterable[IndexInfo], stats_since: datetime | None, now: datetime,
-                unused_for: timedelta) -> list[Finding]:
-    """Valid indexes never scanned since the statistics began; `mature` when that covers unused_for."""
+                unused_for: timedelta, standbys: int = 0) -> list[Finding]:
+    """Valid indexes never scanned since the statistics began; droppable when that covers unused_for and no
+    standby is connected (a standby's scans are counted on the standby only, where a read replica may use it)."""
     found = []
     for ix in indexes:
         if ix.scans or not ix.is_valid or ix.protected or ix.partition_child:
@@ -148,15 +149,18 @@ def find_unused(indexes: Iterable[IndexInfo], stats_since: datetime | None, now:
         evidence = {"scans": 0, "stats_since": since.isoformat() if since else None,
                     "covered_days": round(covered.total_seconds() / 86400, 2),
                     "unused_for_days": round(unused_for.total_seconds() / 86400, 2), "mature": mature,
-                    "definition": ix.definition,
+                    "standbys": standbys, "definition": ix.definition,
                     "created": ix.built_at.isoformat() if ix.built_at else ("unknown" if not ix.own else None)}
-        if mature:
-            action = "drop it: never scanned in the time the statistics cover"
-        else:
+        if not mature:
             action = (f"keep watching: unused for {evidence['covered_days']} days of statistics, "
                       f"fewer than the {evidence['unused_for_days']} days drop_unused.unused_for asks")
+        elif standbys:
+            action = (f"check the {standbys} standby(s) first: scans there are not counted here; drop it if "
+                      "pg_stat_user_indexes shows none there either")
+        else:
+            action = "drop it: never scanned in the time the statistics cover"
         found.append(Finding("unused", ix.schema, ix.table, ix.name, ix.size_bytes, evidence, action,
-                             drop_sql(ix.schema, ix.name), droppable=mature, own=ix.own))
+                             drop_sql(ix.schema, ix.name), droppable=mature and not standbys, own=ix.own))
     return found
 
 
@@ -345,14 +349,16 @@ def read_indexes(conn: PgConnection, state_schema: str) -> list[IndexInfo]:
     return found
 
 
-def read_stats_since(conn: PgConnection) -> datetime | None:
+def read_stats_since(conn: PgConnection) -> tuple[datetime | None, int]:
     """The start of the time index scan counters surely cover: the later of the last statistics reset and
-    the server's start (a crash restart discards them; a clean one keeps them, so this errs on the safe side)."""
+    the server's start (a crash restart discards them; a clean one keeps them, so this errs on the safe side);
+    and the number of standbys streaming from this server."""
     with conn.cursor() as cur:
-        cur.execute("SELECT greatest(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_database d"
-                    " WHERE d.datname = current_database()")
+        cur.execute("SELECT greatest(d.stats_reset, pg_postmaster_start_time()),"
+                    " (SELECT count(*) FROM pg_stat_replication)"
+                    " FROM pg_stat_database d WHERE d.datname = current_database()")
         row = cur.fetchone()
-    return row[0] if row else None
+    return (row[0], int(row[1])) if row else (None, 0)
 
 
 def report(
@@ -369,14 +375,14 @@ def report(
     now = now or utcnow()
     with db.connection() as conn:
         indexes = read_indexes(conn, db.settings.state_schema)
-        stats_since = read_stats_since(conn)
+        stats_since, standbys = read_stats_since(conn)
         block_size, inputs = bloat.read_inputs(conn, [ix.oid for ix in indexes if ix.is_valid])
         estimates = bloat.estimates(conn, inputs, block_size, min_bloat_ratio, min_bloat_bytes)
     result = HealthReport(
         database=db_settings.name,
         generated_at=now,
         stats_since=stats_since,
-        unused=find_unused(indexes, stats_since, now, db_settings.indexing.drop_unused.unused_for),
+        unused=find_unused(indexes, stats_since, now, db_settings.indexing.drop_unused.unused_for, standbys),
         duplicate=find_duplicates(indexes),
         invalid=find_invalid(indexes),
         bloated=bloat_findings(indexes, estimates, min_bloat_ratio, min_bloat_bytes),

@@ -288,3 +288,8 @@ def test_measured_bloat_repacks_leaves_to_the_fillfactor() -> None:
     assert (est.expected_pages, est.actual_pages, est.method) == (206, 1006, "pgstatindex")
     fresh = bloat.measured(1000, 5, 90.0, 1006, 8192, 90)
     assert fresh.bloat_bytes == 0
+
+
+def test_standbys_make_unused_indexes_a_question_not_a_drop() -> None:
+    (f,) = find_unused([ix("i")], NOW - timedelta(days=90), NOW, timedelta(days=30), standbys=2)
+    assert not f.droppable and f.evidence["standbys"] == 2 and "standby" in f.action

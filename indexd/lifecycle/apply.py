@@ -91,8 +91,13 @@ def apply(
     readings_fn: ReadingsFn = take_readings,
     progress: ProgressCallback | None = None,
     clock: Callable[[], datetime] = utcnow,
+    leadership: Leadership | None = None,
 ) -> ApplyResult:
-    """Build what the mode allows, one index at a time, through every guard (re-checked before each build)."""
+    """Build what the mode allows, one index at a time, through every guard (re-checked before each build).
+
+    A daemon passes the `leadership` it keeps for the database (it stays held afterwards); without one, apply
+    tries to take the database's leadership for this run and gives it back at the end.
+    """
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
     statuses = buildable_statuses(ix.mode)
@@ -107,13 +112,16 @@ def apply(
         result.message = f"nothing to build: no {' or '.join(statuses)} recommendation"
         log.info("apply on %s: %s", db.name, result.message)
         return result
-    leadership = Leadership.for_database(db)
+    own = leadership is None
+    lead = Leadership.for_database(db) if leadership is None else leadership
     try:
-        leadership.acquire()  # when another process leads, the leader guard refuses each build below
-        _apply_each(db, settings, db_settings, recs, leadership, result, now=now, ignore_window=ignore_window,
+        if own:
+            lead.acquire()  # when another process leads, the leader guard refuses each build below
+        _apply_each(db, settings, db_settings, recs, lead, result, now=now, ignore_window=ignore_window,
                     dry_run=dry_run, job_id=job_id, readings_fn=readings_fn, progress=progress, clock=clock)
     finally:
-        leadership.release()
+        if own:
+            lead.release()
     log.info("apply on %s: built %d, refused %d, failed %d%s", db.name, len(result.built), len(result.refused),
              len(result.failed), " (dry run)" if dry_run else "")
     return result

@@ -9,10 +9,10 @@ are taken by `readings.take_readings` right before each mutation, and the clock 
   throughput) does not fit before the open window closes. `--now` (request.ignore_window) skips this one only;
 - load: host CPU, active backends as a share of max_connections, backends waiting on locks, replica lag;
 - rate: index builds started in the last hour / day (every create_index intent in the audit log counts,
-  whatever its outcome, so restarts and failures do not reset the limit);
-- write: on a write-heavy table (writes/s above `write_guard.writes_per_second`) the index must earn its
+  whatever its outcome, so restarts and failures do not reset the limit); drops are not builds;
+- write: on a write-heavy table (writes/s above `write_guard.writes_per_second`) a new index must earn its
   upkeep: improvement_pct must exceed write_overhead x `write_guard.min_benefit_ratio` (both from the
-  recommendation; an unknown write cost on a write-heavy table is a refusal);
+  recommendation; an unknown write cost on a write-heavy table is a refusal). Drops only lower write cost;
 - leader: only the process holding the database's leader lock mutates it.
 """
 
@@ -40,6 +40,11 @@ class BuildRequest:
     improvement_pct: float | None = None
     write_overhead: float | None = None
     ignore_window: bool = False  # `apply --now`
+    action: str = "create_index"  # or drop_index / revert_index: no rate limit or write guard for those
+
+    @property
+    def creates(self) -> bool:
+        return self.action == "create_index"
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,10 @@ def _rate(starts: list[datetime], limit: int, period: timedelta, label: str, now
     return [_Refusal(f"rate limit: {len(recent)} index builds started in the last {label} (limit {limit})", retry)]
 
 
-def check_rate(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
+def check_rate(request: BuildRequest, settings: IndexingSettings, readings: Readings,
+               now: datetime) -> list[_Refusal]:
+    if not request.creates:
+        return []
     starts, limits = list(readings.build_starts), settings.rate_limit
     return _rate(starts, limits.per_hour, HOUR, "hour", now) + _rate(starts, limits.per_day, DAY, "day", now)
 
@@ -150,7 +158,7 @@ def check_rate(settings: IndexingSettings, readings: Readings, now: datetime) ->
 def check_write(request: BuildRequest, settings: IndexingSettings, readings: Readings,
                 now: datetime) -> list[_Refusal]:
     guard, rate = settings.write_guard, readings.table_writes_per_second
-    if rate <= guard.writes_per_second:
+    if rate <= guard.writes_per_second or not request.creates:
         return []
     busy = f"{request.table} is write-heavy ({rate:.1f} writes/s > {guard.writes_per_second:g})"
     if request.write_overhead is None:
@@ -172,7 +180,7 @@ def decide(request: BuildRequest, settings: IndexingSettings, bypass: BypassSett
            now: datetime) -> Decision:
     """Every guard's verdict on building `request` at `now`; allowed only when none refuses."""
     refusals = (check_pause(readings) + check_bypass(bypass) + check_window(request, settings, now)
-                + check_load(settings, readings, now) + check_rate(settings, readings, now)
+                + check_load(settings, readings, now) + check_rate(request, settings, readings, now)
                 + check_write(request, settings, readings, now) + check_leader(readings))
     if not refusals:
         return Decision(True, [], None)

@@ -85,6 +85,35 @@ def build_request(rec: StoredRecommendation, table_bytes: int, *, ignore_window:
                         write_overhead=rec.write_overhead, ignore_window=ignore_window)
 
 
+def gather_readings(
+    db: Database,
+    table_schema: str,
+    table_name: str,
+    settings: IndexingSettings,
+    leadership: Leadership | None,
+    now: datetime,
+    *,
+    cpu: CpuSampler = host_cpu_pct,
+) -> tuple[int, Readings]:
+    """The readings before a mutation of an index on this table, and the table's heap size in bytes.
+    Leadership is checked last, after the CPU sample, so it is as fresh as possible."""
+    cpu_pct = cpu(settings.throttle.cpu_sample.total_seconds())
+    schema = db.settings.state_schema
+    with db.connection() as conn:
+        load = server_load(conn)
+        table_bytes, writes = table_facts(conn, table_schema, table_name)
+        paused = active_pause(conn, schema, now)
+        starts = audit.build_starts_since(conn, schema, now - timedelta(days=1))
+    readings = Readings(
+        taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused, cpu_pct=cpu_pct,
+        active_backends=load.active_backends, max_connections=load.max_connections,
+        waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=tuple(starts),
+        table_writes_per_second=writes,
+    )
+    log.debug("readings for %s.%s: %s", table_schema, table_name, readings)
+    return table_bytes, readings
+
+
 def take_readings(
     db: Database,
     rec: StoredRecommendation,
@@ -96,19 +125,6 @@ def take_readings(
     cpu: CpuSampler = host_cpu_pct,
 ) -> tuple[BuildRequest, Readings]:
     """Everything `decide` needs about building `rec` now: the request (with the table's current size) and
-    the readings. Leadership is checked last, after the CPU sample, so it is as fresh as possible."""
-    cpu_pct = cpu(settings.throttle.cpu_sample.total_seconds())
-    schema = db.settings.state_schema
-    with db.connection() as conn:
-        load = server_load(conn)
-        table_bytes, writes = table_facts(conn, rec.table_schema, rec.table_name)
-        paused = active_pause(conn, schema, now)
-        starts = audit.build_starts_since(conn, schema, now - timedelta(days=1))
-    readings = Readings(
-        taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused, cpu_pct=cpu_pct,
-        active_backends=load.active_backends, max_connections=load.max_connections,
-        waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=tuple(starts),
-        table_writes_per_second=writes,
-    )
-    log.debug("readings for #%s: %s", rec.id, readings)
+    the readings."""
+    table_bytes, readings = gather_readings(db, rec.table_schema, rec.table_name, settings, leadership, now, cpu=cpu)
     return build_request(rec, table_bytes, ignore_window=ignore_window), readings

@@ -189,3 +189,13 @@ def test_retry_after_is_the_latest_known_end() -> None:
     p = Pause(1, NOW, NOW + timedelta(minutes=30), "x", "ann")
     decision = check(pause=p, cpu_pct=99.0)  # pause ends in 30 min, load looked at again in 5
     assert decision.retry_after == NOW + timedelta(minutes=30)
+
+
+def test_drops_are_not_rate_limited_nor_write_guarded_but_respect_the_rest() -> None:
+    drop = replace(REQUEST, action="revert_index", table_bytes=0, improvement_pct=None, write_overhead=None)
+    settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=0, per_day=0))
+    assert check(request=drop, settings=settings, table_writes_per_second=1e6, build_starts=(NOW,) * 50).allowed
+    assert "outside the maintenance window" in check(request=drop, now=NOW.replace(hour=12)).reasons[0]
+    paused = check(request=drop, pause=Pause(1, NOW, None, "stop", "ann"))
+    assert not paused.allowed and "stop" in paused.reasons[0]
+    assert not check(request=drop, is_leader=False).allowed

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT_S = 1.0
+
 
 def _address(path: str) -> str | bytes:
     if path.startswith("@"):
@@ -48,6 +50,7 @@ class Notifier:
         message = "\n".join(fields).encode()
         try:
             with self._lock, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(SEND_TIMEOUT_S)  # a stuck receiver must not hang the main loop
                 sock.connect(_address(self.socket_path))
                 sock.sendall(message)
         except OSError as exc:

@@ -514,6 +514,10 @@ def _revert(db: Database, settings: Settings, ix: IndexingSettings, lead: Leader
             verdict: Verdict, now: datetime, job_id: str | None, cpu: CpuSampler) -> str:
     """Drop a reverted index (ours only) through the guards; the recommendation becomes `reverted` once it is gone."""
     schema, why = db.settings.state_schema, "; ".join(verdict.reasons)
+    if verdict.evidence.get("exists") is False:  # gone already: nothing to drop
+        with db.connection() as conn:
+            set_status(conn, schema, item.recommendation_id, "reverted", why)
+        return "none"
     if not ix.verify.auto_revert:
         with db.connection() as conn:
             set_status(conn, schema, item.recommendation_id, "built",
@@ -521,10 +525,6 @@ def _revert(db: Database, settings: Settings, ix: IndexingSettings, lead: Leader
         return "revert_off"
     if not item.index_name.startswith(OWN_PREFIX):
         log.warning("not reverting %s.%s: not an index indexd names", item.schema, item.index_name)
-        return "none"
-    if verdict.evidence.get("exists") is False:
-        with db.connection() as conn:
-            set_status(conn, schema, item.recommendation_id, "reverted", why)
         return "none"
     decision = drop_decision(db, settings, ix, lead, now, table=f"{item.schema}.{item.table}",
                              index_name=item.index_name, respect_window=False, cpu=cpu)

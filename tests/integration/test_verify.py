@@ -210,3 +210,18 @@ def test_revert_needs_leadership(database, pg_cluster, pg_dbname, pg_conn, items
     # once leadership is ours, the standing verdict is carried out
     (later,) = verify_built(database, Settings(), _settings(database.settings))
     assert later.action == "dropped" and _status_and_verdicts(pg_conn, rec_id)[0] == "reverted"
+
+
+def test_index_dropped_by_someone_else_is_reverted_without_a_drop(database, pg_cluster, pg_dbname, pg_conn,
+                                                                  items) -> None:
+    name = "indexd_items_sku_0009"
+    rec_id = _scenario(database, pg_cluster, pg_dbname, pg_conn, f"CREATE INDEX {name} ON items (sku)", name)
+    with pg_conn.cursor() as cur:
+        cur.execute(f"DROP INDEX {name}")
+    (record,) = verify_built(database, Settings(), _settings(database.settings, auto_revert=False))
+    assert record.verdict == "reverted" and record.action == "none"
+    assert record.reasons == ("the index no longer exists",)
+    assert _status_and_verdicts(pg_conn, rec_id)[0] == "reverted"
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM indexd.mutation_log WHERE action = 'revert_index'")
+        assert cur.fetchone()[0] == 0

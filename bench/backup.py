@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -81,12 +82,18 @@ def one_round(cluster: EmbeddedCluster, dsn: str, work: Path, n: int) -> dict[st
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=30, help="pgbench scale (30 is about 450 MB)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
+    # SIGTERM unwinds like Ctrl-C, so the cluster and the dumps are removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     cluster = EmbeddedCluster()
     cluster.start()
     work = Path(tempfile.mkdtemp(prefix="indexd-bench-backup-"))

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -23,7 +24,7 @@ from indexd.backup.command import find_binary, libpq_connection, run_command
 from indexd.backup.manifest import BackupInfo, checksum_problems
 from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import parse_dsn, redact_dsn
+from indexd.db.dsn import connect_kwargs, parse_dsn, redact_dsn
 from indexd.errors import BackupError, UsageError
 
 log = logging.getLogger(__name__)
@@ -110,15 +111,69 @@ def pg_restore_into(info: BackupInfo, dsn: str, db: DatabaseSettings | None, dbn
         run_command(argv, env=conn.env, drop_env=conn.drop_env, cancel=cancel)
 
 
+def configured_database(settings: Settings, info: BackupInfo) -> DatabaseSettings | None:
+    return next((d for d in settings.databases if d.name == info.database), None)
+
+
 def server_for(settings: Settings, info: BackupInfo, target_dsn: str | None) -> tuple[str, DatabaseSettings | None]:
     """The server to restore on: --target-dsn, else the backup's own database from the configuration."""
-    configured = next((d for d in settings.databases if d.name == info.database), None)
+    configured = configured_database(settings, info)
     if target_dsn:
         return target_dsn, None
     if configured is None:
         raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
                          "pass --target-dsn to say which server to restore on")
     return configured.dsn, configured
+
+
+@contextlib.contextmanager
+def _audit_connection(db: DatabaseSettings | None) -> Iterator[psycopg2.extensions.connection | None]:
+    """An autocommit connection to the backup's own database for the audit log; None when unavailable."""
+    if db is None:
+        yield None
+        return
+    kwargs = connect_kwargs(db)
+    kwargs["connect_timeout"] = "5"
+    try:
+        conn = psycopg2.connect(**kwargs)
+    except psycopg2.Error as exc:
+        log.warning("restore not written to the audit log of %s: %s", db.name, str(exc).strip())
+        yield None
+        return
+    conn.autocommit = True
+    try:
+        yield conn
+    except psycopg2.Error as exc:
+        log.warning("restore not written to the audit log of %s: %s", db.name, str(exc).strip().splitlines()[0])
+    finally:
+        conn.close()
+
+
+def _audit_intent(db: DatabaseSettings | None, target: str, info: BackupInfo, before: dict[str, Any]) -> int | None:
+    from indexd.lifecycle.audit import record_intent
+
+    with _audit_connection(db) as conn:
+        if conn is not None and db is not None:
+            return record_intent(conn, db.state_schema, action="restore", target=target,
+                                 reason=f"restore backup {info.id}", before=before)
+    return None
+
+
+def _audit_outcome(db: DatabaseSettings | None, intent_id: int, target: str, *, outcome: str,
+                   reason: str | None = None, after: Any = None, duration_s: float | None = None) -> None:
+    """The outcome of a restore. When the restore replaced the very database that held the intent, the intent
+    is gone: the outcome is then written as an event of its own."""
+    from indexd.lifecycle.audit import record_event, record_outcome
+
+    with _audit_connection(db) as conn:
+        if conn is None or db is None:
+            return
+        try:
+            record_outcome(conn, db.state_schema, intent_id, outcome=outcome, reason=reason, after=after,
+                           duration_s=duration_s)
+        except ValueError:
+            record_event(conn, db.state_schema, action="restore", target=target, outcome=outcome, reason=reason,
+                         after=after)
 
 
 def _default_jobs(info: BackupInfo, db: DatabaseSettings | None) -> int:
@@ -139,6 +194,26 @@ def _confirm_overwrite(target_db: str, info: BackupInfo, assume_yes: bool, confi
         raise ConfirmationRequired(f"restore of {info.id} into {target_db!r} declined; nothing was changed")
 
 
+def _restore_and_swap(admin: psycopg2.extensions.connection, info: BackupInfo, dsn: str,
+                      db: DatabaseSettings | None, target_db: str, exists: bool, **options: Any) -> None:
+    into = scratch_name("indexd_restore") if exists else target_db
+    create_database(admin, into)
+    log.info("restoring %s into %s%s with %d job(s)", info.id, target_db,
+             f" (via scratch database {into})" if exists else "", options["jobs"])
+    try:
+        pg_restore_into(info, dsn, db, into, **options)
+    except BaseException:
+        with contextlib.suppress(psycopg2.Error):
+            drop_database(admin, into)
+        raise
+    if exists:
+        # The swap: nothing is lost before pg_restore has fully succeeded.
+        drop_database(admin, target_db)
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(into),
+                                                                          sql.Identifier(target_db)))
+
+
 def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: str | None = None,
             jobs: int | None = None, assume_yes: bool = False, confirm: Confirm | None = None,
             no_owner: bool = False, cancel: threading.Event | None = None) -> RestoreResult:
@@ -152,27 +227,23 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
     dsn, db = server_for(settings, info, target_dsn)
     jobs = jobs or _default_jobs(info, db)
     started = monotonic()
+    audited = configured_database(settings, info)
     with admin_connection(dsn, db) as admin:
         exists = database_exists(admin, target_db)
         if exists:
             _confirm_overwrite(target_db, info, assume_yes, confirm)
-        into = scratch_name("indexd_restore") if exists else target_db
-        create_database(admin, into)
-        log.info("restoring %s into %s%s with %d job(s)", backup_id, target_db,
-                 f" (via scratch database {into})" if exists else "", jobs)
+        intent = _audit_intent(audited, target_db, info,
+                               {"target_existed": exists, "backup": info.id, "server": redact_dsn(dsn)})
         try:
-            pg_restore_into(info, dsn, db, into, jobs=jobs, no_owner=no_owner, cancel=cancel)
-        except BaseException:
-            with contextlib.suppress(psycopg2.Error):
-                drop_database(admin, into)
+            _restore_and_swap(admin, info, dsn, db, target_db, exists, jobs=jobs, no_owner=no_owner, cancel=cancel)
+        except BaseException as exc:
+            if intent is not None:
+                _audit_outcome(audited, intent, target_db, outcome="failed", reason=redact_dsn(str(exc))[:500])
             raise
-        if exists:
-            # The swap: nothing is lost before pg_restore has fully succeeded.
-            drop_database(admin, target_db)
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(into),
-                                                                              sql.Identifier(target_db)))
     duration = monotonic() - started
+    if intent is not None:
+        _audit_outcome(audited, intent, target_db, outcome="succeeded", duration_s=duration,
+                       after={"replaced_existing": exists})
     log.info("restored %s into %s in %.1fs%s", backup_id, target_db, duration,
              " (replaced the existing database)" if exists else "")
     return RestoreResult(backup_id, target_db, exists, jobs, duration)

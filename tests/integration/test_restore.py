@@ -13,6 +13,8 @@ import pytest
 from indexd.backup.dump import BackupResult, run_backup
 from indexd.backup.restore import ConfirmationRequired, restore
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.db.pool import Database
+from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError, UsageError
 
@@ -129,3 +131,40 @@ def test_unknown_backup_id(tmp_path: Path) -> None:
     os.makedirs(tmp_path / "main")
     with pytest.raises(UsageError, match="no backup 'main-1'"):
         restore(settings, "main-1", "x")
+
+
+def _audit_rows(cluster: EmbeddedCluster, dbname: str) -> list[tuple[Any, ...]]:
+    conn = cluster.connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT action, phase, target, outcome FROM indexd.mutation_log ORDER BY id")
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_restore_is_audited(pg_cluster: EmbeddedCluster, pg_dbname: str, backed_up: Any,
+                            database: Database) -> None:
+    settings, result, existing = backed_up
+    migrate(database)
+    restore(settings, result.id, existing, assume_yes=True)
+    assert _audit_rows(pg_cluster, pg_dbname) == [
+        ("restore", "intent", existing, "started"), ("restore", "outcome", existing, "succeeded")]
+
+
+def test_restore_over_the_source_itself(pg_cluster: EmbeddedCluster, pg_dbname: str, pg_conn: Any,
+                                        database: Database, tmp_path: Path) -> None:
+    migrate(database)
+    database.close()
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    settings = _settings(tmp_path, pg_cluster.dsn(pg_dbname))
+    result = run_backup(settings, settings.databases[0], now=T0)
+    with pg_conn.cursor() as cur:
+        cur.execute("INSERT INTO t VALUES (2)")
+    pg_conn.close()
+    restore(settings, result.id, pg_dbname, assume_yes=True)
+    assert _rows(pg_cluster, pg_dbname) == [(1,)]
+    # The intent was written into the database that the restore replaced; the outcome stands on its own.
+    assert _audit_rows(pg_cluster, pg_dbname) == [
+        ("restore", "intent", pg_dbname, "started"), ("restore", "outcome", pg_dbname, "succeeded")]

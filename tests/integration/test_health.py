@@ -83,11 +83,14 @@ def test_estimate_is_close_for_a_fresh_index(database: Database, pg_conn) -> Non
         cur.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
         cur.execute("CREATE INDEX t_label ON t (label)")
         cur.execute("CREATE INDEX t_id ON t (id)")
+        cur.execute("CREATE INDEX t_lower_label ON t (lower(label))")
+        cur.execute("CREATE INDEX t_id_label ON t (id) INCLUDE (label)")
+        cur.execute("CREATE INDEX t_label_id ON t (label, id)")
         cur.execute("ANALYZE t")
     with database.connection() as conn:
         indexes = health.read_indexes(conn, "indexd")
         block_size, inputs = health.bloat.read_inputs(conn, [ix.oid for ix in indexes])
-    assert len(inputs) == 2
+    assert len(inputs) == 5
     for item in inputs:
         est = health.bloat.estimate(item, block_size)
         assert est is not None

@@ -173,3 +173,35 @@ def test_on_retry_hook_sees_attempt_error_and_delay() -> None:
     retry_call(fn, SETTINGS, hooks=RetryHooks(sleep=t.sleep, clock=t.clock, rand=lambda: 0.5,
                                               on_retry=lambda n, e, d: seen.append((n, type(e).__name__, d))))
     assert seen == [(1, "SerializationFailure", 0.25)]
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  28P01\n', "28P01"),
+        ('connection to server at "db1" (10.0.0.1), port 5432 failed: FATAL:  3D000: database "x" does not exist\n'
+         "LOCATION:  InitPostgres, postinit.c:948\n", "3D000"),
+        ('connection to server at "::1", port 5432 failed: Connection refused\n'
+         'connection to server at "127.0.0.1", port 5432 failed: FATAL:  53300\n', "53300"),
+        ('connection to server at "127.0.0.1", port 1 failed: Connection refused\n', None),
+        ("fe_sendauth: no password supplied\n", None),
+    ],
+)
+def test_sqlstate_read_from_libpq_sqlstate_verbosity(message: str, code: str | None) -> None:
+    from indexd.db.connect import _SQLSTATE_IN_MESSAGE
+
+    found = _SQLSTATE_IN_MESSAGE.findall(message)
+    assert (found[-1] if found else None) == code
+
+
+def test_permanent_connect_failures_name_database_and_role() -> None:
+    from indexd.db.connect import Diagnosis, _permanent_message
+
+    auth = _permanent_message("main", "indexd", Diagnosis("28P01", False))
+    assert auth is not None and auth.startswith("authentication failed for database main as user indexd")
+    assert "password_file / PGPASSWORD / .pgpass" in auth
+    assert "no password for database main as user indexd" in (_permanent_message("main", "indexd",
+                                                                                  Diagnosis(None, True)) or "")
+    assert "SQLSTATE 3D000" in (_permanent_message("main", "indexd", Diagnosis("3D000", False)) or "")
+    assert _permanent_message("main", "indexd", Diagnosis("53300", False)) is None
+    assert _permanent_message("main", "indexd", Diagnosis(None, False)) is None

@@ -15,6 +15,7 @@ views down to base-table scans; what cannot be resolved with certainty is left o
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ def analyze(query: str, catalog: Catalog, state_schema: str = "indexd") -> Usage
     for raw in parsed:
         walker.statement(raw.stmt)
     return walker.usage
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_view(definition: str) -> Any:
+    """A view's parse tree, parsed once per definition (the walker never changes a tree)."""
+    return parse_sql(definition)[0].stmt
 
 
 def _cte_references(node: Any) -> Counter[str]:
@@ -248,7 +255,7 @@ class Walker:
             self.note(f"view {table.qualified} cannot be expanded")
             return Rel(alias)
         try:
-            definition = parse_sql(table.view_definition)[0].stmt
+            definition = _parse_view(table.view_definition)
         except ParseError:
             self.note(f"the definition of view {table.qualified} does not parse")
             return Rel(alias)

@@ -62,7 +62,10 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
     if not folder.is_dir():
         return []
     found: dict[str, BackupInfo] = {}
-    for path in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
+    manifests = sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))
+    # A dump whose manifest exists but cannot be read is damaged, not a leftover: never offer it for deletion.
+    named = {p.name[: -len(MANIFEST_SUFFIX)] for p in manifests}
+    for path in manifests:
         try:
             info = read_manifest(path)
         except BackupError as exc:
@@ -77,7 +80,7 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
             bid = name[len(PARTIAL_PREFIX):-len(PARTIAL_SUFFIX)]
         elif path.suffix in _DATA_SUFFIXES and not name.startswith("."):
             bid = name[: -len(path.suffix)]
-            if bid in found:
+            if bid in named:
                 continue
         else:
             continue
@@ -110,24 +113,25 @@ def find_backup(settings: Settings, backup_id: str) -> BackupInfo:
 
 @contextlib.contextmanager
 def backup_lock(folder: Path) -> Iterator[None]:
-    """One backup or prune at a time per database folder, across processes (released if we die)."""
+    """One backup at a time per database folder, across processes (the lock goes when the process dies)."""
     ensure_private_dir(folder)
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BackupError(f"another backup or prune of {folder.name!r} is running (lock {folder}/.lock)") from None
+            raise BackupError(f"another backup of {folder.name!r} is running (lock {folder}/.lock)") from None
         yield
     finally:
         os.close(fd)
 
 
 def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        with contextlib.suppress(FileNotFoundError):
+    """Delete a dump file or directory; one already gone (another prune got there first) is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
             path.unlink()
 
 
@@ -140,20 +144,19 @@ def delete_backup(info: BackupInfo) -> None:
 
 
 def prune(db: DatabaseSettings, *, now: datetime | None = None, dry_run: bool = False) -> list[Decision]:
-    """Apply the retention decision to one database's folder; returns every decision (kept and deleted)."""
+    """Apply the retention decision to one database's folder; returns every decision (kept and deleted).
+
+    No lock is needed: a running backup's partial dump is younger than the grace period (the backup timeout)
+    and is therefore kept, and the backup's manifest does not exist until it is complete."""
     folder = backup_folder(db)
-    policy = policy_from_settings(db.backups)
-    with contextlib.ExitStack() as stack:
-        if not dry_run and folder.is_dir():
-            stack.enter_context(backup_lock(folder))
-        decisions = decide(scan(folder), now or utcnow(), policy)
-        for d in decisions:
-            if d.keep or dry_run:
-                continue
-            log.info("deleting backup %s of %s: %s", d.backup.id, db.name, d.reason)
-            delete_backup(d.backup)
-            if d.backup.status != "partial":
-                record_in_catalog(db, d.backup, status="deleted")
+    decisions = decide(scan(folder), now or utcnow(), policy_from_settings(db.backups))
+    for d in decisions:
+        if d.keep or dry_run:
+            continue
+        log.info("deleting backup %s of %s: %s", d.backup.id, db.name, d.reason)
+        delete_backup(d.backup)
+        if d.backup.status != "partial":
+            record_in_catalog(db, d.backup, status="deleted")
     return decisions
 
 

@@ -63,6 +63,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     failed = 0
     for db in targets(args, settings):
+        if not db.backups.enabled and not args.database:
+            print(f"{db.name}: skipped: backups disabled")
+            continue
         try:
             result = run_backup(settings, db)
         except Exception as exc:  # a fault boundary: one database failing does not stop the others

@@ -145,3 +145,12 @@ def test_disk_full_during_the_dump(pg_cluster: EmbeddedCluster, pg_dbname: str, 
         assert list_backups(settings) == []
         assert _hidden(small / "main") == []
         assert shutil.disk_usage(small).used < 256 * 1024  # nothing half-written left behind
+
+
+def test_a_dump_with_a_damaged_manifest_is_never_taken_for_a_leftover(one_good: tuple[Settings, str],
+                                                                      tmp_path: Path) -> None:
+    settings, good = one_good
+    folder = tmp_path / "backups" / "main"
+    (folder / f"{good}.manifest.json").write_text("{damaged")
+    run_backup(settings, settings.databases[0], now=T0 + timedelta(hours=6))
+    assert (folder / f"{good}.dump").exists()

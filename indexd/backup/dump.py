@@ -28,7 +28,7 @@ from indexd.backup.catalog import (
     remove_path,
     scan,
 )
-from indexd.backup.command import CommandFailed, binary_version, find_binary, libpq_connection, run_command
+from indexd.backup.command import binary_version, find_binary, libpq_connection, run_command
 from indexd.backup.manifest import (
     MANIFEST_VERSION,
     BackupInfo,
@@ -49,7 +49,7 @@ from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import redact_dsn
-from indexd.errors import BackupError
+from indexd.errors import BackupError, IndexdError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ COMPRESSED_RATIO = 0.5
 class BackupResult:
     id: str
     database: str
-    status: str  # verified | completed | failed (verification failed)
+    status: str  # verified, or completed when verification after backup is off
     path: Path
     manifest_path: Path
     size_bytes: int
@@ -212,7 +212,7 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
             raise BackupError(f"backup {bid} already exists; wait a second and run again")
         try:
             info = _take(settings, db, folder, bid, started, cancel, job_id)
-        except (BackupError, CommandFailed, OSError, psycopg2.Error) as exc:
+        except (IndexdError, OSError, psycopg2.Error) as exc:
             for leftover in (partial_path(folder, bid), data_path(folder, bid, db.backups.format)):
                 remove_path(leftover)
             message = f"backup {bid} of {db.name} failed: {redact_dsn(_explain(exc, folder))}"
@@ -224,6 +224,9 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
             log.error("%s", message, extra=extra)
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)
+    if info.status == "failed":  # written and listed as failed: retention removes it after the grace period
+        log.error("backup %s of %s failed verification: %s", bid, db.name, info.error, extra=extra)
+        raise BackupError(f"backup {bid} of {db.name} was written but failed verification: {info.error}")
     duration = float(info.manifest.get("duration_s") or 0)
     log.info("backup %s of %s %s, %s in %.1fs", bid, db.name, info.status, _mb(info.size_bytes), duration,
              extra=extra)

@@ -154,3 +154,17 @@ def test_a_dump_with_a_damaged_manifest_is_never_taken_for_a_leftover(one_good: 
     (folder / f"{good}.manifest.json").write_text("{damaged")
     run_backup(settings, settings.databases[0], now=T0 + timedelta(hours=6))
     assert (folder / f"{good}.dump").exists()
+
+
+def test_unreadable_dump_is_listed_as_failed_and_the_run_fails(one_good: tuple[Settings, str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, good = one_good
+    stub = tmp_path / "pg_restore"
+    stub.write_text("#!/bin/sh\necho 'pg_restore: error: could not read input file: end of file' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("INDEXD_PG_RESTORE", str(stub))
+    with pytest.raises(BackupError, match="failed verification.*end of file"):
+        run_backup(settings, settings.databases[0], now=T0 + timedelta(hours=6))
+    statuses = {b.id: b.status for b in list_backups(settings)}
+    assert statuses[good] == "verified" and sorted(statuses.values()) == ["failed", "verified"]
+    assert backup_readings(settings)["main"].consecutive_failures == 1

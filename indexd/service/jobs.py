@@ -75,20 +75,22 @@ class JobRunner:
     def _run(self, job: str, target: DatabaseRuntime, job_id: str) -> JobRecord:
         started, t0 = self.clock(), monotonic()
         row = _record_start(target, job, job_id, started)
+        logged = False
         try:
             result = self._decide(job, target, job_id, started)
         except GuardRefusal as exc:
             result = TaskResult("skipped", f"skipped: {exc}")
         except ConnectionFailed as exc:
-            log.error("%s on %s failed: %s", job, target.name, exc)
             result = TaskResult("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - the fault boundary: log, count, carry on
             log.error("%s on %s failed: %s\n%s", job, target.name, exc, traceback.format_exc())
-            result = TaskResult("failed", f"{type(exc).__name__}: {exc}")
+            result, logged = TaskResult("failed", f"{type(exc).__name__}: {exc}"), True
         duration = monotonic() - t0
         message = scrub(result.message)
         if result.outcome != "failed":
             log.info("%s on %s: %s (%.1fs)", job, target.name, message, duration)
+        elif not logged:
+            log.error("%s on %s failed: %s (%.1fs)", job, target.name, message, duration)
         rec = JobRecord(job, target.name, job_id, started, duration, result.outcome, message)
         _record_finish(target, row, rec)
         self.runtime.record_run(rec)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg2
 from pglast import parse_sql
@@ -160,7 +161,7 @@ def dml_targets(query: str, catalog: Catalog) -> list[Table]:
     if len(stmts) != 1:
         return []
     found: list[Table] = []
-    pending = [stmts[0].stmt]
+    pending: list[Any] = [stmts[0].stmt]
     while pending:
         node = pending.pop()
         with_clause = getattr(node, "withClause", None)

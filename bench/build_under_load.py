@@ -10,7 +10,7 @@ indexes on pgbench_accounts and pgbench_history with `build_index` (lock_timeout
 the other. Reported from the same run: TPS and latency while building vs the baseline period, failed
 application transactions, and the longest lock wait of the application (log_lock_waits with deadlock_timeout
 100 ms: every wait of 100 ms or more is logged; relation-lock waits are the kind a build could cause, row-lock
-waits are pgbench clients contending with each other). Writes bench/results/build_under_load.json.
+waits are pgbench clients contending with each other). Writes bench/results/build_under_load-*.json.
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ def main() -> None:
           f"{LOCK_TIMEOUT.total_seconds() * 1000:.0f} ms ({summary['lock_waits.app_longest_relation_lock_wait_ms']})")
     RESULTS.mkdir(exist_ok=True)
     out = {"args": vars(args), "median": summary, "runs": runs}
-    (RESULTS / "build_under_load.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
+    name = f"build_under_load-rate{args.rate_pct:g}.json" if args.rate_pct else "build_under_load-unthrottled.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ These functions do not check the guards: `apply` does, right before it calls the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -327,12 +328,19 @@ def build_index(
     if previous is None:
         return BuildResult(rec.table_schema, rec.index_name, "skipped", "another build or decision took it first",
                            recommendation_id=rec.id)
-    conn = db.dedicated_connection(autocommit=True)
     try:
-        return _build_on(db, conn, rec, settings, previous, job_id, progress)
-    finally:
-        conn.close()
-        log.debug("build connection for %s closed (lock_timeout %s)", rec.index_name, ix.lock_timeout)
+        conn = db.dedicated_connection(autocommit=True)
+        try:
+            return _build_on(db, conn, rec, settings, previous, job_id, progress)
+        finally:
+            conn.close()
+    except psycopg2.Error as exc:  # before the build started (connecting, preparing): give the claim back
+        reason, _ = _describe(exc, ix.lock_timeout.total_seconds())
+        log.warning("could not start building %s: %s", rec.index_name, reason)
+        with contextlib.suppress(psycopg2.Error):
+            _audit(db, lambda c: finish_build(c, schema, rec.id, previous, reason=reason))
+        return BuildResult(rec.table_schema, rec.index_name, "failed", reason, recommendation_id=rec.id,
+                           retry_later=True)
 
 
 def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, settings: DatabaseSettings,
@@ -347,8 +355,13 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
         return BuildResult(rec.table_schema, rec.index_name, "skipped", "the index already exists and is valid",
                            size_bytes=_index_size(conn, rec.table_schema, rec.index_name), recommendation_id=rec.id)
     if existing is not None:
-        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason="INVALID leftover of an earlier build",
-                                recommendation_id=rec.id, job_id=job_id)
+        dropped = drop_index_concurrently(db, rec.table_schema, rec.index_name, job_id=job_id,
+                                          reason="INVALID leftover of an earlier build", recommendation_id=rec.id)
+        if not dropped.ok:
+            reason = f"an INVALID leftover of an earlier build could not be dropped: {dropped.reason}"
+            _audit(db, lambda c: finish_build(c, schema, rec.id, previous, reason=reason))
+            return BuildResult(rec.table_schema, rec.index_name, "failed", reason, recommendation_id=rec.id,
+                               retry_later=True)
     before = {"action": "create_index", "index_schema": rec.table_schema, "index_name": rec.index_name,
               "backend_pid": pid,
               "table": f"{rec.table_schema}.{rec.table_name}", "status": previous,
@@ -360,17 +373,27 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
     try:
         with _ProgressPoller(db, pid, rec.index_name, progress), conn.cursor() as cur:
             cur.execute(rec.create_sql)
-            cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(rec.table_schema),
-                                                        sql.Identifier(rec.table_name)))
     except psycopg2.Error as exc:
         return _build_failed(db, conn, rec, exc, previous, intent, time.monotonic() - started, lock_s, job_id)
     duration = time.monotonic() - started
+    _analyze(conn, rec)
     size = _index_size(conn, rec.table_schema, rec.index_name)
     _audit(db, lambda c: finish_build(c, schema, rec.id, "built"), patient=True)
     _audit(db, lambda c: audit.record_outcome(c, schema, intent, outcome="succeeded", duration_s=duration,
                                               after={"size_bytes": size, "valid": True}), patient=True)
     log.info("built %s.%s in %.1fs (%s bytes)", rec.table_schema, rec.index_name, duration, size)
     return BuildResult(rec.table_schema, rec.index_name, "succeeded", None, duration, size, rec.id, intent)
+
+
+def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
+    """Fresh statistics for the planner (expression indexes get their own); a failure costs only freshness."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(rec.table_schema),
+                                                        sql.Identifier(rec.table_name)))
+    except psycopg2.Error as exc:
+        log.warning("ANALYZE of %s after building %s failed (autovacuum will do it): %s", rec.table,
+                    rec.index_name, str(exc).strip())
 
 
 def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, exc: psycopg2.Error, previous: str,

@@ -150,3 +150,20 @@ def test_cleanup_drops_only_our_invalid_indexes(fast_db: Database, pg_conn) -> N
     assert index_valid(pg_conn, "public", "indexd_dup_a_deadbeef") is None
     assert index_valid(pg_conn, "public", "theirs_dup_a") is False  # not ours: left alone
     assert [r["outcome"] for r in audit_rows(pg_conn, "drop_index")] == ["started", "succeeded"]
+
+
+def test_an_invalid_leftover_of_the_same_name_is_dropped_before_building(fast_db: Database, pg_conn) -> None:
+    make_table(pg_conn, "public", "again", columns=("a",), rows=100)
+    cand = candidate("public", "again", "a")
+    rec_id = insert_recommendation(pg_conn, cand)
+    with pg_conn.cursor() as cur:  # an earlier attempt under this very name that failed half-way
+        cur.execute("INSERT INTO again (a) VALUES (1), (1)")
+        with pytest.raises(Exception, match="could not create unique index"):
+            cur.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{cand.name()}" ON again (a)')
+    assert index_valid(pg_conn, "public", cand.name()) is False
+    result = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)
+    assert result.outcome == "succeeded", result.reason
+    assert index_valid(pg_conn, "public", cand.name()) is True
+    assert [r["outcome"] for r in audit_rows(pg_conn, "drop_index")] == ["started", "succeeded"]
+    again = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)  # built: nothing more to do
+    assert again.outcome == "skipped" and rec_status(pg_conn, rec_id) == "built"

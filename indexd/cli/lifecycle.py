@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from indexd.db.state import current_version
 from indexd.errors import IndexdError, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
+from indexd.lifecycle.readings import host_cpu_pct, take_readings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,18 @@ def _show_result(result: lifecycle_apply.ApplyResult) -> None:
         print(f"  refused  #{rec_id}: " + "; ".join(reasons))
 
 
+class _SampleOnce:
+    """A CPU sampler that measures on its first call and repeats that figure afterwards."""
+
+    def __init__(self) -> None:
+        self._value: float | None = None
+
+    def __call__(self, sample_s: float) -> float:
+        if self._value is None:
+            self._value = host_cpu_pct(sample_s)
+        return self._value
+
+
 def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> bool:
     allowed = [p for p in result.plans if p.decision.allowed]
     answer = input(f"Build {len(allowed)} index(es) on {target.name} now with CREATE INDEX CONCURRENTLY? [y/N] ")
@@ -90,7 +104,11 @@ def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> b
 def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
     with open_database(settings, target) as db:
         _require_state(db)
-        plan = lifecycle_apply.apply(db, settings, target, dry_run=True, ignore_window=args.now)
+        # A plan is a snapshot: one host CPU sample serves every recommendation in it (the real run samples
+        # again before each build).
+        snapshot = functools.partial(take_readings, cpu=_SampleOnce())
+        plan = lifecycle_apply.apply(db, settings, target, dry_run=True, ignore_window=args.now,
+                                     readings_fn=snapshot)
         print(f"{target.name} (mode {target.indexing.mode}):")
         if plan.message:
             print(f"  {plan.message}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psutil
+import psycopg2.errors
 
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database, PgConnection
@@ -26,6 +27,7 @@ from indexd.lifecycle.pause import active_pause
 log = logging.getLogger(__name__)
 
 CpuSampler = Callable[[float], float]  # sample seconds -> percent busy
+READINGS_LOCK_TIMEOUT = timedelta(milliseconds=300)  # readings never queue behind the application's locks
 
 
 def host_cpu_pct(sample_s: float) -> float:
@@ -63,10 +65,14 @@ def server_load(conn: PgConnection) -> ServerLoad:
 
 def table_facts(conn: PgConnection, schema: str, table: str) -> tuple[int, float]:
     """(heap bytes, writes per second) of a table; the write rate is rows inserted + updated + deleted since
-    the statistics were reset (or the server started), as the advisor measures it. (0, 0.0) if it is gone."""
+    the statistics were reset (or the server started), as the advisor measures it. (0, 0.0) if it is gone.
+
+    The exact size needs a share lock on the table: when someone holds it exclusively we do not wait (that is
+    what lock_timeout on this connection is for) and fall back to the catalog's page count.
+    """
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT pg_relation_size(c.oid),"
+            "SELECT c.oid, c.relpages::bigint * current_setting('block_size')::bigint,"
             " coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)"
             "   / greatest(1, extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())))"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -76,7 +82,19 @@ def table_facts(conn: PgConnection, schema: str, table: str) -> tuple[int, float
             (schema, table),
         )
         row = cur.fetchone()
-    return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+        if row is None:
+            return 0, 0.0
+        oid, catalog_bytes, writes = row
+        cur.execute("SAVEPOINT table_size")
+        try:
+            cur.execute("SELECT pg_relation_size(%s)", (oid,))
+            size = int(cur.fetchone()[0])
+            cur.execute("RELEASE SAVEPOINT table_size")
+        except psycopg2.errors.LockNotAvailable:
+            cur.execute("ROLLBACK TO SAVEPOINT table_size")
+            log.info("%s.%s is locked: its size comes from the catalog", schema, table)
+            size = int(catalog_bytes)
+    return size, float(writes)
 
 
 def build_request(rec: StoredRecommendation, table_bytes: int, *, ignore_window: bool = False) -> BuildRequest:
@@ -99,7 +117,7 @@ def gather_readings(
     Leadership is checked last, after the CPU sample, so it is as fresh as possible."""
     cpu_pct = cpu(settings.throttle.cpu_sample.total_seconds())
     schema = db.settings.state_schema
-    with db.connection() as conn:
+    with db.connection(lock_timeout=READINGS_LOCK_TIMEOUT) as conn:
         load = server_load(conn)
         table_bytes, writes = table_facts(conn, table_schema, table_name)
         paused = active_pause(conn, schema, now)

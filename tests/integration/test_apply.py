@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from dataclasses import replace
@@ -18,6 +19,7 @@ from test_build_support import (
     rec_status,
 )
 
+from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, RateLimitSettings, Settings
 from indexd.db.pool import Database
 from indexd.db.state import migrate
@@ -150,3 +152,65 @@ def test_two_processes_build_the_same_recommendation_once(make_db, pg_conn) -> N
         assert any("not the leader" in r for r in reasons)
     assert len([r for r in audit_rows(pg_conn, "create_index") if r["phase"] == "intent"]) == 1
     assert rec_status(pg_conn, rec_id) == "built"
+
+
+def test_another_leader_means_every_build_is_refused(make_db, pg_conn) -> None:
+    from indexd.lifecycle.leader import Leadership
+
+    db, other = make_db("approve"), make_db("approve")
+    make_table(pg_conn, "public", "t", rows=10)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"))
+    with Leadership.for_database(other) as lead:
+        assert lead.acquire()
+        result = run(db)
+        assert result.all_refused and result.refused[0][0] == rec_id
+        assert any("not the leader" in r for r in result.refused[0][1])
+        # the daemon holding the leadership passes it in and builds
+        assert [b.recommendation_id for b in run(other, leadership=lead).built] == [rec_id]
+        assert lead.held()  # still held: it belongs to the caller
+
+
+def test_readings_come_from_the_server(make_db, pg_conn, pg_cluster, pg_dbname) -> None:
+    from indexd.lifecycle.pause import pause
+    from indexd.lifecycle.readings import gather_readings
+
+    db = make_db("approve")
+    make_table(pg_conn, "public", "t", rows=5000)
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    holder, waiter = pg_cluster.connect(pg_dbname, autocommit=False), pg_cluster.connect(pg_dbname)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        waiter.cursor().execute("SET lock_timeout = '5s'")
+        blocked = threading.Thread(target=lambda: _try(waiter, "SELECT count(*) FROM t"))
+        blocked.start()
+        _until(lambda: gather_readings(db, "public", "t", db.settings.indexing, None, utcnow(),
+                                       cpu=lambda s: 42.0)[1].waiting_backends >= 1)
+        pause(db, timedelta(minutes=5), "checking", None)
+        size, readings = gather_readings(db, "public", "t", db.settings.indexing, None, utcnow(), cpu=lambda s: 42.0)
+    finally:
+        holder.rollback()
+        blocked.join(timeout=10)
+        holder.close()
+        waiter.close()
+    # the table is locked exclusively: its size comes from the catalog (ANALYZEd by make_table)
+    assert size > 8192 * 10 and readings.cpu_pct == 42.0 and readings.max_connections == 100
+    assert readings.waiting_backends >= 1 and readings.active_backends >= 1
+    assert readings.replica_lag_s is None and readings.is_leader is False
+    assert readings.pause is not None and readings.pause.reason == "checking"
+    assert readings.table_writes_per_second > 0  # 5000 rows inserted since the server started
+
+
+def _try(conn, statement: str) -> None:
+    with contextlib.suppress(Exception):
+        conn.cursor().execute(statement)
+
+
+def _until(predicate, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)

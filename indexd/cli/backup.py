@@ -134,7 +134,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     if result.ok and args.restore:
         test = verify.test_restore(settings, args.id)
         if test.ok:
-            print(f"{args.id}: test restore ok, {test.tables_compared} tables match ({test.duration_s:.1f}s)")
+            print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
+                  f"({test.duration_s:.1f}s)")
         else:
             print(f"{args.id}: test restore FAILED", file=sys.stderr)
             for mismatch in test.mismatches:

@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from indexd.backup.catalog import list_backups
+from indexd.backup.dump import run_backup
+from indexd.config.load import load_settings
 from indexd.embedded import EmbeddedCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +49,7 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
                           env=env, stdin=subprocess.DEVNULL, timeout=120, check=False, cwd=ROOT)
 
 
-def test_run_list_verify_prune(config: Path, pg_cluster: EmbeddedCluster) -> None:
+def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     run = indexd("--config", str(config), "backup", "run")
     assert run.returncode == 1, run.stderr  # 'broken' fails ...
     assert "main: backup main-" in run.stdout and "verified" in run.stdout  # ... 'main' is still backed up
@@ -62,22 +65,23 @@ def test_run_list_verify_prune(config: Path, pg_cluster: EmbeddedCluster) -> Non
     assert verified.returncode == 0, verified.stderr
     assert "checksum ok" in verified.stdout and "test restore ok" in verified.stdout
 
-    time.sleep(1.1)  # a second backup, with a distinct id
-    assert indexd("--config", str(config), "backup", "run", "--database", "main").returncode == 0
+
+
+def test_prune(config: Path) -> None:
+    settings = load_settings(str(config))
+    main = settings.database("main")
+    old, new = (run_backup(settings, main, now=datetime(2026, 1, d, tzinfo=UTC)).id for d in (1, 2))
     dry = json.loads(indexd("--config", str(config), "backup", "prune", "--database", "main", "--dry-run",
                             "--json").stdout)
-    actions = {r["id"]: r["action"] for r in dry["databases"]["main"]}
-    assert actions[backup_id] == "delete" and list(actions.values()).count("keep") == 1
-    assert len(json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)) == 2
+    assert {r["id"]: r["action"] for r in dry["databases"]["main"]} == {old: "delete", new: "keep"}
     pruned = indexd("--config", str(config), "backup", "prune", "--database", "main")
     assert pruned.returncode == 0 and "1 kept, 1 deleted" in pruned.stdout
-    left = json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)
-    assert [b["id"] for b in left] != [backup_id] and len(left) == 1
+    assert [b.id for b in list_backups(settings)] == [new]
 
 
 def test_restore_without_tty_or_yes_exits_2(config: Path, pg_cluster: EmbeddedCluster, pg_dbname: str) -> None:
-    assert indexd("--config", str(config), "backup", "run", "-d", "main").returncode == 0
-    backup_id = json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)[0]["id"]
+    settings = load_settings(str(config))
+    backup_id = run_backup(settings, settings.database("main")).id
     refused = indexd("--config", str(config), "restore", backup_id, "--target-db", pg_dbname, stdin="yes\n")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     unknown = indexd("--config", str(config), "restore", "main-nope", "--target-db", "x")

@@ -170,3 +170,36 @@ def test_give_up_hook_runs_once(pg_cluster: EmbeddedCluster) -> None:
     s = db.stats()
     assert s.giveups == 1 and s.connect_failures == 4 and s.retries == 3
     db.close()
+
+
+def test_statement_and_lock_timeouts_fire_and_are_not_retried(database: Database, pg_conn) -> None:
+    calls: list[str] = []
+
+    def sleepy(conn) -> None:
+        calls.append("sleep")
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(5)")
+
+    started = time.monotonic()
+    with pytest.raises(psycopg2.errors.QueryCanceled):
+        database.run(sleepy, statement_timeout=timedelta(seconds=0.3))
+    assert time.monotonic() - started < 2 and calls == ["sleep"]
+
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE TABLE locked (id int)")
+    pg_conn.autocommit = False
+    with pg_conn.cursor() as cur:
+        cur.execute("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+
+    def lock(conn) -> None:
+        calls.append("lock")
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE locked IN SHARE MODE")
+
+    try:
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            database.run(lock, lock_timeout=timedelta(seconds=0.2))
+    finally:
+        pg_conn.rollback()
+        pg_conn.autocommit = True
+    assert calls == ["sleep", "lock"] and database.stats().retries == 0 and database.stats().invalidations == 0

@@ -10,6 +10,7 @@ import psycopg2.extensions
 import pytest
 
 from indexd.cli import main
+from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 
 CONFIG = "environment: development\nindexing:\n  min_calls: 1\n"
@@ -173,3 +174,23 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
     code, out, err = _recommend(capsys, pg_dsn)
     assert code == 1 and out == ""
     assert "CREATE EXTENSION pg_stat_statements" in err
+
+
+def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
+    from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
+    from indexd.advisor.store import load_recommendations, save_recommendations
+
+    a = IndexCandidate("public", "t", (IndexKey("a"),))
+    b = IndexCandidate("public", "t", (IndexKey("b"),))
+    recs = [Recommendation(c, 8192, 12.5, 0.1, (QueryEffect("SELECT 1", 3, 10.0, 1.0),)) for c in (a, b)]
+    sql_text = {c.fingerprint(): f"CREATE INDEX CONCURRENTLY {c.name()} ON t (x)" for c in (a, b)}
+    ids = save_recommendations(database, recs, sql_text)
+    with database.connection() as conn, conn.cursor() as cur:
+        cur.execute("UPDATE indexd.recommendations SET status = 'approved' WHERE id = %s", (ids[b.fingerprint()],))
+    again = save_recommendations(database, [recs[1]], sql_text, supersede_missing=True)
+    assert again == {b.fingerprint(): ids[b.fingerprint()]}
+    stored = {r.fingerprint: r for r in load_recommendations(database, ("pending", "approved", "superseded"))}
+    assert stored[a.fingerprint()].status == "superseded"
+    assert stored[b.fingerprint()].status == "approved"  # a decision is never undone by new advice
+    assert stored[b.fingerprint()].queries == [{"query": "SELECT 1", "calls": 3, "cost_before": 10.0,
+                                                "cost_after": 1.0}]

@@ -56,6 +56,11 @@ def test_unchanged_timeouts_are_not_sent_again(database: Database, pg_conn) -> N
     with pg_conn.cursor() as cur:
         cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%set_config%'")
         assert cur.fetchone()[0] == 0
+        # Nor anything else: units that ran no statement cost no round trip at all (no check on a connection
+        # that just worked, no BEGIN/COMMIT, and the reset on return is a no-op in autocommit).
+        cur.execute("SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                    "WHERE d.datname = current_database() AND query NOT LIKE '%pg_stat_statements%'")
+        assert cur.fetchall() == []
 
 
 def test_run_retries_on_a_fresh_connection_after_terminate(database: Database, pg_conn) -> None:

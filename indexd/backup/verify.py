@@ -54,8 +54,11 @@ class RestoreTestResult:
 
 
 def find_in_dir(backups_dir: Path | str, backup_id: str) -> BackupInfo:
-    for path in sorted(Path(backups_dir).glob(f"*/{backup_id}{MANIFEST_SUFFIX}")):
-        return read_manifest(path)
+    root = Path(backups_dir)
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        path = folder / f"{backup_id}{MANIFEST_SUFFIX}"
+        if path.is_file():
+            return read_manifest(path)
     raise UsageError(f"no backup {backup_id!r} under {backups_dir}")
 
 

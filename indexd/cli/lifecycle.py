@@ -1,4 +1,4 @@
-"""Commands of the index lifecycle: approve, reject, apply, pause, resume (and indexes, the health report)."""
+"""Commands of the index lifecycle, one section per command: approve / reject, apply, pause / resume."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 
+import psycopg2
+
 from indexd.cli.common import load, open_database, print_table, single_target, targets
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.dsn import redact_dsn
 from indexd.db.pool import Database
 from indexd.db.state import current_version
 from indexd.errors import IndexdError, UsageError
@@ -134,10 +137,10 @@ def apply(args: argparse.Namespace) -> int:
     for target in targets(args, settings):
         try:
             results.append(_apply_one(args, settings, target))
-        except IndexdError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            print(f"indexd: {target.name}: {exc}", file=sys.stderr)
+        except UsageError:
+            raise
+        except (IndexdError, psycopg2.Error) as exc:  # one database failing must not stop the others
+            print(f"indexd: {target.name}: {redact_dsn(str(exc).strip())}", file=sys.stderr)
             errors += 1
     if errors or any(r.failed for r in results):
         return EXIT_FAILED
@@ -175,7 +178,7 @@ def _each_database(args: argparse.Namespace, act: str, work: Callable[[Database]
             failed += 1
         except Exception as exc:  # a database down must not stop the switch reaching the others
             log.debug("%s failed on %s", act, target.name, exc_info=True)
-            print(f"indexd: {target.name}: could not {act}: {str(exc).strip() or type(exc).__name__}",
+            print(f"indexd: {target.name}: could not {act}: {redact_dsn(str(exc).strip()) or type(exc).__name__}",
                   file=sys.stderr)
             failed += 1
     return EXIT_FAILED if failed else EXIT_OK

@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("demo", "service:demo", "the main job on a throw-away PostgreSQL: workload, advice, build, verify, backup")
     p.add_argument("--scenario", choices=["small", "medium", "large"], default="small")
     p.add_argument("--keep", action="store_true", help="leave the cluster running and print how to connect")
+    p.add_argument("--duration", default="20s", help="how long each workload run lasts (default 20s)")
+    _json(p)
 
     p = cmd("simulate", "service:simulate", "create a realistic schema and drive a synthetic workload")
     _target(p, many=False)

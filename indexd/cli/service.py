@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from indexd.cli import common
 from indexd.errors import UsageError
@@ -70,3 +71,71 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.logging)
     service = IndexdService(settings, args.config)
     return Daemon(service, service.notifier).run()
+
+
+def _show_step(name: str, outcome: str, seconds: float) -> None:
+    sys.stderr.write(f"  {seconds:6.1f}s  {name:<55} {outcome}\n")
+    sys.stderr.flush()
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The main job on a throw-away PostgreSQL: workload, advice, build, re-run, verify, backup, compare."""
+    from indexd.config.schema import LoggingSettings
+    from indexd.demo import run_demo
+    from indexd.log import setup_logging
+
+    setup_logging(LoggingSettings(level=getattr(args, "log_level", None) or "WARNING", file=None, format="text"))
+    workload = _duration(args.duration, "--duration")
+    sys.stderr.write(f"indexd demo: scenario {args.scenario}, {workload.total_seconds():.0f}s of workload per run\n")
+    result = run_demo(args.scenario, keep=args.keep, workload=workload, report=_show_step)
+    if args.json:
+        common.print_json(_demo_json(result))
+        return 0
+    _print_demo(result)
+    return 0
+
+
+def _demo_json(result: Any) -> dict[str, Any]:
+    return {
+        "scenario": result.scenario, "elapsed_s": round(result.elapsed_s, 1),
+        "recommendations": result.recommendations, "built": result.built, "verdicts": result.verdicts,
+        "backup": result.backup, "comparison": result.comparison(), "dsn": result.dsn,
+    }
+
+
+def _print_demo(result: Any) -> None:
+    print("\nRecommended indexes")
+    common.print_table(
+        ["index", "table", "columns", "where", "saves", "est. size"],
+        [(r["index"], r["table"], ", ".join(r["columns"]), r["where"], f"{r['improvement_pct']:.1f}%",
+          _size(r["estimated_size_bytes"])) for r in result.recommendations],
+    )
+    print("\nBuilt")
+    common.print_table(
+        ["index", "size", "build", "verdict"],
+        [(b["index"], _size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
+         for b in result.built],
+    )
+    print("\nStatement shapes, mean time per call (client side, same workload and seed)")
+    common.print_table(
+        ["shape", "kind", "before ms", "after ms", "speed-up"],
+        [(c["shape"], c["kind"], f"{c['mean_ms_before']:.3f}", f"{c['mean_ms_after']:.3f}",
+          f"{c['speedup']:.1f}x" if c["speedup"] else "-") for c in result.comparison()],
+    )
+    rates = result.throughput()
+    if rates:
+        print(f"\nthroughput: {rates[0]:,.0f} -> {rates[1]:,.0f} statements/s ({rates[1] / rates[0]:.2f}x)")
+    if result.backup:
+        b = result.backup
+        verified = "verified by a test restore" if b.get("restore_verified") else "NOT verified"
+        print(f"backup: {b['id']}, {_size(b['size_bytes'])}, {b['status']}, {verified}")
+    print(f"total: {result.elapsed_s:.0f}s")
+    if result.dsn:
+        print(f"\nthe cluster is still running: psql '{result.dsn}'")
+        print(f"stop and remove it with: {result.stop_command}")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024**2:.1f} MB" if n >= 1024**2 else f"{n / 1024:.0f} kB"

@@ -20,7 +20,7 @@ JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
 def _ts(value: object) -> float | None:
-    return value.timestamp() if hasattr(value, "timestamp") else None  # type: ignore[union-attr]
+    return value.timestamp() if hasattr(value, "timestamp") else None
 
 
 class StateCollector(Collector):
@@ -146,7 +146,7 @@ class StateCollector(Collector):
                     fam.add_metric([t.name], ts)
             for fam, key in ((size, "last_size_bytes"), (took, "last_duration_s"), (fails, "consecutive_failures")):
                 if b.get(key) is not None:
-                    fam.add_metric([t.name], float(b[key]))  # type: ignore[arg-type]
+                    fam.add_metric([t.name], float(b[key]))
         yield from (last, size, took, verified, fails)
 
 

@@ -139,3 +139,87 @@ def _size(n: int | None) -> str:
     if n is None:
         return "-"
     return f"{n / 1024**2:.1f} MB" if n >= 1024**2 else f"{n / 1024:.0f} kB"
+
+
+def status(args: argparse.Namespace) -> int:
+    """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups."""
+    from indexd.status import gather
+
+    settings = common.load(args)
+    report = gather(settings, common.targets(args, settings))
+    if args.json:
+        common.print_json(report)
+    else:
+        _print_status(report)
+    return 1 if any("error" in d for d in report["databases"].values()) else 0
+
+
+def _when(value: Any) -> str:
+    return "-" if value is None else (value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value))
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    d = report["daemon"]
+    if isinstance(d, str):
+        print(f"daemon: {d}")
+    else:
+        print(f"daemon: {d['status']}, up {d['uptime_s']:.0f}s, config {d['config']}")
+    for name, db in report["databases"].items():
+        print(f"\n== {name}  ({db['dsn']})")
+        if "error" in db:
+            print(f"   unreachable: {db['error']}")
+        live = db["daemon"]
+        if isinstance(live, dict):
+            pool = live.get("pool") or {}
+            print(f"   breaker {live.get('breaker')}, pool {pool.get('checked_out', 0)} in use of "
+                  f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
+        else:
+            print(f"   breaker/pool: {live}")
+        if "error" not in db:
+            _print_db_state(db)
+        _print_jobs(db)
+        _print_backups(db["backups"])
+
+
+def _print_db_state(db: dict[str, Any]) -> None:
+    lead = db["leader"]
+    print("   leader: " + (f"pid {lead['pid']} ({lead['application_name']}, {lead['client']}) since "
+                           f"{_when(lead['since'])}" if lead else "none (no daemon holds the leader lock)"))
+    pause = db["pause"]
+    print("   pause: " + (f"PAUSED since {_when(pause['since'])} until {_when(pause['until'])} by {pause['by']}: "
+                          f"{pause['reason'] or 'no reason given'}" if pause else "not paused"))
+    recs = db["recommendations"]
+    counts = ", ".join(f"{n} {s}" for s, n in recs["counts"].items()) or "none"
+    print(f"   recommendations: {counts}")
+    if recs["open"]:
+        common.print_table(["id", "status", "index", "table", "saves"],
+                           [(r["id"], r["status"], r["index"], r["table"],
+                             f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
+                            for r in recs["open"]])
+    if db["recent_changes"]:
+        print("   recent changes:")
+        common.print_table(["at", "action", "target", "outcome", "reason"],
+                           [(_when(c["at"]), c["action"], c["target"], c["outcome"], (c["reason"] or "")[:60])
+                            for c in db["recent_changes"]])
+
+
+def _print_jobs(db: dict[str, Any]) -> None:
+    runs = db.get("jobs", {})
+    rows = [(job, _when(runs.get(job, {}).get("started_at")), runs.get(job, {}).get("outcome"),
+             (runs.get(job, {}).get("message") or "")[:70], _when(nxt)) for job, nxt in db["next_runs"].items()]
+    print("   jobs:")
+    common.print_table(["job", "last run", "outcome", "decision", "next run"], rows)
+
+
+def _print_backups(b: dict[str, Any]) -> None:
+    if not b.get("enabled"):
+        print("   backups: disabled")
+        return
+    if "error" in b:
+        print(f"   backups: {b['error']}")
+        return
+    print(f"   backups: {b['count']} on disk")
+    if b["latest"]:
+        common.print_table(["id", "status", "started", "size", "verified"],
+                           [(x["id"], x["status"], _when(x["started_at"]), _size(x["size_bytes"]),
+                             _when(x["verified_at"])) for x in b["latest"]])

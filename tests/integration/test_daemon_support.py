@@ -101,16 +101,7 @@ class DaemonProcess:
         raise AssertionError(f"no {prefix!r} notify message within {timeout}s; got {self.messages}\n{self.log()}")
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                body = resp.read().decode()
-                code = resp.status
-        except urllib.error.HTTPError as exc:
-            body, code = exc.read().decode(), exc.code
-        return code, (body if path == "/metrics" else json.loads(body))
+        return http_get(self.port, path, token)
 
     def wait_for(self, check: Any, timeout: float = 60, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
@@ -162,4 +153,27 @@ class DaemonProcess:
         return code, time.monotonic() - t0
 
 
-__all__ = ["DaemonProcess", "daemon_config", "free_port"]
+__all__ = ["DaemonProcess", "daemon_config", "free_port", "http_get", "wait_until"]
+
+
+def wait_until(check: Any, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body, code = resp.read().decode(), resp.status
+    except urllib.error.HTTPError as exc:
+        body, code = exc.read().decode(), exc.code
+    return code, (body if path == "/metrics" else json.loads(body))

@@ -1,0 +1,161 @@
+"""`indexd status`: what is going on with each database, gathered from the database itself (leader lock,
+pause, job runs, recommendations, audit log), the backup manifests on disk, and the running daemon's /health
+for what only it knows (pool and breaker). Read-only; never shows a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+
+from indexd.clock import utcnow
+from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.dsn import redact_dsn
+from indexd.db.pool import Database, PgConnection
+
+log = logging.getLogger(__name__)
+
+ALL_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
+HTTP_TIMEOUT_S = 3.0
+
+_LEADER = """
+SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (
+      SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
+"""
+
+
+def daemon_health(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
+    from indexd.service.http import parse_listen, read_token
+
+    if not settings.http.enabled:
+        return None
+    host, port = parse_listen(settings.http.listen)
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/health"
+    req = urllib.request.Request(url)
+    token = read_token(settings.http)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            return dict(json.loads(resp.read().decode()))
+    except (OSError, ValueError) as exc:
+        log.debug("daemon /health at %s not reachable: %s", url, exc)
+        return None
+
+
+def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
+    from indexd.lifecycle.leader import leader_key
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_database()")
+        key = leader_key(state_schema, str(cur.fetchone()[0]))
+        cur.execute(_LEADER, (key,))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    pid, app, addr, port, since = row
+    return {"pid": pid, "application_name": app, "client": f"{addr}:{port}" if addr else "local socket",
+            "since": since}
+
+
+def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT DISTINCT ON (job) job, job_id, started_at, finished_at, outcome, message FROM {}.job_runs"
+            " ORDER BY job, started_at DESC").format(sql.Identifier(schema)))
+        return {r[0]: {"job_id": r[1], "started_at": r[2], "finished_at": r[3], "outcome": r[4] or "running",
+                       "message": r[5]} for r in cur.fetchall()}
+
+
+def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
+    from indexd.service.scheduler import job_specs, trigger
+
+    return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
+            if s.database == database}
+
+
+def _recommendations(db: Database) -> dict[str, Any]:
+    from indexd.advisor.store import load_recommendations
+
+    recs = load_recommendations(db, statuses=ALL_STATUSES)
+    counts = {s: sum(1 for r in recs if r.status == s) for s in ALL_STATUSES}
+    open_ = [{"id": r.id, "status": r.status, "index": r.index_name, "table": f"{r.table_schema}.{r.table_name}",
+              "columns": r.columns, "improvement_pct": r.improvement_pct, "size_bytes": r.estimated_size_bytes}
+             for r in recs if r.status in ("pending", "approved", "building")]
+    return {"counts": {k: v for k, v in counts.items() if v}, "open": open_}
+
+
+def _from_database(db: Database, now: datetime) -> dict[str, Any]:
+    from indexd.lifecycle.audit import recent_mutations
+    from indexd.lifecycle.pause import active_pause
+
+    schema = db.settings.state_schema
+    with db.connection() as conn:
+        leader = _leader(conn, schema)
+        pause = active_pause(conn, schema, now)
+        runs = _job_runs(conn, schema)
+        changes = recent_mutations(conn, schema, limit=10)
+    return {
+        "leader": leader,
+        "pause": None if pause is None else {"since": pause.paused_at, "until": pause.until,
+                                             "reason": pause.reason, "by": pause.paused_by},
+        "jobs": runs,
+        "recommendations": _recommendations(db),
+        "recent_changes": [{"at": m.at, "action": m.action, "target": m.target, "outcome": m.outcome or "unfinished",
+                            "by": m.actor, "reason": m.reason} for m in changes],
+    }
+
+
+def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
+    from indexd.backup.catalog import list_backups
+
+    if not db.backups.enabled:
+        return {"enabled": False}
+    try:
+        found = list_backups(settings, db.name)
+    except Exception as exc:  # noqa: BLE001 - status shows what it can
+        return {"enabled": True, "error": str(exc)}
+    latest = sorted(found, key=lambda b: b.started_at, reverse=True)[:5]
+    return {"enabled": True, "count": len(found),
+            "latest": [{"id": b.id, "status": b.status, "started_at": b.started_at, "size_bytes": b.size_bytes,
+                        "verified_at": b.verified_at} for b in latest]}
+
+
+def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime | None = None) -> dict[str, Any]:
+    """Everything `status` shows, per database; an unreachable database gets an `error` and the rest."""
+    now = now or utcnow()
+    health = daemon_health(settings)
+    out: dict[str, Any] = {"daemon": _daemon_summary(health), "databases": {}}
+    for dbs in databases:
+        entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
+        db = Database(dbs, settings.retry, settings.circuit_breaker)
+        try:
+            entry.update(_from_database(db, now))
+        except Exception as exc:  # noqa: BLE001 - one database down never hides the others
+            entry["error"] = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        finally:
+            db.close()
+        entry["next_runs"] = next_runs(settings, dbs.name, now)
+        entry["backups"] = _backups(settings, dbs)
+        live = (health or {}).get("databases", {}).get(dbs.name)
+        entry["daemon"] = ({k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")} if live
+                           else "daemon not reachable")
+        out["databases"][dbs.name] = entry
+    return out
+
+
+def _daemon_summary(health: dict[str, Any] | None) -> dict[str, Any] | str:
+    if health is None:
+        return "daemon not reachable"
+    return {k: health.get(k) for k in ("status", "live", "ready", "uptime_s", "config", "reloads",
+                                       "last_reload_error")}

@@ -1,0 +1,64 @@
+"""`indexd status`: leader, pause, jobs, advice, changes and backups, with and without a running daemon."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_daemon_support import daemon_config, free_port
+
+from indexd.config.load import load_settings
+from indexd.embedded import EmbeddedCluster
+from indexd.service.app import IndexdService
+
+
+def _status(config: Path, *extra: str) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "indexd", "status", "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path: Path) -> None:
+    dsn = pg_cluster.dsn(pg_dbname).replace("postgres@", "postgres:topsecret@")
+    cfg = daemon_config(tmp_path / "c.yaml", dsn, port=free_port(), backups_dir=tmp_path / "b")
+    subprocess.run([sys.executable, "-m", "indexd", "migrate", "--config", str(cfg)], check=True,
+                   capture_output=True, timeout=60)
+    code, out, err = _status(cfg, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["daemon"] == "daemon not reachable"
+    db = report["databases"]["main"]
+    assert db["leader"] is None and db["pause"] is None and db["daemon"] == "daemon not reachable"
+    assert set(db["next_runs"]) >= {"capture", "advise", "apply", "verify", "backup"}
+    assert "topsecret" not in out
+    code, text, err = _status(cfg)
+    assert code == 0, err
+    assert "leader: none" in text and "daemon: daemon not reachable" in text and "topsecret" not in text
+
+
+def test_status_with_a_running_service(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path: Path) -> None:
+    cfg = daemon_config(tmp_path / "c.yaml", pg_cluster.dsn(pg_dbname), port=free_port(), backups_dir=tmp_path / "b")
+    svc = IndexdService(load_settings(str(cfg), env={}), str(cfg), env={})
+    svc.start()
+    try:
+        for job in ("capture", "health", "backup"):
+            svc.runner.run(job, "main")
+        subprocess.run([sys.executable, "-m", "indexd", "pause", "--config", str(cfg), "--for", "1h", "--reason",
+                        "incident 42"], check=True, capture_output=True, timeout=60)
+        code, out, err = _status(cfg, "--json")
+        assert code == 0, err
+        db = json.loads(out)["databases"]["main"]
+        assert db["leader"] is not None and db["leader"]["application_name"] == "indexd"
+        assert db["pause"]["reason"] == "incident 42"
+        assert db["jobs"]["capture"]["outcome"] == "ok"
+        assert db["jobs"]["backup"]["outcome"] == "ok"
+        assert db["backups"]["count"] == 1 and db["backups"]["latest"][0]["status"] == "verified"
+        assert db["daemon"]["breaker"] == "closed" and db["daemon"]["pool"]["size"] >= 1
+        assert any(c["action"] == "pause" for c in db["recent_changes"])
+        code, text, err = _status(cfg)
+        assert code == 0, err
+        assert "PAUSED" in text and "incident 42" in text and "breaker closed" in text
+    finally:
+        svc.stop()

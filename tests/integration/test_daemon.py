@@ -97,3 +97,41 @@ def _reload_keeps_old_config_when_bad(d: DaemonProcess, config: Path) -> None:
     d.wait_for(lambda: d.get("/health")[1]["reloads"]["ok"] == 1, timeout=15, what="a successful reload")
     time.sleep(0.2)
     assert d.get("/health/live")[0] == 200
+
+
+def test_stop_cancels_a_running_backup_within_the_bound(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                        tmp_path: Path) -> None:
+    """A pg_dump that hangs (a stub that writes a little and sleeps) is cancelled on SIGTERM; nothing partial stays."""
+    stub = tmp_path / "pg_dump"
+    stub.write_text("#!/bin/sh\nfor a in \"$@\"; do case $a in --file=*) f=${a#--file=};; esac; done\n"
+                    "echo partial > \"$f\"\nexec sleep 300\n")
+    stub.chmod(0o755)
+    config = daemon_config(tmp_path / "indexd.yaml", pg_cluster.dsn(pg_dbname), port=free_port(),
+                           backups_dir=tmp_path / "backups")
+    d = DaemonProcess(config, tmp_path, env={"INDEXD_PG_DUMP": str(stub)})
+    try:
+        d.wait_message("READY=1", timeout=60)
+        d.wait_for(lambda: [p for p in (tmp_path / "backups").rglob("*") if "partial" in p.name], timeout=60,
+                   what="the stub pg_dump to start writing")
+    finally:
+        code, seconds = d.stop(timeout=STOP_BOUND_S + 15)
+    text = d.log()
+    assert code == 0, text[-4000:]
+    assert seconds < STOP_BOUND_S, f"stop took {seconds:.1f}s"
+    assert "cancelling running jobs" in text
+    leftovers = [p for p in (tmp_path / "backups").rglob("*") if p.is_file() and "partial" in p.name]
+    assert not leftovers, leftovers
+    assert _one(pg_cluster, pg_dbname, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'indexd' "
+                                       "AND datname = current_database()") == 0
+
+
+def test_a_bad_config_file_exits_2_before_starting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("databases:\n  - name: main\n    dsn: postgresql://x@127.0.0.1/app\nindexing:\n  mode: often\n")
+    done = subprocess.run([sys.executable, "-m", "indexd", "run", "--config", str(bad)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "indexing.mode" in done.stderr

@@ -78,3 +78,22 @@ def test_bearer_token_is_required_when_configured(service_factory, pg_cluster: E
         assert http_get(port, path, token="wrong")[0] == 401
     assert http_get(port, "/health/live", token="s3cr3t-token")[0] == 200
     assert http_get(port, "/metrics", token="s3cr3t-token")[0] == 200
+
+
+def test_one_failing_database_never_stops_the_others(service_factory, pg_cluster: EmbeddedCluster,
+                                                      pg_dbname: str) -> None:
+    dead = f"postgresql://indexd@127.0.0.1:{free_port()}/gone?connect_timeout=1"
+    svc, port = service_factory(pg_cluster.dsn(pg_dbname))
+    # Add a second, dead database through a reload of the same file.
+    cfg = Path(svc.config_path)
+    text = cfg.read_text().replace("databases:\n", f"databases:\n  - name: dead\n    dsn: {dead}\n", 1)
+    cfg.write_text(text)
+    assert svc.reload()
+    assert set(svc.runtime.databases) == {"main", "dead"}
+    failed = svc.runner.run("capture", "dead")
+    ok = svc.runner.run("capture", "main")
+    assert failed is not None and failed.outcome == "failed"
+    assert ok is not None and ok.outcome == "ok"
+    metrics = http_get(port, "/metrics")[1]
+    assert 'indexd_job_runs_total{database="dead",job="capture",outcome="failed"} 1.0' in metrics
+    assert 'indexd_job_runs_total{database="main",job="capture",outcome="ok"} 1.0' in metrics

@@ -14,8 +14,10 @@ indexd's first successful `Database.run`: (a) with an idle pool whose connection
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import statistics
 import threading
 import time
@@ -29,6 +31,7 @@ import psycopg2
 from indexd.config.schema import DatabaseSettings, PoolSettings, RetrySettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.errors import ConnectionFailed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pool.json"
 STATEMENTS = 20
@@ -72,7 +75,7 @@ def variants(dsn: str) -> tuple[dict[str, Callable[[], object]], list[Callable[[
     }
     runs: dict[str, Callable[[], object]] = {"raw_psycopg2": raw_unit}
     for name, db in dbs.items():
-        runs[name] = lambda db=db: db.run(unit)
+        runs[name] = functools.partial(db.run, unit)
 
     def via_connection(db: Database = dbs["indexd"]) -> None:
         with db.connection() as conn:
@@ -87,18 +90,27 @@ def overhead(dsn: str, rounds: int, units: int) -> dict[str, Any]:
     runs, closers = variants(dsn)
     names = list(runs)
     per_unit: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     try:
         for fn in runs.values():  # warm up: connections made, plans cached
             for _ in range(50):
                 fn()
         for r in range(rounds):
-            # Rotate the order every round, so a burst of load on a shared machine does not hit one variant only.
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                fn = runs[name]
-                started = time.perf_counter()
-                for _ in range(units):
+            # Interleave unit by unit, rotating the order, so a burst of load on a shared machine hits every
+            # variant alike; each round yields the median unit time per variant.
+            order = names[r % len(names):] + names[: r % len(names)]
+            times: dict[str, list[float]] = {name: [] for name in names}
+            cpus: dict[str, list[float]] = {name: [] for name in names}
+            for _ in range(units):
+                for name in order:
+                    fn = runs[name]
+                    started, cpu_started = time.perf_counter(), time.process_time()
                     fn()
-                per_unit[name].append((time.perf_counter() - started) / units)
+                    times[name].append(time.perf_counter() - started)
+                    cpus[name].append(time.process_time() - cpu_started)
+            for name in names:
+                per_unit[name].append(statistics.median(times[name]))
+                cpu[name].append(statistics.mean(cpus[name]))
     finally:
         for close in closers:
             close()
@@ -110,6 +122,8 @@ def overhead(dsn: str, rounds: int, units: int) -> dict[str, Any]:
         "units_per_round": units,
         "median_unit_us": {name: round(v * 1e6, 1) for name, v in medians.items()},
         "ratio_to_raw": {name: round(v / base, 3) for name, v in medians.items()},
+        # Time this client process spent on the CPU per unit: our Python overhead, little affected by load.
+        "median_client_cpu_us": {name: round(statistics.median(v) * 1e6, 1) for name, v in cpu.items()},
     }
 
 
@@ -152,30 +166,41 @@ def recovery_idle_pool(cluster: EmbeddedCluster, dsn: str, restarts: int) -> lis
     return times
 
 
-def recovery_while_retrying(cluster: EmbeddedCluster, dsn: str, restarts: int, down: float) -> list[float]:
-    db = Database(DatabaseSettings(name="bench", dsn=dsn), RetrySettings())
-    times = []
-    try:
-        for _ in range(restarts):
+def recovery_while_retrying(cluster: EmbeddedCluster, dsn: str, restarts: int, down: float) -> dict[str, Any]:
+    """Default retry settings; a fresh Database per trial so one trial's breaker does not decide the next."""
+    times, gave_up = [], 0
+    for _ in range(restarts):
+        db = Database(DatabaseSettings(name="bench", dsn=dsn), RetrySettings())
+        try:
             db.run(unit)
             cluster.stop("fast")
             done: dict[str, float] = {}
 
-            def job(done: dict[str, float] = done) -> None:
-                db.run(unit)
-                done["at"] = time.monotonic()
+            def job(db: Database = db, done: dict[str, float] = done) -> None:
+                try:
+                    db.run(unit)
+                    done["at"] = time.monotonic()
+                except ConnectionFailed:
+                    done["gave_up"] = time.monotonic()
 
             worker = threading.Thread(target=job)
             worker.start()
             time.sleep(down)
             cluster.start()
             ready = time.monotonic()
-            worker.join(120)
+            worker.join(180)
             if "at" in done:
                 times.append(done["at"] - ready)
-    finally:
-        db.close()
-    return times
+            else:
+                gave_up += 1
+        finally:
+            db.close()
+    return {
+        "server_down_s": down,
+        "median": round(statistics.median(times), 3) if times else None,
+        "all": [round(t, 3) for t in times],
+        "gave_up": gave_up,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,26 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--down", type=float, default=2.0, help="seconds the server stays down while retrying")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    load = os.getloadavg()[0]
     with EmbeddedCluster() as cluster:
         dsn = prepare(cluster)
         result = overhead(dsn, args.rounds, args.units)
         result["empty_unit_us"] = empty_unit_cost(dsn)
         idle = recovery_idle_pool(cluster, dsn, args.restarts)
         retrying = recovery_while_retrying(cluster, dsn, args.restarts, args.down)
+    result["load_average_at_start"] = round(load, 2)
     result["recovery_idle_pool_s"] = {"median": round(statistics.median(idle), 4), "all": [round(t, 4) for t in idle]}
-    result["recovery_while_retrying_s"] = {
-        "server_down_s": args.down,
-        "median": round(statistics.median(retrying), 3) if retrying else None,
-        "all": [round(t, 3) for t in retrying],
-    }
-    print(f"unit of work: {STATEMENTS} statements, median of {args.rounds} rounds x {args.units} units")
+    result["recovery_while_retrying_s"] = retrying
+    print(f"load average at start: {load:.2f} on {os.cpu_count()} CPUs (wall-clock ratios are noisy when high)")
+    print(f"unit of work: {STATEMENTS} statements, median of {args.rounds} rounds of {args.units} interleaved units")
     for name, us in result["median_unit_us"].items():
-        print(f"  {name:38s} {us:8.1f} us   x{result['ratio_to_raw'][name]:.3f} of raw psycopg2")
+        print(f"  {name:38s} {us:8.1f} us   x{result['ratio_to_raw'][name]:.3f} of raw psycopg2"
+              f"   (client CPU {result['median_client_cpu_us'][name]:.1f} us)")
     print(f"checkout + return alone: {result['empty_unit_us']} us")
     print(f"target: indexd <= x1.15 of raw; measured x{result['ratio_to_raw']['indexd']:.3f}")
     print(f"recovery, idle pool (target <= 1 s): median {result['recovery_idle_pool_s']['median']:.4f} s")
-    median = result["recovery_while_retrying_s"]["median"]
-    print(f"recovery, run retrying during {args.down:g} s down: median {median} s")
+    print(f"recovery, run retrying during {args.down:g} s down (default retry settings): median "
+          f"{retrying['median']} s over {len(retrying['all'])} runs; {retrying['gave_up']} gave up during the outage")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")

@@ -280,9 +280,24 @@ class Database:
             with self.connection(**kwargs) as conn:
                 return work(conn)
 
-        def unit() -> T:
-            with self._use(retry_checkout=False, **kwargs) as conn:
+        def once(report: dict[str, bool] | None = None) -> T:
+            with self._use(retry_checkout=False, report=report, **kwargs) as conn:
                 return work(conn)
+
+        def unit() -> T:
+            report: dict[str, bool] = {}
+            try:
+                return once(report)
+            except Exception as exc:
+                if not report.get("stale"):
+                    raise
+                # The pooled connection had died while idle (its server restarted, its backend was killed):
+                # that says nothing about the server now, so the unit runs again at once on a new connection,
+                # without waiting out a backoff delay. A second failure goes to the retry policy.
+                log.info("database %s: pooled connection was dead (%s); running the unit again on a new one",
+                         self.name, classify(exc).cause)
+                self._counters.add("retries")
+            return once()
 
         return self._retrying(unit, "unit of work")
 
@@ -294,12 +309,16 @@ class Database:
         autocommit: bool = False,
         *,
         retry_checkout: bool,
+        report: dict[str, bool] | None = None,
     ) -> Iterator[PgConnection]:
+        """The body of connection(); `report["stale"]` tells whether a reused connection failed as broken."""
+
         def checkout() -> Any:
             return self.breaker.call(lambda: self._checkout(statement_timeout, lock_timeout), _is_connection_failure)
 
         proxy = self._retrying(checkout, "connect") if retry_checkout else checkout()
         conn: PgConnection = proxy.dbapi_connection
+        reused = _LAST_OK in proxy.info
         try:
             conn.autocommit = autocommit
             yield conn
@@ -312,6 +331,8 @@ class Database:
                     conn.rollback()
             if _is_connection_failure(exc) or conn.closed:
                 self.breaker.record_failure(exc)
+                if report is not None and reused:
+                    report["stale"] = True
             self._discard_if_broken(proxy, exc)
             raise
         finally:

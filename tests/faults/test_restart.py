@@ -8,6 +8,7 @@ import time
 import pytest
 
 from indexd.db.pool import CHECK_BYPASS
+from indexd.db.retry import RetryHooks
 from indexd.embedded import EmbeddedCluster
 from tests.conftest import assert_no_leaked_connections
 from tests.faults.helpers import app_database, make_database
@@ -89,3 +90,21 @@ def _timeouts(conn) -> tuple[str, str]:
     with conn.cursor() as cur:
         cur.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
         return tuple(cur.fetchone())
+
+
+def test_a_connection_killed_right_after_use_is_replaced_without_backoff(own_cluster: EmbeddedCluster) -> None:
+    dbname = app_database(own_cluster)
+    db = make_database(own_cluster, dbname)
+    sleeps: list[float] = []
+    db._hooks = RetryHooks(sleep=sleeps.append)
+    try:
+        first = db.run(_backend_pid)
+        assert _terminate_indexd_backends(own_cluster, dbname) == 1
+        # Used a moment ago, so not checked on checkout: the unit meets the dead connection, and runs again at
+        # once on a new one (no backoff: a connection that died while idle says nothing about the server now).
+        second = db.run(_backend_pid)
+        assert second != first and sleeps == []
+        assert db.stats().retries == 1 and db.stats().invalidations == 1
+    finally:
+        db.close()
+    assert_no_leaked_connections(own_cluster, dbname)

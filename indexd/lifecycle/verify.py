@@ -138,8 +138,9 @@ def judge(
     """Keep, revert, or wait: the verdict on one built index from the windows before and after its build.
 
     - inconclusive: no target statement ran min_calls times since the build, or none has a baseline;
-    - reverted: the index was never scanned while its statements ran, a statement regressed by more than
-      max_regression_pct (and NOISE_FLOOR_MS), or the target statements gained less than min_gain_pct;
+    - reverted: the index was never scanned while its statements ran, a target statement regressed by more
+      than max_regression_pct (and NOISE_FLOOR_MS), related statements on the table lost more time than the
+      targets saved, or the target statements gained less than min_gain_pct;
     - kept: otherwise.
     """
     b, a = _by_key(before), _by_key(after)
@@ -164,22 +165,29 @@ def judge(
     if not targets:
         return Verdict("inconclusive", (
             f"no baseline: no target statement ran {settings.min_calls} times before the build",), evidence)
-    regressions = [c for c in comparisons if c.regressed(settings.max_regression_pct)]
-    if regressions:
-        reasons = tuple(
-            f"regression: {'target' if c.target else 'related'} statement {c.key} slower by "
-            f"{c.change_pct:.1f}% ({c.mean_before_ms:.3f} -> {c.mean_after_ms:.3f} ms)"
-            for c in regressions
-        )
-        evidence["gain_pct"] = round(_weighted_gain_pct(targets), 2)
-        return Verdict("reverted", reasons, evidence)
     gain = _weighted_gain_pct(targets)
     evidence["gain_pct"] = round(gain, 2)
+    regressions = [c for c in comparisons if c.regressed(settings.max_regression_pct)]
+    saved_ms = sum(c.calls_after * (c.mean_before_ms - c.mean_after_ms) for c in targets)
+    lost_ms = sum(c.calls_after * (c.mean_after_ms - c.mean_before_ms) for c in regressions if not c.target)
+    evidence["saved_ms"], evidence["lost_ms"] = round(saved_ms, 3), round(lost_ms, 3)
+    described = tuple(
+        f"regression: {'target' if c.target else 'related'} statement {c.key} slower by "
+        f"{c.change_pct:.1f}% ({c.mean_before_ms:.3f} -> {c.mean_after_ms:.3f} ms)"
+        for c in regressions
+    )
+    # A target statement that got slower condemns the index outright. A related statement (same table, not a
+    # target) may be slower for reasons of its own (load, cache, noise): it condemns the index only when the
+    # time it lost exceeds the time the targets saved, so one noisy report query cannot undo a 10x win.
+    if any(c.target for c in regressions) or (regressions and lost_ms >= saved_ms):
+        return Verdict("reverted", described + (f"net effect: saved {saved_ms:.1f} ms, lost {lost_ms:.1f} ms",),
+                       evidence)
     if gain < settings.min_gain_pct:
         return Verdict("reverted", (f"no gain: target statements {gain:.1f}% faster, below the "
                                     f"{settings.min_gain_pct:g}% required",), evidence)
+    tail = "no regression" if not regressions else f"related slowdowns outweighed ({lost_ms:.1f} ms lost)"
     return Verdict("kept", (f"target statements {gain:.1f}% faster over {len(targets)} statement(s), "
-                            f"{index_scans} index scans, no regression",), evidence)
+                            f"saved {saved_ms:.1f} ms, {index_scans} index scans, {tail}",) + described, evidence)
 
 
 # ---- windows of snapshots ---------------------------------------------------------------------------------

@@ -93,13 +93,23 @@ def test_target_regression_is_reverted() -> None:
     assert "regression: target statement 1" in v.reasons[0]
 
 
-def test_related_regression_reverts_even_with_a_big_gain() -> None:
+def test_related_slowdown_smaller_than_the_gain_keeps_the_index_and_says_so() -> None:
     before = [st("1", 100, 5.0), st("w", 100, 1.0, target=False)]
     after = [st("1", 100, 0.1), st("w", 100, 1.2, target=False)]
     v = judge(before, after, 100, S)
+    assert v.verdict == "kept"
+    assert any("related statement w" in r for r in v.reasons)
+    assert v.evidence["gain_pct"] > 90
+    assert v.evidence["lost_ms"] < v.evidence["saved_ms"]
+
+
+def test_related_slowdown_larger_than_the_gain_reverts() -> None:
+    before = [st("1", 100, 1.0), st("w", 1000, 1.0, target=False)]
+    after = [st("1", 100, 0.5), st("w", 1000, 1.2, target=False)]
+    v = judge(before, after, 100, S)
     assert v.verdict == "reverted"
     assert "related statement w" in v.reasons[0]
-    assert v.evidence["gain_pct"] > 90
+    assert "net effect" in v.reasons[-1]
 
 
 def test_regression_just_below_threshold_is_not_one() -> None:
@@ -112,7 +122,8 @@ def test_every_regression_is_listed() -> None:
     before = [st("1", 100, 1.0), st("w", 100, 1.0, target=False)]
     after = [st("1", 100, 2.0), st("w", 100, 3.0, target=False)]
     v = judge(before, after, 100, S)
-    assert len(v.reasons) == 2
+    assert v.verdict == "reverted"
+    assert len([r for r in v.reasons if r.startswith("regression:")]) == 2
 
 
 # ---- judge: inconclusive -------------------------------------------------------------------------------------

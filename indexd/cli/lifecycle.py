@@ -20,6 +20,7 @@ from indexd.db.state import current_version
 from indexd.errors import IndexdError, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
+from indexd.lifecycle.build import BuildProgress
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ def _show_result(result: lifecycle_apply.ApplyResult) -> None:
         print(f"  refused  #{rec_id}: " + "; ".join(reasons))
 
 
+def _show_progress(p: BuildProgress) -> None:
+    pct = f" {p.pct:.0f}%" if p.pct is not None else ""
+    print(f"  building {p.index}: {p.phase}{pct}", flush=True)
+
+
 class _SampleOnce:
     """A CPU sampler that measures on its first call and repeats that figure afterwards."""
 
@@ -122,7 +128,7 @@ def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSet
         if not args.yes and not _confirm(target, plan):
             print("  not confirmed: nothing built")
             return lifecycle_apply.ApplyResult(db.name, target.indexing.mode, message="not confirmed")
-        result = lifecycle_apply.apply(db, settings, target, ignore_window=args.now)
+        result = lifecycle_apply.apply(db, settings, target, ignore_window=args.now, progress=_show_progress)
         _show_result(result)
         return result
 

@@ -222,6 +222,7 @@ def run_command(
         argv, proc.returncode, time.monotonic() - started,
         tuple(out) if capture_stdout else (), tuple(err), timed_out, cancelled,
     )
+    log.debug("%s exited with code %s after %.2fs", name, proc.returncode, result.duration_s)
     if check and (proc.returncode != 0 or timed_out or cancelled):
         raise CommandFailed(describe_failure(result), result)
     return result

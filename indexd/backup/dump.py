@@ -125,12 +125,13 @@ def _seal(path: Path) -> None:
     fsync_path(path)
 
 
-def _dump(db: DatabaseSettings, target: Path, snap: SourceSnapshot, cancel: threading.Event | None) -> None:
+def _dump(db: DatabaseSettings, target: Path, snap: SourceSnapshot, cancel: threading.Event | None) -> float:
+    """Run pg_dump into `target`; returns how long pg_dump itself took."""
     with libpq_connection(db.dsn, db) as conn:
-        run_command(
+        return run_command(
             _pg_dump_argv(db, conn.conninfo, target, snap.snapshot_id), env=conn.env, drop_env=conn.drop_env,
             timeout=db.backups.timeout.total_seconds(), cancel=cancel,
-        )
+        ).duration_s
 
 
 def _manifest(settings: Settings, db: DatabaseSettings, bid: str, started: datetime, snap: SourceSnapshot,
@@ -165,7 +166,7 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
         counter = RowCounter(snap)
         counter.start()
         try:
-            _dump(db, partial, snap, cancel)
+            pg_dump_s = _dump(db, partial, snap, cancel)
         except BaseException:
             counter.stop()
             raise
@@ -175,7 +176,7 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
     fsync_path(folder)
     digest, files = checksum_files(final)
     data = _manifest(settings, db, bid, started, snap, digest, files, monotonic() - t0, job_id)
-    data["row_counts"] = counter.counts
+    data.update(row_counts=counter.counts, pg_dump_s=round(pg_dump_s, 3))
     if db.backups.verify.list_after_backup:
         try:
             data["list_entries"] = pg_restore_list(final)

@@ -26,7 +26,10 @@ from indexd.service.systemd import Notifier, Watchdog
 
 log = logging.getLogger(__name__)
 
-RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"  # "1": every job of every database runs once, in order, at start
+# With INDEXD_RUN_JOBS_AT_START=1 every job of every database also runs once at start, in dependency order
+# (capture, advise, apply, verify, health, backup, backup_verify, prune), then on its schedule as usual. Cron's
+# finest step is a minute; tests and first-time checks use this instead of waiting for the schedules.
+RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"
 
 
 def _load(path: str | None, env: Mapping[str, str] | None) -> Settings:
@@ -124,9 +127,12 @@ class IndexdService:
     # ---- reload -----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Validate the file fully, then swap; on any problem keep the running config and say why."""
+        from indexd.log import setup_logging
+
         try:
             new = _load(self.config_path, self.env)
             check_runnable(new)
+            setup_logging(new.logging)  # replaces only our handlers; fails before anything else changes
         except (ConfigError, OSError) as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
             self.runtime.reloads["failed"] += 1
@@ -140,9 +146,6 @@ class IndexdService:
         return True
 
     def _swap(self, new: Settings) -> None:
-        from indexd.log import setup_logging
-
-        setup_logging(new.logging)
         old = {d.name: d for d in self.settings.databases}
         wanted = {d.name: d for d in new.databases}
         for name, db_settings in old.items():

@@ -59,8 +59,8 @@ _STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "
 
 def _leader(target: DatabaseRuntime) -> bool:
     lead = target.leadership
-    if lead is None:
-        return True
+    if lead is None:  # not prepared yet (unreachable at start): the first job prepares it
+        return False
     try:
         return bool(lead.acquire())
     except Exception as exc:  # noqa: BLE001

@@ -115,6 +115,7 @@ class Scheduler:
     def schedule(self, specs: Iterable[JobSpec], databases: Iterable[str], now: datetime | None = None) -> None:
         """Replace every job and probe with these (used at start and on reload)."""
         now = now or datetime.now(UTC)
+        specs = list(specs)
         for job in self._sched.get_jobs():
             if job.id != "heartbeat":
                 job.remove()
@@ -125,7 +126,7 @@ class Scheduler:
         for spec in specs:
             self._sched.add_job(self._run_job, trigger(spec.cron), args=(spec.job, spec.database), id=spec.id,
                                 name=spec.id, misfire_grace_time=misfire_grace(spec.cron, now))
-        log.info("scheduled %d jobs", len(list(specs)) if isinstance(specs, list) else len(self._sched.get_jobs()))
+        log.info("scheduled %d jobs for %d database(s)", len(specs), len({s.database for s in specs}))
 
     def run_once(self, func: Callable[..., object], name: str, *args: object) -> None:
         """Run `func(*args)` once, now, on the job executor (e.g. a start-up round)."""

@@ -167,3 +167,22 @@ def test_an_invalid_leftover_of_the_same_name_is_dropped_before_building(fast_db
     assert [r["outcome"] for r in audit_rows(pg_conn, "drop_index")] == ["started", "succeeded"]
     again = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)  # built: nothing more to do
     assert again.outcome == "skipped" and rec_status(pg_conn, rec_id) == "built"
+
+
+def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: Database, pg_conn) -> None:
+    from indexd.lifecycle import audit
+
+    make_table(pg_conn, "public", "done", rows=100)
+    cand = candidate("public", "done", "a")
+    rec_id = insert_recommendation(pg_conn, cand, status="building")
+    with pg_conn.cursor() as cur:  # the server finished the build; its client died before writing the outcome
+        cur.execute(cand.create_sql().as_string(pg_conn))
+    intent = audit.record_intent(pg_conn, "indexd", action="create_index", target=f"public.{cand.name()}",
+                                 recommendation_id=rec_id, before={"action": "create_index", "index_schema": "public",
+                                                                   "index_name": cand.name(), "backend_pid": 1})
+    assert cleanup_invalid(fast_db) == []
+    assert rec_status(pg_conn, rec_id) == "built"
+    with fast_db.connection() as conn:
+        latest = audit.recent_mutations(conn, "indexd", limit=5)
+    assert [(m.id, m.action, m.outcome) for m in latest] == [(intent, "create_index", "succeeded")]
+    assert "recorded after an interruption" in (latest[0].reason or "")

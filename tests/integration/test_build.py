@@ -186,3 +186,24 @@ def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: D
         latest = audit.recent_mutations(conn, "indexd", limit=5)
     assert [(m.id, m.action, m.outcome) for m in latest] == [(intent, "create_index", "succeeded")]
     assert "recorded after an interruption" in (latest[0].reason or "")
+
+
+def test_create_sql_must_match_the_recommendation() -> None:
+    from indexd.errors import BuildError
+    from indexd.lifecycle.build import StoredRecommendation, check_create_sql
+
+    def rec(create_sql: str) -> StoredRecommendation:
+        return StoredRecommendation(1, "approved", "f", "public", "t", ["a"], "btree", None, [], "indexd_t_a_1",
+                                    create_sql, None, None, None, [])
+
+    check_create_sql(rec('CREATE INDEX CONCURRENTLY "indexd_t_a_1" ON "public"."t" USING btree ("a")'))
+    check_create_sql(rec('CREATE INDEX CONCURRENTLY indexd_t_a_1 ON t (a)'))  # unqualified: the row's schema
+    for bad, why in [
+        ('CREATE INDEX CONCURRENTLY "other" ON "public"."t" ("a")', "names the index 'other'"),
+        ('CREATE INDEX CONCURRENTLY "indexd_t_a_1" ON "public"."u" ("a")', "targets public.u"),
+        ('CREATE INDEX CONCURRENTLY "indexd_t_a_1" ON t (a); DROP TABLE t', "is not a single CREATE INDEX"),
+        ("DROP TABLE t", "is not a single CREATE INDEX"),
+        ("CREATE INDEX CONCURRENTLY ON", "does not parse"),
+    ]:
+        with pytest.raises(BuildError, match=why):
+            check_create_sql(rec(bad))

@@ -151,8 +151,10 @@ def run_demo(scenario_name: str = "small", *, keep: bool = False, workload: time
 
 
 def _stop_command(cluster: EmbeddedCluster) -> str:
-    cmd = f"{cluster.bindir / 'pg_ctl'} -D {cluster.data_dir} stop && rm -rf {cluster.base_dir}"
-    return f"su {cluster.os_user} -s /bin/sh -c '{cmd}'" if cluster.os_user else cmd
+    stop = f"{cluster.bindir / 'pg_ctl'} -D {cluster.data_dir} stop"
+    if cluster.os_user:
+        stop = f"su {cluster.os_user} -s /bin/sh -c '{stop}'"
+    return f"{stop} && rm -rf {cluster.base_dir}"
 
 
 def _cycle(cluster: EmbeddedCluster, dsn: str, sc: str, workload: timedelta, clients: int, result: DemoResult,

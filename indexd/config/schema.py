@@ -126,6 +126,9 @@ class IndexingSettings:
     lock_timeout: Duration = timedelta(seconds=5)
     build_timeout: Duration = timedelta(hours=2)
     maintenance_work_mem: ByteSize = ByteSize(256 * 1024**2)
+    # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
+    # used to decide whether a build still fits in what is left of a maintenance window.
+    build_throughput: ByteSize = ByteSize(32 * 1024**2)
     windows: tuple[WindowSettings, ...] = (WindowSettings(),)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from indexd.config.schema import DAYS, ByteSize, IndexingSettings, WindowSettings
+from indexd.config.schema import DAYS, IndexingSettings, WindowSettings
 
-# Table bytes read per second by CREATE INDEX CONCURRENTLY (it scans the table twice and sorts): a deliberately
-# cautious figure for estimating whether a build fits in what is left of a window. Overridden by an
-# `indexing.build_throughput` setting when the configuration has one.
-ASSUMED_BUILD_THROUGHPUT = ByteSize(32 * 1024**2)
+# The default of `indexing.build_throughput`: table bytes per second a concurrent build gets through.
+ASSUMED_BUILD_THROUGHPUT = IndexingSettings.build_throughput
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Interval:
 
 
 def build_throughput(settings: IndexingSettings) -> int:
-    return int(getattr(settings, "build_throughput", ASSUMED_BUILD_THROUGHPUT) or ASSUMED_BUILD_THROUGHPUT)
+    return int(settings.build_throughput)
 
 
 def estimate_build_duration(table_bytes: int, throughput_bytes_per_s: int = ASSUMED_BUILD_THROUGHPUT) -> timedelta:

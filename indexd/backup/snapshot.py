@@ -42,7 +42,7 @@ class SourceSnapshot:
     dbname: str
     server_version: str
     database_size: int
-    snapshot_id: str
+    snapshot_id: str | None
     conn: psycopg2.extensions.connection = field(repr=False)
 
 
@@ -79,6 +79,8 @@ class RowCounter(threading.Thread):
         self.counts: list[list[object]] = []
 
     def run(self) -> None:
+        if self.snap.snapshot_id is None:
+            return  # counts from another snapshot than the dump's would not describe the dump
         try:
             with self.snap.conn.cursor() as cur:
                 self.counts = count_rows(cur)
@@ -104,9 +106,17 @@ def open_snapshot(db: DatabaseSettings) -> Iterator[SourceSnapshot]:
         with conn.cursor() as cur:
             cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             # Export the snapshot before anything reads data: pg_dump then sees exactly what we count.
-            cur.execute("SELECT pg_export_snapshot(), current_database(), current_setting('server_version'), "
+            try:
+                cur.execute("SELECT pg_export_snapshot()")
+                snapshot_id: str | None = cur.fetchone()[0]
+            except psycopg2.Error as exc:  # a server that cannot export one: pg_dump takes its own, no counts
+                log.warning("no shared snapshot for the backup of %s (%s): row counts skipped",
+                            db.name, str(exc).strip())
+                conn.rollback()
+                snapshot_id = None
+            cur.execute("SELECT current_database(), current_setting('server_version'), "
                         "pg_database_size(current_database())")
-            snapshot_id, dbname, version, size = cur.fetchone()
+            dbname, version, size = cur.fetchone()
         yield SourceSnapshot(dbname, version, int(size), snapshot_id, conn)
     finally:
         with contextlib.suppress(psycopg2.Error):

@@ -101,8 +101,9 @@ def test_password_never_visible(pg_cluster: EmbeddedCluster, pg_dbname: str, rol
     assert "s3cr" not in caplog.text
     manifest = results[0].manifest_path.read_text()
     assert "s3cr" not in manifest and "***" in manifest
-    # The temporary passfile is gone once pg_dump has finished.
-    assert not [p for p in Path("/tmp").glob("indexd-pgpass-*") if p.stat().st_mtime > time.time() - 60]
+    # The temporary passfile pg_dump was given is gone once pg_dump has finished.
+    passfiles = {line.split("=", 1)[1] for _, e in dumps for line in e.splitlines() if line.startswith("PGPASSFILE=")}
+    assert passfiles and not any(Path(p).exists() for p in passfiles)
 
     restore(settings, results[0].id, "secret_restore")
     conn = pg_cluster.connect("secret_restore")

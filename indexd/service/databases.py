@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 JOB_GRACE_S = 10.0  # running jobs may finish on their own this long after a stop request ...
 CANCEL_GRACE_S = 20.0  # ... then backups and index builds are cancelled and get this long to unwind
-STOP_BOUND_S = JOB_GRACE_S + CANCEL_GRACE_S + 15.0  # the whole stop, including HTTP and pools
+SETTLE_S = 10.0  # per database, at stop: INVALID leftovers of cancelled builds dropped
+STOP_BOUND_S = JOB_GRACE_S + CANCEL_GRACE_S + SETTLE_S + 5.0  # the whole stop (one database), HTTP and pools
 
 
 def prepare(target: DatabaseRuntime) -> bool:
@@ -117,7 +119,14 @@ def close_database(target: DatabaseRuntime, settle: bool = False) -> None:
         with contextlib.suppress(Exception):
             if lead.held():
                 target.settled = False
-                _settle_quietly(target)
+                # Bounded: a drop that waits on other transactions is left to the next start.
+                worker = threading.Thread(target=_settle_quietly, args=(target,), name=f"settle-{target.name}",
+                                          daemon=True)
+                worker.start()
+                worker.join(SETTLE_S)
+                if worker.is_alive():
+                    log.warning("stopping: settling %s takes longer than %.0fs; the next start finishes it",
+                                target.name, SETTLE_S)
     if lead is not None:
         with contextlib.suppress(Exception):
             lead.release()

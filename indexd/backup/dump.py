@@ -197,13 +197,29 @@ def _explain(exc: BaseException, folder: Path) -> str:
     return text
 
 
+def _failed_run(db: DatabaseSettings, folder: Path, bid: str, started: datetime, exc: BaseException) -> str:
+    """Remove what the failed run wrote and record the failure (on disk, and in the catalog if reachable)."""
+    for leftover in (partial_path(folder, bid), data_path(folder, bid, db.backups.format)):
+        remove_path(leftover)
+    message = f"backup {bid} of {db.name} failed: {redact_dsn(_explain(exc, folder))}"
+    record_failure(folder, bid, started, message)
+    record_in_catalog(db, BackupInfo(id=bid, database=db.name, started_at=started, status="failed",
+                                     path=data_path(folder, bid, db.backups.format), format=db.backups.format,
+                                     finished_at=utcnow(), error=message))
+    return message
+
+
 def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: datetime | None = None,
                cancel: threading.Event | None = None, job_id: str | None = None) -> BackupResult:
     """Take, checksum and verify one backup of `db_settings`; raise BackupError (nothing listed) on failure."""
     db = db_settings
     if not db.backups.enabled:
         raise BackupError(f"backups are disabled for {db.name} (backups.enabled: false)")
-    folder = ensure_private_dir(backup_folder(db))
+    try:
+        folder = ensure_private_dir(backup_folder(db))
+    except OSError as exc:
+        raise BackupError(f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
+                          "check backups.dir and its permissions") from exc
     started = now or utcnow()
     bid = backup_id(db.name, started)
     extra = {"job_id": job_id, "database": db.name}
@@ -214,14 +230,7 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
         try:
             info = _take(settings, db, folder, bid, started, cancel, job_id)
         except (IndexdError, OSError, psycopg2.Error) as exc:
-            for leftover in (partial_path(folder, bid), data_path(folder, bid, db.backups.format)):
-                remove_path(leftover)
-            message = f"backup {bid} of {db.name} failed: {redact_dsn(_explain(exc, folder))}"
-            record_failure(folder, bid, started, message)
-            failed = BackupInfo(id=bid, database=db.name, started_at=started, status="failed",
-                                path=data_path(folder, bid, db.backups.format), format=db.backups.format,
-                                finished_at=utcnow(), error=message)
-            record_in_catalog(db, failed)
+            message = _failed_run(db, folder, bid, started, exc)
             log.error("%s", message, extra=extra)
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)

@@ -224,6 +224,9 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
     problems = checksum_problems(info)
     if problems:
         raise BackupError(f"refusing to restore {backup_id}: " + "; ".join(problems))
+    if info.status == "failed":
+        log.warning("backup %s is marked failed (%s); its checksum matches, so it is restored anyway",
+                    backup_id, info.error)
     dsn, db = server_for(settings, info, target_dsn)
     jobs = jobs or _default_jobs(info, db)
     started = monotonic()

@@ -132,7 +132,7 @@ class IndexdService:
         from indexd.log import setup_logging
 
         try:
-            new = _load(self.config_path, self.env)
+            new = _load(self.config_path or self.settings.source, self.env)
             check_runnable(new)
             setup_logging(new.logging)  # replaces only our handlers; fails before anything else changes
         except (ConfigError, OSError) as exc:

@@ -66,7 +66,9 @@ def apply(env: TaskEnv) -> TaskResult:
         result = run_apply(t.db, env.settings, t.settings, **kwargs)
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
-    parts = [f"built {b.index_name} ({_mb(b.size_bytes)}, {b.duration_s:.1f}s)" for b in result.built]
+    built = [b for b in result.built if b.outcome == "succeeded"]
+    parts = [f"built {len(built)}: " + ", ".join(f"{b.index_name} ({_mb(b.size_bytes)})" for b in built)] if built \
+        else []
     parts += [f"refused #{rec_id}: {'; '.join(reasons)}" for rec_id, reasons in result.refused]
     parts += [f"failed {b.index_name}: {b.reason}" for b in result.failed]
     if result.message:

@@ -330,8 +330,11 @@ class Database:
                 if not conn.closed and not autocommit:
                     conn.rollback()
             if _is_connection_failure(exc) or conn.closed:
-                self.breaker.record_failure(exc)
-                if report is not None and reused:
+                # A pooled connection that broke may have died long ago; only a failure of a connection made for
+                # this use, or of a new attempt to connect, tells the breaker something about the server now.
+                if not reused:
+                    self.breaker.record_failure(exc)
+                elif report is not None:
                     report["stale"] = True
             self._discard_if_broken(proxy, exc)
             raise

@@ -122,3 +122,22 @@ def test_breaker_opens_fails_fast_half_opens_and_closes(own_cluster: EmbeddedClu
     finally:
         db.close()
     assert_no_leaked_connections(own_cluster, dbname)
+
+
+def test_one_retried_call_gets_all_its_attempts_before_the_breaker_opens(own_cluster: EmbeddedCluster) -> None:
+    dbname = app_database(own_cluster)
+    breaker = CircuitBreakerSettings(failure_threshold=4, reset_timeout=timedelta(seconds=30))
+    db = make_database(own_cluster, dbname, retry(attempts=4, max_elapsed=10, max_delay=0.05), breaker)
+    try:
+        assert db.run(lambda c: 1) == 1  # a pooled connection, which dies with the server
+        own_cluster.stop("fast")
+        with pytest.raises(ConnectionFailed, match="unit of work failed; gave up retrying"):
+            db.run(lambda c: c.cursor().execute("SELECT 1"))
+        stats = db.stats()
+        # The dead pooled connection does not count against the server; the 4 attempts to connect do.
+        assert stats.connect_failures == 4 and stats.giveups == 1
+        assert db.breaker.state == "open"
+    finally:
+        db.close()
+        own_cluster.start()
+    assert_no_leaked_connections(own_cluster, dbname)

@@ -93,7 +93,8 @@ def find_binary(name: str) -> str:
     return found
 
 
-def _password_of(params: dict[str, str], db: DatabaseSettings | None) -> str | None:
+def password_of(params: dict[str, str], db: DatabaseSettings | None) -> str | None:
+    """The password of a parsed DSN, else of the database's password_file; None leaves it to libpq's own ways."""
     if "password" in params:
         return params["password"]
     if db is not None and db.password_file:
@@ -118,7 +119,7 @@ def libpq_connection(
     """A password-free conninfo for `dsn` (optionally another dbname on the same server), with the password,
     if any, in a temporary 0600 passfile that exists only while the context is open."""
     params = parse_dsn(dsn)
-    password = _password_of(params, db)
+    password = password_of(params, db)
     params.pop("password", None)
     if dbname is not None:
         params["dbname"] = dbname

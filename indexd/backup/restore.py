@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from indexd.backup.command import find_binary, libpq_connection, run_command
+from indexd.backup.command import find_binary, libpq_connection, password_of, run_command
 from indexd.backup.manifest import BackupInfo, checksum_problems
 from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
@@ -60,13 +60,14 @@ def scratch_name(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"[:MAX_IDENTIFIER]
 
 
-def _admin_kwargs(dsn: str, db: DatabaseSettings | None) -> dict[str, str]:
+def server_kwargs(dsn: str, db: DatabaseSettings | None, dbname: str, app: str = "indexd-restore") -> dict[str, str]:
+    """psycopg2.connect arguments for database `dbname` on the server of `dsn` (password_file honoured)."""
     params = parse_dsn(dsn)
-    params["dbname"] = "postgres"
+    params.update(dbname=dbname, application_name=app)
     params.setdefault("connect_timeout", "10")
-    params["application_name"] = "indexd-restore"
-    if db is not None and db.password_file and "password" not in params:
-        params["password"] = Path(db.password_file).read_text(encoding="utf-8").strip()
+    password = password_of(params, db)
+    if password is not None:
+        params["password"] = password
     return params
 
 
@@ -74,7 +75,7 @@ def _admin_kwargs(dsn: str, db: DatabaseSettings | None) -> dict[str, str]:
 def admin_connection(dsn: str, db: DatabaseSettings | None = None) -> Iterator[psycopg2.extensions.connection]:
     """An autocommit connection to the server's `postgres` database (CREATE/DROP/RENAME DATABASE)."""
     try:
-        conn = psycopg2.connect(**_admin_kwargs(dsn, db))
+        conn = psycopg2.connect(**server_kwargs(dsn, db, "postgres"))
     except psycopg2.Error as exc:
         raise BackupError(f"cannot connect to {redact_dsn(dsn)} to restore: {str(exc).strip()}") from None
     conn.autocommit = True

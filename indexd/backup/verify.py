@@ -15,6 +15,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from indexd.backup.catalog import find_backup
+from indexd.backup.command import CommandFailed
 from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
 from indexd.backup.restore import (
     admin_connection,
@@ -24,10 +25,10 @@ from indexd.backup.restore import (
     pg_restore_list,
     scratch_name,
     server_for,
+    server_kwargs,
 )
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import parse_dsn
 from indexd.errors import BackupError, UsageError
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | No
     info = find_in_dir(backups_dir, backup_id)
     started = monotonic()
     problems = checksum_problems(info)
+    checksum_ok = not problems
     entries = None
-    if not problems:
+    if checksum_ok:
         try:
             entries = pg_restore_list(info.path)
         except BackupError as exc:
@@ -80,8 +82,7 @@ def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | No
     else:
         update_manifest(info, status="failed", error="; ".join(problems))
         log.error("backup %s failed verification: %s", backup_id, "; ".join(problems))
-    return VerifyResult(backup_id, ok, not any("checksum" in p or "missing" in p for p in problems), entries,
-                        tuple(problems), monotonic() - started)
+    return VerifyResult(backup_id, ok, checksum_ok, entries, tuple(problems), monotonic() - started)
 
 
 def compare_counts(expected: list[list[object]], conn: psycopg2.extensions.connection) -> tuple[int, list[str]]:
@@ -106,11 +107,43 @@ def _compare_counts(settings: Settings, db: DatabaseSettings | None) -> bool:
     return (db.backups if db is not None else settings.backups).verify.compare_row_counts
 
 
+def _restore_and_count(info: BackupInfo, dsn: str, db: DatabaseSettings | None, expected: list[list[object]],
+                       cancel: threading.Event | None) -> tuple[str, int, list[str]]:
+    """pg_restore into a fresh scratch database, count, and always drop the scratch database again."""
+    scratch = scratch_name("indexd_verify")
+    with admin_connection(dsn, db) as admin:
+        create_database(admin, scratch)
+        try:
+            pg_restore_into(info, dsn, db, scratch, jobs=int(info.manifest.get("jobs") or 1), no_owner=True,
+                            cancel=cancel)
+            conn = psycopg2.connect(**server_kwargs(dsn, db, scratch, app="indexd-verify"))
+            try:
+                return (scratch, *compare_counts(expected, conn))
+            finally:
+                conn.close()
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                drop_database(admin, scratch)
+
+
+def _record_test(info: BackupInfo, when: datetime, duration: float, compared: int, mismatches: list[str]) -> None:
+    ok = not mismatches
+    report = {"at": when.isoformat(), "ok": ok, "tables_compared": compared, "mismatches": mismatches,
+              "duration_s": round(duration, 3)}
+    if ok:
+        update_manifest(info, restore_test=report, status="verified", verified_at=when)
+        log.info("test restore of %s ok: %d tables match, %.1fs", info.id, compared, duration)
+    else:
+        update_manifest(info, restore_test=report, status="failed", error="; ".join(mismatches))
+        log.error("test restore of %s failed: %s", info.id, "; ".join(mismatches))
+
+
 def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None = None, now: datetime | None = None,
                  cancel: threading.Event | None = None) -> RestoreTestResult:
     """Restore a backup into a scratch database (indexd_verify_...) on its server, compare row counts, drop it.
 
-    The manifest records the outcome (`restore_test`, and verified_at or status failed)."""
+    The manifest records the outcome (`restore_test`, and verified_at or status failed). A backup that
+    pg_restore cannot restore is marked failed too; a cancelled run or an unreachable server marks nothing."""
     info = find_backup(settings, backup_id)
     started = monotonic()
     problems = checksum_problems(info)
@@ -118,37 +151,17 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
         update_manifest(info, status="failed", error="; ".join(problems))
         raise BackupError(f"backup {backup_id} cannot be test-restored: " + "; ".join(problems))
     dsn, db = server_for(settings, info, target_dsn)
-    scratch = scratch_name("indexd_verify")
-    with admin_connection(dsn, db) as admin:
-        create_database(admin, scratch)
-        try:
-            pg_restore_into(info, dsn, db, scratch, jobs=int(info.manifest.get("jobs") or 1), no_owner=True,
-                            cancel=cancel)
-            params = parse_dsn(dsn)
-            params.update(dbname=scratch, application_name="indexd-verify")
-            if db is not None and db.password_file and "password" not in params:
-                params["password"] = Path(db.password_file).read_text(encoding="utf-8").strip()
-            conn = psycopg2.connect(**params)
-            try:
-                expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
-                compared, mismatches = compare_counts(expected, conn)
-            finally:
-                conn.close()
-        finally:
-            with contextlib.suppress(psycopg2.Error):
-                drop_database(admin, scratch)
-    duration = monotonic() - started
-    ok = not mismatches
+    expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
     when = now or utcnow()
-    report = {"at": when.isoformat(), "ok": ok, "tables_compared": compared, "mismatches": mismatches,
-              "duration_s": round(duration, 3)}
-    if ok:
-        update_manifest(info, restore_test=report, status="verified", verified_at=when)
-        log.info("test restore of %s ok: %d tables match, %.1fs", backup_id, compared, duration)
-    else:
-        update_manifest(info, restore_test=report, status="failed", error="; ".join(mismatches))
-        log.error("test restore of %s: %d of %d tables differ", backup_id, len(mismatches), compared)
-    return RestoreTestResult(backup_id, ok, scratch, compared, tuple(mismatches), duration)
+    try:
+        scratch, compared, mismatches = _restore_and_count(info, dsn, db, expected, cancel)
+    except CommandFailed as exc:
+        if exc.result is not None and not (exc.result.cancelled or exc.result.timed_out):
+            _record_test(info, when, monotonic() - started, 0, [f"pg_restore failed: {exc}"])
+        raise
+    duration = monotonic() - started
+    _record_test(info, when, duration, compared, mismatches)
+    return RestoreTestResult(backup_id, not mismatches, scratch, compared, tuple(mismatches), duration)
 
 
 test_restore.__test__ = False  # type: ignore[attr-defined]  # a verification step, not a pytest test

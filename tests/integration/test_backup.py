@@ -240,3 +240,17 @@ def test_prune_dry_run_deletes_nothing_and_readings(pg_cluster: EmbeddedCluster,
     assert readings.last_success is not None and readings.last_success >= T0 + timedelta(days=2)
     assert readings.last_size_bytes and readings.last_size_bytes > 0
     assert [b.id for b in list_backups(settings)] == ids
+
+
+def test_test_restore_marks_an_unrestorable_backup_failed(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path, pg_cluster.dsn(pg_dbname))
+    result = run_backup(settings, settings.databases[0], now=T0)
+    stub = tmp_path / "pg_restore"
+    stub.write_text("#!/bin/sh\necho 'pg_restore: error: could not read from input file' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("INDEXD_PG_RESTORE", str(stub))
+    with pytest.raises(BackupError, match="could not read"):
+        verify.test_restore(settings, result.id)
+    info = find_backup(settings, result.id)
+    assert info.status == "failed" and not info.manifest["restore_test"]["ok"]

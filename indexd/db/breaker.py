@@ -67,6 +67,8 @@ class CircuitBreaker:
 
     def before_call(self) -> None:
         """Let a call through, or raise ConnectionFailed at once while open (or while a trial is running)."""
+        if self._state == "closed":  # the common case, read without the lock (a racing opening lets one call by)
+            return
         with self._lock:
             state = self._current_state()
             if state == "closed":
@@ -92,9 +94,9 @@ class CircuitBreaker:
         )
 
     def record_success(self) -> None:
+        if self._state == "closed" and self._failures == 0:  # nothing to reset: no lock on the common path
+            return
         with self._lock:
-            if self._state == "closed" and self._failures == 0:
-                return
             self._state = "closed"
             self._failures = 0
             self._trial_started = None

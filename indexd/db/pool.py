@@ -5,16 +5,18 @@ mechanics (recycle, timeout, overflow, invalidation, events). Around them: a cir
 retries of transient failures (`indexd.db.retry`), a check on checkout with a client-side deadline, and
 usage statistics for the metrics layer.
 
-Choices, measured by `python -m bench.pool`:
-* The check on checkout is skipped for a connection that finished a use without error less than CHECK_BYPASS
-  seconds ago: in a burst of short units the check would double the round trips of the pool for almost no
-  information, and a unit that still meets a dead connection is retried by `run` (or fails with a
-  connection error in `connection()`).
-* Pooled connections rest in autocommit mode, so the check on checkout (`SELECT 1`, only for a connection that
-  was used before) and the reset on return (a rollback, a no-op unless a caller left a transaction open) cost
-  no extra BEGIN/COMMIT round trips.
-* statement_timeout and lock_timeout are set per use, but sent only when they differ from what the connection
-  already has (cached in the pool record's info). A unit of work must therefore change them only with
+Choices, measured by `python -m bench.pool` (a 20-statement unit costs ~1.1x the same statements on a raw
+persistent psycopg2 connection; a checkout and return alone ~20 us, ~55 us with the check):
+* The check on checkout (our own `SELECT 1`, not SQLAlchemy's pre-ping: it runs under a client-side deadline
+  and is counted) is skipped for a connection that finished a use without error less than CHECK_BYPASS
+  seconds ago, as HikariCP does: in a burst of short units it would add a round trip per unit for almost no
+  information. A unit that still meets a dead connection is run again at once by `run` on a new one (or
+  fails with a connection error in `connection()`).
+* Pooled connections rest in autocommit mode, so the check costs no BEGIN/COMMIT, and the reset on return
+  (rollback) is free: psycopg2 sends nothing when no transaction is open, which is always the case after
+  `connection()` committed or rolled back. It stays on as a safety net; switching it off measured no gain.
+* statement_timeout and lock_timeout are set per use, but sent only when they differ from what the session
+  already has (cached in the connection's info). A unit of work must therefore change them only with
   SET LOCAL (or through the arguments of `connection()`), never with a session-level SET.
 """
 

@@ -22,18 +22,13 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle import audit
-from indexd.lifecycle.build import (
-    REC_COLUMNS,
-    BuildResult,
-    ProgressCallback,
-    StoredRecommendation,
-    build_index,
-    cleanup_invalid,
-    load_recommendations,
-)
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
+from indexd.lifecycle.recommendations import REC_COLUMNS, StoredRecommendation, load_recommendations
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +141,7 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
-        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress)
+        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership)
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 
 import psycopg2
 
@@ -109,3 +110,18 @@ class Leadership:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def leading(db: Database, leadership: Leadership | None) -> Iterator[Leadership]:
+    """The caller's leadership, or one taken (without waiting) for this run and given back after it."""
+    if leadership is not None:
+        yield leadership
+        return
+    own = Leadership.for_database(db)
+    try:
+        own.acquire()  # if another process leads, the leader guard refuses each drop
+        yield own
+    finally:
+        own.release()
+

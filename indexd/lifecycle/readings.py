@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 import psutil
 import psycopg2.errors
 
-from indexd.config.schema import IndexingSettings
+from indexd.config.schema import IndexingSettings, Settings
 from indexd.db.pool import Database, PgConnection
-from indexd.lifecycle import audit
-from indexd.lifecycle.build import StoredRecommendation
-from indexd.lifecycle.guards import BuildRequest, Readings
+from indexd.lifecycle import audit, guards
+from indexd.lifecycle.guards import BuildRequest, Decision, Readings
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.pause import active_pause
+from indexd.lifecycle.recommendations import StoredRecommendation
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,40 @@ def take_readings(
     the readings."""
     table_bytes, readings = gather_readings(db, rec.table_schema, rec.table_name, settings, leadership, now, cpu=cpu)
     return build_request(rec, table_bytes, ignore_window=ignore_window), readings
+
+
+def drop_decision(
+    db: Database,
+    settings: Settings,
+    indexing: IndexingSettings,
+    leadership: Leadership | None,
+    now: datetime,
+    *,
+    table: str,
+    index_name: str,
+    respect_window: bool,
+    cpu: CpuSampler = host_cpu_pct,
+) -> Decision:
+    """May indexd drop an index now? Read right before the drop.
+
+    A drop always respects the emergency pause, `bypass`, leadership and the load guard (a DROP INDEX
+    CONCURRENTLY waits for every transaction touching the table: not while the server is struggling). The
+    maintenance window applies only when `respect_window`: dropping an unused index can wait for it, reverting
+    one that made things worse should not. The rate limit never applies: it counts builds, and a revert undoes one.
+    """
+    cpu_pct = cpu(indexing.throttle.cpu_sample.total_seconds())
+    with db.connection() as conn:
+        load = server_load(conn)
+        paused = active_pause(conn, db.settings.state_schema, now)
+    found = Readings(taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused,
+                     cpu_pct=cpu_pct, active_backends=load.active_backends, max_connections=load.max_connections,
+                     waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=())
+    refusals = (guards.check_pause(found) + guards.check_bypass(settings.bypass)
+                + guards.check_load(indexing, found, now) + guards.check_leader(found))
+    if respect_window:
+        refusals += guards.check_window(BuildRequest(0, table, index_name, table_bytes=0), indexing, now)
+    if not refusals:
+        return Decision(True, [], None)
+    ends = [r.retry_after for r in refusals]
+    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+    return Decision(False, [r.reason for r in refusals], retry)

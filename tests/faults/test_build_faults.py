@@ -29,7 +29,9 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSetting
 from indexd.db.pool import Database  # noqa: E402
 from indexd.db.state import migrate  # noqa: E402
 from indexd.embedded import EmbeddedCluster  # noqa: E402
-from indexd.lifecycle.build import INTERRUPTED, build_index, cleanup_invalid, load_recommendations  # noqa: E402
+from indexd.lifecycle.build import build_index  # noqa: E402
+from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid  # noqa: E402
+from indexd.lifecycle.recommendations import load_recommendations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # An index whose key is computed slowly (2 ms a row): a build that lasts seconds on a small table.
@@ -40,7 +42,8 @@ BUILD_SCRIPT = """
 import sys
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
-from indexd.lifecycle.build import build_index, load_recommendations
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.recommendations import load_recommendations
 db = Database(DatabaseSettings(name="main", dsn=sys.argv[1]))
 with db.connection() as conn:
     rec = load_recommendations(conn, "indexd", ids=(int(sys.argv[2]),))[0]

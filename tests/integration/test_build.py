@@ -21,13 +21,11 @@ from test_build_support import (
 from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
 from indexd.db.state import migrate
-from indexd.lifecycle.build import (
-    BuildProgress,
-    build_index,
-    cleanup_invalid,
-    drop_index_concurrently,
-    load_recommendations,
-)
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.ddl import BuildProgress
+from indexd.lifecycle.drop import drop_index_concurrently
+from indexd.lifecycle.recommendations import load_recommendations
 
 
 @pytest.fixture
@@ -190,7 +188,8 @@ def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: D
 
 def test_create_sql_must_match_the_recommendation() -> None:
     from indexd.errors import BuildError
-    from indexd.lifecycle.build import StoredRecommendation, check_create_sql
+    from indexd.lifecycle.build import check_create_sql
+    from indexd.lifecycle.recommendations import StoredRecommendation
 
     def rec(create_sql: str) -> StoredRecommendation:
         return StoredRecommendation(1, "approved", "f", "public", "t", ["a"], "btree", None, [], "indexd_t_a_1",

@@ -6,20 +6,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from indexd.lifecycle import bloat
-from indexd.lifecycle.health import (
+from indexd.lifecycle.findings import (
     HealthReport,
     IndexInfo,
     bloat_findings,
     covered_since,
-    drop_candidates,
     drop_sql,
     find_duplicates,
     find_invalid,
     find_unused,
     quote_ident,
     reindex_sql,
-    render_text,
 )
+from indexd.lifecycle.health_text import render_text
+from indexd.lifecycle.unused import drop_candidates
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 _oid = iter(range(1000, 100000))

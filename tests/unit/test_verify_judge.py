@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from indexd.config.schema import VerifySettings
-from indexd.lifecycle.verify import (
+from indexd.lifecycle.verdict import (
     NOISE_FLOOR_MS,
     SnapshotRow,
     StatementStats,

@@ -157,6 +157,9 @@ def prune(db: DatabaseSettings, *, now: datetime | None = None, dry_run: bool = 
         delete_backup(d.backup)
         if d.backup.status != "partial":
             record_in_catalog(db, d.backup, status="deleted")
+    gone = sum(1 for d in decisions if not d.keep)
+    log.info("backup retention of %s: %d kept, %d %s", db.name, len(decisions) - gone, gone,
+             "would be deleted" if dry_run else "deleted")
     return decisions
 
 

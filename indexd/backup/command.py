@@ -203,20 +203,13 @@ def run_command(
     ]
     for t in pumps:
         t.start()
-    timed_out = cancelled = False
-    deadline = None if timeout is None else started + timeout
-    waiter = cancel or threading.Event()
-    while proc.poll() is None:
-        if cancel is not None and cancel.is_set():
-            cancelled = True
-        elif deadline is not None and time.monotonic() >= deadline:
-            timed_out = True
-        if cancelled or timed_out:
-            log.warning("%s %s: terminating it and its children", name, "cancelled" if cancelled else "timed out")
-            _kill_group(proc, grace_s)
-            break
-        waiter.wait(0.05)
-    proc.wait()
+    try:
+        timed_out, cancelled = _wait(proc, name, started, timeout, cancel, grace_s)
+    except BaseException:
+        # Ctrl-C or an error in this thread: the child runs in its own session and would outlive us.
+        log.warning("%s interrupted: terminating it and its children", name)
+        _kill_group(proc, grace_s)
+        raise
     for t in pumps:
         t.join(timeout=5)
     result = CommandResult(
@@ -227,6 +220,23 @@ def run_command(
     if check and (proc.returncode != 0 or timed_out or cancelled):
         raise CommandFailed(describe_failure(result), result)
     return result
+
+
+def _wait(proc: subprocess.Popen[bytes], name: str, started: float, timeout: float | None,
+          cancel: threading.Event | None, grace_s: float) -> tuple[bool, bool]:
+    """Wait for the child; on timeout or cancellation end its process group. Returns (timed_out, cancelled)."""
+    deadline = None if timeout is None else started + timeout
+    waiter = cancel or threading.Event()
+    while proc.poll() is None:
+        cancelled = cancel is not None and cancel.is_set()
+        timed_out = not cancelled and deadline is not None and time.monotonic() >= deadline
+        if cancelled or timed_out:
+            log.warning("%s %s: terminating it and its children", name, "cancelled" if cancelled else "timed out")
+            _kill_group(proc, grace_s)
+            proc.wait()
+            return timed_out, cancelled
+        waiter.wait(0.05)
+    return False, False
 
 
 def describe_failure(result: CommandResult) -> str:

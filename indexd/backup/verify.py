@@ -14,11 +14,12 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from indexd.backup.catalog import find_backup
+from indexd.backup.catalog import find_backup, record_in_catalog
 from indexd.backup.command import CommandFailed
 from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
 from indexd.backup.restore import (
     admin_connection,
+    configured_database,
     create_database,
     drop_database,
     pg_restore_into,
@@ -161,6 +162,9 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
         raise
     duration = monotonic() - started
     _record_test(info, when, duration, compared, mismatches)
+    configured = configured_database(settings, info)
+    if configured is not None:
+        record_in_catalog(configured, find_backup(settings, backup_id))
     return RestoreTestResult(backup_id, not mismatches, scratch, compared, tuple(mismatches), duration)
 
 

@@ -130,3 +130,21 @@ def test_child_environment_is_private(monkeypatch: pytest.MonkeyPatch) -> None:
                          drop_env=("PGPASSWORD",), capture_stdout=True)
     assert result.stdout == ("unset /x",)
     assert os.environ["PGPASSWORD"] == "leaky"
+
+
+def test_interrupt_in_the_caller_ends_the_child(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+
+    def interrupt() -> None:
+        import _thread
+
+        _thread.interrupt_main()
+
+    threading.Timer(0.5, interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_command(["sh", "-c", f"echo $$ > {pidfile}; sleep 30"], grace_s=1)
+    deadline = time.monotonic() + 3
+    pid = int(pidfile.read_text())
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)

@@ -12,7 +12,6 @@ from indexd.db.pool import Database
 from indexd.db.retry import RetryHooks
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections
 
 FAST = RetrySettings(attempts=4, initial_delay=timedelta(seconds=0.05), max_delay=timedelta(seconds=0.2),
                      max_elapsed=timedelta(seconds=3))
@@ -98,7 +97,9 @@ def test_syntax_errors_are_not_retried(database: Database) -> None:
     assert calls == [1] and database.stats().retries == 0 and database.breaker.state == "closed"
 
 
-def test_pool_timeout_is_a_clear_connection_failure(pg_cluster: EmbeddedCluster, pg_dbname: str) -> None:
+def test_pool_timeout_is_a_clear_connection_failure(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                   database: Database) -> None:
+    # (the `database` fixture checks after the test that no indexd connection to pg_dbname is left open)
     settings = DatabaseSettings(name="main", dsn=pg_cluster.dsn(pg_dbname),
                                 pool=PoolSettings(size=1, max_overflow=0, timeout=timedelta(seconds=0.3)))
     db = Database(settings, FAST)
@@ -112,7 +113,6 @@ def test_pool_timeout_is_a_clear_connection_failure(pg_cluster: EmbeddedCluster,
         assert s.timeouts == 1 and s.waits == 1 and s.retries == 0
     finally:
         db.close()
-    assert_no_leaked_connections(pg_cluster, pg_dbname)
 
 
 def test_wrong_password_fails_at_once(pg_cluster: EmbeddedCluster, pg_dbname: str) -> None:

@@ -283,7 +283,11 @@ def _finish(db: Database, conn: PgConnection, rec: StoredRecommendation, run: _R
 def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException, previous: str, intent: int,
           duration: float, lock_s: float, job_id: str | None) -> BuildResult:
     """Drop what this build created (the parent's index first: its drop takes the attached ones along),
-    record the outcome, and give the recommendation back (retried later) or fail it."""
+    record the outcome, and give the recommendation back (retried later) or fail it.
+
+    Dropping the parent's index locks every partition for a moment: while the application holds one of them
+    (the very lock that may have stopped the build) it times out, and the INVALID parent index with whatever
+    is attached to it is left for `cleanup_invalid`, which `apply` runs before its next build."""
     state = db.settings.state_schema
     if isinstance(exc, _Stopped):
         reason, retry, outcome = f"stopped between partitions: {exc}", True, "refused"
@@ -296,7 +300,9 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException
                 rec.index_name, reason)
     dropped: list[str] = []
     left: list[str] = []
-    for schema, name in run.created:
+    for n, (schema, name) in enumerate(run.created):
+        if n and not _detached(db, schema, name):
+            continue  # gone with the parent's index, or attached to it and left with it (for start-up cleanup)
         result = drop_index_concurrently(db, schema, name, reason=f"half-built partitioned index: {reason}",
                                          recommendation_id=rec.id, job_id=job_id, if_exists=True)
         (dropped if result.ok else left).append(f"{schema}.{name}")
@@ -309,6 +315,16 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException
     except psycopg2.Error:
         log.error("could not record the stopped build of %s; start-up cleanup will", rec.index_name, exc_info=True)
     return BuildResult(rec.table_schema, rec.index_name, "failed", reason, duration, None, rec.id, intent, retry)
+
+
+def _detached(db: Database, schema: str, name: str) -> bool:
+    """The index exists and is attached to no parent index (an attached one can only go with its parent)."""
+    with db.connection(autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid) FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                    (schema, name))
+        row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def _drop_leftovers(db: Database, conn: PgConnection, steps: list[Step], rec: StoredRecommendation,

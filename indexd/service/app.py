@@ -88,10 +88,10 @@ class IndexdService:
     def start(self) -> None:
         check_runnable(self.settings)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours to write
-        for db_settings in self.settings.databases:
-            self._add_database(db_settings)
         self.http.start(self.settings.http)
         self.scheduler.start()
+        for db_settings in self.settings.databases:
+            self._add_database(db_settings)
         self._schedule()
         if self.env.get(RUN_AT_START_ENV) == "1":
             for name in self.runtime.databases:
@@ -102,12 +102,18 @@ class IndexdService:
                  len(job_specs(self.settings)))
 
     def _add_database(self, db_settings: DatabaseSettings) -> None:
-        """Open the pool and prepare the database; an unreachable one is retried before its first job."""
+        """Open the pool and prepare the database in the background (migrate, leadership, leftovers), so a
+        slow or dead server delays neither READY nor the other databases; its first job retries if needed."""
         s = self.settings
         target = DatabaseRuntime(db_settings, Database(db_settings, s.retry, s.circuit_breaker))
         with self.runtime.lock:
             self.runtime.databases[db_settings.name] = target
+        self.scheduler.run_once(self._prepare, f"prepare:{db_settings.name}", target)
+
+    def _prepare(self, target: DatabaseRuntime) -> None:
         databases.prepare(target)
+        if not target.closed:
+            refresh(self.runtime, target.name)  # health shows leadership and state at once
 
     def _schedule(self) -> None:
         self.scheduler.schedule(job_specs(self.settings), list(self.runtime.databases))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from indexd.errors import ConnectionFailed
 from indexd.service.runtime import DatabaseRuntime, Runtime, first_line
 
 if TYPE_CHECKING:
@@ -43,26 +44,31 @@ def prepare(target: DatabaseRuntime) -> bool:
 
 
 def ensure_prepared(target: DatabaseRuntime) -> None:
-    if target.prepared:
-        return
+    """Migrate the state schema and make the leadership object, once (the lock keeps two threads apart)."""
     from indexd.db.state import migrate
     from indexd.lifecycle.leader import Leadership
 
-    applied = migrate(target.db)
-    if applied:
-        log.info("state schema of %s migrated to version %d", target.name, max(applied))
-    target.leadership = Leadership.for_database(target.db)
-    target.prepared = True
+    with target.prepare_lock:
+        if target.prepared:
+            return
+        if target.closed:
+            raise ConnectionFailed(f"database {target.name} is being closed")
+        applied = migrate(target.db)
+        if applied:
+            log.info("state schema of %s migrated to version %d", target.name, max(applied))
+        target.leadership = Leadership.for_database(target.db)
+        target.prepared = True
 
 
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:
     """Once per process, as leader: drop INVALID leftovers of interrupted builds, settle their audit rows."""
-    if target.settled:
-        return
     from indexd.lifecycle.build import cleanup_invalid
 
-    dropped = cleanup_invalid(target.db, job_id=job_id)
-    target.settled = True
+    with target.prepare_lock:
+        if target.settled:
+            return
+        dropped = cleanup_invalid(target.db, job_id=job_id)
+        target.settled = True
     if dropped:
         log.info("%s: dropped %d INVALID leftover index(es) of an interrupted run", target.name, len(dropped))
 
@@ -114,6 +120,7 @@ def cancel_own_builds(target: DatabaseRuntime) -> list[int]:
 
 def close_database(target: DatabaseRuntime, settle: bool = False) -> None:
     """Settle (as leader), release leadership, close the pool; each step guarded."""
+    target.closed = True
     lead = target.leadership
     if settle and target.prepared and lead is not None:
         with contextlib.suppress(Exception):

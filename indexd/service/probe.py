@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from indexd.clock import utcnow
-from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
+from indexd.service.runtime import DatabaseRuntime, Probe, Runtime, first_line
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +38,19 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn, conn.cursor() as cur:
             cur.execute(_BUILDS)
             result.builds = {str(name): float(ratio) for name, ratio in cur.fetchall()}
-            pause = active_pause(conn, schema, utcnow())
         result.up = True
-        if pause is not None:
-            result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
-            result.pause_reason = pause.reason
-        counts: dict[str, int] = {}
-        for rec in load_recommendations(target.db, statuses=_STATUSES):
-            counts[rec.status] = counts.get(rec.status, 0) + 1
-        result.recommendations = counts
+        if target.prepared:  # the state schema exists: pause and advice can be read
+            with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
+                pause = active_pause(conn, schema, utcnow())
+            if pause is not None:
+                result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
+                result.pause_reason = pause.reason
+            counts: dict[str, int] = {}
+            for rec in load_recommendations(target.db, statuses=_STATUSES):
+                counts[rec.status] = counts.get(rec.status, 0) + 1
+            result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
-        result.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        result.error = first_line(exc)
     result.leader = _leader(target) if result.up else False
     result.last_backup = _last_backup(runtime, target)
     return result

@@ -117,7 +117,7 @@ class Scheduler:
         now = now or datetime.now(UTC)
         specs = list(specs)
         for job in self._sched.get_jobs():
-            if job.id != "heartbeat":
+            if job.id != "heartbeat" and not job.id.startswith("once:"):
                 job.remove()
         for name in databases:
             self._sched.add_job(self._probe, IntervalTrigger(seconds=PROBE_SECONDS, timezone=UTC), args=(name,),

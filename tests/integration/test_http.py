@@ -38,8 +38,9 @@ def test_endpoints_answer_for_a_healthy_database(service_factory, pg_cluster: Em
                what="liveness with a scheduler heartbeat")
     code, ready = wait_until(lambda: (r := http_get(port, "/health/ready"))[0] == 200 and r, what="readiness")
     assert ready["databases"]["main"] == {"ready": True, "reachable": True, "breaker": "closed"}
-    code, health = http_get(port, "/health")
-    assert code == 200 and health["databases"]["main"]["leader"] is True
+    # Preparation (migrate, leadership) runs in the background after start; then health shows the leader.
+    health = wait_until(lambda: (h := http_get(port, "/health")[1])["databases"]["main"]["leader"] and h,
+                        what="leadership")
     assert "hunter2" not in str(health)
     code, metrics = http_get(port, "/metrics")
     assert 'indexd_database_up{database="main"} 1.0' in metrics

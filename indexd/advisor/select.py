@@ -282,27 +282,33 @@ def _widen(problem: _Problem, limits: Limits, pool: list[IndexCandidate], chosen
     every statement (a) does, and often sorts or filters more of them.
     """
     budget_left = limits.budget_bytes - sum(limits.sizes.get(c, 0) for c in chosen)
+    by_table: dict[tuple[str, str], list[IndexCandidate]] = {}
+    for cand in pool:
+        by_table.setdefault((cand.schema, cand.table), []).append(cand)
     result = list(chosen)
+    current_set = set(result)
     for i, cand in enumerate(result):
         current = cand
-        for wider in pool:
-            if wider in result or not wider.keys or len(wider.keys) <= len(current.keys) or not prefix_covered(
-                    current, [k.label() for k in wider.keys], wider.method, wider.where, wider.include) \
-                    or wider.schema != current.schema or wider.table != current.table:
+        for wider in by_table.get((cand.schema, cand.table), []):
+            if wider in current_set or len(wider.keys) <= len(current.keys) or not prefix_covered(
+                    current, [k.label() for k in wider.keys], wider.method, wider.where, wider.include):
                 continue
             extra = limits.sizes.get(wider, 0) - limits.sizes.get(current, 0)
             if extra > budget_left:
                 continue
-            others = frozenset(result) - {current}
+            others = frozenset(current_set - {current})
             touched = set(problem.serves.get(current, [])) | set(problem.serves.get(wider, []))
             before = _total_saved(problem, others | {current}, touched)
             after = _total_saved(problem, others | {wider}, touched)
-            gain = (after or 0.0) - (before or 0.0)
-            if after is not None and before is not None and gain / problem.period_s > \
-                    limits.write_cost(wider) - limits.write_cost(current) and gain > 0.01 * before:
+            if before is None or after is None:
+                continue
+            gain = after - before
+            if gain / problem.period_s > limits.write_cost(wider) - limits.write_cost(current) and gain > 0.01 * before:
                 rejected[current] = f"widened to ({', '.join(k.label() for k in wider.keys)})"
                 rejected.pop(wider, None)
                 budget_left -= extra
+                current_set.discard(current)
+                current_set.add(wider)
                 result[i] = current = wider
     return result
 

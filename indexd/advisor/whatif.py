@@ -9,6 +9,7 @@ when it ends, on success and on error alike.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class WhatIfStats:
     errors: dict[int, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=16384)
 def parameter_count(query: str) -> int:
     """The highest $n of a statement (0 when it has none); literals and comments are ignored."""
     highest = 0
@@ -63,6 +65,7 @@ def parameter_count(query: str) -> int:
     return highest
 
 
+@functools.lru_cache(maxsize=16384)
 def pin_limits(query: str) -> str:
     """`LIMIT $n` / `OFFSET $n` with typical values the planner can see.
 
@@ -82,6 +85,7 @@ def pin_limits(query: str) -> str:
     return query
 
 
+@functools.lru_cache(maxsize=16384)
 def check_explainable(query: str) -> str | None:
     """Why a statement cannot be what-if costed (None when it can): exactly one SELECT/INSERT/UPDATE/DELETE."""
     try:
@@ -225,35 +229,48 @@ class WhatIf:
             if params == 0:
                 cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(query))
                 return cur.fetchone()[0]
-            cur.execute(sql.SQL("PREPARE {} AS ").format(sql.Identifier(_PREPARED)) + sql.SQL(pin_limits(query)))
-            try:
-                cur.execute(
-                    sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
-                        sql.Identifier(_PREPARED), sql.SQL(", ").join([sql.SQL("NULL")] * params)
-                    )
-                )
-                return cur.fetchone()[0]
-            finally:
-                cur.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_PREPARED)))
+            # One round trip: forget the previous statement, prepare this one, explain its generic plan.
+            # (The query was checked to be exactly one statement, so nothing else can ride along.)
+            name = sql.Identifier(_PREPARED)
+            cur.execute(sql.Composed([
+                sql.SQL("DEALLOCATE ALL; PREPARE {} AS ").format(name), sql.SQL(pin_limits(query)),
+                sql.SQL("; EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
+                    name, sql.SQL(", ").join([sql.SQL("NULL")] * params)),
+            ]))
+            return cur.fetchone()[0]
 
     def _materialize(self, wanted: frozenset[IndexCandidate]) -> None:
         """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible."""
         extra = [c for c in self._alive if c not in wanted]
         missing = sorted((c for c in wanted if c not in self._alive), key=IndexCandidate.fingerprint)
+        if not extra and not missing:
+            return
         with self.conn.cursor() as cur:
             if len(self._alive) - len(extra) + len(missing) > self.max_hypothetical or len(extra) > len(wanted):
                 cur.execute("SELECT hypopg_reset()")
                 self._alive.clear()
                 missing = sorted(wanted, key=IndexCandidate.fingerprint)
-            else:
-                for cand in extra:
-                    cur.execute("SELECT hypopg_drop_index(indexrelid) FROM hypopg_list_indexes "
-                                "WHERE index_name = %s", (self._alive.pop(cand),))
-            for cand in missing:
-                cur.execute("SELECT indexname FROM hypopg_create_index(%s)",
-                            (cand.create_sql(concurrently=False).as_string(self.conn),))
-                self._alive[cand] = cur.fetchone()[0]
-                self.stats.hypothetical_created += 1
+            elif extra:
+                names = [self._alive.pop(c) for c in extra]
+                cur.execute("SELECT hypopg_drop_index(indexrelid) FROM hypopg_list_indexes "
+                            "WHERE index_name = ANY(%s)", (names,))
+            if missing:
+                self._create(cur, missing)
+
+    def _create(self, cur: Any, missing: list[IndexCandidate]) -> None:
+        try:
+            # Created one by one in this order (WITH ORDINALITY), so the names come back matched.
+            cur.execute("SELECT (hypopg_create_index(ddl)).indexname FROM unnest(%s::text[]) "
+                        "WITH ORDINALITY AS u(ddl, n) ORDER BY n",
+                        ([c.create_sql(concurrently=False).as_string(self.conn) for c in missing],))
+        except psycopg2.Error:
+            # HypoPG is not transactional: the ones created before the failure would linger unseen.
+            cur.execute("SELECT hypopg_reset()")
+            self._alive.clear()
+            raise
+        for cand, row in zip(missing, cur.fetchall(), strict=True):
+            self._alive[cand] = row[0]
+        self.stats.hypothetical_created += len(missing)
 
     # ---- other planner questions --------------------------------------------------------------------------
     def row_fraction(self, schema: str, table: str, where: str) -> float:

@@ -129,3 +129,16 @@ def test_missing_hypopg_is_explained(pg_cluster: EmbeddedCluster, database: Data
         cur.execute("DROP EXTENSION hypopg")
     with pytest.raises(HypoPGMissing, match="apt-get install postgresql-15-hypopg"), WhatIf(database):
         pass
+
+
+def test_refused_hypothetical_index_leaves_nothing_behind(orders: psycopg2.extensions.connection,
+                                                          database: Database) -> None:
+    bad = IndexCandidate("public", "orders", (IndexKey(expression="no_such_function(customer)"),))
+    query = "SELECT * FROM orders WHERE customer = $1"
+    with WhatIf(database) as wi:
+        assert wi.cost(0, query, frozenset([CUSTOMER, bad])) is None
+        assert 0 not in wi.stats.errors  # the statement is not at fault
+        with wi.conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM hypopg_list_indexes")
+            assert cur.fetchone()[0] == 0
+        assert wi.cost(0, query, frozenset([CUSTOMER])) is not None

@@ -67,3 +67,30 @@ def test_bad_cron_is_a_config_error_naming_the_job() -> None:
         verify="61 * * * *")))
     problems = validate(_settings(db))
     assert len(problems) == 1 and "verify" in problems[0] and "databases.a" in problems[0]
+
+
+def test_live_scheduler_heartbeat_reschedule_and_shutdown() -> None:
+    import threading
+
+    from indexd.service.scheduler import Scheduler
+
+    beat, ran = threading.Event(), threading.Event()
+    sched = Scheduler(run_job=lambda job, db: None, heartbeat=beat.set, probe=lambda name: None)
+    assert not sched.alive()
+    sched.start()
+    try:
+        assert beat.wait(5), "the heartbeat runs at once"
+        assert sched.alive()
+        a = DatabaseSettings("a", "postgresql://x@h/a")
+        b = DatabaseSettings("b", "postgresql://x@h/b")
+        sched.schedule(job_specs(_settings(a, b)), ["a", "b"])
+        sched.run_once(ran.set, "check")
+        ids = set(sched.next_runs())
+        assert {"heartbeat", "a:probe", "b:probe", "a:capture", "b:prune", "a:backup_verify"} <= ids
+        sched.schedule(job_specs(_settings(a)), ["a"])  # a reload that drops database b
+        ids = set(sched.next_runs())
+        assert "b:capture" not in ids and "b:probe" not in ids and "a:capture" in ids and "heartbeat" in ids
+        assert ran.wait(5), "a run-once job runs (a reschedule leaves it alone)"
+    finally:
+        sched.shutdown()
+    assert not sched.alive()

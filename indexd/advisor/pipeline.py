@@ -19,7 +19,7 @@ from indexd.advisor.catalog import load_catalog
 from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Statement, Table
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
-from indexd.advisor.whatif import WhatIf
+from indexd.advisor.whatif import WhatIf, require_hypopg
 from indexd.clock import utcnow
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
@@ -64,13 +64,15 @@ def advise(
     """Index advice for this database's workload (pg_stat_statements over the look-back, or `statements`)."""
     started = clock()
     warnings: list[str] = []
+    with db.connection() as conn:
+        require_hypopg(conn, db.name)  # before anything is captured or written
     from_workload = statements is None
     period_s = settings.lookback.total_seconds()
     if statements is None:
         statements, period_s = _captured(db, settings, now, warnings)
     with db.connection() as conn:
         catalog = load_catalog(conn, db.settings.state_schema)
-    cands = generate(statements, catalog, settings)
+    cands = generate(statements, catalog, settings, db.settings.state_schema)
     skipped = [Skipped(s.query, s.reason) for s in cands.skipped]
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,

@@ -113,6 +113,14 @@ def index_names_in(plan: Any) -> set[str]:
     return found
 
 
+def require_hypopg(conn: PgConnection, database: str) -> None:
+    """HypoPGMissing, saying how to install it, unless the extension is created in this database."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'")
+        if cur.fetchone() is None:
+            raise HypoPGMissing(f"HypoPG is not installed in database {database!r}: " + HYPOPG_HELP.format(db=database))
+
+
 class WhatIf:
     """A what-if session on one dedicated connection; use as a context manager."""
 
@@ -137,13 +145,8 @@ class WhatIf:
     def __enter__(self) -> WhatIf:
         conn = self.db.dedicated_connection(autocommit=True)
         try:
+            require_hypopg(conn, self.db.name)
             with conn.cursor() as cur:
-                cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'")
-                if cur.fetchone() is None:
-                    raise HypoPGMissing(
-                        f"HypoPG is not installed in database {self.db.name!r}: "
-                        + HYPOPG_HELP.format(db=self.db.name)
-                    )
                 cur.execute(
                     "SELECT set_config('statement_timeout', %s, false), "
                     "set_config('default_transaction_read_only', 'on', false), "

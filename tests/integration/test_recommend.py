@@ -164,6 +164,11 @@ def test_missing_hypopg_fails_clearly(shop: psycopg2.extensions.connection, pg_d
     code, out, err = _recommend(capsys, pg_dsn, "--queries", _queries(tmp_path, WORKLOAD))
     assert code == 1 and out == ""
     assert "HypoPG is not installed" in err and "CREATE EXTENSION hypopg" in err
+    code, out, err = _recommend(capsys, pg_dsn, "--json")
+    assert code == 1 and out == "" and "apt-get install postgresql-15-hypopg" in err
+    with shop.cursor() as cur:  # refused before anything was captured or written
+        cur.execute("SELECT to_regclass('indexd.snapshots')")
+        assert cur.fetchone()[0] is None
 
 
 def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,

@@ -63,31 +63,39 @@ def server_load(conn: PgConnection) -> ServerLoad:
     return ServerLoad(int(active), int(max_conn), int(waiting), replica_lag)
 
 
+# A partitioned table has no rows of its own: its size and writes are those of its partitions.
+_TABLE_FACTS = """
+WITH t AS (
+  SELECT coalesce((SELECT array_agg(p.relid::oid::bigint) FROM pg_partition_tree(c.oid) p),
+                  ARRAY[c.oid::bigint]) AS parts
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)
+SELECT t.parts,
+       (SELECT coalesce(sum(k.relpages::bigint), 0) FROM pg_class k WHERE k.oid::bigint = ANY(t.parts))
+         * current_setting('block_size')::bigint,
+       (SELECT coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0) FROM pg_stat_user_tables s
+         WHERE s.relid::bigint = ANY(t.parts))
+         / greatest(1, extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())))
+  FROM t LEFT JOIN pg_stat_database d ON d.datname = current_database()
+"""
+
+
 def table_facts(conn: PgConnection, schema: str, table: str) -> tuple[int, float]:
-    """(heap bytes, writes per second) of a table; the write rate is rows inserted + updated + deleted since
-    the statistics were reset (or the server started), as the advisor measures it. (0, 0.0) if it is gone.
+    """(heap bytes, writes per second) of a table, summed over its partitions when it is partitioned; the write
+    rate is rows inserted + updated + deleted since the statistics were reset (or the server started), as the
+    advisor measures it. (0, 0.0) if it is gone.
 
     The exact size needs a share lock on the table: when someone holds it exclusively we do not wait (that is
     what lock_timeout on this connection is for) and fall back to the catalog's page count.
     """
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT c.oid, c.relpages::bigint * current_setting('block_size')::bigint,"
-            " coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)"
-            "   / greatest(1, extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())))"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
-            " LEFT JOIN pg_stat_database d ON d.datname = current_database()"
-            " WHERE n.nspname = %s AND c.relname = %s",
-            (schema, table),
-        )
+        cur.execute(_TABLE_FACTS, (schema, table))
         row = cur.fetchone()
         if row is None:
             return 0, 0.0
-        oid, catalog_bytes, writes = row
+        parts, catalog_bytes, writes = row
         cur.execute("SAVEPOINT table_size")
         try:
-            cur.execute("SELECT pg_relation_size(%s)", (oid,))
+            cur.execute("SELECT coalesce(sum(pg_relation_size(x)), 0) FROM unnest(%s::oid[]) x", (list(parts),))
             size = int(cur.fetchone()[0])
             cur.execute("RELEASE SAVEPOINT table_size")
         except psycopg2.errors.LockNotAvailable:

@@ -28,6 +28,7 @@ from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX, partition_index_name
 from indexd.lifecycle.pause import pause
+from indexd.lifecycle.readings import table_facts
 from indexd.lifecycle.recommendations import load_recommendations
 
 ROWS = 50_000
@@ -243,3 +244,14 @@ def test_hostile_names_on_a_partitioned_table(fast_db: Database, pg_conn) -> Non
     dropped = drop_index_concurrently(fast_db, schema, result.index_name, reason="test")
     assert dropped.outcome == "succeeded", dropped.reason
     assert own_indexes(pg_conn) == []
+
+
+def test_readings_sum_a_partitioned_tables_partitions(fast_db: Database, pg_conn) -> None:
+    make_partitioned(pg_conn, "public", "payments", rows=6000)
+    with pg_conn.cursor() as cur:  # the inserts' counters reach the shared statistics now, not within a second
+        cur.execute("SELECT pg_stat_force_next_flush()")
+        cur.execute("SELECT 1")
+    with fast_db.connection() as conn:
+        size, writes = table_facts(conn, "public", "payments")
+        leaf_size, _ = table_facts(conn, "public", "payments eu")
+    assert size > leaf_size > 0 and writes > 0

@@ -32,7 +32,7 @@ def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None
 
 
 def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, Any]:
-    """The JSON object `indexd recommend --json` prints."""
+    """The JSON object `indexd recommend --json` prints: exactly the contract's keys (notes go to stderr)."""
     ids = ids or {}
     return {
         "database": advice.database,
@@ -42,9 +42,6 @@ def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, 
             recommendation_json(r, advice.create_sql[r.candidate.fingerprint()], ids.get(r.candidate.fingerprint()))
             for r in advice.recommendations
         ],
-        "skipped": [{"query": s.query, "reason": s.reason} for s in advice.skipped],
-        "declined": [{"index": d.query, "reason": d.reason} for d in advice.declined],
-        "warnings": list(advice.warnings),
     }
 
 

@@ -34,6 +34,10 @@ def recommend(args: argparse.Namespace) -> int:
                                        supersede_missing=advice.from_workload)
     if args.json:
         common.print_json(report.advice_json(advice, ids))
+        for warning in advice.warnings:
+            sys.stderr.write(f"indexd: {warning}\n")
+        if advice.skipped:
+            sys.stderr.write(f"indexd: {len(advice.skipped)} statement(s) skipped (see the table output)\n")
         return 0
     if advice.recommendations:
         common.print_table(report.HEADERS, report.table_rows(advice, ids))

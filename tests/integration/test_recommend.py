@@ -70,11 +70,12 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
     code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--json")
     assert code == 0
     doc = json.loads(out)
+    assert set(doc) == {"database", "analyzed_statements", "elapsed_s", "recommendations"}
     assert doc["analyzed_statements"] == 3 and doc["elapsed_s"] >= 0
     recs = doc["recommendations"]
     assert {r["table"] for r in recs} == {"public.orders", "public.customers"}
     for rec in recs:
-        assert KEYS | {"id"} <= set(rec)
+        assert set(rec) == KEYS | {"id"}
         assert rec["create_sql"].startswith("CREATE INDEX CONCURRENTLY")
         assert rec["estimated_size_bytes"] > 0 and rec["improvement_pct"] > 0
         assert rec["queries"] and rec["queries"][0]["cost_after"] < rec["queries"][0]["cost_before"]

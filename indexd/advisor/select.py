@@ -32,6 +32,7 @@ CostFn = Callable[[int, frozenset[IndexCandidate]], float | None]
 MS_PER_COST_UNIT = 0.005  # planner cost unit in ms when no real timing is known (cached pages, modern CPU)
 WRITE_MS_PER_ROW = 0.005  # one B-tree entry written (and WAL-logged) per inserted or updated row
 COVERED_FACTOR = 2.0  # an index covered by a wider one must beat the threshold this many times
+SHARED_PER_LEAD = 3  # other statements' candidates costed per leading column a statement filters on
 REGRESSION_TOLERANCE = 1e-6  # relative; planner costs are deterministic, so any increase counts
 
 
@@ -108,18 +109,22 @@ class _Problem:
         self.period_s = max(period_s, 1.0)
         self._memo: dict[tuple[int, frozenset[IndexCandidate]], float | None] = {}
         self.relevant: dict[int, frozenset[IndexCandidate]] = {}
-        by_table: dict[tuple[str, str], list[IndexCandidate]] = {}
-        for cand in sorted(candidates.all, key=IndexCandidate.fingerprint):
-            by_table.setdefault((cand.schema, cand.table), []).append(cand)
+        popularity: dict[IndexCandidate, int] = {}
+        for own in candidates.by_statement:
+            for cand in own:
+                popularity[cand] = popularity.get(cand, 0) + 1
+        # Another statement's candidate can help this one when it leads with a column this one filters on; the
+        # most shared ones (likeliest to be chosen) are costed for it, a bounded number so work stays linear.
+        by_lead: dict[tuple[str, str, str], list[IndexCandidate]] = {}
+        for cand in sorted(candidates.all, key=lambda c: (-popularity.get(c, 0), c.fingerprint())):
+            if cand.keys:
+                by_lead.setdefault((cand.schema, cand.table, cand.keys[0].label()), []).append(cand)
         for s, own in enumerate(candidates.by_statement):
             if not own:
                 continue
-            leads = {(c.schema, c.table, c.keys[0].label()) for c in own if c.keys}
-            tables = {(c.schema, c.table) for c in own}
-            # Another statement's candidate helps this one when it leads with a column this one filters on.
-            rel = set(own) | {c for t in tables for c in by_table.get(t, []) if c.keys and
-                              (c.schema, c.table, c.keys[0].label()) in leads}
-            self.relevant[s] = frozenset(rel)
+            leads = sorted({(c.schema, c.table, c.keys[0].label()) for c in own if c.keys})
+            extra = [c for lead in leads for c in by_lead.get(lead, [])[:SHARED_PER_LEAD] if c not in own]
+            self.relevant[s] = frozenset(own) | frozenset(extra)
         self.baseline: dict[int, float] = {}
         for s in sorted(self.relevant):
             cost = self.cost(s, frozenset())

@@ -103,7 +103,7 @@ def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids
     return window_stats(rows)
 
 
-def _index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int, datetime | None]:
+def index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int, datetime | None]:
     """(exists, valid, scans, the database's last statistics reset) of an index, from a fresh statistics snapshot.
     A partitioned index is never scanned itself: its scans are those of its partitions' indexes."""
     with conn.cursor() as cur:
@@ -125,7 +125,7 @@ def gather(conn: PgConnection, state_schema: str, item: BuiltIndex, lookback: ti
     The "after" window starts at the build, or at a later statistics reset: the scan counter only covers the
     time since then, so statements that ran before it say nothing about the index's use.
     """
-    exists, valid, scans, stats_reset = _index_scans(conn, item.schema, item.index_name)
+    exists, valid, scans, stats_reset = index_scans(conn, item.schema, item.index_name)
     after_start = max(item.built_at, stats_reset) if stats_reset else item.built_at
     window = {"before": [(item.build_started - lookback).isoformat(), item.build_started.isoformat()],
               "after": [after_start.isoformat(), now.isoformat()]}

@@ -30,6 +30,7 @@ from indexd.lifecycle.partitioned import PARTITION_PREFIX, partition_index_name
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.readings import table_facts
 from indexd.lifecycle.recommendations import load_recommendations
+from indexd.lifecycle.verify import index_scans as verify_index_scans
 
 ROWS = 50_000
 
@@ -255,3 +256,20 @@ def test_readings_sum_a_partitioned_tables_partitions(fast_db: Database, pg_conn
         size, writes = table_facts(conn, "public", "payments")
         leaf_size, _ = table_facts(conn, "public", "payments eu")
     assert size > leaf_size > 0 and writes > 0
+
+
+def test_a_partitioned_index_is_scanned_through_its_partitions(fast_db: Database, pg_conn) -> None:
+    make_partitioned(pg_conn, "public", "payments", rows=6000)
+    rec_id = insert_recommendation(pg_conn, candidate("public", "payments", "a"))
+    built = build_index(fast_db, _rec(fast_db, rec_id), fast_db.settings)
+    assert built.outcome == "succeeded", built.reason
+    with pg_conn.cursor() as cur:
+        for value in (5, 6, 7):
+            cur.execute("SELECT count(*) FROM payments WHERE a = %s", (value,))
+        cur.execute("SELECT pg_stat_force_next_flush()")
+        cur.execute("SELECT 1")
+    with fast_db.connection() as conn:
+        exists, valid, scans, _reset = verify_index_scans(conn, "public", built.index_name)
+    assert exists and valid and scans >= 3
+    report = health.report(fast_db, None, fast_db.settings)  # type: ignore[arg-type]
+    assert built.index_name not in {f.index for f in report.unused}

@@ -293,3 +293,8 @@ def test_measured_bloat_repacks_leaves_to_the_fillfactor() -> None:
 def test_standbys_make_unused_indexes_a_question_not_a_drop() -> None:
     (f,) = find_unused([ix("i")], NOW - timedelta(days=90), NOW, timedelta(days=30), standbys=2)
     assert not f.droppable and f.evidence["standbys"] == 2 and "standby" in f.action
+
+
+def test_an_index_on_a_partitioned_table_is_dropped_without_concurrently() -> None:
+    assert drop_sql("s", "ix", partitioned=True) == 'DROP INDEX "s"."ix";'
+    assert drop_sql("s", "ix") == 'DROP INDEX CONCURRENTLY "s"."ix";'

@@ -34,7 +34,7 @@ def prepare(target: DatabaseRuntime) -> bool:
     """Migrate, set up leadership and, as leader, settle leftovers; False (logged) when unreachable now."""
     try:
         ensure_prepared(target)
-        if target.leadership is not None and target.leadership.acquire():
+        if is_leader(target):
             ensure_settled(target)
     except Exception as exc:  # noqa: BLE001 - retried before the database's next job
         log.error("database %s not prepared at start (retried before its next job): %s", target.name,
@@ -58,6 +58,20 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
             log.info("state schema of %s migrated to version %d", target.name, max(applied))
         target.leadership = Leadership.for_database(target.db)
         target.prepared = True
+
+
+def is_leader(target: DatabaseRuntime) -> bool:
+    """Whether we hold (or can take now) the leader lock. Leadership objects are not thread-safe: jobs and the
+    probe take turns through the target's lock, so two threads never open two competing lock sessions."""
+    lead = target.leadership
+    if lead is None:  # not prepared yet
+        return False
+    with target.leader_lock:
+        try:
+            return bool(lead.acquire())
+        except Exception as exc:  # noqa: BLE001 - an unreachable database: not leader
+            log.warning("leadership check on %s failed: %s", target.name, first_line(exc))
+            return False
 
 
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:

@@ -17,7 +17,7 @@ from psycopg2 import sql
 from indexd.clock import monotonic, utcnow
 from indexd.errors import ConnectionFailed, GuardRefusal
 from indexd.log import job_context, scrub
-from indexd.service.databases import ensure_prepared, ensure_settled
+from indexd.service.databases import ensure_prepared, ensure_settled, is_leader
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime, first_line
 from indexd.service.tasks import LEADER_ONLY, TASKS, TaskEnv, TaskResult
 
@@ -101,7 +101,7 @@ class JobRunner:
     def _decide(self, job: str, target: DatabaseRuntime, job_id: str, now: datetime) -> TaskResult:
         ensure_prepared(target)
         if job in LEADER_ONLY:
-            if not _is_leader(target):
+            if not is_leader(target):
                 return TaskResult("skipped", "skipped: another indexd process is the leader for this database")
             ensure_settled(target, job_id)
         env = TaskEnv(self.runtime.settings, target, job_id, self.cancel, now)
@@ -113,18 +113,6 @@ class JobRunner:
             if self.closed.is_set():
                 return
             self.run(job, database)
-
-
-def _is_leader(target: DatabaseRuntime) -> bool:
-    """Whether we hold (or can take now) the leader lock; without a leadership object, we are alone."""
-    lead = target.leadership
-    if lead is None:
-        return True
-    try:
-        return bool(lead.acquire())
-    except Exception as exc:  # noqa: BLE001 - an unreachable database: not leader, the job is skipped
-        log.warning("leadership check on %s failed: %s", target.name, exc)
-        return False
 
 
 def _record_start(target: DatabaseRuntime, job: str, job_id: str, started: datetime) -> int | None:

@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from indexd.clock import utcnow
+from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime, first_line
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,12 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
-    result.leader = _leader(target) if result.up else False
+    result.leader = is_leader(target) if result.up else False
     result.last_backup = _last_backup(runtime, target)
     return result
 
 
 _STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
-
-
-def _leader(target: DatabaseRuntime) -> bool:
-    lead = target.leadership
-    if lead is None:  # not prepared yet (unreachable at start): the first job prepares it
-        return False
-    try:
-        return bool(lead.acquire())
-    except Exception as exc:  # noqa: BLE001
-        log.debug("leadership of %s unknown: %s", target.name, exc)
-        return False
 
 
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:

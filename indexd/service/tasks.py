@@ -5,13 +5,10 @@ the domain functions themselves, right before they mutate anything.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from indexd.config.schema import Settings
 from indexd.service.runtime import DatabaseRuntime
@@ -61,9 +58,7 @@ def apply(env: TaskEnv) -> TaskResult:
     from indexd.lifecycle.apply import apply as run_apply
 
     t = env.target
-    kwargs: dict[str, Any] = {"now": env.now, "job_id": env.job_id}
-    with _leadership_for(run_apply, t, kwargs):
-        result = run_apply(t.db, env.settings, t.settings, **kwargs)
+    result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
     built = [b for b in result.built if b.outcome == "succeeded"]
@@ -127,26 +122,6 @@ def prune(env: TaskEnv) -> TaskResult:
     gone = sum(1 for d in decisions if not d.keep)
     rows = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) or "no rows"
     return TaskResult("ok", f"history pruned ({rows}); {gone} backup(s) deleted, {len(decisions) - gone} kept")
-
-
-@contextlib.contextmanager
-def _leadership_for(func: Callable[..., Any], target: DatabaseRuntime, kwargs: dict[str, Any]) -> Iterator[None]:
-    """Hand our leader lock to a domain function: as an argument when it takes one; otherwise give the lock
-    up for the call (the function takes it itself; if another daemon grabs it meanwhile, its leader guard
-    refuses, which is safe) and take it back afterwards."""
-    lead = target.leadership
-    if lead is None:
-        yield
-        return
-    if "leadership" in inspect.signature(func).parameters:
-        kwargs["leadership"] = lead
-        yield
-        return
-    lead.release()
-    try:
-        yield
-    finally:
-        lead.acquire()
 
 
 TASKS: dict[str, Callable[[TaskEnv], TaskResult]] = {

@@ -1,8 +1,9 @@
 """What the daemon runs: per-database pools and leadership, the scheduler, HTTP endpoints, the watchdog.
 
 `IndexdService` implements the start / tick / reload / stop steps that `daemon.Daemon` drives. Start-up order:
-logging, databases (migrate, leadership, INVALID leftovers), HTTP, scheduler. Stop runs in reverse, each
-step bounded, so the whole stop fits in STOP_BOUND_S (the unit file's TimeoutStopSec leaves room above it).
+HTTP, scheduler, databases (prepared in the background: migrate, leadership, INVALID leftovers), job schedules.
+Stop runs in reverse, each step bounded, so the whole stop fits in STOP_BOUND_S (the unit file's
+TimeoutStopSec leaves room above it).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def check_runnable(settings: Settings) -> None:
 
 
 class IndexdService:
+    """The daemon's work: what to start, what each loop turn does, how to reload and stop."""
+
     def __init__(self, settings: Settings, config_path: str | None = None,
                  env: Mapping[str, str] | None = None, notifier: Notifier | None = None) -> None:
         self.config_path = config_path

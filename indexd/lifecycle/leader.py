@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 
 import psycopg2
@@ -35,6 +36,9 @@ class Leadership:
         self.db = db
         self.key = key
         self._conn: PgConnection | None = None
+        # The daemon's jobs for one database run in several threads (apply, verify, health); they share this
+        # object, so checking, taking and giving up the lock are serialised.
+        self._lock = threading.RLock()
 
     @classmethod
     def for_database(cls, db: Database) -> Leadership:
@@ -47,7 +51,11 @@ class Leadership:
 
     def acquire(self) -> bool:
         """Try once, without waiting; True when this object holds the lock (now or already)."""
-        if self.held():
+        with self._lock:
+            return self._acquire()
+
+    def _acquire(self) -> bool:
+        if self._held():
             return True
         self._drop()
         conn = self.db.dedicated_connection(autocommit=True)
@@ -69,6 +77,10 @@ class Leadership:
 
     def held(self) -> bool:
         """Whether we still hold the lock: the connection answers and its session still has the lock."""
+        with self._lock:
+            return self._held()
+
+    def _held(self) -> bool:
         conn = self._conn
         if conn is None or conn.closed:
             return False
@@ -92,6 +104,10 @@ class Leadership:
 
     def release(self) -> None:
         """Give the lock up (closing the session releases it even if the unlock fails)."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
         conn = self._conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:

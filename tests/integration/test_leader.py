@@ -42,3 +42,24 @@ def test_negative_keys_are_checked_correctly(database: Database) -> None:
         assert lead.acquire() and lead.held()
     with Leadership(database, 2**62 + 5) as lead:
         assert lead.acquire() and lead.held()
+
+
+def test_threads_sharing_one_leadership_open_one_session(database) -> None:
+    import threading
+
+    from indexd.lifecycle.leader import Leadership
+
+    lead = Leadership.for_database(database)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(lead.acquire())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert results == [True] * 8
+        with database.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            assert cur.fetchone()[0] == 1
+    finally:
+        lead.release()

@@ -195,15 +195,23 @@ class SnapshotRow:
     total_time_ms: float
 
 
-def window_stats(rows: Iterable[SnapshotRow]) -> dict[int, tuple[str, int, float]]:
+def window_stats(
+    rows: Iterable[SnapshotRow],
+    snapshots_in_window: Iterable[tuple[int, datetime, datetime | None]] = (),
+) -> dict[int, tuple[str, int, float]]:
     """Calls and time per queryid between the first and the last snapshot of a window.
 
     Deltas are taken between consecutive snapshots and summed. Across a stats reset (the snapshot's
     stats_reset changed, or a statement's calls went down: reset or eviction) the later counters are the delta.
     A statement missing from the previous snapshot counts from zero. The first snapshot is only a baseline.
+    `snapshots_in_window` (id, taken_at, stats_reset) names every snapshot of the window, including those in
+    which no statement of interest had run yet (one taken right after a reset): they count as baselines too.
     """
     snapshots: dict[int, tuple[datetime, datetime | None]] = {}
     by_snapshot: dict[int, dict[tuple[int, int, bool], SnapshotRow]] = {}
+    for sid, taken_at, stats_reset in snapshots_in_window:
+        snapshots[sid] = (taken_at, stats_reset)
+        by_snapshot.setdefault(sid, {})
     for r in rows:
         snapshots[r.snapshot_id] = (r.taken_at, r.stats_reset)
         by_snapshot.setdefault(r.snapshot_id, {})[(r.queryid, r.userid, r.toplevel)] = r
@@ -211,8 +219,8 @@ def window_stats(rows: Iterable[SnapshotRow]) -> dict[int, tuple[str, int, float
     totals: dict[int, tuple[str, int, float]] = {}
     for prev_id, cur_id in zip(order, order[1:], strict=False):
         reset = snapshots[prev_id][1] != snapshots[cur_id][1]
-        prev = by_snapshot[prev_id]
-        for key, cur in by_snapshot[cur_id].items():
+        prev = by_snapshot.get(prev_id, {})
+        for key, cur in by_snapshot.get(cur_id, {}).items():
             old = None if reset else prev.get(key)
             if old is not None and cur.calls >= old.calls:
                 calls, time_ms = cur.calls - old.calls, max(cur.total_time_ms - old.total_time_ms, 0.0)

@@ -100,7 +100,10 @@ def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids
         cur.execute(sql.SQL(_SNAPSHOT_ROWS).format(s=sql.Identifier(schema)), (start, end, list(ids), like))
         rows = [SnapshotRow(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], int(r[7]), float(r[8]))
                 for r in cur.fetchall()]
-    return window_stats(rows)
+        cur.execute(sql.SQL("SELECT id, taken_at, stats_reset FROM {}.snapshots WHERE taken_at >= %s"
+                            " AND taken_at <= %s").format(sql.Identifier(schema)), (start, end))
+        snapshots = [(int(r[0]), r[1], r[2]) for r in cur.fetchall()]
+    return window_stats(rows, snapshots)
 
 
 def index_scans(conn: PgConnection, schema: str, name: str) -> tuple[bool, bool, int, datetime | None]:

@@ -249,3 +249,13 @@ def test_statement_stats_marks_targets_and_related() -> None:
               3: ("SELECT * FROM u", 9, 1.0), 4: ("select * from x where b = $1", 5, 1.0)}
     got = {s.key: s.target for s in statement_stats(totals, {1}, {"select * from x where b = $1"}, "t")}
     assert got == {"1": True, "2": False, "4": True}
+
+
+def test_an_empty_baseline_snapshot_still_counts_as_the_start() -> None:
+    """A snapshot taken right after a reset has no row for the statement; its later calls all count."""
+    later = RESET + timedelta(days=40)
+    rows = [row(2, 7, 4, 8.0, reset=later), row(3, 7, 6, 10.0, reset=later)]
+    assert window_stats(rows) == {7: ("q7", 2, 2.0)}  # without the empty snapshot, #2 is the baseline
+    snapshots = [(1, T0 + timedelta(minutes=1), later), (2, T0 + timedelta(minutes=2), later),
+                 (3, T0 + timedelta(minutes=3), later)]
+    assert window_stats(rows, snapshots) == {7: ("q7", 6, 10.0)}

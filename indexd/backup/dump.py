@@ -7,11 +7,13 @@ in the very snapshot pg_dump dumps (an exported snapshot), so a test restore can
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -174,15 +176,20 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
     _seal(partial)
     os.replace(partial, final)
     fsync_path(folder)
-    digest, files = checksum_files(final)
-    data = _manifest(settings, db, bid, started, snap, digest, files, monotonic() - t0, job_id)
-    data.update(row_counts=counter.counts, pg_dump_s=round(pg_dump_s, 3))
-    if db.backups.verify.list_after_backup:
-        try:
-            data["list_entries"] = pg_restore_list(final)
-            data.update(status="verified", verified_at=manifest_time(started + timedelta(seconds=monotonic() - t0)))
-        except BackupError as exc:
-            data.update(status="failed", error=f"pg_restore --list failed: {exc}")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # pg_restore --list reads the table of contents while we checksum the data: both only read the dump.
+        listing = (pool.submit(contextvars.copy_context().run, pg_restore_list, final)  # keeps the job id
+                   if db.backups.verify.list_after_backup else None)
+        digest, files = checksum_files(final)
+        data = _manifest(settings, db, bid, started, snap, digest, files, monotonic() - t0, job_id)
+        data.update(row_counts=counter.counts, pg_dump_s=round(pg_dump_s, 3))
+        if listing is not None:
+            try:
+                data["list_entries"] = listing.result()
+                data.update(status="verified",
+                            verified_at=manifest_time(started + timedelta(seconds=monotonic() - t0)))
+            except BackupError as exc:
+                data.update(status="failed", error=f"pg_restore --list failed: {exc}")
     data["duration_s"] = round(monotonic() - t0, 3)
     write_json_atomic(manifest_path(folder, bid), data)
     return info_from_manifest(manifest_path(folder, bid), data)

@@ -61,17 +61,12 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
 
 
 def is_leader(target: DatabaseRuntime) -> bool:
-    """Whether we hold (or can take now) the leader lock. Leadership objects are not thread-safe: jobs and the
-    probe take turns through the target's lock, so two threads never open two competing lock sessions."""
+    """Whether we hold (or can take now) the leader lock; False only when another process holds it. A failing
+    check raises, so a job says why it did not run instead of blaming another process."""
     lead = target.leadership
     if lead is None:  # not prepared yet
         return False
-    with target.leader_lock:
-        try:
-            return bool(lead.acquire())
-        except Exception as exc:  # noqa: BLE001 - an unreachable database: not leader
-            log.warning("leadership check on %s failed: %s", target.name, first_line(exc))
-            return False
+    return bool(lead.acquire())
 
 
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:

@@ -52,7 +52,11 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
-    result.leader = is_leader(target) if result.up else False
+    try:
+        result.leader = is_leader(target) if result.up else False
+    except Exception as exc:  # noqa: BLE001 - a failed check is a reading: not leader, and why
+        result.leader = False
+        result.error = result.error or f"leadership check failed: {first_line(exc)}"
     result.last_backup = _last_backup(runtime, target)
     return result
 

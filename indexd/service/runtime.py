@@ -66,7 +66,6 @@ class DatabaseRuntime:
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
     closed: bool = False  # removed by a reload or the stop: nothing may open new sessions for it
     prepare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    leader_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one acquire at a time
     probe: Probe = field(default_factory=Probe)
     last_runs: dict[str, JobRecord] = field(default_factory=dict)
     last_success: dict[str, datetime] = field(default_factory=dict)

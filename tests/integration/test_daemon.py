@@ -43,8 +43,8 @@ def test_daemon_lifecycle(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path:
     try:
         assert d.wait_message("READY=1", timeout=60).startswith("READY=1\nSTATUS=running")
         runs = d.wait_for(lambda: _round_done(d), timeout=90, what="the start-up round")
-        assert runs["capture"]["outcome"] == "ok"
-        assert runs["advise"]["outcome"] == "ok"
+        assert runs["capture"]["outcome"] == "ok", runs["capture"]
+        assert runs["advise"]["outcome"] == "ok", runs["advise"]
         assert "built " in runs["apply"]["message"] and "indexd_" in runs["apply"]["message"], runs["apply"]
         assert runs["backup"]["outcome"] == "ok" and "verified" in runs["backup"]["message"]
         assert runs["backup_verify"]["outcome"] == "ok", runs["backup_verify"]

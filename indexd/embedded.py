@@ -119,11 +119,14 @@ class EmbeddedCluster:
 
     # ---- commands -------------------------------------------------------------------------------------
     def _cmd(self, args: list[str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
+        """Run a server binary, as the unprivileged OS user when we are root."""
+        user = group = None
+        extra: list[int] | None = None
         if self.os_user:
-            kwargs = {"user": self.os_user, "group": pwd.getpwnam(self.os_user).pw_gid, "extra_groups": []}
-        proc = subprocess.run(  # noqa: PLW1510
-            args, capture_output=True, text=True, timeout=timeout, cwd=self.base_dir, check=False, **kwargs
+            user, group, extra = self.os_user, pwd.getpwnam(self.os_user).pw_gid, []
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, cwd=self.base_dir, check=False,
+            user=user, group=group, extra_groups=extra,
         )
         if check and proc.returncode != 0:
             tail = self.server_log_tail()

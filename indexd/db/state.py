@@ -20,9 +20,10 @@ MIGRATION_LOCK_KEY = 0x696E646578646D67
 
 
 def sql_dir() -> Path:
-    """The migrations folder: $INDEXD_SQL_DIR, else `sql/` beside the package."""
+    """The migrations folder: $INDEXD_SQL_DIR, else the package's `sql/` (in a checkout, a link to the
+    top-level sql/ folder; in an installed wheel, a copy of it)."""
     env = os.environ.get("INDEXD_SQL_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "sql"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "sql"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexd.config.load import load_settings, settings_for_dsn
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.pool import Database
+
+if TYPE_CHECKING:  # the pool pulls in SQLAlchemy: commands that need no database do not pay for it
+    from indexd.db.pool import Database
 
 
 def load(args: argparse.Namespace) -> Settings:
@@ -51,6 +53,8 @@ def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSetti
 
 @contextmanager
 def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database]:
+    from indexd.db.pool import Database
+
     database = Database(db, settings.retry, settings.circuit_breaker)
     try:
         yield database

@@ -22,7 +22,7 @@ from indexd.db.pool import PgConnection
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("create_index", "drop_index", "revert_index", "pause", "resume", "approve", "reject")
+ACTIONS = ("create_index", "drop_index", "revert_index", "pause", "resume", "approve", "reject", "restore")
 OUTCOMES = ("succeeded", "failed", "refused", "skipped")
 
 

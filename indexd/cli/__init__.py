@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -162,7 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, func_name = args.handler.split(":")
     handler = getattr(importlib.import_module(f"indexd.cli.{module_name}"), func_name)
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) is handled below
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly, and keep Python's exit-time flush from complaining again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except IndexdError as exc:
         print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from indexd.config.load import load_settings, settings_for_dsn
@@ -62,8 +63,15 @@ def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database
         database.close()
 
 
+def _json_value(value: Any) -> Any:
+    """Timestamps as ISO 8601 (`2026-11-23T07:33:51+00:00`), as every listing writes them; the rest as text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
+    json.dump(obj, sys.stdout, indent=2, default=_json_value)
     sys.stdout.write("\n")
 
 

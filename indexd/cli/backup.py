@@ -95,6 +95,8 @@ def _decisions(settings: Settings, backups: list[BackupInfo], now: datetime) -> 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
     backups = list_backups(settings, args.database)
+    if args.database and not backups:
+        settings.database(args.database)  # a name that is neither configured nor on disk is a typo: say so
     decisions = _decisions(settings, backups, now)
     rows: list[dict[str, Any]] = []
     for b in backups:

@@ -1,0 +1,28 @@
+"""`indexd backup list` reads the manifests on disk only: these runs need no server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexd.cli import main
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "indexd.yaml"
+    path.write_text(f"databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1:1/app\n"
+                    f"backups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n")
+    return path
+
+
+def test_list_of_an_unknown_database_is_a_usage_error(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "backup", "list", "--database", "nope"]) == 2
+    assert "no database named 'nope'" in capsys.readouterr().err
+
+
+def test_list_of_a_configured_database_without_backups_is_empty(config: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "backup", "list", "--database", "main"]) == 0
+    assert capsys.readouterr().out.strip() == "no backups"

@@ -24,9 +24,14 @@ def redact_dsn(text: str) -> str:
 def parse_dsn(dsn: str) -> dict[str, str]:
     """libpq's own parsing of a URI or key=value DSN; a ConfigError (without the password) if it is bad."""
     try:
-        return dict(psycopg2.extensions.parse_dsn(dsn))
+        params = dict(psycopg2.extensions.parse_dsn(dsn))
     except psycopg2.ProgrammingError as exc:
         raise ConfigError(f"invalid DSN {redact_dsn(dsn)!r}: {str(exc).strip()}") from None
+    # libpq checks the port only when it connects, and that failure would look transient and be retried.
+    for port in params.get("port", "").split(","):
+        if port.strip() and not (port.strip().isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"invalid DSN {redact_dsn(dsn)!r}: port {port.strip()!r} is not a number from 1 to 65535")
+    return params
 
 
 def connect_kwargs(db: DatabaseSettings) -> dict[str, Any]:

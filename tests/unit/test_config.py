@@ -116,6 +116,17 @@ def test_bad_dsn_is_reported_without_its_password(tmp_path: Path) -> None:
     assert "hunter2" not in msg
 
 
+@pytest.mark.parametrize("hosts", ["h:notaport", "h:99999", "h1:5432,h2:x"])
+def test_bad_port_in_dsn_is_a_config_error_not_a_retried_connect(tmp_path: Path, hosts: str) -> None:
+    msg = only(tmp_path, f"databases:\n  - name: main\n    dsn: 'postgresql://u:hunter2@{hosts}/app'\n")
+    assert msg.startswith("databases.main.dsn (line 3): invalid DSN") and "is not a number from 1 to 65535" in msg
+    assert "hunter2" not in msg
+
+
+def test_multi_host_dsn_with_default_port_is_fine() -> None:
+    assert settings_for_dsn("host=h1,h2 port=5432, dbname=app").databases[0].name == "app"
+
+
 def test_missing_env_var_names_key_line_and_variable(tmp_path: Path) -> None:
     msg = only(tmp_path, "databases:\n  - name: main\n    dsn: postgresql://indexd@${DB_HOST}/app\n")
     assert msg.startswith("databases[0].dsn (line 3): environment variable DB_HOST is not set")

@@ -20,12 +20,17 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration (and with --production, the hardening); every problem at once, exit 2."""
     from indexd.config.checks import production_problems
+    from indexd.service.app import check_runnable
 
     path = find_config(args.config)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         return _report_problems(path, exc.problems)
+    try:  # what `indexd run` refuses to start with (no databases, an unreadable token file...) fails here too
+        check_runnable(settings)
+    except ConfigError as exc:
+        return _report_problems(settings.source, exc.problems)
     problems = production_problems(settings, path) if args.production else []
     if problems:
         return _report_problems(path, problems, production=True)

@@ -28,10 +28,22 @@ def test_check_config_on_a_good_file(tmp_path: Path) -> None:
 
 
 def test_check_config_found_in_the_working_directory(tmp_path: Path) -> None:
-    (tmp_path / "indexpilot_config.yaml").write_text("databases: []\n", encoding="utf-8")
+    (tmp_path / "indexpilot_config.yaml").write_text(
+        "databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1/app\n", encoding="utf-8")
     result = indexd("check-config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "configuration OK" in result.stdout and "0 databases" in result.stdout
+    assert "configuration OK" in result.stdout and "1 database" in result.stdout
+
+
+def test_check_config_refuses_what_the_daemon_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("databases: []\n", encoding="utf-8")
+    result = indexd("--config", "empty.yaml", "check-config", cwd=tmp_path)
+    assert result.returncode == 2 and "databases: none configured" in result.stderr
+    (tmp_path / "token.yaml").write_text(
+        "databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1/app\n"
+        "http:\n  token_file: /nonexistent/indexd-token\n", encoding="utf-8")
+    result = indexd("--config", "token.yaml", "check-config", cwd=tmp_path)
+    assert result.returncode == 2 and "http.token_file: cannot read /nonexistent/indexd-token" in result.stderr
 
 
 def test_check_config_on_a_broken_file_lists_every_problem(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     config = tmp_path / "indexd.yaml"
-    config.write_text("databases: []\n")
+    config.write_text("databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1/app\n")
     # The reader is gone before indexd writes a byte, as with `indexd status | head -0`.
     proc = subprocess.Popen([sys.executable, "-m", "indexd", "--config", str(config), "check-config"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)

@@ -157,7 +157,9 @@ def summarize(runs: dict[str, list[Run]], chosen: dict[str, tuple[list[IndexCand
     for name, per_shape in median.items():
         total = sum(per_shape.values())
         writes = sum(v for k, v in per_shape.items() if kinds[k] == "write")
-        slower = sorted(k for k, v in per_shape.items() if v > base[k] * SLOWER and v - base[k] > 5.0)
+        # slower in every run, not only in the median: one noisy run on a busy host is not a regression
+        slower = sorted(k for k in per_shape if all(
+            r.shape_ms[k] > base[k] * SLOWER and r.shape_ms[k] - base[k] > 5.0 for r in runs[name]))
         out[name] = {
             "indexes": [f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
                         + (f" WHERE {c.where}" if c.where else "") for c in chosen[name][0]],

@@ -75,8 +75,8 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
-    """A plain aligned text table; cells are str()-ed, None shows as '-'."""
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None, indent: str = "") -> None:
+    """A plain aligned text table; cells are str()-ed, None shows as '-'; each line starts with `indent`."""
     out = out or sys.stdout
     cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
     widths = [len(h) for h in headers]
@@ -84,7 +84,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any 
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out.write(line.rstrip() + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
+    out.write(indent + line.rstrip() + "\n")
+    out.write(indent + "  ".join("-" * w for w in widths) + "\n")
     for row in cells:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        out.write(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")

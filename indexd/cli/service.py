@@ -154,6 +154,9 @@ def status(args: argparse.Namespace) -> int:
     return 1 if any("error" in d for d in report["databases"].values()) else 0
 
 
+TABLE_INDENT = "     "  # status tables sit under their heading
+
+
 def _when(value: Any) -> str:
     return "-" if value is None else (value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value))
 
@@ -161,7 +164,8 @@ def _when(value: Any) -> str:
 def _print_status(report: dict[str, Any]) -> None:
     d = report["daemon"]
     if isinstance(d, str):
-        print(f"daemon: {d}")
+        print("daemon: not reachable (not running, or its http endpoint is off); the readings below come from "
+              "the database alone")
     else:
         print(f"daemon: {d['status']}, up {d['uptime_s']:.0f}s, config {d['config']}")
     for name, db in report["databases"].items():
@@ -174,7 +178,7 @@ def _print_status(report: dict[str, Any]) -> None:
             print(f"   breaker {live.get('breaker')}, pool {pool.get('checked_out', 0)} in use of "
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
         else:
-            print(f"   breaker/pool: {live}")
+            print("   breaker/pool: unknown without the daemon")
         if "error" not in db:
             _print_db_state(db)
         _print_jobs(db)
@@ -195,12 +199,12 @@ def _print_db_state(db: dict[str, Any]) -> None:
         common.print_table(["id", "status", "index", "table", "saves"],
                            [(r["id"], r["status"], r["index"], r["table"],
                              f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
-                            for r in recs["open"]])
+                            for r in recs["open"]], indent=TABLE_INDENT)
     if db["recent_changes"]:
         print("   recent changes:")
         common.print_table(["at", "action", "target", "outcome", "reason"],
                            [(_when(c["at"]), c["action"], c["target"], c["outcome"], (c["reason"] or "")[:60])
-                            for c in db["recent_changes"]])
+                            for c in db["recent_changes"]], indent=TABLE_INDENT)
 
 
 def _print_jobs(db: dict[str, Any]) -> None:
@@ -208,7 +212,7 @@ def _print_jobs(db: dict[str, Any]) -> None:
     rows = [(job, _when(runs.get(job, {}).get("started_at")), runs.get(job, {}).get("outcome"),
              (runs.get(job, {}).get("message") or "")[:70], _when(nxt)) for job, nxt in db["next_runs"].items()]
     print("   jobs:")
-    common.print_table(["job", "last run", "outcome", "decision", "next run"], rows)
+    common.print_table(["job", "last run", "outcome", "decision", "next run"], rows, indent=TABLE_INDENT)
 
 
 def _print_backups(b: dict[str, Any]) -> None:
@@ -222,4 +226,4 @@ def _print_backups(b: dict[str, Any]) -> None:
     if b["latest"]:
         common.print_table(["id", "status", "started", "size", "verified"],
                            [(x["id"], x["status"], _when(x["started_at"]), _size(x["size_bytes"]),
-                             _when(x["verified_at"])) for x in b["latest"]])
+                             _when(x["verified_at"])) for x in b["latest"]], indent=TABLE_INDENT)

@@ -35,7 +35,10 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
     assert "topsecret" not in out
     code, text, err = _status(cfg)
     assert code == 0, err
-    assert "leader: none" in text and "daemon: daemon not reachable" in text and "topsecret" not in text
+    assert "leader: none" in text and "daemon: not reachable (not running" in text and "topsecret" not in text
+    # Every line of a database's section, its tables included, sits indented under the "== name" heading.
+    section = text.split("== main", 1)[1].splitlines()[1:]
+    assert section and all(line.startswith("   ") for line in section if line), text
 
 
 def test_status_with_a_running_service(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path: Path) -> None:

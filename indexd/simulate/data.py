@@ -9,12 +9,25 @@ import psycopg2
 from psycopg2 import sql
 
 from indexd.db.dsn import redact_dsn
+from indexd.errors import UsageError
 from indexd.simulate.scenario import SCHEMA, Scenario, scenario
 from indexd.simulate.schema import ddl, load_sql, partition_ddl
 
 log = logging.getLogger(__name__)
 
+SCHEMA_MARK = "synthetic shop of indexd simulate (dropped and reloaded by each setup)"
 TABLE_NAMES = ("customers", "products", "orders", "order_items", "events", "payments")
+
+
+def _refuse_a_foreign_schema(cur: psycopg2.extensions.cursor, schema: str, dsn: str) -> None:
+    """Setup drops the schema it loads: never one that an earlier setup did not create (someone's real data)."""
+    cur.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", (schema,))
+    row = cur.fetchone()
+    if row is not None and row[0] != SCHEMA_MARK:
+        raise UsageError(
+            f"schema {schema} already exists in {redact_dsn(dsn)} and was not created by 'indexd simulate': "
+            f"refusing to drop it; use a scratch database (or drop the schema yourself if it is a leftover)"
+        )
 
 
 def setup(dsn: str, scenario_name: str | Scenario, schema: str = SCHEMA) -> None:
@@ -25,8 +38,10 @@ def setup(dsn: str, scenario_name: str | Scenario, schema: str = SCHEMA) -> None
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SET LOCAL synchronous_commit = off")
+            _refuse_a_foreign_schema(cur, schema, dsn)
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            cur.execute(sql.SQL("COMMENT ON SCHEMA {} IS %s").format(sql.Identifier(schema)), (SCHEMA_MARK,))
             cur.execute(ddl(schema))
             for stmt in partition_ddl(schema=schema):
                 cur.execute(stmt)

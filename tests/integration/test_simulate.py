@@ -77,3 +77,15 @@ def test_cli_rejects_a_bad_duration(pg_dsn: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--duration" in done.stderr
+
+
+def test_setup_never_drops_a_schema_it_did_not_create(pg_dsn: str, pg_conn) -> None:
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA shop; CREATE TABLE shop.precious (id int); INSERT INTO shop.precious VALUES (1)")
+    pg_conn.commit()
+    done = subprocess.run([sys.executable, "-m", "indexd", "simulate", "--dsn", pg_dsn, "--setup-only"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "schema shop already exists" in done.stderr, done.stderr
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM shop.precious")
+        assert cur.fetchone() == (1,)

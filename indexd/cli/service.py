@@ -47,8 +47,11 @@ def simulate(args: argparse.Namespace) -> int:
         setup(dsn, sc)
     if args.setup_only:
         return 0
-    stats = drive(dsn, sc, duration, clients=args.clients, progress=_progress_line("workload"))
-    sys.stderr.write("\n")
+    # A live progress line on a terminal only: in a log or a pipe its carriage returns pile up into one line.
+    tty = sys.stderr.isatty()
+    stats = drive(dsn, sc, duration, clients=args.clients, progress=_progress_line("workload") if tty else None)
+    if tty:
+        sys.stderr.write("\n")
     rows = [
         (s.name, s.kind, s.calls, s.errors, f"{s.mean_ms:.2f}")
         for s in sorted(stats.shapes.values(), key=lambda s: -s.total_ms)

@@ -70,6 +70,7 @@ def test_cli_setup_then_drive(pg_dsn: str) -> None:
     out = json.loads(done.stdout)
     assert out["calls"] > 0 and out["errors"] == 0
     assert out["shapes"]["customer_by_email"]["calls"] > 0
+    assert "\r" not in done.stderr  # no live progress line when stderr is not a terminal
 
 
 def test_cli_rejects_a_bad_duration(pg_dsn: str) -> None:

@@ -28,6 +28,7 @@ from indexd.workload.capture import take_snapshot, workload
 
 log = logging.getLogger(__name__)
 
+SKEWED_KEY_ROWS = 1000  # a key with this many rows makes "key = $1 ORDER BY x LIMIT n" sort for real
 _DML = {"InsertStmt", "UpdateStmt"}  # statements that add index entries (a DELETE adds none)
 
 
@@ -80,7 +81,8 @@ def advise(
         sizes = _sizes(whatif, catalog, cands.all)
         writes = write_rates(statements, catalog, whatif, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
-                           statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s)
+                           statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
+                           skewed=skewed_columns(catalog))
         skipped += [Skipped(statements[i].query, f"cannot be costed: {err}")
                     for i, err in sorted(whatif.stats.errors.items())]
         create_sql = {c.candidate.fingerprint(): c.candidate.create_sql().as_string(whatif.conn)
@@ -193,6 +195,16 @@ def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, p
             key = table.parent or table.qualified
             rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
     return rates
+
+
+def skewed_columns(catalog: Catalog) -> frozenset[tuple[str, str, str]]:
+    """Columns whose most common value alone has SKEWED_KEY_ROWS rows or more (pg_stats most_common_freqs)."""
+    found = set()
+    for table in catalog.tables.values():
+        for col in table.columns:
+            if col.most_common_freqs and max(col.most_common_freqs) * table.rows >= SKEWED_KEY_ROWS:
+                found.add((table.schema, table.name, col.name))
+    return frozenset(found)
 
 
 def _sizes(whatif: WhatIf, catalog: Catalog, cands: set[IndexCandidate]) -> dict[IndexCandidate, int]:

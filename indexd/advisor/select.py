@@ -33,6 +33,8 @@ MS_PER_COST_UNIT = 0.005  # planner cost unit in ms when no real timing is known
 WRITE_MS_PER_ROW = 0.005  # one B-tree entry written (and WAL-logged) per inserted or updated row
 COVERED_FACTOR = 2.0  # an index covered by a wider one must beat the threshold this many times
 SHARED_PER_LEAD = 3  # other statements' candidates costed per leading column a statement filters on
+WIDEN_MIN_GAIN = 0.01  # a wider index replaces a chosen one when it saves this much more ...
+WIDEN_CHEAP = 2.0  # ... or any more at all when it adds at most this much of its size (deduplicated keys are small)
 REGRESSION_TOLERANCE = 1e-6  # relative; planner costs are deterministic, so any increase counts
 
 
@@ -173,6 +175,7 @@ class Limits:
     settings: IndexingSettings
     write_rates: Mapping[str, float]  # "schema.table" -> rows written per second
     sizes: Mapping[IndexCandidate, int]
+    skewed: frozenset[tuple[str, str, str]] = frozenset()  # (schema, table, column) with very busy values
 
     def write_cost(self, cand: IndexCandidate) -> float:
         return self.write_rates.get(f"{cand.schema}.{cand.table}", 0.0) * WRITE_MS_PER_ROW
@@ -205,11 +208,12 @@ def select(
     sizes: Mapping[IndexCandidate, int],
     existing: Sequence[ExistingIndex] = (),
     period_s: float | None = None,
+    skewed: frozenset[tuple[str, str, str]] = frozenset(),
 ) -> Selection:
     """The indexes to build for this workload, with their effect; deterministic for the same input."""
     problem = _Problem(statements, candidates, costs,
                        period_s if period_s is not None else settings.lookback.total_seconds())
-    limits = Limits(budget_bytes, settings, write_rates, sizes)
+    limits = Limits(budget_bytes, settings, write_rates, sizes, skewed)
     rejected: dict[IndexCandidate, str] = {}
     pool = []
     for cand in sorted(problem.serves, key=IndexCandidate.fingerprint):
@@ -284,7 +288,11 @@ def _widen(problem: _Problem, limits: Limits, pool: list[IndexCandidate], chosen
     """Replace a chosen index by a wider one it is a prefix of, when the wider one saves more than it costs.
 
     Greedy by benefit per byte takes (a) before (a, b) when the planner prices both alike; (a, b) still serves
-    every statement (a) does, and often sorts or filters more of them.
+    every statement (a) does, and often sorts or filters more of them. The planner prices a generic plan for an
+    average key, so on skewed data it undervalues (a, b) for `a = $1 ORDER BY b LIMIT n`: the busy keys, which
+    most calls hit, are where (a, b) saves the sort. Hence any strict gain is enough when (a, b) adds at most
+    WIDEN_CHEAP times the size of (a), or when a is skewed (the caller names such columns); otherwise the gain
+    must be WIDEN_MIN_GAIN of what the set saves.
     """
     budget_left = limits.budget_bytes - sum(limits.sizes.get(c, 0) for c in chosen)
     by_table: dict[tuple[str, str], list[IndexCandidate]] = {}
@@ -308,7 +316,10 @@ def _widen(problem: _Problem, limits: Limits, pool: list[IndexCandidate], chosen
             if before is None or after is None:
                 continue
             gain = after - before
-            if gain / problem.period_s > limits.write_cost(wider) - limits.write_cost(current) and gain > 0.01 * before:
+            cheap = extra <= WIDEN_CHEAP * limits.sizes.get(current, 0) or (
+                current.schema, current.table, current.keys[0].label()) in limits.skewed
+            if gain / problem.period_s > limits.write_cost(wider) - limits.write_cost(current) and (
+                    gain > WIDEN_MIN_GAIN * before or cheap):
                 rejected[current] = f"widened to ({', '.join(k.label() for k in wider.keys)})"
                 rejected.pop(wider, None)
                 budget_left -= extra

@@ -83,7 +83,7 @@ def test_budget_limits_the_set() -> None:
 def test_benefit_per_byte_prefers_the_small_index_within_budget() -> None:
     cands = Cands([[A, AB]])
     costs = Costs({0: 1000}, {(0, A): 12, (0, AB): 10})
-    sel = run(cands, costs, STMTS[:1], sizes={A: 1_000_000, AB: 3_000_000})
+    sel = run(cands, costs, STMTS[:1], sizes={A: 1_000_000, AB: 3_500_000})
     assert names(sel) == ["a"]
 
 
@@ -176,3 +176,24 @@ def test_widens_a_chosen_index_when_the_wider_one_saves_more() -> None:
     assert "widened" in sel.rejected[A]
     # not when the budget has no room for the wider one
     assert names(run(cands, costs, STMTS, sizes={A: 1_000_000, AB: 1_600_000}, budget=1_200_000)) == ["a"]
+
+
+def test_widens_on_any_gain_only_when_the_wider_index_is_cheap() -> None:
+    # the planner sees (a, b) as barely better (its generic plan prices an average key, not the busy ones)
+    cands = Cands([[A, AB], [A, AB]])
+    costs = Costs({0: 1000, 1: 1000}, {(0, A): 10, (0, AB): 10, (1, A): 20, (1, AB): 19.9})
+    assert names(run(cands, costs, STMTS, sizes={A: 1_000_000, AB: 1_600_000})) == ["a,b"]
+    assert names(run(cands, costs, STMTS, sizes={A: 1_000_000, AB: 3_600_000})) == ["a"]
+    # and never when it gains nothing
+    flat = Costs({0: 1000, 1: 1000}, {(0, A): 10, (0, AB): 10, (1, A): 20, (1, AB): 20})
+    assert names(run(cands, flat, STMTS, sizes={A: 1_000_000, AB: 1_100_000})) == ["a"]
+
+
+def test_widens_on_any_gain_when_the_leading_column_is_skewed() -> None:
+    cands = Cands([[A, AB], [A, AB]])
+    costs = Costs({0: 1000, 1: 1000}, {(0, A): 10, (0, AB): 10, (1, A): 20, (1, AB): 19.9})
+    sizes = {A: 1_000_000, AB: 5_000_000}
+    assert names(run(cands, costs, STMTS, sizes=sizes)) == ["a"]
+    sel = select(cands, costs, 10**9, {}, SETTINGS, statements=STMTS, sizes=sizes, period_s=PERIOD,
+                 skewed=frozenset({("public", "t", "a")}))
+    assert names(sel) == ["a,b"]

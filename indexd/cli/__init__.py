@@ -19,6 +19,8 @@ config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, 
 exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard (window, pause, rate limit, leader)
 """
 
+SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
+
 
 def _target(p: argparse.ArgumentParser, many: bool = True) -> None:
     g = p.add_mutually_exclusive_group()
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("pause", "lifecycle:pause", "emergency switch: stop every change at once, on every daemon")
     _target(p)
-    p.add_argument("--for", dest="duration", metavar="DURATION", help="end the pause by itself after this (e.g. 2h)")
+    p.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="end the pause by itself after this (e.g. 2h; default: until 'indexd resume')")
     p.add_argument("--reason", default="", help="why, for the audit log and status")
 
     p = cmd("resume", "lifecycle:resume", "end an emergency pause")
@@ -141,14 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     _target(p)
 
     p = cmd("demo", "service:demo", "the main job on a throw-away PostgreSQL: workload, advice, build, verify, backup")
-    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small", help=SCENARIO_HELP)
     p.add_argument("--keep", action="store_true", help="leave the cluster running and print how to connect")
     p.add_argument("--duration", default="20s", help="how long each workload run lasts (default 20s)")
     _json(p)
 
     p = cmd("simulate", "service:simulate", "create a realistic schema and drive a synthetic workload")
     _target(p, many=False)
-    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--scenario", choices=["small", "medium", "large"], default="small", help=SCENARIO_HELP)
     p.add_argument("--duration", default="60s", help="how long to drive the workload (default 60s)")
     p.add_argument("--setup-only", action="store_true", help="create and load the schema, run no workload")
     p.add_argument("--no-setup", action="store_true", help="drive the workload on an existing schema")

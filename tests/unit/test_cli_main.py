@@ -31,3 +31,16 @@ def test_json_output_writes_timestamps_as_iso_8601(capsys: pytest.CaptureFixture
 
     print_json({"at": datetime(2026, 11, 23, 7, 33, 51, tzinfo=UTC), "n": Decimal("1.5")})
     assert json.loads(capsys.readouterr().out) == {"at": "2026-11-23T07:33:51+00:00", "n": "1.5"}
+
+
+def test_help_says_what_the_defaults_mean(capsys: pytest.CaptureFixture[str]) -> None:
+    from indexd.cli import SCENARIO_HELP, main
+    from indexd.simulate.scenario import scenario
+
+    with pytest.raises(SystemExit):
+        main(["pause", "--help"])
+    assert "until 'indexd resume'" in " ".join(capsys.readouterr().out.split())
+    for name in ("small", "medium", "large"):  # the sizes the help quotes are the scenarios' own
+        rows = scenario(name).approx_rows
+        quoted = f"{rows / 1000:.0f}k" if rows < 1_000_000 else f"{rows / 1_000_000:.1f}M"
+        assert f"{name} ~{quoted}" in SCENARIO_HELP

@@ -96,10 +96,14 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
+    from indexd.db.state import current_version
+    from indexd.errors import UsageError
     from indexd.lifecycle.audit import recent_mutations
     from indexd.lifecycle.pause import active_pause
 
     schema = db.settings.state_schema
+    if current_version(db) is None:
+        raise UsageError(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
     with db.connection() as conn:
         leader = _leader(conn, schema)
         pause = active_pause(conn, schema, now)
@@ -138,13 +142,15 @@ def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime 
     out: dict[str, Any] = {"daemon": _daemon_summary(health), "databases": {}}
     for dbs in databases:
         entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
-        db = Database(dbs, settings.retry, settings.circuit_breaker)
-        try:
+        db = None
+        try:  # building the pool reads the password file: a bad one is this database's error, not the command's
+            db = Database(dbs, settings.retry, settings.circuit_breaker)
             entry.update(_from_database(db, now))
         except Exception as exc:  # noqa: BLE001 - one database down never hides the others
             entry["error"] = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         finally:
-            db.close()
+            if db is not None:
+                db.close()
         entry["next_runs"] = next_runs(settings, dbs.name, now)
         entry["backups"] = _backups(settings, dbs)
         live = (health or {}).get("databases", {}).get(dbs.name)

@@ -65,3 +65,32 @@ def test_status_with_a_running_service(pg_cluster: EmbeddedCluster, pg_dbname: s
         assert "PAUSED" in text and "incident 42" in text and "breaker closed" in text
     finally:
         svc.stop()
+
+
+def test_a_bad_password_file_is_that_databases_error_only(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                          tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+databases:
+  - name: good
+    dsn: {pg_cluster.dsn(pg_dbname)}
+  - name: bad
+    dsn: {pg_cluster.dsn(pg_dbname)}
+    password_file: {tmp_path / "missing.password"}
+backups:
+  dir: {tmp_path / "b"}
+logging:
+  file: null
+http:
+  listen: 127.0.0.1:{free_port()}
+""")
+    code, out, err = _status(cfg, "--json")
+    assert code == 1, err
+    assert "run 'indexd migrate' first" in json.loads(out)["databases"]["good"]["error"]
+    subprocess.run([sys.executable, "-m", "indexd", "migrate", "--config", str(cfg), "--database", "good"],
+                   check=True, capture_output=True, timeout=60)
+    code, out, err = _status(cfg, "--json")
+    assert code == 1, err
+    dbs = json.loads(out)["databases"]
+    assert "error" not in dbs["good"] and dbs["good"]["pause"] is None
+    assert "password_file: cannot read" in dbs["bad"]["error"]

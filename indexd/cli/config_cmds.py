@@ -10,6 +10,7 @@ from typing import Literal, cast
 
 from indexd.cli.common import load, open_database, targets
 from indexd.config.load import find_config, load_settings
+from indexd.config.schema import Settings
 from indexd.db.dsn import redact_dsn
 from indexd.errors import ConfigError
 
@@ -20,17 +21,15 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration (and with --production, the hardening); every problem at once, exit 2."""
     from indexd.config.checks import production_problems
-    from indexd.service.app import check_runnable
 
     path = find_config(args.config)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         return _report_problems(path, exc.problems)
-    try:  # what `indexd run` refuses to start with (no databases, an unreadable token file...) fails here too
-        check_runnable(settings)
-    except ConfigError as exc:
-        return _report_problems(settings.source, exc.problems)
+    problems = _runtime_problems(settings)
+    if problems:
+        return _report_problems(settings.source, problems)
     problems = production_problems(settings, path) if args.production else []
     if problems:
         return _report_problems(path, problems, production=True)
@@ -38,6 +37,25 @@ def check_config(args: argparse.Namespace) -> int:
     checked = " (production checks passed)" if args.production else ""
     print(f"configuration OK: {settings.source}, {n} database{'' if n == 1 else 's'}{checked}")
     return 0
+
+
+def _runtime_problems(settings: Settings) -> list[str]:
+    """What only shows when indexd runs: the daemon's start checks (databases, token file) and each password file
+    (a database whose password_file cannot be read fails on every connection)."""
+    from indexd.db.dsn import connect_kwargs
+    from indexd.service.app import check_runnable
+
+    problems: list[str] = []
+    try:
+        check_runnable(settings)
+    except ConfigError as exc:
+        problems += exc.problems
+    for db in settings.databases:
+        try:
+            connect_kwargs(db)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
 
 
 def _report_problems(path: object, problems: list[str], production: bool = False) -> int:

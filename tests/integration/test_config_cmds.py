@@ -44,6 +44,12 @@ def test_check_config_refuses_what_the_daemon_would_refuse(tmp_path: Path) -> No
         "http:\n  token_file: /nonexistent/indexd-token\n", encoding="utf-8")
     result = indexd("--config", "token.yaml", "check-config", cwd=tmp_path)
     assert result.returncode == 2 and "http.token_file: cannot read /nonexistent/indexd-token" in result.stderr
+    (tmp_path / "password.yaml").write_text(
+        "databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1/app\n"
+        "    password_file: /nonexistent/main.password\n", encoding="utf-8")
+    result = indexd("--config", "password.yaml", "check-config", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "databases.main.password_file: cannot read /nonexistent/main.password" in result.stderr
 
 
 def test_check_config_on_a_broken_file_lists_every_problem(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def _prune_target(db: Database, target: Target, cutoff: datetime, batch: int,
 
 def _state_exists(db: Database) -> bool:
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s)", (f"{db.settings.state_schema}.job_runs",))
+        cur.execute("SELECT to_regclass(format('%%I.%%I', %s::text, 'job_runs'))", (db.settings.state_schema,))
         row = cur.fetchone()
         return row is not None and row[0] is not None
 

@@ -47,7 +47,8 @@ def migrations(folder: Path | None = None) -> list[Migration]:
 
 def _applied(conn: PgConnection, schema: str) -> set[int]:
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s)", (f"{schema}.schema_version",))
+        # Quoted, as the migrations create it: an unquoted IdxState would be looked up as idxstate.
+        cur.execute("SELECT to_regclass(format('%%I.%%I', %s::text, 'schema_version'))", (schema,))
         row = cur.fetchone()
         if row is None or row[0] is None:
             return set()

@@ -29,3 +29,18 @@ def test_concurrent_migrations_apply_each_step_once(database: Database, db_setti
     for d in others:
         d.close()
     assert sorted(len(r) for r in results) == [0, 0, len(migrations())]
+
+
+def test_a_mixed_case_state_schema_is_found_again(db_settings) -> None:
+    from dataclasses import replace
+
+    db = Database(replace(db_settings, state_schema="IdxState"))
+    try:
+        assert migrate(db) == [m.version for m in migrations()]
+        assert migrate(db) == []  # found as "IdxState", not looked up as idxstate and created twice
+        assert current_version(db) == max(m.version for m in migrations())
+        from indexd.backup.history import _state_exists
+
+        assert _state_exists(db)  # history pruning looks for its tables the same way
+    finally:
+        db.close()

@@ -114,7 +114,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         print("no backups")
         return 0
     print_table(
-        ["ID", "DATABASE", "STARTED (UTC)", "SIZE", "STATUS", "VERIFIED (UTC)", "POLICY"],
+        ["id", "database", "started (UTC)", "size", "status", "verified (UTC)", "policy"],
         [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
           r["policy"]] for b, r in zip(backups, rows, strict=True)],
     )
@@ -173,7 +173,7 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         gone = sum(1 for r in rows if r["action"] == "delete")
         print(f"{name}: {len(rows) - gone} kept, {gone} {verb}")
         if rows:
-            print_table(["ID", "STATUS", "AGE", "ACTION", "REASON"], [
+            print_table(["id", "status", "age", "action", "reason"], [
                 [r["id"], r["status"], _age(now, datetime.fromisoformat(r["started_at"])),
                  verb if r["action"] == "delete" else "keep", r["reason"]] for r in rows])
     return 1 if failed else 0

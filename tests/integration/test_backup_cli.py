@@ -59,7 +59,8 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     backup_id = listed[0]["id"]
 
     human = indexd("--config", str(config), "backup", "list")
-    assert backup_id in human.stdout and "POLICY" in human.stdout
+    # Lower-case headers, as every other table of the command line.
+    assert backup_id in human.stdout and human.stdout.startswith("id ") and " policy" in human.stdout
 
     verified = indexd("--config", str(config), "backup", "verify", backup_id, "--restore")
     assert verified.returncode == 0, verified.stderr

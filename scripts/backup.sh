@@ -31,7 +31,11 @@ while getopts ":c:d:pnh" opt; do
     n) dry_run=(--dry-run) ;;
     h) usage; exit 0 ;;
     :) echo "backup.sh: -$OPTARG needs a value" >&2; usage >&2; exit 2 ;;
-    *) echo "backup.sh: unknown option -$OPTARG" >&2; usage >&2; exit 2 ;;
+    *) if [ "$OPTARG" = "-" ]; then  # a long option: --help is what people type, the rest is named whole
+         [ "${!OPTIND}" = "--help" ] && { usage; exit 0; }
+         echo "backup.sh: unknown option ${!OPTIND} (options are single letters; see -h)" >&2; exit 2
+       fi
+       echo "backup.sh: unknown option -$OPTARG" >&2; usage >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))

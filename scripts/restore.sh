@@ -34,7 +34,11 @@ while getopts ":c:t:j:oyh" opt; do
     y) yes=1 ;;
     h) usage; exit 0 ;;
     :) echo "restore.sh: -$OPTARG needs a value" >&2; usage >&2; exit 2 ;;
-    *) echo "restore.sh: unknown option -$OPTARG" >&2; usage >&2; exit 2 ;;
+    *) if [ "$OPTARG" = "-" ]; then  # a long option: --help is what people type, the rest is named whole
+         [ "${!OPTIND}" = "--help" ] && { usage; exit 0; }
+         echo "restore.sh: unknown option ${!OPTIND} (options are single letters; see -h)" >&2; exit 2
+       fi
+       echo "restore.sh: unknown option -$OPTARG" >&2; usage >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))

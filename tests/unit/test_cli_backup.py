@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,12 @@ def test_list_of_a_configured_database_without_backups_is_empty(config: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config), "backup", "list", "--database", "main"]) == 0
     assert capsys.readouterr().out.strip() == "no backups"
+
+
+@pytest.mark.parametrize("name", ["backup.sh", "restore.sh"])
+def test_scripts_answer_long_options(name: str) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / name
+    helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert helped.returncode == 0 and f"usage: {name}" in helped.stdout
+    wrong = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 2 and "unknown option --bogus" in wrong.stderr

@@ -234,7 +234,8 @@ def indexes(args: argparse.Namespace) -> int:
             failed = True
             continue
         if args.drop_unused and not target.indexing.drop_unused.enabled:
-            print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped", file=sys.stderr)
+            print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped "
+                  "(set it to true in the config to allow drops)", file=sys.stderr)
             refused = True
         refused = refused or any(d.outcome == "refused" for d in drops)
         if args.json:

@@ -177,5 +177,5 @@ def test_drop_unused_disabled_drops_nothing(pg_dsn: str, schema: None, database:
     _own_unused_index(database, pg_conn)
     done = run("--dsn", pg_dsn, "--drop-unused")
     assert done.returncode == 3
-    assert "drop_unused.enabled is false" in done.stderr
+    assert "drop_unused.enabled is false" in done.stderr and "set it to true" in done.stderr
     assert _exists(pg_conn, "indexd_order_items_qty_1a2b3c4d")

@@ -215,12 +215,21 @@ def _restore_and_swap(admin: psycopg2.extensions.connection, info: BackupInfo, d
                                                                           sql.Identifier(target_db)))
 
 
+def _check_target_name(target_db: str) -> None:
+    """PostgreSQL cuts longer names to 63 bytes without an error: the restore would land in another database."""
+    size = len(target_db.encode())
+    if not 0 < size <= MAX_IDENTIFIER:
+        raise UsageError(f"--target-db: a database name has 1 to {MAX_IDENTIFIER} bytes, "
+                         f"{target_db!r} has {size}")
+
+
 def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: str | None = None,
             jobs: int | None = None, assume_yes: bool = False, confirm: Confirm | None = None,
             no_owner: bool = False, cancel: threading.Event | None = None) -> RestoreResult:
     """Restore backup `backup_id` into `target_db`; an existing database is replaced only once confirmed."""
     from indexd.backup.catalog import find_backup
 
+    _check_target_name(target_db)
     info = find_backup(settings, backup_id)
     problems = checksum_problems(info)
     if problems:

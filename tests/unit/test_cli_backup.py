@@ -36,3 +36,10 @@ def test_scripts_answer_long_options(name: str) -> None:
     assert helped.returncode == 0 and f"usage: {name}" in helped.stdout
     wrong = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode == 2 and "unknown option --bogus" in wrong.stderr
+
+
+@pytest.mark.parametrize("name", ["", "x" * 64])
+def test_restore_refuses_a_target_name_postgres_would_reject_or_cut(config: Path, name: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "restore", "main-20260101T000000Z", "--target-db", name, "--yes"]) == 2
+    assert "--target-db: a database name has 1 to 63 bytes" in capsys.readouterr().err

@@ -22,6 +22,17 @@ exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard (wind
 SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a count of jobs or clients)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _target(p: argparse.ArgumentParser, many: bool = True) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--database", "-d", metavar="NAME",
@@ -131,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-db", required=True, metavar="NAME", help="database to restore into")
     p.add_argument("--target-dsn", metavar="DSN",
                    help="server to restore on (default: the backup's own server, from the config)")
-    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel restore jobs (directory format)")
+    p.add_argument("--jobs", "-j", type=positive_int, metavar="N", help="parallel restore jobs (directory format)")
     p.add_argument("--yes", action="store_true", help="overwrite an existing database without asking")
     p.add_argument("--no-owner", action="store_true",
                    help="do not restore ownership and privileges (when the roles do not exist on the target)")
@@ -155,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", default="60s", help="how long to drive the workload (default 60s)")
     p.add_argument("--setup-only", action="store_true", help="create and load the schema, run no workload")
     p.add_argument("--no-setup", action="store_true", help="drive the workload on an existing schema")
-    p.add_argument("--clients", type=int, default=2, metavar="N", help="concurrent client connections (default 2)")
+    p.add_argument("--clients", type=positive_int, default=2, metavar="N",
+                   help="concurrent client connections (default 2)")
     _json(p)
     return parser
 

@@ -44,3 +44,16 @@ def test_help_says_what_the_defaults_mean(capsys: pytest.CaptureFixture[str]) ->
         rows = scenario(name).approx_rows
         quoted = f"{rows / 1000:.0f}k" if rows < 1_000_000 else f"{rows / 1_000_000:.1f}M"
         assert f"{name} ~{quoted}" in SCENARIO_HELP
+
+
+@pytest.mark.parametrize("argv", [["restore", "b1", "--target-db", "x", "--jobs", "-3"],
+                                  ["simulate", "--dsn", "host=x", "--clients", "0"],
+                                  ["restore", "b1", "--target-db", "x", "--jobs", "two"]])
+def test_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from indexd.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err or "expected a whole number, got 'two'" in err

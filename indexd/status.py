@@ -8,6 +8,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -144,7 +145,9 @@ def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime 
         entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
         db = None
         try:  # building the pool reads the password file: a bad one is this database's error, not the command's
-            db = Database(dbs, settings.retry, settings.circuit_breaker)
+            # One attempt: status is asked for during outages, and a down server is the answer, not a reason to
+            # spend the retry policy's minute on each database.
+            db = Database(dbs, replace(settings.retry, attempts=1), settings.circuit_breaker)
             entry.update(_from_database(db, now))
         except Exception as exc:  # noqa: BLE001 - one database down never hides the others
             entry["error"] = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))

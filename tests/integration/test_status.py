@@ -94,3 +94,27 @@ http:
     dbs = json.loads(out)["databases"]
     assert "error" not in dbs["good"] and dbs["good"]["pause"] is None
     assert "password_file: cannot read" in dbs["bad"]["error"]
+
+
+def test_a_down_server_is_reported_at_once(tmp_path: Path) -> None:
+    import time
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+databases:
+  - name: down
+    dsn: postgresql://indexd@127.0.0.1:{free_port()}/app
+retry:
+  initial_delay: 10s
+backups:
+  dir: {tmp_path / "b"}
+logging:
+  file: null
+http:
+  listen: 127.0.0.1:{free_port()}
+""")
+    started = time.monotonic()
+    code, out, err = _status(cfg, "--json")
+    assert code == 1, err
+    assert "connect failed" in json.loads(out)["databases"]["down"]["error"]
+    assert time.monotonic() - started < 8  # one attempt, not the retry policy's 10 s backoff

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 HYPOPG_HELP = (
     "install it on the database server (Debian/Ubuntu: apt-get install postgresql-15-hypopg), then run "
-    "CREATE EXTENSION hypopg; in database {db!r}"
+    "CREATE EXTENSION hypopg; in database {db}"
 )
 _EXPLAINABLE = {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}
 _PREPARED = "indexd_whatif"
@@ -113,12 +113,26 @@ def index_names_in(plan: Any) -> set[str]:
     return found
 
 
+def describe_database(conn: PgConnection, configured: str) -> str:
+    """The real database a connection is on, with its configured name and server when that name differs."""
+    real = conn.info.dbname
+    if real == configured:
+        return real
+    host = conn.info.host or "localhost"
+    where = host if host.startswith("/") else f"{host}:{conn.info.port}"
+    return f"{real} ({configured} on {where})"
+
+
 def require_hypopg(conn: PgConnection, database: str) -> None:
-    """HypoPGMissing, saying how to install it, unless the extension is created in this database."""
+    """HypoPGMissing, saying how to install it, unless the extension is created in this database.
+
+    `database` is the configured name; the message names the real database (where CREATE EXTENSION must run).
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'")
         if cur.fetchone() is None:
-            raise HypoPGMissing(f"HypoPG is not installed in database {database!r}: " + HYPOPG_HELP.format(db=database))
+            raise HypoPGMissing(f"HypoPG is not installed in database {describe_database(conn, database)}: "
+                                + HYPOPG_HELP.format(db=conn.info.dbname))
 
 
 class WhatIf:

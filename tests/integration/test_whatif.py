@@ -131,6 +131,20 @@ def test_missing_hypopg_is_explained(pg_cluster: EmbeddedCluster, database: Data
         pass
 
 
+def test_missing_hypopg_names_the_real_database(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                database: Database,
+                                                pg_conn: psycopg2.extensions.connection) -> None:
+    """The configured name ("main") is not where CREATE EXTENSION must run: the real database is named."""
+    with pg_conn.cursor() as cur:
+        cur.execute("DROP EXTENSION hypopg")
+    with pytest.raises(HypoPGMissing) as caught, WhatIf(database):
+        pass
+    message = str(caught.value)
+    assert f"in database {pg_dbname} (main on " in message
+    assert message.endswith(f"CREATE EXTENSION hypopg; in database {pg_dbname}")
+    assert "password" not in message
+
+
 def test_refused_hypothetical_index_leaves_nothing_behind(orders: psycopg2.extensions.connection,
                                                           database: Database) -> None:
     bad = IndexCandidate("public", "orders", (IndexKey(expression="no_such_function(customer)"),))

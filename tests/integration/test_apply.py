@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from test_build_support import (
-    assert_no_leaked_connections,
     audit_rows,
     candidate,
     index_valid,
@@ -20,9 +18,8 @@ from test_build_support import (
 )
 
 from indexd.clock import utcnow
-from indexd.config.schema import DatabaseSettings, IndexingSettings, RateLimitSettings, Settings
+from indexd.config.schema import RateLimitSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.errors import UsageError
 from indexd.lifecycle.apply import apply, approve, reject
 from indexd.lifecycle.readings import take_readings
@@ -31,21 +28,13 @@ CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CP
 
 
 @pytest.fixture
-def make_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
+def make_db(lifecycle_db):
     """Database objects for the test database with indexing settings of the test's choosing (any time window)."""
-    made: list[Database] = []
 
     def make(mode: str = "approve", **indexing: object) -> Database:
-        ix = replace(IndexingSettings(), mode=mode, windows=(), lock_timeout=timedelta(seconds=2), **indexing)
-        db = Database(replace(db_settings, indexing=ix))
-        made.append(db)
-        migrate(db)
-        return db
+        return lifecycle_db(mode=mode, windows=(), lock_timeout=timedelta(seconds=2), **indexing)
 
-    yield make
-    for db in made:
-        db.close()
-    assert_no_leaked_connections(pg_cluster, pg_dbname)
+    return make
 
 
 def run(db: Database, **kwargs: object):

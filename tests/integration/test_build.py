@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from test_build_support import (
-    assert_no_leaked_connections,
     audit_rows,
     candidate,
     index_valid,
@@ -18,28 +15,12 @@ from test_build_support import (
     rec_status,
 )
 
-from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.recommendations import load_recommendations
-
-
-@pytest.fixture
-def fast_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
-    """A Database whose lock_timeout is 1 s, with the state schema in place."""
-    settings = replace(db_settings, indexing=replace(IndexingSettings(), lock_timeout=timedelta(seconds=1)))
-    db = Database(settings)
-    migrate(db)
-    try:
-        yield db
-    finally:
-        db.close()
-
-        assert_no_leaked_connections(pg_cluster, pg_dbname)
 
 
 def _rec(db: Database, rec_id: int):

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 from datetime import timedelta
 
-import pytest
 from psycopg2 import sql
 from test_build_support import (
-    assert_no_leaked_connections,
     audit_rows,
     candidate,
     index_valid,
@@ -19,9 +16,7 @@ from test_build_support import (
     rec_status,
 )
 
-from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle import health
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
@@ -33,19 +28,6 @@ from indexd.lifecycle.recommendations import load_recommendations
 from indexd.lifecycle.verify import index_scans as verify_index_scans
 
 ROWS = 50_000
-
-
-@pytest.fixture
-def fast_db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
-    """A Database whose lock_timeout is 1 s, with the state schema in place."""
-    settings = replace(db_settings, indexing=replace(IndexingSettings(), lock_timeout=timedelta(seconds=1)))
-    db = Database(settings)
-    migrate(db)
-    try:
-        yield db
-    finally:
-        db.close()
-        assert_no_leaked_connections(pg_cluster, pg_dbname)
 
 
 def make_partitioned(conn, schema: str, table: str, column: str = "a", rows: int = ROWS) -> dict[str, str]:

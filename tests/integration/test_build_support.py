@@ -73,22 +73,3 @@ def index_valid(conn: Any, schema: str, name: str) -> bool | None:
         row = cur.fetchone()
         return None if row is None else bool(row[0])
 
-
-def assert_no_leaked_connections(cluster: Any, dbname: str, timeout: float = 5.0) -> None:
-    """No connection of application_name 'indexd' left open on `dbname` (after closing the Databases)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        conn = cluster.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'indexd'",
-                            (dbname,))
-                left = int(cur.fetchone()[0])
-        finally:
-            conn.close()
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert left == 0, f"{left} indexd connection(s) to {dbname} still open after the test"

@@ -4,13 +4,11 @@ and the lifecycle commands end to end (pause, resume, apply, approve, reject).""
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
 from test_build_support import (
-    assert_no_leaked_connections,
     audit_rows,
     candidate,
     index_valid,
@@ -21,25 +19,18 @@ from test_build_support import (
 
 from indexd.cli import main
 from indexd.clock import utcnow
-from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, WindowSettings
+from indexd.config.schema import Settings, WindowSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle.apply import apply
 from indexd.lifecycle.pause import active_pause, pause, resume
 from indexd.lifecycle.readings import take_readings
 
 
 @pytest.fixture
-def db(pg_cluster, pg_dbname, db_settings: DatabaseSettings):
+def db(lifecycle_db) -> Database:
     # one window that is always open (a full day, every day): the pause alone must stop the build
     always = WindowSettings(start=time(0), end=time(0))
-    database = Database(replace(db_settings, indexing=replace(IndexingSettings(), mode="approve", windows=(always,))))
-    migrate(database)
-    try:
-        yield database
-    finally:
-        database.close()
-        assert_no_leaked_connections(pg_cluster, pg_dbname)
+    return lifecycle_db(mode="approve", windows=(always,))
 
 
 def _active(db: Database, at=None):

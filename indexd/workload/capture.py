@@ -15,10 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg2.errors
+from pglast import ast, enums, parse_sql
+from pglast.parser import ParseError
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from indexd.advisor.model import Statement
+from indexd.advisor.predicates import walk
 from indexd.clock import utcnow
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import IndexdError
@@ -30,7 +33,6 @@ STATS_ROLE = "pg_read_all_stats"
 
 # Statements that plan through the executor; everything else pg_stat_statements tracks is a utility statement.
 _PLANNABLE = re.compile(r"^\s*(?:\(\s*)*(select|insert|update|delete|with|merge|values|table)\b", re.IGNORECASE)
-_OWN_MARKERS = (EXTENSION, "hypopg")
 _LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 
 
@@ -130,14 +132,58 @@ def _require_extension(conn: PgConnection) -> sql.Identifier:
 
 
 # ---- filtering --------------------------------------------------------------------------------------------
-def is_workload_statement(query: str, state_schema: str) -> bool:
-    """Whether a tracked statement belongs to the workload: plannable, and not indexd's own bookkeeping."""
-    body = _LEADING_COMMENTS.sub("", query, count=1)
-    if not _PLANNABLE.match(body):
+_PLANNABLE_NODES = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+_CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+def is_workload_statement(query: str, state_schema: str, own_tables: frozenset[str] = frozenset()) -> bool:
+    """Whether a tracked statement belongs to the workload, decided on its parse tree.
+
+    Left out: anything but one SELECT/INSERT/UPDATE/DELETE/MERGE; statements that touch no user table (they
+    only call functions or read catalogs: set_config, advisory locks, to_regclass, hypopg_*, pg_stat_*);
+    PostgreSQL's own foreign-key checks (SELECT ... FROM ONLY t ... FOR KEY SHARE); statements on the state
+    schema, or on `own_tables` (its table names, when unqualified and no other schema has them).
+    """
+    try:
+        stmts = parse_sql(query)
+    except ParseError:
+        body = _LEADING_COMMENTS.sub("", query, count=1)
+        return bool(_PLANNABLE.match(body)) and state_schema not in query and EXTENSION not in query
+    if len(stmts) != 1 or not isinstance(stmts[0].stmt, _PLANNABLE_NODES):
         return False
-    own = re.compile(r'(?<![\w$])"?' + re.escape(state_schema) + r'"?\s*\.', re.IGNORECASE)
-    # the advisor's own probes: reading pg_stat_statements, and HypoPG's hypothetical indexes
-    return not own.search(query) and not any(marker in query for marker in _OWN_MARKERS)
+    nodes = list(walk(stmts[0].stmt))
+    ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr)}
+    relations = [n for n in nodes if isinstance(n, ast.RangeVar)]
+    if any(n.schemaname == state_schema or (not n.schemaname and n.relname in own_tables) for n in relations):
+        return False
+    if _is_foreign_key_check(nodes, relations):
+        return False
+    return any(not _is_catalog(n) and not (not n.schemaname and n.relname in ctes) for n in relations)
+
+
+def _is_catalog(rel: ast.RangeVar) -> bool:
+    return rel.schemaname in _CATALOG_SCHEMAS or rel.relname.startswith("pg_")
+
+
+def _is_foreign_key_check(nodes: list[Any], relations: list[ast.RangeVar]) -> bool:
+    """The shape PostgreSQL's referential-integrity triggers run: FROM ONLY one table ... FOR KEY SHARE."""
+    key_share = any(isinstance(n, ast.LockingClause) and n.strength == enums.LockClauseStrength.LCS_FORKEYSHARE
+                    for n in nodes)
+    return key_share and any(not rel.inh for rel in relations)
+
+
+def own_table_names(conn: PgConnection, state_schema: str) -> frozenset[str]:
+    """The state schema's table names that no other (non-catalog) schema also has: unqualified, they are ours."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')"
+            " AND NOT EXISTS (SELECT 1 FROM pg_class o JOIN pg_namespace m ON m.oid = o.relnamespace"
+            "   WHERE o.relname = c.relname AND m.nspname <> %s"
+            "   AND m.nspname NOT IN ('pg_catalog', 'information_schema') AND m.nspname NOT LIKE 'pg_toast%%')",
+            (state_schema, state_schema),
+        )
+        return frozenset(row[0] for row in cur.fetchall())
 
 
 def _live_rows(conn: PgConnection, ext_schema: sql.Identifier, state_schema: str) -> list[tuple[Any, ...]]:
@@ -148,7 +194,9 @@ def _live_rows(conn: PgConnection, ext_schema: sql.Identifier, state_schema: str
     ).format(ext_schema)
     with conn.cursor() as cur:
         cur.execute(query)
-        return [row for row in cur.fetchall() if is_workload_statement(row[3], state_schema)]
+        rows = cur.fetchall()
+    own = own_table_names(conn, state_schema)
+    return [row for row in rows if is_workload_statement(row[3], state_schema, own)]
 
 
 # ---- snapshots --------------------------------------------------------------------------------------------

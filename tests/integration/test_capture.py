@@ -160,3 +160,36 @@ def test_server_without_the_preload() -> None:
                 take_snapshot(db)
         finally:
             db.close()
+
+
+def test_indexd_own_and_internal_statements_are_not_workload(items: Database, pg_conn) -> None:
+    """After migrate, leadership, a what-if session and foreign-key checks, only the application's statements remain."""
+    from indexd.advisor.model import IndexCandidate, IndexKey
+    from indexd.advisor.whatif import WhatIf
+    from indexd.lifecycle.leader import Leadership
+
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE TABLE lines (id int PRIMARY KEY, item int REFERENCES items (id))")
+    _run(pg_conn, "INSERT INTO lines VALUES (%s + 1, 1)", 5)  # each insert runs the RI check on items
+    _run(pg_conn, "SELECT * FROM items WHERE kind = %s", 3)
+    migrate(items)
+    take_snapshot(items, now=T0)
+    leadership = Leadership.for_database(items)
+    try:
+        assert leadership.acquire() and leadership.held()
+    finally:
+        leadership.release()
+    with WhatIf(items) as wi:
+        assert wi.cost(0, "SELECT * FROM items WHERE kind = $1",
+                       frozenset([IndexCandidate("public", "items", (IndexKey("kind"),))])) is not None
+    found = _by_query(workload(items, LOOKBACK, now=T0 + timedelta(hours=1)))
+    assert set(found) == {
+        "INSERT INTO items SELECT g, g % $1 FROM generate_series($2, $3) g",
+        "INSERT INTO lines VALUES ($1 + $2, $3)",
+        "SELECT * FROM items WHERE kind = $1",
+    }, found
+    with pg_conn.cursor() as cur:  # they were tracked: the filter, not pg_stat_statements, left them out
+        cur.execute("SELECT count(*) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database()) AND (query LIKE '%FOR KEY SHARE%'"
+                    " OR query LIKE '%pg_try_advisory_lock%' OR query LIKE '%hypopg%')")
+        assert cur.fetchone()[0] >= 3

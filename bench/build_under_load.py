@@ -36,7 +36,9 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSetting
 from indexd.db.pool import Database
 from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
-from indexd.lifecycle.build import BuildProgress, build_index, load_recommendations
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.ddl import BuildProgress
+from indexd.lifecycle.recommendations import load_recommendations
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP_S = 5.0

@@ -20,7 +20,7 @@ from indexd.db.state import current_version
 from indexd.errors import IndexdError, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
-from indexd.lifecycle.build import BuildProgress
+from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,8 @@ def indexes(args: argparse.Namespace) -> int:
     from indexd.cli.common import print_json
     from indexd.db.dsn import redact_dsn
     from indexd.lifecycle import health
+    from indexd.lifecycle.health_text import render_text
+    from indexd.lifecycle.unused import drop_unused
 
     settings = load(args)
     reports: list[dict[str, object]] = []
@@ -227,7 +229,7 @@ def indexes(args: argparse.Namespace) -> int:
         try:
             with open_database(settings, target) as db:
                 report = health.report(db, settings, target)
-                drops = health.drop_unused(db, settings, target, report) if args.drop_unused else []
+                drops = drop_unused(db, settings, target, report) if args.drop_unused else []
         except Exception as exc:  # one database down must not hide the report of the others
             log.debug("indexes failed on %s", target.name, exc_info=True)
             print(f"indexd: {target.name}: {redact_dsn(str(exc).strip() or type(exc).__name__)}", file=sys.stderr)
@@ -241,7 +243,7 @@ def indexes(args: argparse.Namespace) -> int:
         if args.json:
             reports.append({**report.as_dict(), **({"drops": [asdict(d) for d in drops]} if args.drop_unused else {})})
             continue
-        sys.stdout.write(health.render_text(report))
+        sys.stdout.write(render_text(report))
         for d in drops:
             print(f"  {d.outcome}: {d.schema}.{d.index}: {d.reason}")
     if args.json:

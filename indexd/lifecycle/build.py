@@ -26,10 +26,7 @@ from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
 from indexd.lifecycle import audit
-from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid
 from indexd.lifecycle.ddl import (
-    OWN_PREFIX,
-    BuildProgress,
     BuildResult,
     ProgressCallback,
     ProgressPoller,
@@ -44,19 +41,10 @@ from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
 from indexd.lifecycle.pause import active_pause
 from indexd.lifecycle.recommendations import (
-    REC_COLUMNS,
     StoredRecommendation,
     claim_for_build,
     finish_build,
-    load_recommendations,
 )
-
-# Names other parts import from here, from before the lifecycle's modules were split.
-__all__ = [
-    "INTERRUPTED", "OWN_PREFIX", "REC_COLUMNS", "BuildProgress", "BuildResult", "ProgressCallback",
-    "StoredRecommendation", "build_index", "check_create_sql", "claim_for_build", "cleanup_invalid",
-    "drop_index_concurrently", "finish_build", "load_recommendations", "still_allowed",
-]
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle import bloat
 from indexd.lifecycle.ddl import OWN_PREFIX
 from indexd.lifecycle.findings import (
-    Finding,
     HealthReport,
     IndexInfo,
     bloat_findings,
@@ -25,12 +24,6 @@ from indexd.lifecycle.findings import (
     find_unused,
     quote_ident,
 )
-from indexd.lifecycle.health_text import render_text
-from indexd.lifecycle.unused import DropOutcome, drop_candidates, drop_unused
-
-# `indexd indexes` calls report, drop_unused and render_text through this module.
-__all__ = ["DropOutcome", "Finding", "HealthReport", "IndexInfo", "drop_candidates", "drop_unused",
-           "read_indexes", "read_stats_since", "render_text", "report"]
 
 log = logging.getLogger(__name__)
 

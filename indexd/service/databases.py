@@ -71,7 +71,7 @@ def is_leader(target: DatabaseRuntime) -> bool:
 
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:
     """Once per process, as leader: drop INVALID leftovers of interrupted builds, settle their audit rows."""
-    from indexd.lifecycle.build import cleanup_invalid
+    from indexd.lifecycle.cleanup import cleanup_invalid
 
     with target.prepare_lock:
         if target.settled:

@@ -6,7 +6,8 @@ import pytest
 from indexd.config.schema import Settings
 from indexd.db.pool import Database
 from indexd.db.state import migrate
-from indexd.lifecycle import health
+from indexd.lifecycle import bloat, health
+from indexd.lifecycle.findings import Finding
 
 SCHEMA = """
 CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, region int NOT NULL, note text,
@@ -29,7 +30,7 @@ ANALYZE accounts;
 """
 
 
-def _by_index(findings: list[health.Finding]) -> dict[str, health.Finding]:
+def _by_index(findings: list[Finding]) -> dict[str, Finding]:
     return {f.index: f for f in findings}
 
 
@@ -89,10 +90,10 @@ def test_estimate_is_close_for_a_fresh_index(database: Database, pg_conn) -> Non
         cur.execute("ANALYZE t")
     with database.connection() as conn:
         indexes = health.read_indexes(conn, "indexd")
-        block_size, inputs = health.bloat.read_inputs(conn, [ix.oid for ix in indexes])
+        block_size, inputs = bloat.read_inputs(conn, [ix.oid for ix in indexes])
     assert len(inputs) == 5
     for item in inputs:
-        est = health.bloat.estimate(item, block_size)
+        est = bloat.estimate(item, block_size)
         assert est is not None
         assert 0.8 < est.actual_pages / est.expected_pages < 1.25, est
     rep = health.report(database, Settings(), database.settings, min_bloat_bytes=0, min_bloat_ratio=0.3)

@@ -162,7 +162,7 @@ def is_workload_statement(query: str, state_schema: str, own_tables: frozenset[s
 
 
 def _is_catalog(rel: ast.RangeVar) -> bool:
-    return rel.schemaname in _CATALOG_SCHEMAS or rel.relname.startswith("pg_")
+    return rel.schemaname in _CATALOG_SCHEMAS or (rel.relname or "").startswith("pg_")
 
 
 def _is_foreign_key_check(nodes: list[Any], relations: list[ast.RangeVar]) -> bool:

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from indexd.advisor.model import Recommendation
-from indexd.advisor.pipeline import Advice
+from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.store import query_effects
 
 QUERY_WIDTH = 70
+SKIP_EXAMPLES = 5  # skipped statements shown without --verbose
+
+# (text in a skip reason, the kind of skip it is), first match wins
+_SKIP_KINDS = (
+    ("no usable predicate", "no usable predicate, join, sort or grouping"),
+    ("not found in table", "an unknown column"),
+    ("does not parse", "do not parse"),
+    ("utility statement", "utility statements"),
+    ("min_table_rows", "tables under min_table_rows"),
+    ("exist already", "already served by existing indexes"),
+    ("cannot be costed", "cannot be costed"),
+    ("is a system catalog", "indexd's own or catalog statements"),
+    ("indexd's state schema", "indexd's own or catalog statements"),
+    ("is not a known table", "an unknown table"),
+    ("cannot be indexed", "relations that cannot be indexed"),
+    ("foreign table", "foreign tables"),
+    ("view", "views that cannot be analysed"),
+)
 
 
 def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None = None) -> dict[str, Any]:
@@ -77,7 +97,7 @@ def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[A
 HEADERS = ("id", "index", "table", "size", "improvement", "write cost", "statements")
 
 
-def details(advice: Advice) -> list[str]:
+def details(advice: Advice, verbose: bool = False) -> list[str]:
     """The lines under the table: each index's statements and SQL, then skipped statements and warnings."""
     lines: list[str] = []
     for rec in advice.recommendations:
@@ -87,10 +107,7 @@ def details(advice: Advice) -> list[str]:
             lines.append(f"  {q.calls:>8} calls  cost {q.cost_before:,.1f} -> {q.cost_after:,.1f}  {short(q.query)}")
     if advice.skipped:
         lines.append("")
-        lines.append(f"{len(advice.skipped)} statement(s) skipped:")
-        lines.extend(f"  {short(s.query, 50)}: {s.reason}" for s in advice.skipped[:20])
-        if len(advice.skipped) > 20:
-            lines.append(f"  ... and {len(advice.skipped) - 20} more (see --json)")
+        lines.extend(skipped_lines(advice.skipped, verbose))
     if advice.declined and not advice.recommendations:
         lines.append("")
         lines.append("candidate indexes considered and declined:")
@@ -107,3 +124,29 @@ def summary(advice: Advice) -> str:
                 f"in {advice.elapsed_s:.1f}s")
     return (f"{advice.database}: no index recommended from {advice.analyzed_statements} statements "
             f"in {advice.elapsed_s:.1f}s (none saves enough of its statements' cost to pay for itself)")
+
+
+def skip_kind(reason: str) -> str:
+    """The kind of a skip reason, for counting (the reason's text up to a colon when it is no known kind)."""
+    for text, kind in _SKIP_KINDS:
+        if text in reason:
+            return kind
+    return reason.split(":", 1)[0]
+
+
+def skipped_lines(skipped: Sequence[Skipped], verbose: bool = False) -> list[str]:
+    """The skipped statements counted by reason, then a few examples (all of them when verbose)."""
+    counts = Counter(skip_kind(s.reason) for s in skipped)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    lines = [f"skipped {len(skipped)} statement{'s' if len(skipped) != 1 else ''}: {kinds}"]
+    if verbose:
+        shown = list(skipped)
+    else:  # one of each kind first, then the rest in order
+        firsts = {skip_kind(s.reason): s for s in reversed(skipped)}
+        shown = [s for s in skipped if firsts[skip_kind(s.reason)] is s][:SKIP_EXAMPLES]
+        shown += [s for s in skipped if s not in shown][: SKIP_EXAMPLES - len(shown)]
+    width = 10**9 if verbose else 50
+    lines.extend(f"  {short(s.query, width)}: {s.reason}" for s in shown)
+    if len(shown) < len(skipped):
+        lines.append(f"  ... {len(skipped) - len(shown)} more: --verbose lists them all")
+    return lines

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights it) or a folder of .sql files, instead of pg_stat_statements")
     p.add_argument("--budget-mb", type=int, metavar="N", help="storage budget for new indexes (MB)")
     p.add_argument("--no-save", action="store_true", help="do not store the recommendations in the state schema")
+    p.add_argument("--verbose", action="store_true",
+                   help="list every skipped statement with its reason (with --json: on stderr)")
     _json(p)
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):

@@ -37,11 +37,15 @@ def recommend(args: argparse.Namespace) -> int:
         for warning in advice.warnings:
             sys.stderr.write(f"indexd: {warning}\n")
         if advice.skipped:
-            sys.stderr.write(f"indexd: {len(advice.skipped)} statement(s) skipped (see the table output)\n")
+            lines = report.skipped_lines(advice.skipped, verbose=True)
+            if not args.verbose:  # the counts only; the JSON object keeps exactly the contract's keys
+                lines = [lines[0] + " (--verbose lists each one here)"]
+            for line in lines:
+                sys.stderr.write(f"indexd: {line}\n")
         return 0
     if advice.recommendations:
         common.print_table(report.HEADERS, report.table_rows(advice, ids))
-    for line in report.details(advice):
+    for line in report.details(advice, verbose=args.verbose):
         print(line)
     print(report.summary(advice))
     return 0

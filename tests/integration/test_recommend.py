@@ -200,3 +200,21 @@ def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Databa
     assert stored[b.fingerprint()].status == "approved"  # a decision is never undone by new advice
     assert stored[b.fingerprint()].queries == [{"query": "SELECT 1", "calls": 3, "cost_before": 10.0,
                                                 "cost_after": 1.0}]
+
+
+def test_skipped_statements_summarised_and_listed_with_verbose(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    queries = "\n".join(f"SELECT count(*) FROM orders WHERE {i} = {i};" for i in range(12))
+    path = _queries(tmp_path, WORKLOAD + queries + "\nVACUUM orders;\n")
+    code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--no-save")
+    assert code == 0
+    assert "skipped 14 statements: 13 no usable predicate, join, sort or grouping, 1 utility statements" in out
+    assert "--verbose lists them all" in out and "see --json" not in out
+    _, verbose, _ = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--verbose")
+    assert all(f"WHERE {i} = {i}" in verbose for i in range(12)) and "VACUUM orders" in verbose
+    _, out, err = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--json")
+    assert set(json.loads(out)) == {"database", "analyzed_statements", "elapsed_s", "recommendations"}
+    assert "skipped 14 statements" in err and "see the table output" not in err and "WHERE 3 = 3" not in err
+    _, out, err = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--json", "--verbose")
+    assert all(f"WHERE {i} = {i}" in err for i in range(12))

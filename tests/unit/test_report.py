@@ -1,0 +1,42 @@
+"""The human output of `indexd recommend`: skipped statements, the reason nothing is recommended, numbers."""
+
+from __future__ import annotations
+
+from indexd.advisor.pipeline import Skipped
+from indexd.advisor.report import SKIP_EXAMPLES, skip_kind, skipped_lines
+
+NO_PREDICATE = "no usable predicate, join, sort or grouping"
+
+
+def _skipped() -> list[Skipped]:
+    return ([Skipped(f"SELECT count(*) FROM t{i}", NO_PREDICATE) for i in range(30)]
+            + [Skipped("VACUUM t", "utility statement (VacuumStmt)")]
+            + [Skipped(f"SELECT * FROM small{i} WHERE a = $1",
+                       f"public.small{i} has 5 rows, fewer than min_table_rows (1000)") for i in range(4)])
+
+
+def test_skipped_statements_are_counted_by_reason_with_one_example_of_each() -> None:
+    lines = skipped_lines(_skipped())
+    assert lines[0] == ("skipped 35 statements: 30 no usable predicate, join, sort or grouping, "
+                        "4 tables under min_table_rows, 1 utility statements")
+    examples = lines[1:-1]
+    assert len(examples) == SKIP_EXAMPLES
+    assert any("VACUUM" in e for e in examples) and any("small0" in e for e in examples)
+    assert lines[-1] == f"  ... {35 - SKIP_EXAMPLES} more: --verbose lists them all"
+    assert "--json" not in "\n".join(lines)
+
+
+def test_verbose_lists_every_skipped_statement() -> None:
+    lines = skipped_lines(_skipped(), verbose=True)
+    assert len(lines) == 1 + 35 and not any("more:" in line for line in lines)
+    assert lines[1] == f"  SELECT count(*) FROM t0: {NO_PREDICATE}"
+
+
+def test_few_skipped_statements_are_all_shown_without_a_more_line() -> None:
+    lines = skipped_lines([Skipped("VACUUM t", "utility statement (VacuumStmt)")])
+    assert lines == ["skipped 1 statement: 1 utility statements", "  VACUUM t: utility statement (VacuumStmt)"]
+
+
+def test_unknown_reasons_are_counted_by_their_text_before_a_colon() -> None:
+    assert skip_kind("does not parse: syntax error at or near") == "do not parse"
+    assert skip_kind("something new: details") == "something new"

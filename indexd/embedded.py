@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -266,10 +267,16 @@ class EmbeddedCluster:
         return conn
 
     def execute(self, statement: str | sql.Composable, dbname: str = "postgres") -> None:
+        self.fetch(statement, dbname)
+
+    def fetch(self, statement: str | sql.Composable, dbname: str = "postgres",
+              params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement on a connection of its own; its rows ([] for a statement that returns none)."""
         conn = self.connect(dbname)
         try:
             with conn.cursor() as cur:
-                cur.execute(statement)
+                cur.execute(statement, params)
+                return cur.fetchall() if cur.description is not None else []
         finally:
             conn.close()
 

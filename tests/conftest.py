@@ -64,16 +64,8 @@ def pg_conn(pg_cluster: EmbeddedCluster, pg_dbname: str) -> Iterator[psycopg2.ex
 
 
 def indexd_connections(cluster: EmbeddedCluster, dbname: str) -> int:
-    conn = cluster.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'indexd'",
-                (dbname,),
-            )
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'indexd'"
+    return int(cluster.fetch(query, params=(dbname,))[0][0])
 
 
 def assert_no_leaked_connections(cluster: EmbeddedCluster, dbname: str, timeout: float = 5.0) -> None:

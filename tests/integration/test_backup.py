@@ -164,13 +164,7 @@ def test_checksum_mismatch_is_found_and_restore_refuses(pg_cluster: EmbeddedClus
     assert find_backup(settings, result.id).status == "failed"
     with pytest.raises(BackupError, match="refusing to restore"):
         restore(settings, result.id, "never_created")
-    conn = pg_cluster.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_database WHERE datname = 'never_created'")
-            assert cur.fetchone()[0] == 0
-    finally:
-        conn.close()
+    assert pg_cluster.fetch("SELECT count(*) FROM pg_database WHERE datname = 'never_created'")[0][0] == 0
 
 
 def test_directory_backup_with_a_changed_file_is_refused(pg_cluster: EmbeddedCluster, pg_dbname: str,

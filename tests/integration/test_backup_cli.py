@@ -107,12 +107,6 @@ def test_scripts(config: Path, pg_cluster: EmbeddedCluster, pg_dbname: str) -> N
         done = script("restore.sh", "-c", str(config), "-y", backup_id, target)
         assert done.returncode == 0, done.stderr
         assert f"restored {backup_id} into {target}" in done.stdout
-        conn = pg_cluster.connect(target)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM t")
-                assert cur.fetchone()[0] == 500
-        finally:
-            conn.close()
+        assert pg_cluster.fetch("SELECT count(*) FROM t", target)[0][0] == 500
     finally:
         pg_cluster.drop_database(target)

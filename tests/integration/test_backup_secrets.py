@@ -38,12 +38,7 @@ def role(pg_cluster: EmbeddedCluster, pg_dbname: str, pg_conn: Any):  # type: ig
     yield name
     for db in ("secret_restore",):
         pg_cluster.drop_database(db)
-    conn = pg_cluster.connect(pg_dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    pg_cluster.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)), dbname=pg_dbname)
     pg_cluster.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
@@ -106,13 +101,7 @@ def test_password_never_visible(pg_cluster: EmbeddedCluster, pg_dbname: str, rol
     assert passfiles and not any(Path(p).exists() for p in passfiles)
 
     restore(settings, results[0].id, "secret_restore")
-    conn = pg_cluster.connect("secret_restore")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM t")
-            assert cur.fetchone()[0] == 100
-    finally:
-        conn.close()
+    assert pg_cluster.fetch("SELECT count(*) FROM t", "secret_restore")[0][0] == 100
 
 
 def test_wrong_password_error_shows_no_password(pg_cluster: EmbeddedCluster, pg_dbname: str, role: str,

@@ -27,13 +27,7 @@ def _settings(tmp_path: Path, dsn: str) -> Settings:
 
 
 def _rows(cluster: EmbeddedCluster, dbname: str) -> list[tuple[Any, ...]]:
-    conn = cluster.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT * FROM t ORDER BY 1")
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return cluster.fetch("SELECT * FROM t ORDER BY 1", dbname)
 
 
 @pytest.fixture
@@ -77,13 +71,8 @@ def test_confirmed_restore_replaces_the_database(pg_cluster: EmbeddedCluster, ba
     outcome = restore(settings, result.id, existing, confirm=lambda q: True)
     assert outcome.replaced_existing and outcome.duration_s > 0
     assert _rows(pg_cluster, existing) == [(1, "backed up"), (2, "x")]
-    conn = pg_cluster.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'indexd\\_restore\\_%%'")
-            assert cur.fetchone()[0] == 0
-    finally:
-        conn.close()
+    scratch = "SELECT count(*) FROM pg_database WHERE datname LIKE 'indexd\\_restore\\_%%'"
+    assert pg_cluster.fetch(scratch)[0][0] == 0
 
 
 def test_yes_skips_the_question(pg_cluster: EmbeddedCluster, backed_up: Any) -> None:
@@ -134,13 +123,7 @@ def test_unknown_backup_id(tmp_path: Path) -> None:
 
 
 def _audit_rows(cluster: EmbeddedCluster, dbname: str) -> list[tuple[Any, ...]]:
-    conn = cluster.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT action, phase, target, outcome FROM indexd.mutation_log ORDER BY id")
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return cluster.fetch("SELECT action, phase, target, outcome FROM indexd.mutation_log ORDER BY id", dbname)
 
 
 def test_restore_is_audited(pg_cluster: EmbeddedCluster, pg_dbname: str, backed_up: Any,

@@ -20,6 +20,19 @@ def _status(config: Path, *extra: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+def _config(tmp_path: Path, sections: str) -> Path:
+    """c.yaml with these sections, backups in tmp_path/b, no log file and the HTTP endpoint on a free port."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(sections + f"""backups:
+  dir: {tmp_path / "b"}
+logging:
+  file: null
+http:
+  listen: 127.0.0.1:{free_port()}
+""")
+    return cfg
+
+
 def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path: Path) -> None:
     dsn = pg_cluster.dsn(pg_dbname).replace("postgres@", "postgres:topsecret@")
     cfg = daemon_config(tmp_path / "c.yaml", dsn, port=free_port(), backups_dir=tmp_path / "b")
@@ -69,20 +82,13 @@ def test_status_with_a_running_service(pg_cluster: EmbeddedCluster, pg_dbname: s
 
 def test_a_bad_password_file_is_that_databases_error_only(pg_cluster: EmbeddedCluster, pg_dbname: str,
                                                           tmp_path: Path) -> None:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"""
+    cfg = _config(tmp_path, f"""
 databases:
   - name: good
     dsn: {pg_cluster.dsn(pg_dbname)}
   - name: bad
     dsn: {pg_cluster.dsn(pg_dbname)}
     password_file: {tmp_path / "missing.password"}
-backups:
-  dir: {tmp_path / "b"}
-logging:
-  file: null
-http:
-  listen: 127.0.0.1:{free_port()}
 """)
     code, out, err = _status(cfg, "--json")
     assert code == 1, err
@@ -99,19 +105,12 @@ http:
 def test_a_down_server_is_reported_at_once(tmp_path: Path) -> None:
     import time
 
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"""
+    cfg = _config(tmp_path, f"""
 databases:
   - name: down
     dsn: postgresql://indexd@127.0.0.1:{free_port()}/app
 retry:
   initial_delay: 10s
-backups:
-  dir: {tmp_path / "b"}
-logging:
-  file: null
-http:
-  listen: 127.0.0.1:{free_port()}
 """)
     started = time.monotonic()
     code, out, err = _status(cfg, "--json")

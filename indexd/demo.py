@@ -33,6 +33,7 @@ from indexd.config.schema import (
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import IndexdError
 from indexd.simulate import WorkloadStats, drive, scenario, setup
+from indexd.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def _backup(settings: Settings, db_settings: DatabaseSettings, result: DemoResul
         b = run_backup(settings, db_settings)
         result.backup = {"id": b.id, "size_bytes": b.size_bytes, "status": b.status, "sha256": b.sha256,
                          "path": str(b.path)}
-        out.append(f"{b.id}, {b.size_bytes / 1024**2:.1f} MB, {b.status}")
+        out.append(f"{b.id}, {human_size(b.size_bytes)}, {b.status}")
     out = []
     with _step(report, "verify the backup (test restore)", out):
         r = test_restore(settings, b.id)

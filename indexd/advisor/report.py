@@ -9,6 +9,7 @@ from typing import Any
 from indexd.advisor.model import Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.store import query_effects
+from indexd.units import human_rate, human_size
 
 QUERY_WIDTH = 70
 SKIP_EXAMPLES = 5  # skipped statements shown without --verbose
@@ -65,15 +66,6 @@ def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, 
     }
 
 
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 def short(query: str, width: int = QUERY_WIDTH) -> str:
     text = " ".join(query.split())
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -90,7 +82,7 @@ def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[A
             f" WHERE {cand.where}" if cand.where else "")
         rows.append([ids.get(cand.fingerprint()), f"({cols}){extra}", f"{cand.schema}.{cand.table}",
                      human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
-                     f"{rec.write_overhead:.3g} ms/s", len(rec.queries)])
+                     human_rate(rec.write_overhead), len(rec.queries)])
     return rows
 
 

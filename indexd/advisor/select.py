@@ -26,6 +26,7 @@ from typing import Protocol
 
 from indexd.advisor.model import ExistingIndex, IndexCandidate, Statement
 from indexd.config.schema import IndexingSettings
+from indexd.units import human_rate
 
 CostFn = Callable[[int, frozenset[IndexCandidate]], float | None]
 
@@ -193,7 +194,7 @@ class Limits:
         ratio = self.settings.write_guard.min_benefit_ratio if rate >= self.settings.write_guard.writes_per_second \
             else 1.0
         if benefit <= write * ratio:
-            return f"saves {benefit:.3g} ms/s but costs {write:.3g} ms/s of writes (needs x{ratio:g})"
+            return f"saves {human_rate(benefit)} but costs {human_rate(write)} of writes (needs x{ratio:g})"
         return None
 
 

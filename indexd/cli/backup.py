@@ -17,6 +17,7 @@ from indexd.cli.common import load, print_json, print_table, targets
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, Settings
 from indexd.db.dsn import redact_dsn
+from indexd.units import human_size
 
 log = logging.getLogger(__name__)
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -30,13 +31,7 @@ def _setup_logging(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _size(n: int | None) -> str:
-    if not n:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    return human_size(n) if n else "-"
 
 
 def _age(now: datetime, at: datetime) -> str:

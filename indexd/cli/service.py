@@ -10,6 +10,7 @@ from typing import Any
 
 from indexd.cli import common
 from indexd.errors import UsageError
+from indexd.units import human_size
 
 
 def _duration(text: str, flag: str) -> timedelta:
@@ -141,7 +142,7 @@ def _print_demo(result: Any) -> None:
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
-    return f"{n / 1024**2:.1f} MB" if n >= 1024**2 else f"{n / 1024:.0f} kB"
+    return human_size(n)
 
 
 def status(args: argparse.Namespace) -> int:

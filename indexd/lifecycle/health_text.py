@@ -6,19 +6,9 @@ from __future__ import annotations
 import re
 
 from indexd.lifecycle.findings import Finding, HealthReport, quote_ident
+from indexd.units import human_size
 
 SECTIONS = (("unused", "Unused"), ("duplicate", "Duplicate"), ("invalid", "Invalid"), ("bloated", "Bloated"))
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    value = n / 1024
-    for unit in ("kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            break
-        value /= 1024
-    return f"{value:.1f} {unit}"
 
 
 def _evidence_line(f: Finding) -> str:
@@ -34,7 +24,7 @@ def _evidence_line(f: Finding) -> str:
         return (f"INVALID, made by {e['made_by']}, {'still maintained on writes' if e['ready'] else 'not ready'}"
                 f"{', being built now' if e['building_now'] else ''}")
     return (f"about {e['bloat_ratio']:.0%} bloat: {e['actual_pages']} pages where a fresh build needs about "
-            f"{e['expected_pages']} ({_size(e['bloat_bytes'])} to free)")
+            f"{e['expected_pages']} ({human_size(e['bloat_bytes'])} to free)")
 
 
 def _shown(name: str) -> str:
@@ -52,7 +42,7 @@ def render_text(report: HealthReport) -> str:
         lines.append("")
         lines.append(f"{title} ({len(findings)})" + ("" if findings else ": none"))
         for f in findings:
-            lines.append(f"  {_shown(f.schema)}.{_shown(f.table)}  {_shown(f.index)}  {_size(f.size_bytes)}"
+            lines.append(f"  {_shown(f.schema)}.{_shown(f.table)}  {_shown(f.index)}  {human_size(f.size_bytes)}"
                          + ("  [indexd]" if f.own else ""))
             lines.append(f"    evidence: {_evidence_line(f)}")
             lines.append(f"    action:   {f.action}")

@@ -51,6 +51,10 @@ class Advice:
     create_sql: dict[str, str] = field(default_factory=dict)  # candidate fingerprint -> runnable CREATE INDEX
     from_workload: bool = True  # pg_stat_statements (True) or a given list of statements
     declined: tuple[Skipped, ...] = ()  # candidate indexes not recommended ("table (cols)", why)
+    budget_bytes: int | None = None  # the storage budget the selection had
+    smallest_candidate_bytes: int | None = None  # the estimated size of the smallest candidate index
+    lookback_s: float = 0.0  # the look-back of a captured workload
+    min_improvement_pct: float = 0.0
 
 
 def advise(
@@ -90,13 +94,12 @@ def advise(
         log.info("%s: %d statements, %d candidates, %d EXPLAINs (%d cached), %d recommended",
                  db.name, len(statements), len(cands.all), whatif.stats.explains, whatif.stats.cache_hits,
                  len(selection.chosen))
-    if not statements:
-        warnings.append("the workload is empty: no statement to analyze")
     declined = tuple(Skipped(f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
                              + (f" WHERE {c.where}" if c.where else ""), why)
                      for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
-                  tuple(skipped), tuple(warnings), create_sql, from_workload, declined)
+                  tuple(skipped), tuple(warnings), create_sql, from_workload, declined, budget,
+                  min(sizes.values(), default=None), settings.lookback.total_seconds(), settings.min_improvement_pct)
 
 
 class WorkloadCosts:

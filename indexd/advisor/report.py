@@ -115,7 +115,64 @@ def summary(advice: Advice) -> str:
                 f"{human_size(total)} in all, from {advice.analyzed_statements} statements "
                 f"in {advice.elapsed_s:.1f}s")
     return (f"{advice.database}: no index recommended from {advice.analyzed_statements} statements "
-            f"in {advice.elapsed_s:.1f}s (none saves enough of its statements' cost to pay for itself)")
+            f"in {advice.elapsed_s:.1f}s: {nothing_reason(advice)}")
+
+
+# (text in a selection's refusal, the kind of refusal), first match wins
+_DECLINE_KINDS = (
+    ("storage budget", "budget"),
+    ("of its statements' cost", "improvement"),
+    ("of writes", "writes"),
+    ("served by existing index", "existing"),
+    ("costlier", "regression"),
+    ("new indexes", "per_table"),
+)
+
+
+def nothing_reason(advice: Advice) -> str:
+    """Why no index is recommended, from the cause that applies (an empty workload, the budget, the thresholds)."""
+    if advice.analyzed_statements == 0:
+        if not advice.from_workload:
+            return "the --queries workload has no statement"
+        return ("no statements captured yet: pg_stat_statements records them as the application runs; "
+                f"let it serve traffic (the look-back is {_duration(advice.lookback_s)}) and run recommend again, "
+                "or give the statements with --queries PATH")
+    if not advice.declined:
+        served = sum(skip_kind(s.reason) == "already served by existing indexes" for s in advice.skipped)
+        if served and served == len(advice.skipped):
+            return "the indexes these statements need exist already"
+        return "no statement has a predicate, join, sort or grouping a new index could serve (see skipped above)"
+    kinds = Counter(_decline_kind(d.reason) for d in advice.declined)
+    if kinds["budget"] == len(advice.declined):
+        smallest = advice.smallest_candidate_bytes or 0
+        return (f"the storage budget ({human_size(advice.budget_bytes or 0)}) is smaller than the smallest candidate "
+                f"index ({human_size(smallest)}): raise --budget-mb or indexing.storage_budget")
+    texts = {
+        "budget": f"do not fit the storage budget ({human_size(advice.budget_bytes or 0)})",
+        "improvement": f"save less than min_improvement_pct ({advice.min_improvement_pct:g}%) of their cost",
+        "writes": "save less than they would cost in index maintenance on writes",
+        "existing": "are served by existing indexes",
+        "regression": "would make a statement costlier",
+        "per_table": "exceed max_indexes_per_table",
+        "other": "were declined for other reasons",
+    }
+    parts = [f"{n} {texts[kind]}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return f"of {len(advice.declined)} candidate index(es), " + ", ".join(parts)
+
+
+def _decline_kind(reason: str) -> str:
+    for text, kind in _DECLINE_KINDS:
+        if text in reason:
+            return kind
+    return "other"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} day(s)"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} hour(s)"
+    return f"{seconds / 60:g} minute(s)"
 
 
 def skip_kind(reason: str) -> str:

@@ -36,6 +36,8 @@ def recommend(args: argparse.Namespace) -> int:
         common.print_json(report.advice_json(advice, ids))
         for warning in advice.warnings:
             sys.stderr.write(f"indexd: {warning}\n")
+        if not advice.recommendations:
+            sys.stderr.write(f"indexd: no index recommended: {report.nothing_reason(advice)}\n")
         if advice.skipped:
             lines = report.skipped_lines(advice.skipped, verbose=True)
             if not args.verbose:  # the counts only; the JSON object keeps exactly the contract's keys

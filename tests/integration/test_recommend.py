@@ -129,6 +129,8 @@ def test_budget_limits_and_says_why(shop: psycopg2.extensions.connection, pg_dsn
     path = _queries(tmp_path, WORKLOAD)
     code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--budget-mb", "0", "--no-save")
     assert code == 0 and "no index recommended" in out
+    assert "the storage budget (0 B) is smaller than the smallest candidate index (" in out
+    assert "none saves enough" not in out
     _, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--budget-mb", "3", "--json", "--no-save")
     recs = json.loads(out)["recommendations"]
     assert len(recs) == 1 and sum(r["estimated_size_bytes"] for r in recs) <= 3 * 1024 * 1024
@@ -218,3 +220,24 @@ def test_skipped_statements_summarised_and_listed_with_verbose(shop: psycopg2.ex
     assert "skipped 14 statements" in err and "see the table output" not in err and "WHERE 3 = 3" not in err
     _, out, err = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--json", "--verbose")
     assert all(f"WHERE {i} = {i}" in err for i in range(12))
+
+
+def test_empty_captured_workload_says_to_wait_or_use_queries(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _recommend(capsys, pg_dsn, "--no-save")
+    assert code == 0
+    assert "no index recommended from 0 statements" in out
+    assert "no statements captured yet" in out and "look-back is 7 day(s)" in out and "--queries" in out
+    _, out, err = _recommend(capsys, pg_dsn, "--no-save", "--json")
+    assert json.loads(out)["recommendations"] == [] and "no statements captured yet" in err
+
+
+def test_statements_below_the_threshold_say_so(shop: psycopg2.extensions.connection, pg_dsn: str,
+                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "strict.yaml"
+    config.write_text(CONFIG + "  min_improvement_pct: 99.99\n", encoding="utf-8")
+    code = main(["--config", str(config), "recommend", "--dsn", pg_dsn, "--no-save", "--queries",
+                 _queries(tmp_path, "SELECT * FROM orders WHERE total < $1;")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "save less than min_improvement_pct (99.99%) of their cost" in out, out

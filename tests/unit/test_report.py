@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from indexd.advisor.pipeline import Skipped
-from indexd.advisor.report import SKIP_EXAMPLES, skip_kind, skipped_lines
+from indexd.advisor.pipeline import Advice, Skipped
+from indexd.advisor.report import SKIP_EXAMPLES, nothing_reason, skip_kind, skipped_lines
 
 NO_PREDICATE = "no usable predicate, join, sort or grouping"
 
@@ -40,3 +40,24 @@ def test_few_skipped_statements_are_all_shown_without_a_more_line() -> None:
 def test_unknown_reasons_are_counted_by_their_text_before_a_colon() -> None:
     assert skip_kind("does not parse: syntax error at or near") == "do not parse"
     assert skip_kind("something new: details") == "something new"
+
+
+def _advice(declined: list[tuple[str, str]], **kw: object) -> Advice:
+    return Advice("main", 3, 0.1, declined=tuple(Skipped(q, r) for q, r in declined), **kw)  # type: ignore[arg-type]
+
+
+def test_nothing_recommended_gives_the_true_reason() -> None:
+    assert "--queries workload has no statement" in nothing_reason(Advice("main", 0, 0.0, from_workload=False))
+    assert "look-back is 2 hour(s)" in nothing_reason(Advice("main", 0, 0.0, lookback_s=7200))
+    budget = _advice([("public.t (a)", "does not fit the storage budget")], budget_bytes=0,
+                     smallest_candidate_bytes=1000 * 1024)
+    assert nothing_reason(budget) == ("the storage budget (0 B) is smaller than the smallest candidate index "
+                                      "(1.0 MB): raise --budget-mb or indexing.storage_budget")
+    mixed = _advice([("public.t (a)", "saves 0.000100 ms/s but costs 0.0811 ms/s of writes (needs x1)"),
+                     ("public.t (b)", "served by existing index t_b_idx"),
+                     ("public.t (c)", "served by existing index t_c_idx")])
+    assert nothing_reason(mixed) == ("of 3 candidate index(es), 2 are served by existing indexes, "
+                                     "1 save less than they would cost in index maintenance on writes")
+    served = Advice("main", 1, 0.0, skipped=(Skipped("SELECT 1 FROM t WHERE a = 1",
+                                                      "the indexes public.t would need exist already"),))
+    assert nothing_reason(served) == "the indexes these statements need exist already"

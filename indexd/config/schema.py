@@ -53,7 +53,9 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class CircuitBreakerSettings:
-    failure_threshold: int = 5  # consecutive failures that open the breaker
+    # Consecutive failed attempts that open the breaker. Twice retry.attempts: one unit of work that exhausts
+    # its retries during a short outage does not open it by itself; a second one in a row does.
+    failure_threshold: int = 10
     reset_timeout: Duration = timedelta(seconds=30)  # open -> half-open after this
 
 

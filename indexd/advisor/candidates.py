@@ -202,16 +202,24 @@ def value_fraction(column: Column, table: Table, fixed: FixedFilter) -> float | 
 
 
 def partial_candidates(scan: Scan, max_columns: int) -> list[IndexCandidate]:
-    """For a rare constant filter: the best keys of the other predicates, over only the rows it keeps."""
+    """For a rare constant filter: the best keys of the other predicates, over only the rows it keeps.
+
+    The filtered column is never a key of its own partial index: under `WHERE a = 42` (or `a IS NULL`) the key a
+    has one value, so such an index is the plain index on a, only smaller. (`a IS NOT NULL` keeps a as a key: the
+    sparse index on a column that is mostly NULL.) With no other predicate there is no partial candidate.
+    """
     found = []
     for fixed in scan.fixed:
         column = scan.table.column(fixed.column)
         share = value_fraction(column, scan.table, fixed) if column else None
         if share is None or share > RARE_FRACTION:
             continue
-        rest = Scan(scan.table, equal=_without(scan.equal, [IndexKey(column=fixed.column)]),
-                    ranges=_without(scan.ranges, [IndexKey(column=fixed.column)]),
-                    order=_without(scan.order, [IndexKey(column=fixed.column)]), group=list(scan.group))
-        sets = key_sets(rest, max_columns) or [(IndexKey(column=fixed.column),)]
-        found.append(IndexCandidate(scan.table.schema, scan.table.name, sets[0], where=fixed.predicate))
+        own = [IndexKey(column=fixed.column)]
+        rest = Scan(scan.table, equal=_without(scan.equal, own), ranges=_without(scan.ranges, own),
+                    order=_without(scan.order, own), group=_without(scan.group, own))
+        sets = [keys for keys in key_sets(rest, max_columns) if not any(k.column == fixed.column for k in keys)]
+        if not sets and fixed.kind == "notnull":
+            sets = [(own[0],)]
+        if sets:
+            found.append(IndexCandidate(scan.table.schema, scan.table.name, sets[0], where=fixed.predicate))
     return found

@@ -331,7 +331,16 @@ class Walker:
         ref = rel.resolve(names[-1]) if rel else None
         if ref is not None:
             ref[0].referenced.add(ref[1])
+        else:
+            self.missing_column(names, rel, scope)
         return ref
+
+    def missing_column(self, names: list[str], rel: Rel | None, scope: Scope) -> None:
+        """Note a column no table of the statement has, when it is certain which table it was meant for."""
+        if rel is None and len(names) == 1 and scope.parent is None and len(scope.rels) == 1:
+            rel = scope.rels[0]
+        if rel is not None and rel.scan is not None:
+            self.note(f"column {names[-1]} not found in table {rel.scan.table.qualified}")
 
     # ---- ORDER BY / GROUP BY -----------------------------------------------------------------------------------
     def key(self, item: Any, targets: Any, scope: Scope, prefer_output: bool) -> tuple[Scan, IndexKey] | None:

@@ -297,8 +297,16 @@ def test_partial_index_on_a_rare_constant() -> None:
     assert not any("WHERE" in c for c in cands("SELECT * FROM users WHERE status = $1"))  # a parameter
 
 
-def test_partial_index_with_no_other_key_uses_the_filtered_column() -> None:
-    assert "users(status) WHERE status = 'pending'" in cands("SELECT * FROM users WHERE status = 'pending'")
+def test_partial_index_never_keys_on_its_own_equality_column() -> None:
+    """`(status) WHERE status = 'pending'` holds one key value: pointless next to the plain index."""
+    assert cands("SELECT * FROM users WHERE status = 'pending'") == {"users(status)"}
+    found = cands("SELECT status, count(*) FROM users WHERE status = 'pending' GROUP BY status")
+    assert not any(c.startswith("users(status") and "WHERE" in c for c in found), found
+    assert not any("(deleted_at) WHERE deleted_at IS NULL" in c
+                   for c in cands("SELECT * FROM users WHERE deleted_at IS NULL"))
+    for c in run("SELECT * FROM users WHERE status = 'pending' AND org_id = $1 ORDER BY status").all:
+        if c.where:
+            assert "status" not in {k.column for k in c.keys}, show(c)
 
 
 def test_covering_for_few_narrow_columns() -> None:
@@ -362,3 +370,10 @@ def test_pathological_nesting_skips_one_statement_only() -> None:
     result = run(deep, "SELECT * FROM users WHERE org_id = $1")
     assert result.skipped[0].reason == "nested too deeply to analyse"
     assert result.by_statement[1]
+
+
+def test_unknown_column_is_named_with_its_table() -> None:
+    assert skipped("SELECT * FROM users WHERE customer_id = 42") == "column customer_id not found in table public.users"
+    assert skipped("SELECT * FROM users u WHERE u.nosuch = $1") == "column nosuch not found in table public.users"
+    # an output name is no unknown column
+    assert skipped("SELECT count(*) AS n FROM users ORDER BY n") == "no usable predicate, join, sort or grouping"

@@ -166,6 +166,7 @@ class QueryEffect:
     calls: int
     cost_before: float
     cost_after: float
+    queryid: int | None = None  # pg_stat_statements' id of the statement, when the workload came from there
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ def _recommendations(selection: Selection, statements: list[Statement]) -> tuple
     for choice in selection.chosen:
         effects = tuple(
             QueryEffect(statements[h.statement].query, statements[h.statement].calls, round(h.cost_before, 2),
-                        round(h.cost_after, 2))
+                        round(h.cost_after, 2), statements[h.statement].queryid)
             for h in sorted(choice.helped, key=lambda h: -statements[h.statement].total_time_ms)
         )
         recs.append(Recommendation(choice.candidate, choice.size_bytes, round(choice.improvement_pct, 2),

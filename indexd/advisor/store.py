@@ -58,8 +58,15 @@ class StoredRecommendation:
 
 
 def query_effects(rec: Recommendation) -> list[dict[str, Any]]:
-    return [{"query": q.query, "calls": q.calls, "cost_before": q.cost_before, "cost_after": q.cost_after}
-            for q in rec.queries]
+    """The statements a recommendation helps, as stored and printed; with their queryid when it is known."""
+    effects = []
+    for q in rec.queries:
+        effect: dict[str, Any] = {"query": q.query, "calls": q.calls, "cost_before": q.cost_before,
+                                  "cost_after": q.cost_after}
+        if q.queryid is not None:
+            effect["queryid"] = q.queryid
+        effects.append(effect)
+    return effects
 
 
 def save_recommendations(db: Database, recommendations: tuple[Recommendation, ...] | list[Recommendation],

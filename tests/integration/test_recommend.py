@@ -12,6 +12,7 @@ import pytest
 from indexd.cli import main
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.lifecycle.verdict import target_keys
 
 CONFIG = "environment: development\nindexing:\n  min_calls: 1\n"
 KEYS = {"table", "columns", "method", "where", "include", "create_sql", "estimated_size_bytes", "improvement_pct",
@@ -122,6 +123,15 @@ def test_workload_from_pg_stat_statements(shop: psycopg2.extensions.connection, 
     assert doc["analyzed_statements"] >= 1
     assert [r["columns"][0] for r in doc["recommendations"]] == ["customer_id"]
     assert doc["recommendations"][0]["queries"][0]["calls"] == 30
+    # the queryid lets verification find the statement in pg_stat_statements without comparing texts
+    queryid = doc["recommendations"][0]["queries"][0]["queryid"]
+    with shop.cursor() as cur:
+        cur.execute("SELECT query FROM pg_stat_statements WHERE queryid = %s", (queryid,))
+        assert "customer_id = $1" in cur.fetchone()[0]
+        cur.execute("SELECT queries FROM indexd.recommendations")
+        stored = cur.fetchone()[0]
+    assert stored[0]["queryid"] == queryid
+    assert target_keys(stored)[0] == {queryid}
 
 
 def test_budget_limits_and_says_why(shop: psycopg2.extensions.connection, pg_dsn: str, tmp_path: Path,

@@ -17,6 +17,7 @@ class Statement:
     calls: int = 1
     total_time_ms: float = 0.0  # real execution time over the look-back; 0 when unknown (offline workload)
     queryid: int | None = None
+    rows: int = 0  # rows returned or affected over the look-back (pg_stat_statements.rows); 0 when unknown
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def advise(
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
                 through_view=cands.through_view) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
-        writes = write_rates(statements, catalog, whatif, period_s)
+        writes = write_rates(statements, catalog, whatif.rows_written, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
                            skewed=skewed_columns(catalog))
@@ -182,22 +182,31 @@ def dml_targets(query: str, catalog: Catalog) -> list[Table]:
     return found
 
 
-def write_rates(statements: list[Statement], catalog: Catalog, whatif: WhatIf, period_s: float) -> dict[str, float]:
+def write_rates(statements: list[Statement], catalog: Catalog, planner_rows: Callable[[int, str], float | None],
+                period_s: float) -> dict[str, float]:
     """Rows written per second to each table by the workload's own INSERT and UPDATE statements.
 
-    Measured over the same span as the read weights (a bulk load before the look-back does not count);
-    rows per execution come from the planner's estimate (1 when unknown).
+    Measured over the same span as the read weights (a bulk load before the look-back does not count). Rows
+    per execution are the real ones pg_stat_statements counted when known, else the planner's estimate
+    (`planner_rows(i, query)`, e.g. WhatIf.rows_written), else 1.
     """
     rates: dict[str, float] = {}
     for i, stmt in enumerate(statements):
         tables = dml_targets(stmt.query, catalog)
         if not tables:
             continue
-        rows = whatif.rows_written(i, stmt.query) or 1.0
+        rows = rows_per_call(stmt) or planner_rows(i, stmt.query) or 1.0
         for table in tables:
             key = table.parent or table.qualified
             rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
     return rates
+
+
+def rows_per_call(stmt: Statement) -> float | None:
+    """The rows one execution really wrote (pg_stat_statements' rows / calls); None when not measured."""
+    if stmt.rows > 0 and stmt.calls > 0:
+        return stmt.rows / stmt.calls
+    return None
 
 
 def skewed_columns(catalog: Catalog) -> frozenset[tuple[str, str, str]]:

@@ -54,6 +54,7 @@ class _Counters:
     query: str
     calls: int
     total_exec_time: float
+    rows: int = 0
 
 
 _Key = tuple[int, int, bool]  # queryid, userid, toplevel
@@ -253,33 +254,35 @@ def workload_deltas(
             deltas[key] = cur
         else:
             deltas[key] = _Counters(cur.query, cur.calls - before.calls,
-                                    max(0.0, cur.total_exec_time - before.total_exec_time))
+                                    max(0.0, cur.total_exec_time - before.total_exec_time),
+                                    max(0, cur.rows - before.rows))
     return deltas
 
 
 def _statements(counters: dict[_Key, _Counters], min_calls: int) -> list[Statement]:
     """Sum the counters of each queryid over roles and nesting levels; heaviest first."""
-    merged: dict[int, tuple[str, int, float]] = {}
+    merged: dict[int, tuple[str, int, float, int]] = {}
     for (queryid, _user, _top), c in counters.items():
-        query, calls, total = merged.get(queryid, (c.query, 0, 0.0))
-        merged[queryid] = (query, calls + c.calls, total + c.total_exec_time)
+        query, calls, total, rows = merged.get(queryid, (c.query, 0, 0.0, 0))
+        merged[queryid] = (query, calls + c.calls, total + c.total_exec_time, rows + c.rows)
     result = [
-        Statement(query=q, calls=calls, total_time_ms=total, queryid=qid)
-        for qid, (q, calls, total) in merged.items()
+        Statement(query=q, calls=calls, total_time_ms=total, queryid=qid, rows=rows)
+        for qid, (q, calls, total, rows) in merged.items()
         if calls >= max(1, min_calls)
     ]
     return sorted(result, key=lambda s: (-s.total_time_ms, -s.calls, s.queryid or 0))
 
 
 def _counters(rows: Iterable[tuple[Any, ...]]) -> dict[_Key, _Counters]:
-    return {(int(r[0]), int(r[1]), bool(r[2])): _Counters(r[3], int(r[4]), float(r[5])) for r in rows}
+    return {(int(r[0]), int(r[1]), bool(r[2])): _Counters(r[3], int(r[4]), float(r[5]), int(r[6] or 0))
+            for r in rows}
 
 
 def _snapshot_counters(conn: PgConnection, state: sql.Identifier, snapshot_id: int) -> dict[_Key, _Counters]:
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT queryid, userid, toplevel, query, calls, total_exec_time FROM {}.statement_snapshots"
+                "SELECT queryid, userid, toplevel, query, calls, total_exec_time, rows FROM {}.statement_snapshots"
                 " WHERE snapshot_id = %s"
             ).format(state),
             (snapshot_id,),
@@ -312,7 +315,7 @@ def workload(
             log.info("%s: %d snapshot(s) in the last %s; using the cumulative counters since the last reset",
                      db.name, len(snaps), lookback)
             counters = _counters(
-                (r[0], r[1], r[2], r[3], r[4], r[5]) for r in _live_rows(conn, ext, db.settings.state_schema)
+                (r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, db.settings.state_schema)
             )
             return _statements(counters, min_calls)
         (old_id, old_reset), (new_id, new_reset) = snaps[0], snaps[-1]

@@ -193,3 +193,15 @@ def test_indexd_own_and_internal_statements_are_not_workload(items: Database, pg
                     " WHERE datname = current_database()) AND (query LIKE '%FOR KEY SHARE%'"
                     " OR query LIKE '%pg_try_advisory_lock%' OR query LIKE '%hypopg%')")
         assert cur.fetchone()[0] >= 3
+
+
+def test_rows_are_captured_as_deltas(items: Database, pg_conn) -> None:
+    _run(pg_conn, "UPDATE items SET kind = kind WHERE kind = %s", 2)  # 10 rows each
+    take_snapshot(items, now=T0)
+    _run(pg_conn, "UPDATE items SET kind = kind WHERE kind = %s", 3)
+    take_snapshot(items, now=T0 + timedelta(hours=1))
+    found = {s.query: s for s in workload(items, LOOKBACK, now=T0 + timedelta(hours=2))}
+    update = found["UPDATE items SET kind = kind WHERE kind = $1"]
+    assert (update.calls, update.rows) == (3, 30)
+    live = {s.query: s for s in workload(items, LOOKBACK, now=T0 + timedelta(days=3))}  # no snapshot in range
+    assert live["UPDATE items SET kind = kind WHERE kind = $1"].rows == 50

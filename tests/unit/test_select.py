@@ -197,3 +197,26 @@ def test_widens_on_any_gain_when_the_leading_column_is_skewed() -> None:
     sel = select(cands, costs, 10**9, {}, SETTINGS, statements=STMTS, sizes=sizes, period_s=PERIOD,
                  skewed=frozenset({("public", "t", "a")}))
     assert names(sel) == ["a,b"]
+
+
+# ---- the write rate the selection is given -------------------------------------------------------------------
+def test_write_rate_uses_the_rows_really_written_per_call_when_known() -> None:
+    from indexd.advisor.model import Catalog, Table
+    from indexd.advisor.pipeline import write_rates
+
+    catalog = Catalog(tables={"public.events": Table("public", "events", "r", 1e6, 10_000)})
+    asked: list[int] = []
+
+    def planner(i: int, query: str) -> float | None:
+        asked.append(i)
+        return 1.0  # the planner's guess for a multi-row INSERT ... SELECT is often far off
+
+    statements = [
+        Statement("INSERT INTO events SELECT * FROM staging WHERE batch = $1", calls=10, rows=50_000),  # 5000/call
+        Statement("UPDATE events SET kind = $1 WHERE id = $2", calls=100),  # rows unknown: the planner's estimate
+        Statement("DELETE FROM events WHERE id = $1", calls=1000, rows=1000),  # adds no index entry
+        Statement("SELECT * FROM events WHERE id = $1", calls=99, rows=99),
+    ]
+    rates = write_rates(statements, catalog, planner, period_s=100.0)
+    assert rates == {"public.events": (10 * 5000 + 100 * 1) / 100.0}
+    assert asked == [1]  # measured rows need no EXPLAIN

@@ -137,13 +137,14 @@ _PLANNABLE_NODES = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteSt
 _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 
-def is_workload_statement(query: str, state_schema: str, own_tables: frozenset[str] = frozenset()) -> bool:
+def is_workload_statement(query: str, state_schema: str, not_user: frozenset[str] = frozenset()) -> bool:
     """Whether a tracked statement belongs to the workload, decided on its parse tree.
 
     Left out: anything but one SELECT/INSERT/UPDATE/DELETE/MERGE; statements that touch no user table (they
     only call functions or read catalogs: set_config, advisory locks, to_regclass, hypopg_*, pg_stat_*);
     PostgreSQL's own foreign-key checks (SELECT ... FROM ONLY t ... FOR KEY SHARE); statements on the state
-    schema, or on `own_tables` (its table names, when unqualified and no other schema has them).
+    schema. `not_user` names relations that are no user table either ("name" unqualified, "schema.name"), such
+    as the state tables and extensions' views: see non_user_relations().
     """
     try:
         stmts = parse_sql(query)
@@ -155,11 +156,11 @@ def is_workload_statement(query: str, state_schema: str, own_tables: frozenset[s
     nodes = list(walk(stmts[0].stmt))
     ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr)}
     relations = [n for n in nodes if isinstance(n, ast.RangeVar)]
-    if any(n.schemaname == state_schema or (not n.schemaname and n.relname in own_tables) for n in relations):
+    if any(n.schemaname == state_schema for n in relations) or _is_foreign_key_check(nodes, relations):
         return False
-    if _is_foreign_key_check(nodes, relations):
-        return False
-    return any(not _is_catalog(n) and not (not n.schemaname and n.relname in ctes) for n in relations)
+    return any(not _is_catalog(n) and not (not n.schemaname and n.relname in ctes)
+               and (f"{n.schemaname}.{n.relname}" if n.schemaname else n.relname) not in not_user
+               for n in relations)
 
 
 def _is_catalog(rel: ast.RangeVar) -> bool:
@@ -173,17 +174,27 @@ def _is_foreign_key_check(nodes: list[Any], relations: list[ast.RangeVar]) -> bo
     return key_share and any(not rel.inh for rel in relations)
 
 
-def own_table_names(conn: PgConnection, state_schema: str) -> frozenset[str]:
-    """The state schema's table names that no other (non-catalog) schema also has: unqualified, they are ours."""
+_NOT_USER = """
+WITH own AS (
+    SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND (n.nspname = %s OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                     AND d.objid = c.oid AND d.deptype = 'e'))
+)
+SELECT nspname || '.' || relname FROM own
+UNION
+SELECT relname FROM own o WHERE NOT EXISTS (
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = o.relname AND c.oid NOT IN (SELECT oid FROM own) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema'))
+"""
+
+
+def non_user_relations(conn: PgConnection, state_schema: str) -> frozenset[str]:
+    """The state schema's tables and extensions' relations (hypopg_list_indexes, pg_stat_statements ...), as
+    "schema.name", and as "name" when no user relation has the same name."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')"
-            " AND NOT EXISTS (SELECT 1 FROM pg_class o JOIN pg_namespace m ON m.oid = o.relnamespace"
-            "   WHERE o.relname = c.relname AND m.nspname <> %s"
-            "   AND m.nspname NOT IN ('pg_catalog', 'information_schema') AND m.nspname NOT LIKE 'pg_toast%%')",
-            (state_schema, state_schema),
-        )
+        cur.execute(_NOT_USER, (state_schema,))
         return frozenset(row[0] for row in cur.fetchall())
 
 
@@ -196,8 +207,8 @@ def _live_rows(conn: PgConnection, ext_schema: sql.Identifier, state_schema: str
     with conn.cursor() as cur:
         cur.execute(query)
         rows = cur.fetchall()
-    own = own_table_names(conn, state_schema)
-    return [row for row in rows if is_workload_statement(row[3], state_schema, own)]
+    not_user = non_user_relations(conn, state_schema)
+    return [row for row in rows if is_workload_statement(row[3], state_schema, not_user)]
 
 
 # ---- snapshots --------------------------------------------------------------------------------------------

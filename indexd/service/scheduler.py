@@ -7,6 +7,7 @@ coalesced, a misfire grace of a fraction of each job's interval), plus a heartbe
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -117,7 +118,7 @@ class Scheduler:
         now = now or datetime.now(UTC)
         specs = list(specs)
         for job in self._sched.get_jobs():
-            if job.id != "heartbeat" and not job.id.startswith("once:"):
+            if job.id != "heartbeat":
                 job.remove()
         for name in databases:
             self._sched.add_job(self._probe, IntervalTrigger(seconds=PROBE_SECONDS, timezone=UTC), args=(name,),
@@ -129,9 +130,12 @@ class Scheduler:
         log.info("scheduled %d jobs for %d database(s)", len(specs), len({s.database for s in specs}))
 
     def run_once(self, func: Callable[..., object], name: str, *args: object) -> None:
-        """Run `func(*args)` once, now, on the job executor (e.g. a start-up round)."""
-        self._sched.add_job(func, "date", run_date=datetime.now(UTC), args=args, id=f"once:{name}",
-                            misfire_grace_time=None, replace_existing=True)
+        """Run `func(*args)` once, now, in a thread of its own (e.g. a start-up round).
+
+        Not as an APScheduler date job: APScheduler removes a spent date job from its scheduler thread, and a
+        shutdown arriving at that moment makes the removal raise JobLookupError there, killing the thread.
+        """
+        threading.Thread(target=func, args=args, name=f"once:{name}", daemon=True).start()
 
     def next_runs(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self._sched.get_jobs()}

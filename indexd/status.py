@@ -86,9 +86,10 @@ def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, dat
 
 
 def _recommendations(db: Database) -> dict[str, Any]:
-    from indexd.advisor.store import load_recommendations
+    from indexd.lifecycle.recommendations import load_recommendations
 
-    recs = load_recommendations(db, statuses=ALL_STATUSES)
+    with db.connection() as conn:
+        recs = load_recommendations(conn, db.settings.state_schema, statuses=ALL_STATUSES)
     counts = {s: sum(1 for r in recs if r.status == s) for s in ALL_STATUSES}
     open_ = [{"id": r.id, "status": r.status, "index": r.index_name, "table": f"{r.table_schema}.{r.table_name}",
               "columns": r.columns, "improvement_pct": r.improvement_pct, "size_bytes": r.estimated_size_bytes}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg2 import sql
@@ -21,7 +19,6 @@ from indexd.db.state import migrate
 
 log = logging.getLogger(__name__)
 
-LIVE = ("pending", "approved", "building", "built", "kept")
 
 _UPSERT = """
 INSERT INTO {t} (fingerprint, table_schema, table_name, columns, method, where_clause, include, index_name,
@@ -34,27 +31,6 @@ DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size
               queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql
 RETURNING id
 """
-
-
-@dataclass(frozen=True)
-class StoredRecommendation:
-    id: int
-    status: str
-    fingerprint: str
-    table_schema: str
-    table_name: str
-    columns: list[str]
-    method: str
-    where_clause: str | None
-    include: list[str]
-    index_name: str
-    create_sql: str
-    estimated_size_bytes: int | None
-    improvement_pct: float | None
-    write_overhead: float | None
-    queries: list[dict[str, Any]]
-    created_at: datetime
-    updated_at: datetime
 
 
 def query_effects(rec: Recommendation) -> list[dict[str, Any]]:
@@ -102,15 +78,3 @@ def save_recommendations(db: Database, recommendations: tuple[Recommendation, ..
                 log.info("%s: %d pending recommendation(s) superseded", db.name, cur.rowcount)
     log.info("%s: saved %d recommendation(s)", db.name, len(ids))
     return ids
-
-
-def load_recommendations(db: Database, statuses: tuple[str, ...] = LIVE) -> list[StoredRecommendation]:
-    """The stored recommendations with one of these statuses, oldest first."""
-    cols = ", ".join(StoredRecommendation.__dataclass_fields__)
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT " + cols + " FROM {}.recommendations WHERE status = ANY(%s) ORDER BY id").format(
-                sql.Identifier(db.settings.state_schema)),
-            (list(statuses),),
-        )
-        return [StoredRecommendation(*row) for row in cur.fetchall()]

@@ -30,8 +30,8 @@ WHERE p.datname = current_database() AND a.application_name = 'indexd'
 
 def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
-    from indexd.advisor.store import load_recommendations
     from indexd.lifecycle.pause import active_pause
+    from indexd.lifecycle.recommendations import load_recommendations
 
     result = Probe(at=runtime.clock())
     schema = target.settings.state_schema
@@ -43,11 +43,12 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         if target.prepared:  # the state schema exists: pause and advice can be read
             with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
                 pause = active_pause(conn, schema, utcnow())
+                recs = load_recommendations(conn, schema, statuses=_STATUSES)
             if pause is not None:
                 result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
                 result.pause_reason = pause.reason
             counts: dict[str, int] = {}
-            for rec in load_recommendations(target.db, statuses=_STATUSES):
+            for rec in recs:
                 counts[rec.status] = counts.get(rec.status, 0) + 1
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error

@@ -196,7 +196,8 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
 
 def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
     from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
-    from indexd.advisor.store import load_recommendations, save_recommendations
+    from indexd.advisor.store import save_recommendations
+    from indexd.lifecycle.recommendations import load_recommendations
 
     a = IndexCandidate("public", "t", (IndexKey("a"),))
     b = IndexCandidate("public", "t", (IndexKey("b"),))
@@ -207,7 +208,9 @@ def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Databa
         cur.execute("UPDATE indexd.recommendations SET status = 'approved' WHERE id = %s", (ids[b.fingerprint()],))
     again = save_recommendations(database, [recs[1]], sql_text, supersede_missing=True)
     assert again == {b.fingerprint(): ids[b.fingerprint()]}
-    stored = {r.fingerprint: r for r in load_recommendations(database, ("pending", "approved", "superseded"))}
+    with database.connection() as conn:
+        rows = load_recommendations(conn, "indexd", statuses=("pending", "approved", "superseded"))
+    stored = {r.fingerprint: r for r in rows}
     assert stored[a.fingerprint()].status == "superseded"
     assert stored[b.fingerprint()].status == "approved"  # a decision is never undone by new advice
     assert stored[b.fingerprint()].queries == [{"query": "SELECT 1", "calls": 3, "cost_before": 10.0,

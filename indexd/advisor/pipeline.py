@@ -25,7 +25,7 @@ from indexd.clock import utcnow
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.db.state import migrate
-from indexd.workload.capture import take_snapshot, workload
+from indexd.workload.capture import cumulative_workload, take_snapshot, workload
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,13 @@ def _captured(db: Database, settings: IndexingSettings, now: datetime | None,
         warnings.append("no earlier snapshot: the workload is every statement since pg_stat_statements was reset")
     statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
     span = _snapshot_span(db, now - settings.lookback, now) or 0.0
+    if not statements and span > 0:
+        # Snapshots exist but hold no traffic yet (capture has just started): the counters since the reset do.
+        statements = cumulative_workload(db, min_calls=settings.min_calls)
+        span = 0.0
+        if statements:
+            warnings.append("the snapshots of the look-back hold no statement yet (capture started recently): the "
+                            "workload is every statement since pg_stat_statements was reset")
     if span <= 0:
         span = _since_stats_reset(db, now)
     return statements, max(span, 1.0)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Statement, Table
-from indexd.advisor.parse import Unusable, analyze
+from indexd.advisor.parse import Unusable, Usage, analyze
 from indexd.advisor.predicates import FixedFilter, Scan
 from indexd.advisor.skips import SkipReason
 from indexd.config.schema import IndexingSettings
@@ -90,19 +90,21 @@ def generate(
         if not found:
             reasons = {**usage.notes, **problems}
             text = "; ".join(reasons) or "no usable predicate, join, sort or grouping"
-            result.skipped.append(Skip(i, statement.query, text, skip_reason(usage.notes, problems, usage.scans)))
+            result.skipped.append(Skip(i, statement.query, text, skip_reason(usage, problems)))
     log.info("%d candidates for %d statements (%d skipped)", len(result.all), len(statements), len(result.skipped))
     return result
 
 
-def skip_reason(notes: dict[str, SkipReason], problems: dict[str, SkipReason], scans: list[Scan]) -> SkipReason:
+def skip_reason(usage: Usage, problems: dict[str, SkipReason]) -> SkipReason:
     """The one named reason of a statement without candidates: its tables' problem first, then what it reads."""
     if problems:
         return next(iter(problems.values()))
-    if scans:
-        unknown = SkipReason.UNKNOWN_COLUMN in notes.values()
+    if usage.scans:
+        unknown = SkipReason.UNKNOWN_COLUMN in usage.notes.values()
         return SkipReason.UNKNOWN_COLUMN if unknown else SkipReason.NO_INDEXABLE_PREDICATE
-    return next(iter(notes.values()), SkipReason.FUNCTION_ONLY)
+    if usage.notes:
+        return next(iter(usage.notes.values()))
+    return SkipReason.WRITE_ONLY if usage.inserts else SkipReason.FUNCTION_ONLY
 
 
 def table_problem(table: Table, settings: IndexingSettings) -> str | None:

@@ -12,7 +12,7 @@ plan of a prepared statement (see `whatif`), and must first be prepared. The met
    - typed literals `interval $2`, `date $1`, `timestamp(3) with time zone $4`, `interval $3 day`, any
      `typename $n` -> `($n::typename)`;
    - `EXTRACT($1 FROM x)` (the field keyword became $1) -> `pg_catalog.extract($1, x)`, the function it stands for;
-   - `LIMIT $n` / `OFFSET $n` -> a typical value the planner can see (see `pin_limits`).
+   - `LIMIT $n`, `FETCH FIRST $n`, `OFFSET $n` -> a typical value the planner can see (see `pin_limits`).
 2. PREPARE without parameter types: PostgreSQL infers each from its context, as it does for the application.
 3. If it cannot (42725 ambiguous operator or function, 42P18 indeterminate type, 42804 datatype mismatch, 42883
    no such operator or function: `$2 + $3`, `make_interval(days => $3 - $4)`, `sum(CASE ... THEN $1 ...)`),
@@ -51,10 +51,6 @@ class Plannable:
     params: int  # the highest $n
     types: tuple[str, ...] | None = None  # None: PostgreSQL infers every type
 
-    @property
-    def rewritten(self) -> bool:
-        return self.types is not None
-
 
 @functools.lru_cache(maxsize=16384)
 def parameter_count(query: str) -> int:
@@ -75,7 +71,7 @@ def _edit(query: str, edits: list[tuple[int, int, str]]) -> str:
 
 @functools.lru_cache(maxsize=16384)
 def pin_limits(query: str) -> str:
-    """`LIMIT $n` / `OFFSET $n` with typical values the planner can see.
+    """`LIMIT $n` / `FETCH FIRST $n` / `OFFSET $n` with typical values the planner can see.
 
     A generic plan reads an unknown LIMIT as 10 % of the rows, which hides what an index in ORDER BY order is
     worth to a top-N query. COALESCE(constant, $n) is folded to the constant at planning time, while $n still
@@ -83,9 +79,11 @@ def pin_limits(query: str) -> str:
     """
     tokens = list(scan(query))
     edits: list[tuple[int, int, str]] = []
-    for before, token in zip(tokens, tokens[1:], strict=False):
-        if token.name == "PARAM" and before.name in ("LIMIT", "OFFSET"):
-            value = TYPICAL_LIMIT if before.name == "LIMIT" else 0
+    for at, token in enumerate(tokens[1:], start=1):
+        before = tokens[at - 1].name
+        fetch = before in ("FIRST_P", "NEXT") and at > 1 and tokens[at - 2].name == "FETCH"
+        if token.name == "PARAM" and (before in ("LIMIT", "OFFSET") or fetch):
+            value = 0 if before == "OFFSET" else TYPICAL_LIMIT
             param = query[token.start : token.end + 1]
             edits.append((token.start, token.end + 1, f"COALESCE({value}, {param}::bigint)"))
     return _edit(query, edits)

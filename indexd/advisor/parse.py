@@ -59,6 +59,7 @@ class Usage:
     scans: list[Scan] = field(default_factory=list)
     notes: dict[str, SkipReason] = field(default_factory=dict)  # relations left out: why, in words and by name
     through_view: bool = False
+    inserts: bool = False  # an INSERT: it writes rows whatever it reads
 
 
 def analyze(query: str, catalog: Catalog, state_schema: str = "indexd") -> Usage:
@@ -104,6 +105,7 @@ class Walker:
         elif isinstance(node, (ast.UpdateStmt, ast.DeleteStmt)):
             self.modify(node, None)
         elif isinstance(node, ast.InsertStmt):
+            self.usage.inserts = True
             scope = self.with_clause(node.withClause, None)
             if node.selectStmt is not None:
                 self.select(node.selectStmt, scope)

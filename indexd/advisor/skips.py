@@ -24,6 +24,7 @@ class SkipReason(StrEnum):
     TRANSACTION_CONTROL = "transaction_control"  # BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...
     UNSUPPORTED = "unsupported"  # MERGE, several statements in one text, nesting too deep to analyse
     FUNCTION_ONLY = "function_only"  # reads no relation at all (SELECT now(), SELECT $1)
+    WRITE_ONLY = "write_only"  # INSERT ... VALUES: reads nothing an index serves (its writes are costed)
     CATALOG_ONLY = "catalog_only"  # reads system catalogs only
     INDEXD_OWN = "indexd_own"  # reads indexd's state schema
     NOT_A_KNOWN_TABLE = "not_a_known_table"  # a relation this database does not have (temporary, dropped)

@@ -23,7 +23,7 @@ import psycopg2
 from pglast.parser import ParseError, parse_sql
 from psycopg2 import sql
 
-from indexd.advisor.costable import RETRY_SQLSTATES, Plannable, attempts, parameter_count
+from indexd.advisor.costable import RETRY_SQLSTATES, Plannable, attempts, parameter_count, pin_limits
 from indexd.advisor.model import Catalog, IndexCandidate
 from indexd.advisor.paramtypes import Signature
 from indexd.advisor.skips import SkipReason, planner_reason, statement_reason
@@ -67,8 +67,9 @@ class WhatIfStats:
     hypothetical_created: int = 0
     errors: dict[int, str] = field(default_factory=dict)
     reasons: dict[int, SkipReason] = field(default_factory=dict)  # the named reason of each error
-    retyped: int = 0  # statements that needed chosen parameter types to be prepared
-    by_form: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attempts that succeeded, by form
+    # statements prepared, by the form that succeeded: "as given" (LIMIT pins aside), "rewritten" (typed
+    # literals, EXTRACT), "typed by context", "typed by role" (see costable.attempts)
+    by_form: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @functools.lru_cache(maxsize=16384)
@@ -254,8 +255,7 @@ class WhatIf:
                 failure = err
                 continue
             self._forms[query] = form
-            self.stats.by_form[("as given", "types by context", "types by role")[min(number, 2)]] += 1
-            self.stats.retyped += form.rewritten
+            self.stats.by_form[_form_label(number, form, query)] += 1
             return plan
         assert failure is not None
         raise failure
@@ -358,6 +358,12 @@ class WhatIf:
 
     def cached(self) -> Iterator[tuple[tuple[int, frozenset[IndexCandidate]], PlanCost | None]]:
         yield from self._cache.items()
+
+
+def _form_label(number: int, form: Plannable, query: str) -> str:
+    if number:
+        return "typed by context" if number == 1 else "typed by role"
+    return "as given" if form.text == pin_limits(query) else "rewritten"
 
 
 def _signature(args: list[str], names: list[str] | None, modes: list[str] | None, defaults: int,

@@ -47,6 +47,8 @@ def signatures(name: tuple[str, ...]) -> list[Signature]:
     ("SELECT tid FROM h ORDER BY mtime LIMIT $1 OFFSET $2",
      "SELECT tid FROM h ORDER BY mtime LIMIT COALESCE(100, $1::bigint) OFFSET COALESCE(0, $2::bigint)"),
     ("SELECT 1 FROM h WHERE mtime > timestamp '2024-01-01'", "SELECT 1 FROM h WHERE mtime > timestamp '2024-01-01'"),
+    ("SELECT tid FROM h ORDER BY tid FETCH FIRST $1 ROWS ONLY",
+     "SELECT tid FROM h ORDER BY tid FETCH FIRST COALESCE(100, $1::bigint) ROWS ONLY"),
 ])
 def test_rewrite_touches_only_what_the_grammar_refuses(query: str, expected: str) -> None:
     assert rewrite(query) == expected

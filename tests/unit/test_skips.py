@@ -37,6 +37,7 @@ CATALOG = Catalog(tables={t.qualified: t for t in (
     ("COMMIT", SkipReason.TRANSACTION_CONTROL),
     ("MERGE INTO big USING tiny ON big.a = tiny.a WHEN MATCHED THEN DELETE", SkipReason.UNSUPPORTED),
     ("SELECT now(), $1", SkipReason.FUNCTION_ONLY),
+    ("INSERT INTO big (id, a) VALUES ($1, $2 + $3)", SkipReason.WRITE_ONLY),
     ("SELECT * FROM pg_class WHERE relname = $1", SkipReason.CATALOG_ONLY),
     ("SELECT * FROM indexd.snapshots WHERE id = $1", SkipReason.INDEXD_OWN),
     ("SELECT * FROM nowhere WHERE id = $1", SkipReason.NOT_A_KNOWN_TABLE),

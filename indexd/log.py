@@ -25,7 +25,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from indexd.config.schema import LoggingSettings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
 
 _ENV_PASSWORD = re.compile(r"(?i)\b((?:PG|DB_)?PASSWORD['\"]?\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")

@@ -16,8 +16,8 @@ from psycopg2 import sql
 
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
 from indexd.db.pool import Database, PgConnection
+from indexd.dsn import redact_dsn
 
 log = logging.getLogger(__name__)
 

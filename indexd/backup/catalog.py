@@ -31,7 +31,8 @@ from indexd.backup.manifest import (
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import connect_kwargs, redact_dsn
+from indexd.db.conninfo import connect_kwargs
+from indexd.dsn import redact_dsn
 from indexd.errors import BackupError, UsageError
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg2.extensions
 
 from indexd.config.schema import DatabaseSettings
-from indexd.db.dsn import parse_dsn, redact_dsn
+from indexd.dsn import parse_dsn, redact_dsn
 from indexd.errors import BackupError, ConfigError
 
 log = logging.getLogger(__name__)

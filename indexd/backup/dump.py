@@ -50,7 +50,7 @@ from indexd.backup.restore import pg_restore_list
 from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import BackupError, IndexdError
 
 log = logging.getLogger(__name__)

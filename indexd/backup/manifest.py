@@ -119,7 +119,7 @@ def checksum_files(root: Path) -> tuple[str, list[dict[str, Any]]]:
 
 def redact_config_text(text: str) -> str:
     """A configuration file's text with passwords, secrets and tokens masked (DSNs and YAML keys)."""
-    from indexd.db.dsn import redact_dsn
+    from indexd.dsn import redact_dsn
 
     return _YAML_SECRET.sub(r"\1***", redact_dsn(text))
 

@@ -24,7 +24,8 @@ from indexd.backup.command import find_binary, libpq_connection, password_of, ru
 from indexd.backup.manifest import BackupInfo, checksum_problems
 from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import connect_kwargs, parse_dsn, redact_dsn
+from indexd.db.conninfo import connect_kwargs
+from indexd.dsn import parse_dsn, redact_dsn
 from indexd.errors import BackupError, UsageError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from indexd import __version__
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError
 
 EPILOG = """\

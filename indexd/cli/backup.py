@@ -16,7 +16,7 @@ from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.cli.common import load, print_json, print_table, targets
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, Settings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.units import human_size
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Literal, cast
 from indexd.cli.common import load, open_database, targets
 from indexd.config.load import find_config, load_settings
 from indexd.config.schema import Settings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def check_config(args: argparse.Namespace) -> int:
 def _runtime_problems(settings: Settings) -> list[str]:
     """What only shows when indexd runs: the daemon's start checks (databases, token file) and each password file
     (a database whose password_file cannot be read fails on every connection)."""
-    from indexd.db.dsn import connect_kwargs
+    from indexd.db.conninfo import connect_kwargs
     from indexd.service.app import check_runnable
 
     problems: list[str] = []

@@ -14,9 +14,9 @@ import psycopg2
 from indexd.cli.common import load, open_database, print_table, single_target, targets
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
 from indexd.db.pool import Database
 from indexd.db.state import current_version
+from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
@@ -217,7 +217,7 @@ def indexes(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from indexd.cli.common import print_json
-    from indexd.db.dsn import redact_dsn
+    from indexd.dsn import redact_dsn
     from indexd.lifecycle import health
     from indexd.lifecycle.health_text import render_text
     from indexd.lifecycle.unused import drop_unused

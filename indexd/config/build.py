@@ -72,7 +72,7 @@ def time_zone(value: str) -> str | None:
 
 
 def dsn(value: str) -> str | None:
-    from indexd.db.dsn import parse_dsn
+    from indexd.dsn import parse_dsn
     from indexd.errors import ConfigError
 
     try:

@@ -116,7 +116,7 @@ def _password_in(dsn: str) -> str | None:
 
 
 def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
-    from indexd.db.dsn import parse_dsn
+    from indexd.dsn import parse_dsn
 
     try:
         params = parse_dsn(dsn)

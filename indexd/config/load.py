@@ -83,7 +83,7 @@ def load_settings(
 
 def settings_for_dsn(dsn: str, base: Settings | None = None) -> Settings:
     """Settings with the one database given by --dsn (named after its dbname), on top of `base`."""
-    from indexd.db.dsn import parse_dsn
+    from indexd.dsn import parse_dsn
 
     problem = builder.dsn(dsn)
     if problem:

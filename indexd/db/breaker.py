@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import ConnectionFailed
 
 T = TypeVar("T")

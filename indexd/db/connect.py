@@ -26,7 +26,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from indexd.db.dsn import parse_dsn
+from indexd.dsn import parse_dsn
 from indexd.errors import ConnectionFailed
 
 log = logging.getLogger(__name__)

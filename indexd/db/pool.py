@@ -41,9 +41,10 @@ from sqlalchemy.pool import QueuePool
 from indexd.config.schema import CircuitBreakerSettings, DatabaseSettings, RetrySettings
 from indexd.db.breaker import CircuitBreaker
 from indexd.db.connect import connect_once
-from indexd.db.dsn import connect_kwargs, redact_dsn
+from indexd.db.conninfo import connect_kwargs
 from indexd.db.retry import RetryHooks, classify, retry_call
 from indexd.db.watchdog import WATCHDOG
+from indexd.dsn import redact_dsn
 from indexd.errors import ConnectionFailed
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import sqlalchemy.exc
 import tenacity
 
 from indexd.config.schema import RetrySettings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError
 
 log = logging.getLogger(__name__)

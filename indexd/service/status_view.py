@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.service.runtime import DatabaseRuntime, Runtime
 
 LOOP_MAX_AGE_S = 30.0  # the main loop turns every second or so

@@ -8,7 +8,7 @@ import time
 import psycopg2
 from psycopg2 import sql
 
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import UsageError
 from indexd.simulate.scenario import SCHEMA, Scenario, scenario
 from indexd.simulate.schema import ddl, load_sql, partition_ddl

@@ -33,7 +33,7 @@ from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.conninfo import connect_kwargs
 from indexd.dsn import redact_dsn
-from indexd.errors import BackupError, UsageError
+from indexd.errors import BackupError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
         return True
     except psycopg2.Error as exc:
         log.warning("catalog row for backup %s not written to %s.%s.backups (%s); the manifest on disk stands",
-                    info.id, db.name, db.state_schema, str(exc).strip().splitlines()[0])
+                    info.id, db.name, db.state_schema, first_line(exc))
         return False
     finally:
         conn.close()

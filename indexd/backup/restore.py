@@ -26,7 +26,7 @@ from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.conninfo import connect_kwargs
 from indexd.dsn import parse_dsn, redact_dsn
-from indexd.errors import BackupError, UsageError
+from indexd.errors import BackupError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _audit_connection(db: DatabaseSettings | None) -> Iterator[psycopg2.extensio
     try:
         yield conn
     except psycopg2.Error as exc:
-        log.warning("restore not written to the audit log of %s: %s", db.name, str(exc).strip().splitlines()[0])
+        log.warning("restore not written to the audit log of %s: %s", db.name, first_line(exc))
     finally:
         conn.close()
 

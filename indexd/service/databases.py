@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from indexd.errors import ConnectionFailed
-from indexd.service.runtime import DatabaseRuntime, Runtime, first_line
+from indexd.errors import ConnectionFailed, first_line
+from indexd.service.runtime import DatabaseRuntime, Runtime
 
 if TYPE_CHECKING:
     from indexd.service.jobs import JobRunner

@@ -15,10 +15,10 @@ from typing import Any
 from psycopg2 import sql
 
 from indexd.clock import monotonic, utcnow
-from indexd.errors import ConnectionFailed, GuardRefusal
+from indexd.errors import ConnectionFailed, GuardRefusal, first_line
 from indexd.log import job_context, scrub
 from indexd.service.databases import ensure_prepared, ensure_settled, is_leader
-from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime, first_line
+from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
 from indexd.service.tasks import LEADER_ONLY, TASKS, TaskEnv, TaskResult
 
 log = logging.getLogger(__name__)

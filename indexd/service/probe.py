@@ -7,8 +7,9 @@ import logging
 from datetime import timedelta
 
 from indexd.clock import utcnow
+from indexd.errors import first_line
 from indexd.service.databases import is_leader
-from indexd.service.runtime import DatabaseRuntime, Probe, Runtime, first_line
+from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 
 log = logging.getLogger(__name__)
 

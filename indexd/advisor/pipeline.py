@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Statement, Table
+from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
 from indexd.advisor.whatif import WhatIf, require_hypopg
@@ -24,6 +24,7 @@ from indexd.clock import utcnow
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.db.state import migrate
+from indexd.statements.statement import Statement
 from indexd.workload.capture import take_snapshot, workload
 
 log = logging.getLogger(__name__)

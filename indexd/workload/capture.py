@@ -20,11 +20,11 @@ from pglast.parser import ParseError
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from indexd.advisor.model import Statement
-from indexd.advisor.predicates import walk
 from indexd.clock import utcnow
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import IndexdError
+from indexd.statements.statement import Statement
+from indexd.statements.tree import walk
 
 log = logging.getLogger(__name__)
 

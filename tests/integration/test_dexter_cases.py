@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from indexd.advisor.model import IndexCandidate, IndexKey, Statement
+from indexd.advisor.model import IndexCandidate, IndexKey
 from indexd.advisor.pipeline import Advice, advise
 from indexd.advisor.whatif import WhatIf
 from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.statements.statement import Statement
 
 SCHEMA = """
 CREATE TABLE posts (id int, blog_id int, user_id int, json json, jsonb jsonb, indexed int);

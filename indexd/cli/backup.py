@@ -17,7 +17,7 @@ from indexd.cli.common import load, print_json, print_table, targets
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, Settings
 from indexd.dsn import redact_dsn
-from indexd.units import human_size
+from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -32,13 +32,6 @@ def _setup_logging(args: argparse.Namespace, settings: Settings) -> None:
 
 def _size(n: int | None) -> str:
     return human_size(n) if n else "-"
-
-
-def _age(now: datetime, at: datetime) -> str:
-    seconds = max(0, int((now - at).total_seconds()))
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60}m" if seconds >= 3600 else f"{seconds // 60}m"
 
 
 def _when(at: datetime | None) -> str | None:
@@ -69,7 +62,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
             continue
         print(f"{db.name}: backup {result.id} {result.status}, {_size(result.size_bytes)} in "
-              f"{result.duration_s:.1f}s -> {result.path}")
+              f"{human_duration(result.duration_s)} -> {result.path}")
     return 1 if failed else 0
 
 
@@ -132,7 +125,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         test = verify.test_restore(settings, args.id)
         if test.ok:
             print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
-                  f"({test.duration_s:.1f}s)")
+                  f"({human_duration(test.duration_s)})")
         else:
             print(f"{args.id}: test restore FAILED", file=sys.stderr)
             for mismatch in test.mismatches:
@@ -169,7 +162,7 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{name}: {len(rows) - gone} kept, {gone} {verb}")
         if rows:
             print_table(["id", "status", "age", "action", "reason"], [
-                [r["id"], r["status"], _age(now, datetime.fromisoformat(r["started_at"])),
+                [r["id"], r["status"], human_duration(now - datetime.fromisoformat(r["started_at"])),
                  verb if r["action"] == "delete" else "keep", r["reason"]] for r in rows])
     return 1 if failed else 0
 
@@ -190,6 +183,6 @@ def restore(args: argparse.Namespace) -> int:
                          assume_yes=args.yes, confirm=confirm, no_owner=getattr(args, "no_owner", False))
     replaced = " (replaced the existing database)" if result.replaced_existing else ""
     print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
-          f"{result.duration_s:.1f}s{replaced}")
+          f"{human_duration(result.duration_s)}{replaced}")
     return 0
 

@@ -22,6 +22,7 @@ from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
+from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ def _require_state(db: Database) -> None:
     if current_version(db) is None:
         raise UsageError(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
                          "run 'indexd migrate' first")
-
-
-def _mb(size: int | None) -> str:
-    return "-" if size is None else f"{size / 1024**2:.1f} MB"
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------
@@ -72,13 +69,14 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
         rec = plan.recommendation
         verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
         gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
-        rows.append([rec.id, rec.status, rec.table, rec.index_name, _mb(plan.request.table_bytes), gain, verdict])
+        size = human_size(plan.request.table_bytes)
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, gain, verdict])
     print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
 
 
 def _show_result(result: lifecycle_apply.ApplyResult) -> None:
     for b in result.built:
-        print(f"  built    {b.qualified} in {b.duration_s:.1f}s ({_mb(b.size_bytes)})")
+        print(f"  built    {b.qualified} in {human_duration(b.duration_s)} ({human_size(b.size_bytes)})")
     for b in result.skipped:
         print(f"  skipped  {b.qualified}: {b.reason}")
     for b in result.failed:

@@ -10,7 +10,7 @@ from typing import Any
 
 from indexd.cli import common
 from indexd.errors import UsageError
-from indexd.units import human_size
+from indexd.units import human_duration, human_size
 
 
 def _duration(text: str, flag: str) -> timedelta:
@@ -61,7 +61,7 @@ def simulate(args: argparse.Namespace) -> int:
         common.print_json(stats.to_dict())
     else:
         common.print_table(["shape", "kind", "calls", "errors", "mean ms"], rows)
-        print(f"{stats.calls} statements in {stats.duration_s:.1f}s with {stats.clients} clients")
+        print(f"{stats.calls} statements in {human_duration(stats.duration_s)} with {stats.clients} clients")
     return 1 if stats.calls == 0 else 0
 
 
@@ -112,12 +112,12 @@ def _print_demo(result: Any) -> None:
     common.print_table(
         ["index", "table", "columns", "where", "saves", "est. size"],
         [(r["index"], r["table"], ", ".join(r["columns"]), r["where"], f"{r['improvement_pct']:.1f}%",
-          _size(r["estimated_size_bytes"])) for r in result.recommendations],
+          human_size(r["estimated_size_bytes"])) for r in result.recommendations],
     )
     print("\nBuilt")
     common.print_table(
         ["index", "size", "build", "verdict"],
-        [(b["index"], _size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
+        [(b["index"], human_size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
          for b in result.built],
     )
     print("\nStatement shapes, mean time per call (client side, same workload and seed)")
@@ -132,17 +132,11 @@ def _print_demo(result: Any) -> None:
     if result.backup:
         b = result.backup
         verified = "verified by a test restore" if b.get("restore_verified") else "NOT verified"
-        print(f"backup: {b['id']}, {_size(b['size_bytes'])}, {b['status']}, {verified}")
-    print(f"total: {result.elapsed_s:.0f}s")
+        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']}, {verified}")
+    print(f"total: {human_duration(result.elapsed_s)}")
     if result.dsn:
         print(f"\nthe cluster is still running: psql '{result.dsn}'")
         print(f"stop and remove it with: {result.stop_command}")
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return human_size(n)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -171,7 +165,7 @@ def _print_status(report: dict[str, Any]) -> None:
         print("daemon: not reachable (not running, or its http endpoint is off); the readings below come from "
               "the database alone")
     else:
-        print(f"daemon: {d['status']}, up {d['uptime_s']:.0f}s, config {d['config']}")
+        print(f"daemon: {d['status']}, up {human_duration(d['uptime_s'])}, config {d['config']}")
     for name, db in report["databases"].items():
         print(f"\n== {name}  ({db['dsn']})")
         if "error" in db:
@@ -229,5 +223,5 @@ def _print_backups(b: dict[str, Any]) -> None:
     print(f"   backups: {b['count']} on disk")
     if b["latest"]:
         common.print_table(["id", "status", "started", "size", "verified"],
-                           [(x["id"], x["status"], _when(x["started_at"]), _size(x["size_bytes"]),
+                           [(x["id"], x["status"], _when(x["started_at"]), human_size(x["size_bytes"]),
                              _when(x["verified_at"])) for x in b["latest"]], indent=TABLE_INDENT)

@@ -42,8 +42,8 @@ from indexd.config.schema import CircuitBreakerSettings, DatabaseSettings, Retry
 from indexd.db.breaker import CircuitBreaker
 from indexd.db.connect import connect_once
 from indexd.db.conninfo import connect_kwargs
+from indexd.db.deadline import SOCKET_DEADLINES
 from indexd.db.retry import RetryHooks, classify, retry_call
-from indexd.db.watchdog import WATCHDOG
 from indexd.dsn import redact_dsn
 from indexd.errors import ConnectionFailed
 
@@ -188,7 +188,7 @@ class Database:
             return
         try:
             what = f"database {self.name}: check on checkout"
-            with WATCHDOG.guard(dbapi_conn, self._connect_timeout, what), dbapi_conn.cursor() as cur:
+            with SOCKET_DEADLINES.guard(dbapi_conn, self._connect_timeout, what), dbapi_conn.cursor() as cur:
                 cur.execute("SELECT 1")
         except psycopg2.Error as exc:
             log.info("database %s: pooled connection failed its check (%s); reconnecting", self.name,
@@ -232,7 +232,7 @@ class Database:
             return
         conn = proxy.dbapi_connection
         what = f"database {self.name}: setting timeouts"
-        with WATCHDOG.guard(conn, self._connect_timeout, what), conn.cursor() as cur:
+        with SOCKET_DEADLINES.guard(conn, self._connect_timeout, what), conn.cursor() as cur:
             cur.execute(
                 "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
                 (str(wanted[0]), str(wanted[1])),

@@ -11,12 +11,12 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexd.config.schema import HttpSettings
+from indexd.config.secrets import read_secret_file
 from indexd.errors import ConfigError
 from indexd.service.metrics import Metrics
 from indexd.service.runtime import Runtime
@@ -34,15 +34,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def read_token(settings: HttpSettings) -> str | None:
-    if not settings.token_file:
-        return None
-    try:
-        token = Path(settings.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"http.token_file: cannot read {settings.token_file}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"http.token_file: {settings.token_file} is empty")
-    return token
+    return read_secret_file(settings.token_file, "http.token_file") if settings.token_file else None
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from indexd.config.schema import Settings
 from indexd.service.runtime import DatabaseRuntime
+from indexd.units import human_duration, human_size
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,6 @@ class TaskEnv:
     job_id: str
     cancel: threading.Event
     now: datetime
-
-
-def _mb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1024**2:.1f} MB"
 
 
 def capture(env: TaskEnv) -> TaskResult:
@@ -62,8 +59,8 @@ def apply(env: TaskEnv) -> TaskResult:
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
     built = [b for b in result.built if b.outcome == "succeeded"]
-    parts = [f"built {len(built)}: " + ", ".join(f"{b.index_name} ({_mb(b.size_bytes)})" for b in built)] if built \
-        else []
+    shown = ", ".join(f"{b.index_name} ({human_size(b.size_bytes)})" for b in built)
+    parts = [f"built {len(built)}: {shown}"] if built else []
     parts += [f"refused #{rec_id}: {'; '.join(reasons)}" for rec_id, reasons in result.refused]
     parts += [f"failed {b.index_name}: {b.reason}" for b in result.failed]
     if result.message:
@@ -95,7 +92,8 @@ def backup(env: TaskEnv) -> TaskResult:
     from indexd.backup.dump import run_backup
 
     res = run_backup(env.settings, env.target.settings, now=env.now, cancel=env.cancel, job_id=env.job_id)
-    return TaskResult("ok", f"backup {res.id} {res.status}, {_mb(res.size_bytes)} in {res.duration_s:.1f}s")
+    took = human_duration(res.duration_s)
+    return TaskResult("ok", f"backup {res.id} {res.status}, {human_size(res.size_bytes)} in {took}")
 
 
 def backup_verify(env: TaskEnv) -> TaskResult:
@@ -110,7 +108,7 @@ def backup_verify(env: TaskEnv) -> TaskResult:
     if not res.ok:
         return TaskResult("failed", f"test restore of {latest.id} failed: {'; '.join(res.mismatches)}")
     return TaskResult("ok", f"backup {latest.id} restored into a scratch database, {res.tables_compared} tables "
-                            f"match ({res.duration_s:.1f}s)")
+                            f"match ({human_duration(res.duration_s)})")
 
 
 def prune(env: TaskEnv) -> TaskResult:

@@ -161,7 +161,7 @@ def _stop_command(cluster: EmbeddedCluster) -> str:
 def _cycle(cluster: EmbeddedCluster, dsn: str, sc: str, workload: timedelta, clients: int, result: DemoResult,
            report: Step) -> None:
     from indexd.db.pool import Database
-    from indexd.db.state import migrate
+    from indexd.state.migrations import migrate
     from indexd.workload.capture import take_snapshot
 
     assert cluster.base_dir is not None

@@ -35,13 +35,11 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = 
 
 def daemon_health(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    from indexd.service.http import parse_listen, read_token
+    from indexd.service.http import listen_address, read_token
 
     if not settings.http.enabled:
         return None
-    host, port = parse_listen(settings.http.listen)
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/health"
+    url = listen_address(settings.http).client_url("/health")
     req = urllib.request.Request(url)
     token = read_token(settings.http)
     if token:
@@ -98,10 +96,10 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
-    from indexd.db.state import current_version
     from indexd.errors import UsageError
     from indexd.lifecycle.audit import recent_mutations
     from indexd.lifecycle.pause import active_pause
+    from indexd.state.migrations import current_version
 
     schema = db.settings.state_schema
     if current_version(db) is None:

@@ -69,9 +69,9 @@ def _report_problems(path: object, problems: list[str], production: bool = False
 
 def migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the state schema in each target database; one failing database does not stop the rest."""
-    from indexd.db.state import current_version
-    from indexd.db.state import migrate as apply_migrations
     from indexd.log import setup_logging
+    from indexd.state.migrations import current_version
+    from indexd.state.migrations import migrate as apply_migrations
 
     settings = load(args)
     setup_logging(replace(settings.logging, file=None, format="text", level=_cli_level(args)))

@@ -15,13 +15,13 @@ from indexd.cli.common import load, open_database, print_table, single_target, t
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import current_version
 from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
+from indexd.state.migrations import current_version
 from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ from psycopg2 import sql
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import current_version
 from indexd.errors import UsageError
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.findings import Finding, HealthReport
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.readings import CpuSampler, drop_decision, host_cpu_pct
+from indexd.state.migrations import current_version
 
 log = logging.getLogger(__name__)
 

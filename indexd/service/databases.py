@@ -45,8 +45,8 @@ def prepare(target: DatabaseRuntime) -> bool:
 
 def ensure_prepared(target: DatabaseRuntime) -> None:
     """Migrate the state schema and make the leadership object, once (the lock keeps two threads apart)."""
-    from indexd.db.state import migrate
     from indexd.lifecycle.leader import Leadership
+    from indexd.state.migrations import migrate
 
     with target.prepare_lock:
         if target.prepared:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from indexd.backup.history import cutoffs, prune_history
 from indexd.config.schema import RetentionSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
+from indexd.state.migrations import migrate
 
 NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 

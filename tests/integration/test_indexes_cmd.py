@@ -13,8 +13,8 @@ import psycopg2.errors
 import pytest
 
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle.pause import pause
+from indexd.state.migrations import migrate
 
 HOSTILE_INDEX = 'items "by" note'
 SCHEMA = [

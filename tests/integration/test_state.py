@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 
 from indexd.db.pool import Database
-from indexd.db.state import current_version, migrate, migrations
+from indexd.state.migrations import current_version, migrate, migrations
 
 
 def test_migrate_creates_every_table_once(database: Database, pg_conn) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from indexd.config import convert, schema
+from indexd.config.listen import parse_listen
 from indexd.config.schema import ByteSize
 from indexd.config.tree import Node, Problems, join
 
@@ -95,10 +96,10 @@ def sql_name(value: str) -> str | None:
 
 
 def listen(value: str) -> str | None:
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"expected host:port such as 127.0.0.1:9470 or [::1]:9470, got {value!r}"
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -18,7 +18,7 @@ from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
 from indexd.service import databases
-from indexd.service.http import HttpServer, parse_listen, read_token
+from indexd.service.http import HttpServer, listen_address, read_token
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
 from indexd.service.probe import refresh
@@ -47,7 +47,7 @@ def check_runnable(settings: Settings) -> None:
     if not settings.databases:
         problems.append("databases: none configured; the daemon has nothing to do")
     if settings.http.enabled:
-        for check in (lambda: parse_listen(settings.http.listen), lambda: read_token(settings.http)):
+        for check in (lambda: listen_address(settings.http), lambda: read_token(settings.http)):
             try:
                 check()
             except ConfigError as exc:

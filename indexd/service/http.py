@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from indexd.config.listen import ListenAddress, parse_listen
 from indexd.config.schema import HttpSettings
 from indexd.config.secrets import read_secret_file
 from indexd.errors import ConfigError
@@ -25,12 +27,12 @@ from indexd.service.status_view import health_details, liveness, readiness
 log = logging.getLogger(__name__)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:9470', '[::1]:9470' or ':9470' (all addresses) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"http.listen: expected host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
+def listen_address(settings: HttpSettings) -> ListenAddress:
+    """The configured address (`indexd.config.listen` decides what is valid), or ConfigError naming the key."""
+    try:
+        return parse_listen(settings.listen)
+    except ValueError as exc:
+        raise ConfigError(f"http.listen: {exc}") from None
 
 
 def read_token(settings: HttpSettings) -> str | None:
@@ -41,11 +43,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], runtime: Runtime, metrics: Metrics, token: str | None) -> None:
-        import socket
-
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
+    def __init__(self, address: ListenAddress, runtime: Runtime, metrics: Metrics, token: str | None) -> None:
+        self.address_family = socket.AF_INET6 if address.ipv6 else socket.AF_INET
+        super().__init__((address.host, address.port), _Handler)
         self.runtime, self.metrics, self.token = runtime, metrics, token
 
 
@@ -129,9 +129,9 @@ class HttpServer:
             self.settings = settings
             return
         token = read_token(settings)
-        host, port = parse_listen(settings.listen)
+        address = listen_address(settings)
         try:
-            self._server = _Server((host, port), self.runtime, self.metrics, token)
+            self._server = _Server(address, self.runtime, self.metrics, token)
         except OSError as exc:
             raise ConfigError(f"http.listen: cannot listen on {settings.listen}: {exc.strerror}") from None
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},

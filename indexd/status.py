@@ -97,8 +97,8 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
     from indexd.errors import UsageError
-    from indexd.lifecycle.audit import recent_mutations
     from indexd.lifecycle.pause import active_pause
+    from indexd.state.audit import recent_mutations
     from indexd.state.migrations import current_version
 
     schema = db.settings.state_schema

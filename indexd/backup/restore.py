@@ -152,7 +152,7 @@ def _audit_connection(db: DatabaseSettings | None) -> Iterator[psycopg2.extensio
 
 
 def _audit_intent(db: DatabaseSettings | None, target: str, info: BackupInfo, before: dict[str, Any]) -> int | None:
-    from indexd.lifecycle.audit import record_intent
+    from indexd.state.audit import record_intent
 
     with _audit_connection(db) as conn:
         if conn is not None and db is not None:
@@ -165,7 +165,7 @@ def _audit_outcome(db: DatabaseSettings | None, intent_id: int, target: str, *, 
                    reason: str | None = None, after: Any = None, duration_s: float | None = None) -> None:
     """The outcome of a restore. When the restore replaced the very database that held the intent, the intent
     is gone: the outcome is then written as an event of its own."""
-    from indexd.lifecycle.audit import record_event, record_outcome
+    from indexd.state.audit import record_event, record_outcome
 
     with _audit_connection(db) as conn:
         if conn is None or db is None:

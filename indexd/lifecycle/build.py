@@ -25,7 +25,6 @@ from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import (
     BuildResult,
     ProgressCallback,
@@ -45,6 +44,7 @@ from indexd.lifecycle.recommendations import (
     claim_for_build,
     finish_build,
 )
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from indexd.clock import utcnow
 from indexd.db.pool import Database, PgConnection
-from indexd.lifecycle import audit
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def active_pause(conn: PgConnection, schema: str, now: datetime) -> Pause | None
 def pause(db: Database, duration: timedelta | None, reason: str, actor: str | None = None, *,
           now: datetime | None = None) -> Pause:
     """Pause every change to `db` (for `duration`, or until resumed); audited. Returns the new pause."""
-    schema, who, since = db.settings.state_schema, actor or audit.actor(), now or utcnow()
+    schema, who, since = db.settings.state_schema, actor or audit.current_actor(), now or utcnow()
     if duration is not None and duration <= timedelta(0):
         raise ValueError(f"a pause must last a positive time, not {duration}")
     until = since + duration if duration is not None else None
@@ -71,7 +71,7 @@ def pause(db: Database, duration: timedelta | None, reason: str, actor: str | No
 
 def resume(db: Database, actor: str | None = None, *, now: datetime | None = None) -> list[Pause]:
     """End every active pause of `db`; audited. Returns the pauses ended (empty when none was active)."""
-    schema, who, at = db.settings.state_schema, actor or audit.actor(), now or utcnow()
+    schema, who, at = db.settings.state_schema, actor or audit.current_actor(), now or utcnow()
     with db.connection() as conn:
         with conn.cursor() as cur:
             cur.execute(

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from indexd.advisor import report
-from indexd.advisor.pipeline import advise
+from indexd.advisor.pipeline import advise, check_hypopg
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
 from indexd.errors import UsageError
+from indexd.workload.lookback import capture_workload, given_workload
 from indexd.workload.queries import read_queries
 
 
@@ -27,7 +28,12 @@ def recommend(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget-mb must be 0 or more, not {args.budget_mb}")
     budget = None if args.budget_mb is None else args.budget_mb * 1024 * 1024
     with common.open_database(settings, target) as db:
-        advice = advise(db, target.indexing, statements, budget)
+        check_hypopg(db)  # before anything is captured or written
+        if statements is None:
+            work = capture_workload(db, target.indexing)
+        else:
+            work = given_workload(statements, target.indexing)
+        advice = advise(db, target.indexing, work, budget)
         ids: dict[str, int] = {}
         if not args.no_save and (advice.recommendations or advice.from_workload):
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,

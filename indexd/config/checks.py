@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from indexd.config.schema import Settings
+from indexd.dsn import parse_dsn
 from indexd.errors import ConfigError
 
 StatFn = Callable[[str], os.stat_result]
@@ -116,8 +117,6 @@ def _password_in(dsn: str) -> str | None:
 
 
 def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
-    from indexd.dsn import parse_dsn
-
     try:
         params = parse_dsn(dsn)
     except ConfigError:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Literal
 
+from indexd.errors import UsageError
+
 
 class ByteSize(int):
     """A size in bytes, written in the file as 512MB, 2GiB or a plain number."""
@@ -236,6 +238,4 @@ class Settings:
             if db.name == name:
                 return db
         known = ", ".join(d.name for d in self.databases) or "none configured"
-        from indexd.errors import UsageError
-
         raise UsageError(f"no database named {name!r} in the configuration (known: {known})")

@@ -97,9 +97,9 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
     from indexd.errors import UsageError
-    from indexd.lifecycle.pause import active_pause
     from indexd.state.audit import recent_mutations
     from indexd.state.migrations import current_version
+    from indexd.state.pause import active_pause
 
     schema = db.settings.state_schema
     if current_version(db) is None:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from indexd.config.schema import BypassSettings, IndexingSettings
 from indexd.lifecycle import windows
-from indexd.lifecycle.pause import Pause
+from indexd.state.pause import Pause
 from indexd.units import human_duration, human_size
 
 LOAD_BACKOFF = timedelta(minutes=5)  # when the load is too high, look again this much later

@@ -31,8 +31,8 @@ WHERE p.datname = current_database() AND a.application_name = 'indexd'
 
 def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
-    from indexd.lifecycle.pause import active_pause
     from indexd.lifecycle.recommendations import load_recommendations
+    from indexd.state.pause import active_pause
 
     result = Probe(at=runtime.clock())
     schema = target.settings.state_schema

@@ -16,7 +16,7 @@ from indexd.config.schema import (
     WriteGuardSettings,
 )
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
-from indexd.lifecycle.pause import Pause
+from indexd.state.pause import Pause
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 02:00 UTC, inside the default 01:00-05:00 UTC window
 MB = 1024**2

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from indexd.dsn import redact_dsn
 from indexd.errors import BackupError
 
 MANIFEST_VERSION = 1
@@ -119,8 +120,6 @@ def checksum_files(root: Path) -> tuple[str, list[dict[str, Any]]]:
 
 def redact_config_text(text: str) -> str:
     """A configuration file's text with passwords, secrets and tokens masked (DSNs and YAML keys)."""
-    from indexd.dsn import redact_dsn
-
     return _YAML_SECRET.sub(r"\1***", redact_dsn(text))
 
 

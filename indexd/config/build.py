@@ -160,6 +160,18 @@ CONVERTERS: dict[tuple[type, str], Callable[[Any], Any]] = {(S.WindowSettings, "
 NOT_KEYS = {(S.Settings, "source")}  # dataclass fields that are not keys of the file
 
 
+def http_exposure(http: S.HttpSettings) -> list[tuple[str, str]]:
+    """Endpoints other hosts can reach need a token: /health names database users, hosts and the config path."""
+    if not http.enabled or http.token_file or parse_listen(http.listen).is_loopback:
+        return []
+    return [("listen", f"{http.listen} is reachable from other hosts, and /health and /metrics would answer them "
+                       "without a token; bind to a loopback address such as 127.0.0.1:9470, or set http.token_file")]
+
+
+# Rules over several keys of one built section: (key, problem) pairs, reported at that key's line.
+SECTION_RULES: dict[type, Callable[[Any], list[tuple[str, str]]]] = {S.HttpSettings: http_exposure}
+
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -208,7 +220,11 @@ def build(cls: type, node: Node, path: str, problems: Problems) -> Any:
             kwargs[f.name] = INVALID
     if any(v is INVALID for v in kwargs.values()) or any(k not in known for k in value):
         return INVALID
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    broken = SECTION_RULES[cls](built) if cls in SECTION_RULES else []
+    for key, message in broken:
+        _report(problems, join(path, key), value.get(key, node), message)
+    return INVALID if broken else built
 
 
 def field_value(owner: type, name: str, node: Node, path: str, problems: Problems) -> Any:

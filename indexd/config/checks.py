@@ -1,11 +1,12 @@
-"""Hardening checks for `check-config --production`: secrets, TLS, bind address, permissions, verbosity.
+"""Hardening checks for `check-config --production`: secrets, TLS, permissions, verbosity.
+
+(HTTP beyond loopback without a token is no hardening matter: every validation refuses it, see config.build.)
 
 A function of the settings, the configuration file's own text and a few stat() readings; nothing connects.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat as st
@@ -45,7 +46,6 @@ def production_problems(
     if config_path is not None:
         problems += plaintext_passwords(config_path)
         problems += _permissions(str(config_path), f"configuration file {config_path}", stat)
-    problems += _http(settings)
     for db in settings.databases:
         problems += _sslmode(db.name, db.dsn, env)
         if db.password_file:
@@ -161,19 +161,3 @@ def _db_backup_dirs(settings: Settings) -> set[tuple[str, str]]:
         if db.backups.dir != settings.backups.dir
     }
 
-
-def _http(settings: Settings) -> list[str]:
-    http = settings.http
-    if not http.enabled or http.token_file:
-        return []
-    host = http.listen.rpartition(":")[0].strip("[]")
-    if host == "localhost" or _is_loopback(host):
-        return []
-    return [f"http.listen: {http.listen} is reachable from other hosts; bind to 127.0.0.1 or set http.token_file"]
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from indexd.config.build import http_exposure
 from indexd.config.listen import ListenAddress, parse_listen
 from indexd.config.schema import HttpSettings
 from indexd.config.secrets import read_secret_file
@@ -128,6 +129,9 @@ class HttpServer:
         if not settings.enabled:
             self.settings = settings
             return
+        exposed = http_exposure(settings)  # validation refuses this already; settings built in code are checked too
+        if exposed:
+            raise ConfigError([f"http.{key}: {message}" for key, message in exposed])
         token = read_token(settings)
         address = listen_address(settings)
         try:

@@ -161,6 +161,28 @@ def test_http_listen_must_be_host_port(tmp_path: Path) -> None:
     assert msg.startswith("http.listen (line 6): expected host:port")
 
 
+@pytest.mark.parametrize("listen", ["0.0.0.0:9470", "'[::]:9470'", "10.1.2.3:9470", "metrics-host:9470"])
+def test_http_beyond_loopback_without_a_token_is_an_error(tmp_path: Path, listen: str) -> None:
+    msg = only(tmp_path, GOOD + f"http:\n  enabled: true\n  listen: {listen}\n")
+    assert msg.startswith(f"http.listen (line 7): {listen.strip(chr(39))} is reachable from other hosts")
+    assert "set http.token_file" in msg
+    token = tmp_path / "token"
+    s = load_settings(write(tmp_path, GOOD + f"http:\n  listen: {listen}\n  token_file: {token}\n"), env={})
+    assert s.http.token_file == str(token)
+    disabled = GOOD + f"http:\n  enabled: false\n  listen: {listen}\n"
+    assert not load_settings(write(tmp_path, disabled), env={}).http.enabled
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9470", "127.0.0.2:9470", "localhost:9470", "'[::1]:9470'"])
+def test_http_on_loopback_needs_no_token(tmp_path: Path, listen: str) -> None:
+    assert load_settings(write(tmp_path, GOOD + f"http:\n  listen: {listen}\n"), env={}).http.token_file is None
+
+
+def test_http_exposure_set_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    msg = only(tmp_path, GOOD, env={"INDEXD_HTTP__LISTEN": "0.0.0.0:9470"})
+    assert msg.startswith("http.listen (from $INDEXD_HTTP__LISTEN): 0.0.0.0:9470 is reachable from other hosts")
+
+
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
     msg = only(tmp_path, GOOD + "logging:\n  level: INFO\n  level: DEBUG\n")
     assert msg == "logging.level (line 7): duplicate key (first at line 6)"

@@ -8,9 +8,12 @@ import pytest
 
 from indexd.config.listen import ListenAddress, parse_listen
 from indexd.config.load import load_settings
-from indexd.config.schema import HttpSettings
+from indexd.config.schema import HttpSettings, Settings
+from indexd.embedded import free_port
 from indexd.errors import ConfigError
-from indexd.service.http import listen_address
+from indexd.service.http import HttpServer, listen_address
+from indexd.service.metrics import Metrics
+from indexd.service.runtime import Runtime
 
 GOOD = """\
 databases:
@@ -80,3 +83,12 @@ def test_a_local_client_reaches_a_wildcard_bind_on_loopback() -> None:
     assert parse_listen("[::]:9470").client_url("/x") == "http://[::1]:9470/x"
     assert parse_listen("[::1]:9470").client_url("/x") == "http://[::1]:9470/x"
     assert str(parse_listen("[::1]:9470")) == "[::1]:9470" and str(parse_listen("localhost:80")) == "localhost:80"
+
+
+def test_the_server_itself_refuses_to_serve_other_hosts_without_a_token() -> None:
+    server = HttpServer(Runtime(Settings()), Metrics(Runtime(Settings())))
+    port = free_port()
+    with pytest.raises(ConfigError) as caught:
+        server.start(HttpSettings(listen=f"0.0.0.0:{port}"))
+    assert caught.value.problems[0].startswith(f"http.listen: 0.0.0.0:{port} is reachable from other hosts")
+    assert server.address is None

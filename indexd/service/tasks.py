@@ -16,13 +16,13 @@ from indexd.advisor.store import save_recommendations
 from indexd.backup.catalog import list_backups
 from indexd.backup.catalog import prune as prune_backups
 from indexd.backup.dump import run_backup
-from indexd.backup.history import prune_history
 from indexd.backup.verify import test_restore
 from indexd.config.schema import Settings
 from indexd.lifecycle.apply import apply as run_apply
 from indexd.lifecycle.health import report
 from indexd.lifecycle.verify import verify_built
 from indexd.service.runtime import DatabaseRuntime
+from indexd.state.history import prune_history
 from indexd.units import human_duration, human_size
 from indexd.workload.capture import take_snapshot
 from indexd.workload.lookback import capture_workload

@@ -39,7 +39,7 @@ def test_a_mixed_case_state_schema_is_found_again(db_settings) -> None:
         assert migrate(db) == [m.version for m in migrations()]
         assert migrate(db) == []  # found as "IdxState", not looked up as idxstate and created twice
         assert current_version(db) == max(m.version for m in migrations())
-        from indexd.backup.history import _state_exists
+        from indexd.state.history import _state_exists
 
         assert _state_exists(db)  # history pruning looks for its tables the same way
     finally:

@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Mapping
 
+from indexd.config.load import load_settings
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
+from indexd.log import setup_logging
 from indexd.service import databases
 from indexd.service.http import HttpServer, listen_address, read_token
 from indexd.service.jobs import JobRunner
@@ -33,12 +35,6 @@ log = logging.getLogger(__name__)
 # (capture, advise, apply, verify, health, backup, backup_verify, prune), then on its schedule as usual. Cron's
 # finest step is a minute; tests and first-time checks use this instead of waiting for the schedules.
 RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"
-
-
-def _load(path: str | None, env: Mapping[str, str] | None) -> Settings:
-    from indexd.config.load import load_settings
-
-    return load_settings(path, env)
 
 
 def check_runnable(settings: Settings) -> None:
@@ -138,10 +134,8 @@ class IndexdService:
     # ---- reload -----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Validate the file fully, then swap; on any problem keep the running config and say why."""
-        from indexd.log import setup_logging
-
         try:
-            new = _load(self.config_path or self.settings.source, self.env)
+            new = load_settings(self.config_path or self.settings.source, self.env)
             check_runnable(new)
             setup_logging(new.logging)  # replaces only our handlers; fails before anything else changes
         except (ConfigError, OSError) as exc:

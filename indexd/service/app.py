@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 
 from indexd.config.load import load_settings
+from indexd.config.schedule import JOB_ORDER, job_specs, validate
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
@@ -25,7 +26,7 @@ from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
-from indexd.service.scheduler import JOB_ORDER, Scheduler, job_specs, validate
+from indexd.service.scheduler import Scheduler
 from indexd.service.status_view import liveness
 from indexd.service.systemd import Notifier, Watchdog
 

@@ -77,7 +77,7 @@ def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
-    from indexd.service.scheduler import job_specs, trigger
+    from indexd.config.schedule import job_specs, trigger
 
     return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
             if s.database == database}

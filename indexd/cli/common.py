@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexd.config.load import load_settings, settings_for_dsn
 from indexd.config.schema import DatabaseSettings, Settings
 
 if TYPE_CHECKING:  # the pool pulls in SQLAlchemy: commands that need no database do not pay for it
     from indexd.db.pool import Database
+
+T = TypeVar("T")
 
 
 def load(args: argparse.Namespace) -> Settings:
@@ -61,6 +63,16 @@ def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database
         yield database
     finally:
         database.close()
+
+
+def connected(settings: Settings, work: Callable[[Database], T]) -> Callable[[DatabaseSettings], T]:
+    """`work` run on an open pool of one database (closed after it), in the form `runner.each_database` takes."""
+
+    def run(target: DatabaseSettings) -> T:
+        with open_database(settings, target) as db:
+            return work(db)
+
+    return run
 
 
 def _json_value(value: Any) -> Any:

@@ -27,6 +27,8 @@ from indexd.service.status_view import health_details, liveness, readiness
 
 log = logging.getLogger(__name__)
 
+HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # the client went away mid-exchange
+
 
 def listen_address(settings: HttpSettings) -> ListenAddress:
     """The configured address (`indexd.config.listen` decides what is valid), or ConfigError naming the key."""
@@ -49,10 +51,24 @@ class _Server(ThreadingHTTPServer):
         super().__init__((address.host, address.port), _Handler)
         self.runtime, self.metrics, self.token = runtime, metrics, token
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """What escaped a handler goes to our log (scrubbed, with its traceback), not to a bare stderr print."""
+        log.error("http request from %s failed", client_address[0] if client_address else "?", exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except HANGUPS as exc:
+            # The client closed or reset the connection while its request was read or its answer written
+            # (a scraper's timeout, a curl interrupted): routine, and nothing is left to answer.
+            self.close_connection = True
+            log.debug("http client %s hung up during %s: %s: %s", self.client_address[0],
+                      getattr(self, "path", "its request"), type(exc).__name__, exc)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("http %s " + format, self.address_string(), *args)
@@ -104,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(404, {"error": "not found", "endpoints": ["/health", "/health/live", "/health/ready",
                                                                      "/health/startup", "/metrics"]})
+        except HANGUPS:
+            raise  # not the endpoint's fault: handle() notes it
         except Exception:  # noqa: BLE001 - a broken endpoint answers 500 and the server keeps serving
             log.exception("http %s failed", path)
             self._json(500, {"error": "internal error"})

@@ -35,7 +35,8 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = 
 
 def daemon_health(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    from indexd.service.http import listen_address, read_token
+    from indexd.config.listen import listen_address
+    from indexd.config.secrets import read_token
 
     if not settings.http.enabled:
         return None

@@ -17,6 +17,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from indexd.config.schema import HttpSettings
+from indexd.errors import ConfigError
+
 EXAMPLES = "such as 127.0.0.1:9470 or [::1]:9470"
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]:([^:]*)")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -50,6 +53,14 @@ class ListenAddress:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if self.ipv6 else f"{self.host}:{self.port}"
+
+
+def listen_address(settings: HttpSettings) -> ListenAddress:
+    """The configured address, or ConfigError naming the key."""
+    try:
+        return parse_listen(settings.listen)
+    except ValueError as exc:
+        raise ConfigError(f"http.listen: {exc}") from None
 
 
 def parse_listen(text: str) -> ListenAddress:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexd.config.schema import DatabaseSettings
+from indexd.config.schema import DatabaseSettings, HttpSettings
 from indexd.errors import ConfigError
 
 
@@ -30,3 +30,8 @@ def file_password(db: DatabaseSettings) -> str | None:
     if not db.password_file:
         return None
     return read_secret_file(db.password_file, f"databases.{db.name}.password_file")
+
+
+def read_token(settings: HttpSettings) -> str | None:
+    """The bearer token of the HTTP endpoints, or None when http.token_file is not set."""
+    return read_secret_file(settings.token_file, "http.token_file") if settings.token_file else None

@@ -14,14 +14,16 @@ import threading
 import time
 from collections.abc import Mapping
 
+from indexd.config.listen import listen_address
 from indexd.config.load import load_settings
 from indexd.config.schedule import JOB_ORDER, job_specs, validate
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.config.secrets import read_token
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
 from indexd.log import setup_logging
 from indexd.service import databases
-from indexd.service.http import HttpServer, listen_address, read_token
+from indexd.service.http import HttpServer
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
 from indexd.service.probe import refresh

@@ -17,9 +17,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexd.config.build import http_exposure
-from indexd.config.listen import ListenAddress, parse_listen
+from indexd.config.listen import ListenAddress, listen_address
 from indexd.config.schema import HttpSettings
-from indexd.config.secrets import read_secret_file
+from indexd.config.secrets import read_token
 from indexd.errors import ConfigError
 from indexd.service.metrics import Metrics
 from indexd.service.runtime import Runtime
@@ -28,18 +28,6 @@ from indexd.service.status_view import health_details, liveness, readiness
 log = logging.getLogger(__name__)
 
 HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # the client went away mid-exchange
-
-
-def listen_address(settings: HttpSettings) -> ListenAddress:
-    """The configured address (`indexd.config.listen` decides what is valid), or ConfigError naming the key."""
-    try:
-        return parse_listen(settings.listen)
-    except ValueError as exc:
-        raise ConfigError(f"http.listen: {exc}") from None
-
-
-def read_token(settings: HttpSettings) -> str | None:
-    return read_secret_file(settings.token_file, "http.token_file") if settings.token_file else None
 
 
 class _Server(ThreadingHTTPServer):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from indexd.config.listen import ListenAddress, parse_listen
+from indexd.config.listen import ListenAddress, listen_address, parse_listen
 from indexd.config.load import load_settings
 from indexd.config.schema import HttpSettings, Settings
 from indexd.embedded import free_port
 from indexd.errors import ConfigError
-from indexd.service.http import HttpServer, listen_address
+from indexd.service.http import HttpServer
 from indexd.service.metrics import Metrics
 from indexd.service.runtime import Runtime
 

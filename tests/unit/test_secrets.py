@@ -8,10 +8,9 @@ import pytest
 
 from indexd.backup.command import password_of
 from indexd.config.schema import DatabaseSettings, HttpSettings
-from indexd.config.secrets import file_password, read_secret_file
+from indexd.config.secrets import file_password, read_secret_file, read_token
 from indexd.db.conninfo import connect_kwargs
 from indexd.errors import ConfigError
-from indexd.service.http import read_token
 
 
 def _db(password_file: Path | None) -> DatabaseSettings:

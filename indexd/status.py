@@ -14,7 +14,6 @@ from typing import Any
 
 from psycopg2 import sql
 
-from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database, PgConnection
 from indexd.dsn import redact_dsn
@@ -97,14 +96,14 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
-    from indexd.errors import UsageError
+    from indexd.errors import StateMissing
     from indexd.state.audit import recent_mutations
     from indexd.state.migrations import current_version
     from indexd.state.pause import active_pause
 
     schema = db.settings.state_schema
     if current_version(db) is None:
-        raise UsageError(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
+        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
     with db.connection() as conn:
         leader = _leader(conn, schema)
         pause = active_pause(conn, schema, now)
@@ -136,35 +135,31 @@ def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
                         "verified_at": b.verified_at} for b in latest]}
 
 
-def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime | None = None) -> dict[str, Any]:
-    """Everything `status` shows, per database; an unreachable database gets an `error` and the rest."""
-    now = now or utcnow()
-    health = daemon_health(settings)
-    out: dict[str, Any] = {"daemon": _daemon_summary(health), "databases": {}}
-    for dbs in databases:
-        entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
-        db = None
-        try:  # building the pool reads the password file: a bad one is this database's error, not the command's
-            # One attempt: status is asked for during outages, and a down server is the answer, not a reason to
-            # spend the retry policy's minute on each database.
-            db = Database(dbs, replace(settings.retry, attempts=1), settings.circuit_breaker)
-            entry.update(_from_database(db, now))
-        except Exception as exc:  # noqa: BLE001 - one database down never hides the others
-            entry["error"] = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
-        finally:
-            if db is not None:
-                db.close()
-        entry["next_runs"] = next_runs(settings, dbs.name, now)
-        entry["backups"] = _backups(settings, dbs)
-        live = (health or {}).get("databases", {}).get(dbs.name)
-        entry["daemon"] = ({k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")} if live
-                           else "daemon not reachable")
-        out["databases"][dbs.name] = entry
-    return out
+def database_state(settings: Settings, dbs: DatabaseSettings, now: datetime) -> dict[str, Any]:
+    """What the database itself says: leader, pause, job runs, advice, recent changes. Raises when it cannot be
+    read (the caller reports that database's error and goes on); building the pool reads the password file, so a
+    bad one is this database's error too. One attempt: status is asked for during outages, and a down server is
+    the answer, not a reason to spend the retry policy's minute on each database."""
+    db = Database(dbs, replace(settings.retry, attempts=1), settings.circuit_breaker)
+    try:
+        return _from_database(db, now)
+    finally:
+        db.close()
 
 
-def _daemon_summary(health: dict[str, Any] | None) -> dict[str, Any] | str:
-    if health is None:
-        return "daemon not reachable"
+def local_state(settings: Settings, dbs: DatabaseSettings, health: dict[str, Any] | None,
+                now: datetime) -> dict[str, Any]:
+    """What needs no connection to the database: its DSN (password-free), the next run of each job, the backups
+    on disk, and the running daemon (its summary, with its pool and breaker for this database)."""
+    daemon: dict[str, Any] | str = "daemon not reachable"
+    if health is not None:
+        live = health.get("databases", {}).get(dbs.name) or {}
+        daemon = {**_daemon_summary(health), **{k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")
+                                                 if k in live}}
+    return {"dsn": redact_dsn(dbs.dsn), "next_runs": next_runs(settings, dbs.name, now),
+            "backups": _backups(settings, dbs), "daemon": daemon}
+
+
+def _daemon_summary(health: dict[str, Any]) -> dict[str, Any]:
     return {k: health.get(k) for k in ("status", "live", "ready", "uptime_s", "config", "reloads",
                                        "last_reload_error")}

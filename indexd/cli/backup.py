@@ -14,9 +14,9 @@ from indexd.backup.catalog import find_backup, list_backups, prune, record_in_ca
 from indexd.backup.manifest import BackupInfo
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.cli.common import load, print_json, print_table, targets
+from indexd.cli.runner import each_database
 from indexd.clock import utcnow
-from indexd.config.schema import BackupSettings, Settings
-from indexd.dsn import redact_dsn
+from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
@@ -49,21 +49,15 @@ def backup(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from indexd.backup.dump import run_backup
 
-    failed = 0
-    for db in targets(args, settings):
+    def one(db: DatabaseSettings) -> None:
         if not db.backups.enabled and not args.database:
             print(f"{db.name}: skipped: backups disabled")
-            continue
-        try:
-            result = run_backup(settings, db)
-        except Exception as exc:  # a fault boundary: one database failing does not stop the others
-            failed += 1
-            log.debug("backup of %s failed", db.name, exc_info=True)
-            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
+            return
+        result = run_backup(settings, db)
         print(f"{db.name}: backup {result.id} {result.status}, {_size(result.size_bytes)} in "
               f"{human_duration(result.duration_s)} -> {result.path}")
-    return 1 if failed else 0
+
+    return each_database(targets(args, settings), one, act="backup").exit_code
 
 
 # ---- list -----------------------------------------------------------------------------------------------
@@ -90,7 +84,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     for b in backups:
         d = decisions.get((b.path, b.id))
         rows.append({
-            "id": b.id, "database": b.database, "started_at": b.started_at.isoformat(), "status": b.status,
+            "database": b.database, "id": b.id, "started_at": b.started_at.isoformat(), "status": b.status,
             "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
             "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
             "policy": d.action if d else None, "policy_reason": d.reason if d else None,
@@ -140,31 +134,26 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 # ---- prune ----------------------------------------------------------------------------------------------
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
-    report: dict[str, list[dict[str, Any]]] = {}
-    failed = 0
-    for db in targets(args, settings):
-        try:
-            decisions = prune(db, now=now, dry_run=args.dry_run)
-        except Exception as exc:  # a fault boundary per database
-            failed += 1
-            print(f"{db.name}: prune failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
-        report[db.name] = [{
-            "id": d.backup.id, "status": d.backup.status, "started_at": d.backup.started_at.isoformat(),
-            "action": d.action, "reason": d.reason, "path": str(d.backup.path),
-        } for d in decisions]
-    if args.json:
-        print_json({"dry_run": args.dry_run, "databases": report})
-        return 1 if failed else 0
     verb = "would delete" if args.dry_run else "deleted"
-    for name, rows in report.items():
-        gone = sum(1 for r in rows if r["action"] == "delete")
-        print(f"{name}: {len(rows) - gone} kept, {gone} {verb}")
-        if rows:
+
+    def one(db: DatabaseSettings) -> list[Decision]:
+        decisions = prune(db, now=now, dry_run=args.dry_run)
+        if args.json:
+            return decisions
+        gone = sum(1 for d in decisions if d.action == "delete")
+        print(f"{db.name}: {len(decisions) - gone} kept, {gone} {verb}")
+        if decisions:
             print_table(["id", "status", "age", "action", "reason"], [
-                [r["id"], r["status"], human_duration(now - datetime.fromisoformat(r["started_at"])),
-                 verb if r["action"] == "delete" else "keep", r["reason"]] for r in rows])
-    return 1 if failed else 0
+                [d.backup.id, d.backup.status, human_duration(now - d.backup.started_at),
+                 verb if d.action == "delete" else "keep", d.reason] for d in decisions])
+        return decisions
+
+    run = each_database(targets(args, settings), one, act="prune")
+    if args.json:
+        print_json(run.listing(lambda decisions: {"dry_run": args.dry_run, "backups": [{
+            "id": d.backup.id, "status": d.backup.status, "started_at": d.backup.started_at.isoformat(),
+            "action": d.action, "reason": d.reason, "path": str(d.backup.path)} for d in decisions]}))
+    return run.exit_code
 
 
 # ---- restore --------------------------------------------------------------------------------------------

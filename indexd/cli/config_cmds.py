@@ -6,13 +6,17 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from indexd.cli.common import load, open_database, targets
+from indexd.cli.common import connected, load, targets
+from indexd.cli.runner import each_database
 from indexd.config.load import find_config, load_settings
 from indexd.config.schema import Settings
 from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from indexd.db.pool import Database
 
 log = logging.getLogger(__name__)
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -75,22 +79,16 @@ def migrate(args: argparse.Namespace) -> int:
 
     settings = load(args)
     setup_logging(replace(settings.logging, file=None, format="text", level=_cli_level(args)))
-    failed = 0
-    for db in targets(args, settings):
-        try:
-            with open_database(settings, db) as database:
-                applied = apply_migrations(database)
-                version = current_version(database) if not applied else None
-        except Exception as exc:  # a fault boundary: report this database, go on with the next
-            failed += 1
-            log.debug("migrating %s failed", db.name, exc_info=True)
-            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
+
+    def one(db: Database) -> None:
+        applied = apply_migrations(db)
         if applied:
             print(f"{db.name}: applied {', '.join(f'{v:03d}' for v in applied)}")
-        else:
-            print(f"{db.name}: up to date (version {version})" if version else f"{db.name}: up to date")
-    return 1 if failed else 0
+            return
+        version = current_version(db)
+        print(f"{db.name}: up to date (version {version})" if version else f"{db.name}: up to date")
+
+    return each_database(targets(args, settings), connected(settings, one), act="migrate").exit_code
 
 
 def _cli_level(args: argparse.Namespace) -> Level:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from indexd.cli import common
+from indexd.cli.runner import each_database
 from indexd.errors import UsageError
 from indexd.units import human_duration, human_size
 
@@ -140,16 +141,22 @@ def _print_demo(result: Any) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups."""
-    from indexd.status import gather
+    """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups. A database that cannot
+    be read still shows what needs no connection (next runs, backups on disk, the daemon's view), with its error."""
+    from indexd.clock import utcnow
+    from indexd.status import daemon_health, database_state, local_state
 
     settings = common.load(args)
-    report = gather(settings, common.targets(args, settings))
+    databases = common.targets(args, settings)
+    now, health = utcnow(), daemon_health(settings)
+    run = each_database(databases, lambda dbs: database_state(settings, dbs, now), act="status")
+    entries = [{"database": db.name, **local_state(settings, db, health, now), **state}
+               for db, state in zip(databases, run.listing(dict), strict=True)]
     if args.json:
-        common.print_json(report)
+        common.print_json(entries)
     else:
-        _print_status(report)
-    return 1 if any("error" in d for d in report["databases"].values()) else 0
+        _print_status(health, entries)
+    return run.exit_code
 
 
 TABLE_INDENT = "     "  # status tables sit under their heading
@@ -159,19 +166,19 @@ def _when(value: Any) -> str:
     return "-" if value is None else (value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value))
 
 
-def _print_status(report: dict[str, Any]) -> None:
-    d = report["daemon"]
-    if isinstance(d, str):
+def _print_status(health: dict[str, Any] | None, entries: list[dict[str, Any]]) -> None:
+    if health is None:
         print("daemon: not reachable (not running, or its http endpoint is off); the readings below come from "
               "the database alone")
     else:
-        print(f"daemon: {d['status']}, up {human_duration(d['uptime_s'])}, config {d['config']}")
-    for name, db in report["databases"].items():
-        print(f"\n== {name}  ({db['dsn']})")
+        print(f"daemon: {health.get('status')}, up {human_duration(health.get('uptime_s') or 0)}, "
+              f"config {health.get('config')}")
+    for db in entries:
+        print(f"\n== {db['database']}  ({db['dsn']})")
         if "error" in db:
             print(f"   unreachable: {db['error']}")
         live = db["daemon"]
-        if isinstance(live, dict):
+        if isinstance(live, dict) and "breaker" in live:
             pool = live.get("pool") or {}
             print(f"   breaker {live.get('breaker')}, pool {pool.get('checked_out', 0)} in use of "
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")

@@ -23,7 +23,6 @@ from indexd.backup.manifest import (
     PARTIAL_SUFFIX,
     BackupInfo,
     check_name,
-    ensure_private_dir,
     read_manifest,
 )
 from indexd.backup.retention import Decision, decide, policy_from_settings
@@ -32,6 +31,7 @@ from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.conninfo import connect_kwargs
 from indexd.dsn import redact_dsn
 from indexd.errors import BackupError, UsageError, first_line
+from indexd.private import ensure_private_dir
 from indexd.state.backups import CatalogRow, upsert_backup
 
 log = logging.getLogger(__name__)

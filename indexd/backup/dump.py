@@ -37,7 +37,6 @@ from indexd.backup.manifest import (
     backup_id,
     checksum_files,
     data_path,
-    ensure_private_dir,
     fsync_path,
     info_from_manifest,
     manifest_path,
@@ -52,6 +51,7 @@ from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.dsn import redact_dsn
 from indexd.errors import BackupError, IndexdError
+from indexd.private import DIR_MODE, FILE_MODE, ensure_private_dir
 from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ def _seal(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             if child.is_file():
-                os.chmod(child, 0o600)
+                os.chmod(child, FILE_MODE)
                 fsync_path(child)
-    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
     fsync_path(path)
 
 

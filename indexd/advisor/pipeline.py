@@ -20,8 +20,7 @@ from indexd.advisor.size import estimate_btree_size
 from indexd.advisor.whatif import WhatIf, require_hypopg
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
-from indexd.statements.statement import Statement
-from indexd.workload.lookback import Workload
+from indexd.statements.statement import Statement, Workload
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""One statement shape of a workload, with its weight: what capture and query files produce and the advisor reads."""
+"""A workload as the advisor reads it: statement shapes with their weights, and the span those weights cover.
+Capture and query files produce it (indexd.workload); the advisor is handed it."""
 
 from __future__ import annotations
 
@@ -14,3 +15,13 @@ class Statement:
     total_time_ms: float = 0.0  # real execution time over the look-back; 0 when unknown (offline workload)
     queryid: int | None = None
     rows: int = 0  # rows returned or affected over the look-back (pg_stat_statements.rows); 0 when unknown
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The statements one advice run weighs, and where they came from."""
+
+    statements: list[Statement]
+    period_s: float  # the seconds the statements' calls were counted over (write rates are per this span)
+    captured: bool = True  # from pg_stat_statements (True) or a given list of statements
+    warnings: tuple[str, ...] = ()

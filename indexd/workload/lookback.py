@@ -7,7 +7,6 @@ pg_stat_statements over the configured look-back; `given_workload` wraps stateme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg2 import sql
@@ -16,18 +15,10 @@ from indexd.clock import utcnow
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.state.migrations import migrate
-from indexd.statements.statement import Statement
+from indexd.statements.statement import Statement, Workload
 from indexd.workload.capture import take_snapshot, workload
 
 NO_EARLIER_SNAPSHOT = "no earlier snapshot: the workload is every statement since pg_stat_statements was reset"
-
-
-@dataclass(frozen=True)
-class Workload:
-    statements: list[Statement]
-    period_s: float  # the seconds the statements' calls were counted over (write rates are per this span)
-    captured: bool = True  # from pg_stat_statements (True) or a given list of statements
-    warnings: tuple[str, ...] = ()
 
 
 def given_workload(statements: list[Statement], settings: IndexingSettings) -> Workload:

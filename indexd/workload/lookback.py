@@ -1,4 +1,5 @@
-"""The workload the advisor is given: statements with their weights, and the seconds those weights cover.
+"""Building the workload the advisor is given (`statements.statement.Workload`): statements with their weights,
+and the seconds those weights cover.
 
 Callers (the recommend command, the daemon's advise job, the demo) build it here and hand it to the advisor, so
 advice flows one way: capture first, then advise, then save. `capture_workload` takes it from

@@ -14,9 +14,19 @@ from typing import Any
 
 from psycopg2 import sql
 
+from indexd.backup.catalog import list_backups
+from indexd.config.listen import listen_address
+from indexd.config.schedule import job_specs, trigger
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
 from indexd.dsn import redact_dsn
+from indexd.errors import StateMissing
+from indexd.lifecycle.leader import leader_key
+from indexd.lifecycle.recommendations import load_recommendations
+from indexd.state.audit import recent_mutations
+from indexd.state.migrations import current_version
+from indexd.state.pause import active_pause
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +44,6 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = 
 
 def daemon_health(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    from indexd.config.listen import listen_address
-    from indexd.config.secrets import read_token
-
     if not settings.http.enabled:
         return None
     url = listen_address(settings.http).client_url("/health")
@@ -53,8 +60,6 @@ def daemon_health(settings: Settings) -> dict[str, Any] | None:
 
 
 def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
-    from indexd.lifecycle.leader import leader_key
-
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
         key = leader_key(state_schema, str(cur.fetchone()[0]))
@@ -77,15 +82,11 @@ def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
-    from indexd.config.schedule import job_specs, trigger
-
     return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
             if s.database == database}
 
 
 def _recommendations(db: Database) -> dict[str, Any]:
-    from indexd.lifecycle.recommendations import load_recommendations
-
     with db.connection() as conn:
         recs = load_recommendations(conn, db.settings.state_schema, statuses=ALL_STATUSES)
     counts = {s: sum(1 for r in recs if r.status == s) for s in ALL_STATUSES}
@@ -96,11 +97,6 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
-    from indexd.errors import StateMissing
-    from indexd.state.audit import recent_mutations
-    from indexd.state.migrations import current_version
-    from indexd.state.pause import active_pause
-
     schema = db.settings.state_schema
     if current_version(db) is None:
         raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
@@ -121,8 +117,6 @@ def _from_database(db: Database, now: datetime) -> dict[str, Any]:
 
 
 def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
-    from indexd.backup.catalog import list_backups
-
     if not db.backups.enabled:
         return {"enabled": False}
     try:

@@ -28,8 +28,10 @@ class PoolSettings:
     size: int = 5
     max_overflow: int = 5
     timeout: Duration = timedelta(seconds=10)  # waiting for a free connection
-    recycle: Duration = timedelta(hours=1)  # connection max lifetime ...
-    recycle_jitter: float = 0.1  # ... spread by ±10 % so connections do not expire together
+    # Each connection's max lifetime is drawn when it connects, uniformly in recycle × (1 ± recycle_jitter),
+    # so connections made together do not expire together; it is replaced at the first checkout past it.
+    recycle: Duration = timedelta(hours=1)  # 0: never replaced for its age
+    recycle_jitter: float = 0.1  # ±10 %
     pre_ping: bool = True
 
 

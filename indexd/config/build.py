@@ -18,11 +18,15 @@ from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
+
 from indexd.config import convert, schema
 from indexd.config.bounds import RANGES, Range
 from indexd.config.listen import parse_listen
 from indexd.config.schema import ByteSize
 from indexd.config.tree import Node, Problems, join
+from indexd.dsn import parse_dsn
+from indexd.errors import ConfigError
 
 INVALID: Any = object()  # a value that could not be built; its problem is already recorded
 
@@ -40,8 +44,6 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {
 
 
 def cron(value: str) -> str | None:
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
         CronTrigger.from_crontab(value, timezone="UTC")
     except ValueError as exc:
@@ -58,9 +60,6 @@ def time_zone(value: str) -> str | None:
 
 
 def dsn(value: str) -> str | None:
-    from indexd.dsn import parse_dsn
-    from indexd.errors import ConfigError
-
     try:
         parse_dsn(value)
     except ConfigError as exc:

@@ -131,6 +131,9 @@ class IndexingSettings:
     lookback: Duration = timedelta(days=7)
     lock_timeout: Duration = timedelta(seconds=5)
     build_timeout: Duration = timedelta(hours=2)
+    # Interrupted builds (connection lost, server restarted, indexd stopped) are tried again; after this many
+    # attempts the recommendation is marked failed instead.
+    build_attempts: int = 3
     maintenance_work_mem: ByteSize = ByteSize(256 * 1024**2)
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.

@@ -31,13 +31,14 @@ import psycopg2
 import psycopg2.extensions
 
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import Statement
 from indexd.advisor.pipeline import Advice, advise
 from indexd.advisor.skips import SkipReason, skip_counts
 from indexd.advisor.whatif import WhatIf, check_explainable
 from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.statements.statement import Statement
+from indexd.workload.lookback import given_workload
 
 CORPORA = ("tpch", "tpcds", "pgbench", "shapes")
 # What a statement of these corpora may be skipped for: never the planner refusing indexd's text.
@@ -259,7 +260,7 @@ def judge(cluster: EmbeddedCluster, corpus: Corpus, settings: IndexingSettings =
             not_planned = [(texts[i], whatif.stats.errors.get(i, "?")) for i, c in costs.items() if c is None]
             forms = dict(whatif.stats.by_form)
         started = time.perf_counter()
-        advice = advise(db, settings, corpus.statements)
+        advice = advise(db, settings, given_workload(corpus.statements, settings))
         elapsed = time.perf_counter() - started
     finally:
         db.close()

@@ -35,7 +35,7 @@ from pglast.parser import ParseError, parse_sql, scan
 
 from indexd.advisor.model import Catalog
 from indexd.advisor.paramtypes import ParamTypes, Signatures
-from indexd.advisor.predicates import walk
+from indexd.statements.tree import walk
 
 TYPICAL_LIMIT = 100  # rows a parameterised LIMIT is costed with
 # SQLSTATEs after which other parameter types are worth a try

@@ -26,7 +26,8 @@ from typing import Any
 from pglast import ast, enums
 
 from indexd.advisor.model import Catalog, Table
-from indexd.advisor.predicates import children, deparse, walk
+from indexd.advisor.predicates import deparse
+from indexd.statements.tree import children, walk
 
 NUMERIC = frozenset({"smallint", "integer", "bigint", "numeric", "real", "double precision"})
 TEXT = frozenset({"text", "character varying", "character", "name"})

@@ -30,13 +30,12 @@ from indexd.advisor.predicates import (
     Rel,
     Scan,
     Scope,
-    children,
     classify,
     index_key,
     output_expression,
-    walk,
 )
 from indexd.advisor.skips import SkipReason, statement_reason
+from indexd.statements.tree import children, walk
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from indexd.advisor.model import Catalog, IndexCandidate
 from indexd.advisor.paramtypes import Signature
 from indexd.advisor.skips import SkipReason, planner_reason, statement_reason
 from indexd.db.pool import Database, PgConnection
-from indexd.errors import IndexdError
+from indexd.errors import IndexdError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,14 @@ class WhatIf:
             self._materialize(indexes)
         except psycopg2.Error as err:
             # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
-            log.warning("hypothetical index refused on %s: %s", self.db.name, _first_line(err))
+            log.warning("hypothetical index refused on %s: %s", self.db.name, first_line(err))
             return None
         try:
             plan = self._explain_json(query)
         except psycopg2.Error as err:
             if self.conn.closed:
                 raise
-            self._failed(statement_index, _first_line(err), self._reason(query, err))
+            self._failed(statement_index, first_line(err), self._reason(query, err))
             return None
         self.stats.explains += 1
         names = index_names_in(plan)
@@ -343,7 +343,7 @@ class WhatIf:
         except psycopg2.Error as err:
             if self.conn.closed:
                 raise
-            self._failed(statement_index, _first_line(err), self._reason(query, err))
+            self._failed(statement_index, first_line(err), self._reason(query, err))
             return None
         stack = [plan[0]["Plan"]]
         while stack:
@@ -373,8 +373,3 @@ def _signature(args: list[str], names: list[str] | None, modes: list[str] | None
     if modes:
         names = [n for n, m in zip(names, modes, strict=False) if m in ("i", "b", "v")]
     return Signature(tuple(args), tuple(names) + ("",) * (len(args) - len(names)), defaults, variadic, returns)
-
-
-def _first_line(err: psycopg2.Error) -> str:
-    text = (err.pgerror or str(err) or type(err).__name__).strip()
-    return text.splitlines()[0] if text else type(err).__name__

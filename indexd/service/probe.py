@@ -4,11 +4,16 @@ counts, index builds in progress, last backup. Scrapes read the result; they nev
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
+from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
+from indexd.errors import first_line
 from indexd.service.databases import is_leader
-from indexd.service.runtime import DatabaseRuntime, Probe, Runtime, first_line
+from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
+from indexd.state.pause import active_pause
+from indexd.state.recommendations import load_recommendations
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,6 @@ WHERE p.datname = current_database() AND a.application_name = 'indexd'
 
 def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
-    from indexd.lifecycle.pause import active_pause
-    from indexd.lifecycle.recommendations import load_recommendations
-
     result = Probe(at=runtime.clock())
     schema = target.settings.state_schema
     try:
@@ -43,13 +45,13 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         if target.prepared:  # the state schema exists: pause and advice can be read
             with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
                 pause = active_pause(conn, schema, utcnow())
-                recs = load_recommendations(conn, schema, statuses=_STATUSES)
+                recs = load_recommendations(conn, schema)
             if pause is not None:
                 result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
                 result.pause_reason = pause.reason
             counts: dict[str, int] = {}
             for rec in recs:
-                counts[rec.status] = counts.get(rec.status, 0) + 1
+                counts[str(rec.status)] = counts.get(str(rec.status), 0) + 1
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
@@ -62,16 +64,9 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     return result
 
 
-_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
-
-
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:
     if not target.settings.backups.enabled:
         return None
-    from dataclasses import replace
-
-    from indexd.backup.catalog import backup_readings
-
     one = replace(runtime.settings, databases=(target.settings,))
     reading = backup_readings(one).get(target.name)
     if reading is None:

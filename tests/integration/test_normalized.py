@@ -20,11 +20,12 @@ from indexd.cli import main
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.service import tasks
 from indexd.service.runtime import DatabaseRuntime
 from indexd.service.tasks import TaskEnv
+from indexd.state.migrations import migrate
 from indexd.workload.capture import take_snapshot
+from indexd.workload.lookback import capture_workload
 
 CONFIG = "environment: development\nindexing:\n  min_calls: 1\n"
 
@@ -74,7 +75,8 @@ def test_pgbench_history_lookup_gets_its_index_from_normalized_text(
         cur.execute("SELECT query FROM pg_stat_statements WHERE query LIKE '%%mtime >=%%'")
         (stored,) = cur.fetchone()
     assert "interval $" in stored  # the form PostgreSQL itself cannot prepare
-    advice = advise(database, IndexingSettings(min_calls=1), now=utcnow())
+    settings = IndexingSettings(min_calls=1)
+    advice = advise(database, settings, capture_workload(database, settings, utcnow()))
     keys = [[k.column for k in r.candidate.keys] for r in advice.recommendations
             if r.candidate.table == "pgbench_history"]
     assert any(k[0] == "tid" and "mtime" in k for k in keys), (keys, advice.skipped)

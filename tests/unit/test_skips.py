@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from indexd.advisor.candidates import generate
-from indexd.advisor.model import Catalog, Column, ExistingIndex, Statement, Table
+from indexd.advisor.model import Catalog, Column, ExistingIndex, Table
 from indexd.advisor.pipeline import Skipped
 from indexd.advisor.skips import (
     SeenShapes,
@@ -18,6 +18,7 @@ from indexd.advisor.skips import (
     statement_reason,
 )
 from indexd.config.schema import IndexingSettings
+from indexd.statements.statement import Statement
 
 BIG = Table("public", "big", "r", 100_000, 1000, (Column("id", "bigint"), Column("a", "integer")))
 CATALOG = Catalog(tables={t.qualified: t for t in (

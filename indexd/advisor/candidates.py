@@ -6,9 +6,13 @@ Shapes, per scan (a scan is what one statement reads of one table, see `indexd.a
   keys in order with their directions, or the GROUP BY keys; at most `max_columns` keys;
 - a covering variant (INCLUDE) when the statement reads at most two further narrow columns of the table, so an
   index-only scan pays;
-- a partial variant when the statement always filters on a rare constant (pg_stats most_common_vals/freqs or
-  null_frac): `WHERE status = 'pending'` keeps only the rows it needs.
-Views are never indexed (their base tables are), partitions are indexed through their partitioned parent.
+- a partial variant when the statement always filters on a rare value of a category column (one of few values,
+  pg_stats most_common_vals/freqs or null_frac): `WHERE status = 'pending'` keeps only the rows it needs;
+- when other statements of the workload filter on a subset of this one's equality columns, the order that leads
+  with those columns, so one index serves them all;
+- the index classes of `indexd.advisor.classes` (GIN, BRIN, sparse partial) where a predicate needs them.
+Views are never indexed (their base tables are). A partitioned table is indexed on its parent (the index
+reaches every partition); a statement that names one partition gets candidates on that partition too.
 """
 
 from __future__ import annotations
@@ -17,16 +21,26 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Table
+from indexd.advisor.classes import (
+    WorkloadUses,
+    brin_candidates,
+    existing_serves,
+    gin_candidates,
+    sparse_candidates,
+)
+from indexd.advisor.expressions import canonical
+from indexd.advisor.model import Catalog, Column, ExistingIndex, IndexCandidate, IndexKey, Table
 from indexd.advisor.parse import Unusable, Usage, analyze
-from indexd.advisor.predicates import FixedFilter, Scan
+from indexd.advisor.predicates import ClassUse, FixedFilter, Scan
 from indexd.advisor.skips import SkipReason
 from indexd.config.schema import IndexingSettings
 from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
 
-RARE_FRACTION = 0.05  # a constant matching at most this share of the rows is worth a partial index
+RARE_FRACTION = 0.05  # a constant matching at most this share of the rows is worth a partial index ...
+CATEGORY_DISTINCT = 100  # ... when its column has at most this many values (a status, a kind, a flag) ...
+CATEGORY_COMMON = 0.95  # ... or its most common values cover this share of the rows
 MAX_INCLUDE = 2  # at most this many INCLUDE columns ...
 NARROW_BYTES = 16  # ... each at most this wide on average
 _NARROW_TYPES = frozenset({"smallint", "integer", "bigint", "boolean", "date", "real", "double precision",
@@ -52,6 +66,20 @@ class Candidates:
     # Statements that read through a view: never cost a partial hypothetical index for them (HypoPG can crash
     # the server planning such a query against a partial hypothetical index).
     through_view: set[int] = field(default_factory=set)
+    # Extensions the workload would need for a class of index (pg_trgm): extension -> statement indexes
+    needs_extension: dict[str, list[int]] = field(default_factory=dict)
+    # The conjuncts each GIN candidate serves in each statement (for costing it without HypoPG)
+    gin_uses: dict[tuple[int, IndexCandidate], list[ClassUse]] = field(default_factory=dict)
+
+
+    def without(self, dropped: Iterable[IndexCandidate]) -> Candidates:
+        """The same candidates less the dropped ones."""
+        gone = set(dropped)
+        if not gone:
+            return self
+        return Candidates([[c for c in found if c not in gone] for found in self.by_statement], self.all - gone,
+                          self.skipped, self.through_view, self.needs_extension,
+                          {k: v for k, v in self.gin_uses.items() if k[1] not in gone})
 
 
 def generate(
@@ -59,41 +87,72 @@ def generate(
 ) -> Candidates:
     """The candidates of every statement, de-duplicated across the workload."""
     result = Candidates()
+    usages: list[Usage | None] = []
     for i, statement in enumerate(statements):
-        try:
-            usage = analyze(statement.query, catalog, state_schema)
-        except Unusable as exc:
-            result.by_statement.append([])
-            result.skipped.append(Skip(i, statement.query, str(exc), exc.reason))
-            continue
-        except RecursionError:  # pathologically deep nesting: one statement, not the whole run
-            result.by_statement.append([])
-            result.skipped.append(Skip(i, statement.query, "nested too deeply to analyse", SkipReason.UNSUPPORTED))
-            continue
-        if usage.through_view:
-            result.through_view.add(i)
-        problems: dict[str, SkipReason] = {}  # of the tables scanned
-        found: list[IndexCandidate] = []
-        for scan in usage.scans:
-            problem = table_problem(scan.table, settings)
-            if problem:
-                reason = SkipReason.NOT_INDEXABLE if scan.table.kind not in INDEXABLE_KINDS else SkipReason.SMALL_TABLE
-                problems.setdefault(problem, reason)
-                continue
-            shapes = scan_candidates(scan, settings.max_columns, partial=not usage.through_view)
-            fresh = [c for c in shapes if not already_indexed(c, catalog)]
-            if shapes and not fresh:
-                problems.setdefault(f"the indexes {scan.table.qualified} would need exist already",
-                                    SkipReason.ALREADY_INDEXED)
-            found += [c for c in fresh if c not in found]
+        usages.append(_analyze(i, statement, catalog, state_schema, result))
+    uses = WorkloadUses.of((scan for u in usages if u for scan in u.scans), catalog.extensions)
+    for i, usage in enumerate(usages):
+        found = [] if usage is None else _statement_candidates(i, statements[i].query, usage, catalog, settings,
+                                                                 uses, result)
         result.by_statement.append(found)
         result.all.update(found)
-        if not found:
-            reasons = {**usage.notes, **problems}
-            text = "; ".join(reasons) or "no usable predicate, join, sort or grouping"
-            result.skipped.append(Skip(i, statement.query, text, skip_reason(usage, problems)))
+    result.skipped.sort(key=lambda s: s.statement_index)
     log.info("%d candidates for %d statements (%d skipped)", len(result.all), len(statements), len(result.skipped))
     return result
+
+
+def _analyze(i: int, statement: Statement, catalog: Catalog, state_schema: str, result: Candidates) -> Usage | None:
+    try:
+        return analyze(statement.query, catalog, state_schema)
+    except Unusable as exc:
+        result.skipped.append(Skip(i, statement.query, str(exc), exc.reason))
+    except RecursionError:  # pathologically deep nesting: one statement, not the whole run
+        result.skipped.append(Skip(i, statement.query, "nested too deeply to analyse", SkipReason.UNSUPPORTED))
+    return None
+
+
+def _statement_candidates(i: int, query: str, usage: Usage, catalog: Catalog, settings: IndexingSettings,
+                          uses: WorkloadUses, result: Candidates) -> list[IndexCandidate]:
+    if usage.through_view:
+        result.through_view.add(i)
+    problems: dict[str, SkipReason] = {}  # of the tables scanned
+    found: list[IndexCandidate] = []
+    for scan in usage.scans:
+        problem = table_problem(scan.table, settings)
+        if problem:
+            reason = SkipReason.NOT_INDEXABLE if scan.table.kind not in INDEXABLE_KINDS else SkipReason.SMALL_TABLE
+            problems.setdefault(problem, reason)
+            continue
+        shapes = scan_candidates(scan, settings.max_columns, partial=not usage.through_view, uses=uses)
+        gin, missing = gin_candidates(scan, uses)
+        for extension in missing:
+            result.needs_extension.setdefault(extension, []).append(i)
+        shapes = on_partition_and_parent([*shapes, *gin], scan.table, catalog)
+        by_keys = {c.keys: served for c, served in gin.items()}
+        for cand in shapes:
+            if cand.method == "gin":
+                result.gin_uses.setdefault((i, cand), []).extend(by_keys[cand.keys])
+        fresh = [c for c in shapes if not already_indexed(c, catalog)]
+        if shapes and not fresh:
+            problems.setdefault(f"the indexes {scan.table.qualified} would need exist already",
+                                SkipReason.ALREADY_INDEXED)
+        found += [c for c in fresh if c not in found]
+    if not found:
+        reasons = {**usage.notes, **problems}
+        text = "; ".join(reasons) or "no usable predicate, join, sort or grouping"
+        result.skipped.append(Skip(i, query, text, skip_reason(usage, problems)))
+    return found
+
+
+def on_partition_and_parent(cands: list[IndexCandidate], table: Table, catalog: Catalog) -> list[IndexCandidate]:
+    """Candidates on a partition the statement names, and the same on its top partitioned parent."""
+    root = table
+    while root.parent is not None and root.parent in catalog.tables:
+        root = catalog.tables[root.parent]
+    if root is table:
+        return cands
+    moved = [IndexCandidate(root.schema, root.name, c.keys, c.method, c.where, c.include) for c in cands]
+    return list(dict.fromkeys([*cands, *moved]))
 
 
 def skip_reason(usage: Usage, problems: dict[str, SkipReason]) -> SkipReason:
@@ -117,17 +176,28 @@ def table_problem(table: Table, settings: IndexingSettings) -> str | None:
 
 
 def already_indexed(cand: IndexCandidate, catalog: Catalog) -> bool:
-    """An existing valid, complete btree index whose leading keys are exactly these ascending keys."""
-    if cand.where or cand.include or cand.method != "btree":
+    """An existing valid, complete index that serves what the candidate would: for a B-tree one whose leading
+    keys are exactly these ascending keys, for another class one on the same key (`classes.existing_serves`)."""
+    on_table = [i for i in catalog.indexes if i.schema == cand.schema and i.table == cand.table]
+    if cand.method != "btree":
+        return existing_serves(cand, on_table)
+    if cand.where or cand.include:
         return False
     if any(k.descending or k.opclass for k in cand.keys):
         return False
-    wanted = tuple(k.column or k.expression for k in cand.keys)
     return any(
-        i.schema == cand.schema and i.table == cand.table and i.is_valid and i.where is None and i.method == "btree"
-        and i.keys[: len(wanted)] == wanted and " DESC" not in i.definition and "_pattern_ops" not in i.definition
-        for i in catalog.indexes
+        i.is_valid and i.where is None and i.method == "btree" and _leads_with(i, cand.keys)
+        and " DESC" not in i.definition and "_pattern_ops" not in i.definition
+        for i in on_table
     )
+
+
+def _leads_with(index: ExistingIndex, keys: tuple[IndexKey, ...]) -> bool:
+    """Whether an existing index's first keys are these (expressions compared in their canonical spelling)."""
+    if len(index.keys) < len(keys):
+        return False
+    return all(theirs == key.column if key.column is not None else canonical(theirs) == canonical(key.expression or "")
+               for theirs, key in zip(index.keys, keys, strict=False))
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
@@ -153,13 +223,22 @@ def _without(keys: Iterable[IndexKey], taken: Iterable[IndexKey]) -> list[IndexK
     return [k for k in keys if not any(_same(k, t) for t in taken)]
 
 
-def key_sets(scan: Scan, max_columns: int) -> list[tuple[IndexKey, ...]]:
-    """The key lists worth trying for one scan, multi-column ones first."""
+def key_sets(scan: Scan, max_columns: int,
+             leads: Sequence[tuple[IndexKey, ...]] = ()) -> list[tuple[IndexKey, ...]]:
+    """The key lists worth trying for one scan, multi-column ones first.
+
+    Equality keys go most selective first; `leads` (equality keys of other statements, a subset of this scan's)
+    give the orders that start with them instead, so one index can serve both statements."""
     equal = sorted(scan.equal, key=lambda k: -distinct_values(scan.table, k))  # stable: ties keep query order
     ranges = _without(scan.ranges, equal)
     sets: list[tuple[IndexKey, ...]] = []
     if len(equal) >= 2:
         sets.append(tuple(equal[:max_columns]))
+        for lead in leads:
+            shared = (*lead, *_without(equal, lead))
+            sets.append(shared[:max_columns])
+            if ranges and len(shared) < max_columns:
+                sets.append((*shared, ranges[0]))
     for rng in ranges:
         if equal:
             sets.append((*equal[: max_columns - 1], rng))
@@ -170,9 +249,11 @@ def key_sets(scan: Scan, max_columns: int) -> list[tuple[IndexKey, ...]]:
     return [s for i, s in enumerate(sets) if s and s not in sets[:i]]
 
 
-def scan_candidates(scan: Scan, max_columns: int, partial: bool = True) -> list[IndexCandidate]:
+def scan_candidates(scan: Scan, max_columns: int, partial: bool = True,
+                    uses: WorkloadUses | None = None) -> list[IndexCandidate]:
+    """The B-tree shapes of one scan (with covering and partial variants), BRIN and sparse partial ones."""
     table = scan.table
-    sets = key_sets(scan, max_columns)
+    sets = key_sets(scan, max_columns, uses.leads(scan) if uses else ())
     found = [IndexCandidate(table.schema, table.name, keys) for keys in sets]
     if not scan.modifies and not scan.all_columns and sets:
         for keys in sets[:2]:
@@ -182,6 +263,8 @@ def scan_candidates(scan: Scan, max_columns: int, partial: bool = True) -> list[
                 found.append(IndexCandidate(table.schema, table.name, keys, include=extra))
     if partial:
         found += partial_candidates(scan, max_columns)
+        found += sparse_candidates(scan, sets)
+    found += brin_candidates(scan)
     return list(dict.fromkeys(found))
 
 
@@ -219,25 +302,32 @@ def value_fraction(column: Column, table: Table, fixed: FixedFilter) -> float | 
     return rest / (distinct - len(column.most_common_vals))
 
 
-def partial_candidates(scan: Scan, max_columns: int) -> list[IndexCandidate]:
-    """For a rare constant filter: the best keys of the other predicates, over only the rows it keeps.
+def category(column: Column, table: Table) -> bool:
+    """A column of few values (a status, a kind, a flag): a partial index on one rare value of it is a DBA's
+    habit; on a key of thousands of values (an id) it would be one index per value."""
+    distinct = distinct_values(table, IndexKey(column=column.name))
+    return (0 < distinct <= CATEGORY_DISTINCT) or sum(column.most_common_freqs) >= CATEGORY_COMMON
 
-    The filtered column is never a key of its own partial index: under `WHERE a = 42` (or `a IS NULL`) the key a
-    has one value, so such an index is the plain index on a, only smaller. (`a IS NOT NULL` keeps a as a key: the
-    sparse index on a column that is mostly NULL.) With no other predicate there is no partial candidate.
+
+def partial_candidates(scan: Scan, max_columns: int) -> list[IndexCandidate]:
+    """For a rare value of a category column: the best keys of the other predicates, over only the rows it keeps.
+
+    The filtered column is a key of its own partial index only when nothing else is (`(status) WHERE status =
+    'pending'`: the plain index on status, holding only the rare rows). `a IS NOT NULL` keeps a as a key: the
+    sparse index on a column that is mostly NULL.
     """
     found = []
     for fixed in scan.fixed:
         column = scan.table.column(fixed.column)
         share = value_fraction(column, scan.table, fixed) if column else None
-        if share is None or share > RARE_FRACTION:
+        if column is None or share is None or share > RARE_FRACTION:
+            continue
+        if fixed.kind == "eq" and not category(column, scan.table):
             continue
         own = [IndexKey(column=fixed.column)]
         rest = Scan(scan.table, equal=_without(scan.equal, own), ranges=_without(scan.ranges, own),
                     order=_without(scan.order, own), group=_without(scan.group, own))
         sets = [keys for keys in key_sets(rest, max_columns) if not any(k.column == fixed.column for k in keys)]
-        if not sets and fixed.kind == "notnull":
-            sets = [(own[0],)]
-        if sets:
-            found.append(IndexCandidate(scan.table.schema, scan.table.name, sets[0], where=fixed.predicate))
+        found.append(IndexCandidate(scan.table.schema, scan.table.name, sets[0] if sets else (own[0],),
+                                    where=fixed.predicate))
     return found

@@ -42,7 +42,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples, c.relpages, c.relopt
 _COLUMNS = f"""
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), st.avg_width, st.n_distinct, st.null_frac,
        CASE WHEN t.typdelim = ',' THEN st.most_common_vals::text::text[] END, st.most_common_freqs,
-       CASE WHEN a.attcollation = 0 THEN NULL ELSE co.collname END
+       CASE WHEN a.attcollation = 0 THEN NULL ELSE co.collname END, st.correlation
   FROM pg_attribute a
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -86,6 +86,8 @@ def load_catalog(conn: PgConnection, state_schema: str = DEFAULT_STATE_SCHEMA) -
         columns = cur.fetchall()
         cur.execute(_INDEXES, params)
         indexes = [_index(row) for row in cur.fetchall()]
+        cur.execute("SELECT extname FROM pg_extension")
+        extensions = frozenset(row[0] for row in cur.fetchall())
     default_collation = database_collation(database_row)
     by_oid = _columns_by_relation(columns, default_collation)
     seconds = max(float(stats_age or 0.0), 1.0)
@@ -94,7 +96,7 @@ def load_catalog(conn: PgConnection, state_schema: str = DEFAULT_STATE_SCHEMA) -
     }
     tables = sum_partitions(tables, {f"{r[1]}.{r[2]}": float(r[10]) / seconds for r in relations})
     log.debug("catalog: %d relations, %d indexes", len(tables), len(indexes))
-    return Catalog(tables=tables, indexes=tuple(indexes), search_path=tuple(search_path))
+    return Catalog(tables=tables, indexes=tuple(indexes), search_path=tuple(search_path), extensions=extensions)
 
 
 def database_collation(row: dict[str, Any]) -> str:
@@ -109,13 +111,14 @@ def database_collation(row: dict[str, Any]) -> str:
 
 def _columns_by_relation(rows: Iterable[tuple[Any, ...]], default_collation: str) -> dict[int, tuple[Column, ...]]:
     grouped: dict[int, list[Column]] = {}
-    for oid, name, typ, width, n_distinct, null_frac, mcv, mcf, collation in rows:
+    for oid, name, typ, width, n_distinct, null_frac, mcv, mcf, collation, correlation in rows:
         grouped.setdefault(oid, []).append(
             Column(
                 name=name, type=typ, avg_width=width, n_distinct=n_distinct, null_frac=null_frac,
                 most_common_vals=tuple(mcv or ()) if mcf else (),
                 most_common_freqs=tuple(float(f) for f in mcf or ()) if mcv else (),
                 collation=default_collation if collation == "default" else collation,
+                correlation=None if correlation is None else float(correlation),
             )
         )
     return {oid: tuple(cols) for oid, cols in grouped.items()}

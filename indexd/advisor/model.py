@@ -5,6 +5,7 @@ frozen data, shared by candidates, what-if, selection and report (the statements
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
@@ -21,6 +22,7 @@ class Column:
     most_common_vals: tuple[str, ...] = ()
     most_common_freqs: tuple[float, ...] = ()
     collation: str | None = None  # effective collation of a text column ("C", "en_US.utf8"); None = not text
+    correlation: float | None = None  # pg_stats.correlation: physical order vs this column's order (-1 .. 1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Catalog:
     tables: dict[str, Table] = field(default_factory=dict)
     indexes: tuple[ExistingIndex, ...] = ()
     search_path: tuple[str, ...] = ("public",)
+    extensions: frozenset[str] = frozenset()  # extensions created in the database (pg_trgm, pg_qualstats ...)
 
     def resolve(self, name: str, schema: str | None = None) -> Table | None:
         if schema:
@@ -124,9 +127,12 @@ class IndexCandidate:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def name(self) -> str:
-        """Deterministic index name: indexd_<table>_<cols>_<hash>, within PostgreSQL's 63 bytes."""
-        cols = "_".join((k.column or "expr") for k in self.keys)
-        base = f"indexd_{self.table}_{cols}"
+        """Deterministic index name: indexd_<table>[_<method>]_<keys>_<hash>, within PostgreSQL's 63 bytes.
+
+        An expression key is named by its words ((meta ->> 'external_id') -> meta_external_id)."""
+        cols = "_".join(k.column if k.column is not None else _words(k.expression or "") for k in self.keys)
+        method = "" if self.method == "btree" else f"{self.method}_"
+        base = f"indexd_{self.table}_{method}{cols}"
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base.lower())
         return f"{safe[:50]}_{self.fingerprint()[:8]}"
 
@@ -147,6 +153,12 @@ class IndexCandidate:
         if self.where:
             parts.append(sql.SQL(" WHERE {}").format(sql.SQL(self.where)))
         return sql.Composed(parts)
+
+
+def _words(expression: str) -> str:
+    """The identifiers and quoted words of an expression, for a readable index name."""
+    words = [w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression) if w.lower() != "pg_catalog"]
+    return "_".join(words) or "expr"
 
 
 @dataclass(frozen=True)

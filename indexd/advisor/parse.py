@@ -10,7 +10,7 @@ views down to base-table scans; what cannot be resolved with certainty is left o
 - A view is its definition: it is parsed and its base tables are scanned (views cannot be indexed).
 - A CTE that PostgreSQL inlines (NOT MATERIALIZED, or referenced once and not recursive) passes its columns
   through, so outer predicates reach its tables; a materialized one is a separate block.
-- A partition is indexed through its partitioned parent.
+- A partition the statement names is scanned as itself; its candidates are also proposed on the parent.
 """
 
 from __future__ import annotations
@@ -238,9 +238,7 @@ class Walker:
             return Rel(alias, schema=schema)
         if table.kind == "v":
             return self.view(table, alias, node.alias)
-        while table.parent is not None and table.parent in self.catalog.tables:  # index the parent
-            table = self.catalog.tables[table.parent]
-        scan = Scan(table)
+        scan = Scan(table)  # a partition named by the statement: candidates on it and on its parent
         self.usage.scans.append(scan)
         return Rel(alias, schema=schema, scan=scan)
 

@@ -17,15 +17,17 @@ from typing import Any, Protocol
 from pglast import ast, enums
 from pglast.stream import RawStream
 
+from indexd.advisor.expressions import (
+    CLASS_OPERATORS,
+    COMMUTATORS,
+    expression_column,
+    expression_type,
+    gin_family,
+    text_search_key,
+)
 from indexd.advisor.model import IndexKey, Table
 from indexd.statements.tree import walk
 
-# Functions of one column whose result depends on their arguments only (IMMUTABLE for text and numeric
-# arguments), so an expression index can hold them.
-IMMUTABLE_FUNCTIONS = frozenset({
-    "lower", "upper", "btrim", "ltrim", "rtrim", "md5", "abs", "length", "char_length", "left", "right",
-    "substr", "substring", "reverse", "initcap", "floor", "ceil", "round", "trunc", "split_part",
-})
 # Collations whose btree order is byte order: LIKE 'prefix%' can use a plain index there.
 BYTE_ORDER_COLLATIONS = frozenset({"C", "POSIX", "ucs_basic", "C.UTF-8", "C.utf8", "C.UTF8"})
 # Elsewhere it needs the pattern operator class of the column's type.
@@ -45,6 +47,17 @@ class FixedFilter:
     predicate: str  # deparsed without qualification: "status = 'pending'"
 
 
+@dataclass(frozen=True)
+class ClassUse:
+    """A conjunct only a GIN index serves: its key, the operator family and operator, and the conjunct itself."""
+
+    key: IndexKey
+    family: str  # "jsonb", "array", "tsvector", "trigram" (see expressions.gin_family)
+    operator: str  # as the key's side sees it: `$1 <@ tags` is tags @> $1
+    clause: str  # deparsed with the column unqualified, for the planner's selectivity of it
+    column: str  # the base column the key reads
+
+
 @dataclass(eq=False)
 class Scan:
     """What one scan of an indexable relation needs from an index."""
@@ -56,6 +69,7 @@ class Scan:
     order: list[IndexKey] = field(default_factory=list)
     group: list[IndexKey] = field(default_factory=list)
     fixed: list[FixedFilter] = field(default_factory=list)
+    special: list[ClassUse] = field(default_factory=list)  # conjuncts for GIN (jsonb, arrays, text search, trigram)
     referenced: set[str] = field(default_factory=set)
     all_columns: bool = False  # SELECT *, or read through a derived relation: an index cannot cover it
     modifies: bool = False  # the target of an UPDATE or DELETE
@@ -172,26 +186,26 @@ def _local(ref: Ref | None, scope: Scope, allow_outer: bool) -> Ref | None:
 
 
 def index_key(an: Resolver, node: Any, scope: Scope, allow_outer: bool = False) -> tuple[Scan, IndexKey] | None:
-    """The index key an expression could use: a column, or an immutable function of exactly one column.
+    """The index key an expression could use: a column, or an expression of exactly one column.
 
     Only for scans of this block, unless `allow_outer` (a semi-join's correlation).
     """
+    found = _key_and_column(an, node, scope, allow_outer)
+    return (found[0], found[1]) if found else None
+
+
+def _key_and_column(an: Resolver, node: Any, scope: Scope, allow_outer: bool) -> tuple[Scan, IndexKey, str] | None:
+    """index_key with the base column the key reads."""
     if isinstance(node, ast.ColumnRef):
         ref = _local(an.column(node, scope), scope, allow_outer)
-        return (ref[0], IndexKey(column=ref[1])) if ref else None
-    if not isinstance(node, ast.FuncCall) or node.over is not None or node.agg_star or node.agg_distinct:
+        return (ref[0], IndexKey(column=ref[1]), ref[1]) if ref else None
+    column = expression_column(node)
+    if column is None or not text_search_key(node):
         return None
-    names = [n.sval for n in node.funcname]
-    if names[-1] not in IMMUTABLE_FUNCTIONS or (len(names) > 1 and names[0] != "pg_catalog"):
-        return None
-    args = list(node.args or ())
-    columns = [a for a in args if isinstance(a, ast.ColumnRef)]
-    if len(columns) != 1 or any(not isinstance(a, ast.ColumnRef) and _constant(a) is None for a in args):
-        return None
-    ref = _local(an.column(columns[0], scope), scope, allow_outer)
+    ref = _local(an.column(column, scope), scope, allow_outer)
     if ref is None:
         return None
-    return ref[0], IndexKey(expression=unqualified(node, ref[1]))
+    return ref[0], IndexKey(expression=unqualified(node, ref[1])), ref[1]
 
 
 def output_expression(item: Any, targets: Any, prefer_output: bool, scope: Scope) -> Any:
@@ -298,8 +312,13 @@ def _a_expr(an: Resolver, node: Any, scope: Scope, top: bool, alternative: bool)
         key = index_key(an, node.lexpr, scope, scope.semijoin)
         if key is not None and not _touches(an, node.rexpr, scope, key[0]):
             _record(key, "range", alternative)
-    elif kind == kinds.AEXPR_LIKE and op == "~~":
-        _like(an, node, scope, alternative)
+    elif kind == kinds.AEXPR_OP and op in CLASS_OPERATORS:
+        _special(an, node, scope, op, alternative)
+    elif kind in (kinds.AEXPR_LIKE, kinds.AEXPR_ILIKE) and op in ("~~", "~~*"):
+        if op == "~~":
+            _like(an, node, scope, alternative)
+        if op == "~~*" or not _plain_prefix(node.rexpr):
+            _special(an, node, scope, op, alternative)
 
 
 def _fixed(key: tuple[Scan, IndexKey], other: Any, node: Any) -> None:
@@ -340,6 +359,39 @@ def _like(an: Resolver, node: Any, scope: Scope, alternative: bool) -> None:
             return
         found = IndexKey(column=found.column, expression=found.expression, opclass=opclass)
     _record((scan, found), "range", alternative)
+
+
+def _plain_prefix(pattern: Any) -> bool:
+    """A LIKE pattern that is a literal prefix and one trailing %: a B-tree range serves it best."""
+    const = _constant(pattern)
+    if const is None or not isinstance(const.val, ast.String):
+        return False
+    text = const.val.sval
+    prefix = like_prefix(text)
+    return bool(prefix) and text[len(prefix):] == "%"
+
+
+def _special(an: Resolver, node: Any, scope: Scope, op: str, alternative: bool) -> None:
+    """A conjunct a GIN index could serve: `key op value` (or `value op key` for a commutative operator), the
+    value free of columns. Under OR an index serves only with the other branches; left to B-tree there."""
+    if alternative:
+        return
+    for side, other, operator in ((node.lexpr, node.rexpr, op), (node.rexpr, node.lexpr, COMMUTATORS.get(op))):
+        if operator is None or side is None or other is None or _reads_columns(other):
+            continue
+        found = _key_and_column(an, side, scope, False)
+        if found is None:
+            continue
+        scan, key, name = found
+        column = scan.table.column(name)
+        family = gin_family(expression_type(side, column.type if column else None), operator)
+        if family is not None:
+            scan.add(scan.special, ClassUse(key, family, operator, unqualified(node, name), name))
+            return
+
+
+def _reads_columns(node: Any) -> bool:
+    return any(isinstance(n, ast.ColumnRef) for n in walk(node))
 
 
 def _sublink(an: Resolver, node: Any, scope: Scope, alternative: bool) -> None:

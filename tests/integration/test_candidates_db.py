@@ -69,7 +69,7 @@ def test_candidates_from_a_real_catalog(catalog) -> None:
     assert by[1] == {"customers((lower(email)))"}
     assert "customers(created_at) WHERE status = 'pending'" in by[2]  # 0.5 % of the rows, per pg_stats
     assert {"orders(customer_id)", "customers(org_id)"} <= by[3]
-    assert by[4] == {"orders(at)"}  # the parent, never the partition
+    assert by[4] == {"orders_2026(at)", "orders(at)"}  # the partition it names, and the parent
     assert "customers(status, created_at)" in by[5] and all("WHERE" not in c for c in by[5])
     assert result.through_view == {5}
     assert by[6] == {"totals(customer_id)"}

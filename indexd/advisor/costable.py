@@ -62,6 +62,19 @@ def parameter_count(query: str) -> int:
     return highest
 
 
+def renumber_parameters(text: str) -> str:
+    """A fragment's parameters numbered $1, $2 ... in order of first use (`x @> $4 AND y = $2` ->
+    `x @> $1 AND y = $2`), so it can be prepared on its own."""
+    numbers: dict[str, str] = {}
+    edits = []
+    for token in scan(text):
+        if token.name == "PARAM":
+            old = text[token.start : token.end + 1]
+            numbers.setdefault(old, f"${len(numbers) + 1}")
+            edits.append((token.start, token.end + 1, numbers[old]))
+    return _edit(text, edits)
+
+
 def _edit(query: str, edits: list[tuple[int, int, str]]) -> str:
     """Apply (start, end exclusive, replacement) edits that do not overlap."""
     for start, end, text in sorted(edits, reverse=True):

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
 from pglast import parse_sql
 from pglast.parser import ParseError
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
+from indexd.advisor.classes import extension_notes
+from indexd.advisor.measure import measure
 from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
 from indexd.advisor.select import Selection, select
-from indexd.advisor.size import estimate_btree_size
 from indexd.advisor.skips import SkipReason
 from indexd.advisor.whatif import WhatIf, require_hypopg
 from indexd.config.schema import IndexingSettings
@@ -83,7 +83,10 @@ def advise(
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
                 through_view=cands.through_view, catalog=catalog) as whatif:
-        sizes = _sizes(whatif, catalog, cands.all)
+        measured = measure(whatif, catalog, cands)
+        whatif.modeled = measured.gin_scans
+        cands = cands.without(measured.refused)
+        sizes = measured.sizes
         writes = write_rates(statements, catalog, whatif.rows_written, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
@@ -95,12 +98,21 @@ def advise(
         log.info("%s: %d statements, %d candidates, %d EXPLAINs (%d cached), %d recommended",
                  db.name, len(statements), len(cands.all), whatif.stats.explains, whatif.stats.cache_hits,
                  len(selection.chosen))
-    declined = tuple(Skipped(f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
-                             + (f" WHERE {c.where}" if c.where else ""), why)
-                     for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
+    refused = {c: f"PostgreSQL cannot index it: {why}" for c, why in measured.refused.items()}
+    rejected = {**selection.rejected, **refused}
+    declined = tuple(Skipped(candidate_label(c), why)
+                     for c, why in sorted(rejected.items(), key=lambda kv: kv[0].fingerprint()))
+    warnings = (*work.warnings, *extension_notes(cands.needs_extension, statements, db.name))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
-                  tuple(skipped), work.warnings, create_sql, work.captured, declined, budget,
+                  tuple(skipped), warnings, create_sql, work.captured, declined, budget,
                   min(sizes.values(), default=None), settings.lookback.total_seconds(), settings.min_improvement_pct)
+
+
+def candidate_label(cand: IndexCandidate) -> str:
+    """`schema.table [USING method] (keys) [WHERE ...]`, as declined candidates are listed."""
+    method = "" if cand.method == "btree" else f"USING {cand.method} "
+    return (f"{cand.schema}.{cand.table} {method}({', '.join(k.label() for k in cand.keys)})"
+            + (f" WHERE {cand.where}" if cand.where else ""))
 
 
 class WorkloadCosts:
@@ -180,22 +192,6 @@ def skewed_columns(catalog: Catalog) -> frozenset[tuple[str, str, str]]:
             if col.most_common_freqs and max(col.most_common_freqs) * table.rows >= SKEWED_KEY_ROWS:
                 found.add((table.schema, table.name, col.name))
     return frozenset(found)
-
-
-def _sizes(whatif: WhatIf, catalog: Catalog, cands: set[IndexCandidate]) -> dict[IndexCandidate, int]:
-    sizes: dict[IndexCandidate, int] = {}
-    for cand in sorted(cands, key=IndexCandidate.fingerprint):
-        table = catalog.tables.get(f"{cand.schema}.{cand.table}")
-        if table is None:
-            continue
-        fraction = 1.0
-        if cand.where:
-            try:
-                fraction = whatif.row_fraction(cand.schema, cand.table, cand.where)
-            except psycopg2.Error as err:
-                log.warning("cannot estimate the rows of %s WHERE %s: %s", table.qualified, cand.where, err)
-        sizes[cand] = estimate_btree_size(table, cand, fraction, fillfactor=90)
-    return sizes
 
 
 def _recommendations(selection: Selection, statements: list[Statement]) -> tuple[Recommendation, ...]:

@@ -6,7 +6,8 @@ statement; read-only refuses anything that would). Statements with `$n` paramete
 EXPLAIN (GENERIC_PLAN) does; `costable` makes pg_stat_statements' normalized text preparable first (typed
 literals, parameter types), and the form PostgreSQL accepted is kept for the statement's later EXPLAINs.
 Hypothetical indexes live only in this backend's memory; the session removes them when it ends, on success and
-on error alike.
+on error alike. HypoPG simulates B-tree, BRIN and hash indexes; a GIN candidate is costed by `gincost` on the
+plan HypoPG gives for the others (`modeled` holds what it needs per statement and candidate).
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ import psycopg2
 from pglast.parser import ParseError, parse_sql
 from psycopg2 import sql
 
-from indexd.advisor.costable import RETRY_SQLSTATES, Plannable, attempts, parameter_count, pin_limits
-from indexd.advisor.model import Catalog, IndexCandidate
+from indexd.advisor.costable import (
+    RETRY_SQLSTATES,
+    Plannable,
+    attempts,
+    parameter_count,
+    pin_limits,
+    renumber_parameters,
+)
+from indexd.advisor.gincost import GinScan, PlannerCosts, with_gin
+from indexd.advisor.model import Catalog, IndexCandidate, IndexKey, Table
 from indexd.advisor.paramtypes import Signature
 from indexd.advisor.skips import SkipReason, planner_reason, statement_reason
 from indexd.db.pool import Database, PgConnection
@@ -37,6 +46,7 @@ HYPOPG_HELP = (
     "CREATE EXTENSION hypopg; in database {db}"
 )
 _EXPLAINABLE = {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}
+HYPOTHETICAL_METHODS = frozenset({"btree", "brin", "hash"})  # what HypoPG 1.3 can create
 _PREPARED = "indexd_whatif"
 _SIGNATURES = """
 SELECT ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, n) ORDER BY n),
@@ -145,6 +155,9 @@ class WhatIf:
         self._cache: dict[tuple[int, frozenset[IndexCandidate]], PlanCost | None] = {}
         self._forms: dict[str, Plannable] = {}  # statement -> the form PostgreSQL prepared
         self._signatures: dict[tuple[str, ...], list[Signature]] = {}
+        self.modeled: dict[tuple[int, IndexCandidate], GinScan] = {}  # set by the caller before costing
+        self.planner_costs = PlannerCosts()
+        self._fractions: dict[tuple[str, str], float | None] = {}
 
     # ---- session ----------------------------------------------------------------------------------------
     def __enter__(self) -> WhatIf:
@@ -155,9 +168,15 @@ class WhatIf:
                 cur.execute(
                     "SELECT set_config('statement_timeout', %s, false), "
                     "set_config('default_transaction_read_only', 'on', false), "
-                    "set_config('plan_cache_mode', 'force_generic_plan', false), hypopg_reset()",
+                    "set_config('plan_cache_mode', 'force_generic_plan', false), "
+                    "set_config('jit', 'off', false), hypopg_reset()",  # samples: no compile per query
                     (str(int(self.statement_timeout.total_seconds() * 1000)),),
                 )
+                cur.execute("SELECT current_setting('seq_page_cost')::float8, "
+                            "current_setting('random_page_cost')::float8, current_setting('cpu_tuple_cost')::float8, "
+                            "current_setting('cpu_index_tuple_cost')::float8, "
+                            "current_setting('cpu_operator_cost')::float8")
+                self.planner_costs = PlannerCosts(*cur.fetchone())
         except BaseException:
             conn.close()
             raise
@@ -212,8 +231,9 @@ class WhatIf:
         if problem is not None:
             self._failed(statement_index, *problem)
             return None
+        hypothetical = frozenset(c for c in indexes if c.method in HYPOTHETICAL_METHODS)
         try:
-            self._materialize(indexes)
+            self._materialize(hypothetical)
         except psycopg2.Error as err:
             # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
             log.warning("hypothetical index refused on %s: %s", self.db.name, first_line(err))
@@ -227,8 +247,14 @@ class WhatIf:
             return None
         self.stats.explains += 1
         names = index_names_in(plan)
-        used = frozenset(c for c in indexes if self._alive.get(c) in names)
-        return PlanCost(float(plan[0]["Plan"]["Total Cost"]), used)
+        used = frozenset(c for c in hypothetical if self._alive.get(c) in names)
+        cost = float(plan[0]["Plan"]["Total Cost"])
+        others = sorted(indexes - hypothetical, key=IndexCandidate.fingerprint)
+        scans = [self.modeled[(statement_index, c)] for c in others if (statement_index, c) in self.modeled]
+        if scans:
+            cost, modeled = with_gin(plan[0]["Plan"], scans, self.planner_costs)
+            used |= modeled
+        return PlanCost(cost, used)
 
     def _failed(self, statement_index: int, problem: str, reason: SkipReason) -> None:
         log.debug("statement %s cannot be costed (%s): %s", statement_index, reason, problem)
@@ -320,6 +346,47 @@ class WhatIf:
         self.stats.hypothetical_created += len(missing)
 
     # ---- other planner questions --------------------------------------------------------------------------
+    def refusal(self, cand: IndexCandidate) -> str | None:
+        """Why PostgreSQL would refuse the candidate's key expressions (a function that is not IMMUTABLE for the
+        column's type ...), asked of HypoPG with a B-tree on the same keys; None when they are accepted."""
+        keys = tuple(IndexKey(column=k.column, expression=k.expression) for k in cand.keys)
+        probe = cand if cand.method in HYPOTHETICAL_METHODS else IndexCandidate(cand.schema, cand.table, keys)
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT indexrelid FROM hypopg_create_index(%s)",
+                            (probe.create_sql(concurrently=False).as_string(self.conn),))
+                (oid,) = cur.fetchone()
+                cur.execute("SELECT hypopg_drop_index(%s)", (oid,))
+        except psycopg2.Error as err:
+            if self.conn.closed:
+                raise
+            return first_line(err)
+        return None
+
+    def clause_fraction(self, table: Table, clause: str) -> float | None:
+        """The planner's estimate of the share of a table's rows a condition keeps (its generic estimate when the
+        condition has parameters); None when the condition cannot be planned on its own."""
+        key = (table.qualified, clause)
+        if key not in self._fractions:
+            query = sql.SQL("SELECT 1 FROM {}.{} WHERE ").format(
+                sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(self.conn)
+            self._fractions[key] = self._fraction(query + renumber_parameters(clause), table.rows)
+        return self._fractions[key]
+
+    def _fraction(self, query: str, rows: float) -> float | None:
+        for form in attempts(query, self.catalog, self.signatures):
+            try:
+                plan = self._run(form)
+            except psycopg2.Error as err:
+                if self.conn.closed:
+                    raise
+                if err.pgcode in RETRY_SQLSTATES:
+                    continue
+                log.debug("cannot estimate %s: %s", query, first_line(err))
+                return None
+            return min(1.0, float(plan[0]["Plan"]["Plan Rows"]) / max(rows, 1.0))
+        return None
+
     def row_fraction(self, schema: str, table: str, where: str) -> float:
         """The planner's estimate of the share of a table's rows that satisfy a predicate (for partial indexes)."""
         self._materialize(frozenset())

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
-    "shared_preload_libraries": "'pg_stat_statements'",
+    "shared_preload_libraries": "'pg_stat_statements'",  # and pg_qualstats when installed (see init)
     "pg_stat_statements.track": "all",
     "pg_stat_statements.max": "10000",
     "track_io_timing": "on",
@@ -44,6 +44,13 @@ SERVER_SETTINGS: dict[str, str] = {
     "full_page_writes": "off",
     "logging_collector": "off",
     "log_min_messages": "warning",
+}
+# pg_qualstats (predicates with their real constants), loaded when its library is installed; it samples one
+# statement in max_connections by default: every one here, so a short workload shows its constants.
+QUALSTATS = "pg_qualstats"
+QUALSTATS_SETTINGS: dict[str, str] = {
+    "shared_preload_libraries": "'pg_stat_statements,pg_qualstats'",
+    "pg_qualstats.sample_rate": "1",
 }
 
 # Superuser over loopback trusts; every other role must give its password, so wrong passwords can be tested.
@@ -158,6 +165,8 @@ class EmbeddedCluster:
             timeout=300,
         )
         conf = dict(SERVER_SETTINGS)
+        if self.has_library(QUALSTATS):
+            conf.update(QUALSTATS_SETTINGS)
         conf.update({"port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"})
         conf.update(self.settings)
         with open(self.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as fh:
@@ -278,15 +287,28 @@ class EmbeddedCluster:
         finally:
             conn.close()
 
-    def create_database(self, name: str, extensions: tuple[str, ...] = ("pg_stat_statements", "hypopg")) -> str:
-        """Create a database with the given extensions; returns its DSN."""
+    def create_database(self, name: str, extensions: tuple[str, ...] | None = None) -> str:
+        """Create a database with the given extensions (by default pg_stat_statements, HypoPG and, when the
+        server loads it, pg_qualstats); returns its DSN."""
         self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if extensions is None:
+            extensions = ("pg_stat_statements", "hypopg") + ((QUALSTATS,) if self.preloads(QUALSTATS) else ())
         for ext in extensions:
             self.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)), dbname=name)
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def has_library(self, name: str) -> bool:
+        """Whether the server's shared library of this name is installed on this host."""
+        libdirs = [self.bindir.parent / "lib", self.bindir.parent / "lib" / "postgresql"]  # Debian, source builds
+        return any((d / f"{name}.so").exists() for d in libdirs)
+
+    def preloads(self, name: str) -> bool:
+        """Whether the running server has this library in shared_preload_libraries."""
+        rows = self.fetch("SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'")
+        return bool(rows) and name in [part.strip() for part in str(rows[0][0]).split(",")]
 
     def has_extension(self, name: str) -> bool:
         """Whether the extension is installed on this host (its control file exists)."""

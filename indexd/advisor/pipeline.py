@@ -16,6 +16,7 @@ from indexd.advisor.catalog import load_catalog
 from indexd.advisor.classes import extension_notes
 from indexd.advisor.measure import measure
 from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
+from indexd.advisor.qualstats import with_real_constants
 from indexd.advisor.select import Selection, select
 from indexd.advisor.skips import SkipReason
 from indexd.advisor.whatif import WhatIf, require_hypopg
@@ -76,8 +77,11 @@ def advise(
     started = clock()
     check_hypopg(db)
     statements, period_s = work.statements, work.period_s
+    note = None
     with db.connection() as conn:
         catalog = load_catalog(conn, db.settings.state_schema)
+        if work.captured:  # pg_stat_statements' $n: the real constants, when pg_qualstats has them
+            statements, note = with_real_constants(conn, statements, catalog)
     cands = generate(statements, catalog, settings, db.settings.state_schema)
     skipped = [Skipped(s.query, s.reason, s.kind, statements[s.statement_index].queryid) for s in cands.skipped]
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
@@ -102,8 +106,8 @@ def advise(
     rejected = {**selection.rejected, **refused}
     declined = tuple(Skipped(candidate_label(c), why)
                      for c, why in sorted(rejected.items(), key=lambda kv: kv[0].fingerprint()))
-    warnings = (*work.warnings, *extension_notes(cands.needs_extension, statements, db.name))
-    return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
+    warnings = (*work.warnings, *([note] if note else []), *extension_notes(cands.needs_extension, statements, db.name))
+    return Advice(db.name, len(work.statements), round(clock() - started, 3), _recommendations(selection, statements),
                   tuple(skipped), warnings, create_sql, work.captured, declined, budget,
                   min(sizes.values(), default=None), settings.lookback.total_seconds(), settings.min_improvement_pct)
 

@@ -75,23 +75,6 @@ def brin_size(table: Table, cand: IndexCandidate) -> int:
     return (1 + revmap + math.ceil(ranges / per_page)) * BLOCK
 
 
-def gap_bytes(rows_between: float, rows_per_page: float) -> float:
-    """Varbyte bytes of the gap between two heap pointers `rows_between` rows apart."""
-    if rows_between <= 1.0:
-        return 1.0
-    if rows_between < rows_per_page:
-        delta = rows_between
-    else:
-        delta = rows_between / max(rows_per_page, 1.0) * TID_SPACE_PER_PAGE
-    return float(max(1, math.ceil(math.log2(delta + 1) / 7)))
-
-
-def _posting_bytes(postings: float, rows: float, rows_per_page: float) -> float:
-    gaps = max(postings - 1.0, 0.0)
-    body = gaps * gap_bytes(rows / max(postings, 1.0), rows_per_page)
-    return HEAP_POINTER + 2 + body
-
-
 def entry_fill(tuple_bytes: float) -> float:
     """How full the build leaves entry-tree leaf pages of tuples this large (pages split in the middle while
     keys arrive in order leave small tuples half a page; large ones pack better)."""
@@ -99,15 +82,30 @@ def entry_fill(tuple_bytes: float) -> float:
     return ENTRY_FILL_SMALL + (ENTRY_FILL_LARGE - ENTRY_FILL_SMALL) * position
 
 
-def _entry_pages(key_bytes: float, postings: float, keys: float, rows: float,
-                 rows_per_page: float) -> tuple[float, float]:
-    """(entry-tree leaf pages, posting-tree pages) of `keys` distinct entries with `postings` rows each."""
+def _varbyte(delta: float) -> float:
+    return float(max(1, math.ceil(math.log2(max(delta, 1.0) + 1) / 7)))
+
+
+def posting_bytes(postings: float, pages_with: float, heap_pages: float, rows_per_page: float) -> float:
+    """Bytes of a compressed posting list of `postings` heap pointers on `pages_with` heap pages: the first
+    pointer and the list's length (8 bytes), then varbyte gaps, small between rows of one page (2048 pointer
+    slots per page) and larger between the pages."""
+    postings = max(postings, 1.0)
+    pages_with = min(max(pages_with, 1.0), postings, max(heap_pages, 1.0))
+    per_page = postings / pages_with
+    within = (postings - pages_with) * _varbyte(rows_per_page / per_page)
+    across = (pages_with - 1.0) * _varbyte(max(heap_pages / pages_with, 1.0) * TID_SPACE_PER_PAGE)
+    return HEAP_POINTER + 2 + within + across
+
+
+def _entry_pages(key_bytes: float, postings: float, keys: float, data_bytes: float) -> tuple[float, float]:
+    """(entry-tree leaf pages, posting-tree pages) of `keys` distinct entries with `postings` rows each, whose
+    posting lists take `data_bytes`."""
     usable = BLOCK - PAGE_HEADER - GIN_SPECIAL
-    inline = _maxalign(8 + key_bytes + _posting_bytes(postings, rows, rows_per_page))
+    inline = _maxalign(8 + key_bytes + data_bytes)
     if inline <= GIN_MAX_ITEM:
         return keys * (inline + LINE_POINTER) / (usable * entry_fill(inline)), 0.0
-    data = _posting_bytes(postings, rows, rows_per_page)
-    data += math.ceil(data / GIN_SEGMENT) * 8
+    data = data_bytes + math.ceil(data_bytes / GIN_SEGMENT) * 8
     pages = math.ceil(data / (GIN_DATA_PAGE * GIN_FILLFACTOR))
     pages += math.ceil(pages / 600) if pages > 1 else 0  # internal pages of the posting tree
     tuple_bytes = _maxalign(8 + key_bytes)
@@ -142,26 +140,29 @@ def gin_size(table: Table, stats: EntryStats, family: str) -> int:
     if stats.sample_rows <= 0:
         return 2 * BLOCK
     rows = max(table.rows, 1.0)
-    share = min(1.0, stats.sample_rows / rows)
-    rows_per_page = rows / max(table.pages, 1)
-    frequent = [f for f in stats.frequencies if f[0] > 2]
+    heap_pages = max(float(table.pages), 1.0)
+    share = min(1.0, stats.sample_rows / rows)  # of the rows, and (whole pages sampled) of the pages
+    rows_per_page = rows / heap_pages
+    groups: list[tuple[float, float, float, float]] = []  # (key bytes, rows each, heap pages each, entries)
+    for count, number, width, pages in stats.frequencies:
+        if count > 2:
+            groups.append((_key_bytes(family, width), count / share, pages / share, float(number)))
     rare = [f for f in stats.frequencies if f[0] <= 2]
-    groups: list[tuple[float, float, float]] = [  # (key bytes, rows each, entries)
-        (_key_bytes(family, width), count / share, float(number)) for count, number, width in frequent]
     if rare:
-        once = next((n for c, n, _ in rare if c == 1), 0)
-        twice = next((n for c, n, _ in rare if c == 2), 0)
+        once = next((f[1] for f in rare if f[0] == 1), 0)
+        twice = next((f[1] for f in rare if f[0] == 2), 0)
         keys, each = rare_entries(once, twice, share)
-        width = sum(n * w for _, n, w in rare) / max(once + twice, 1)
-        groups.append((_key_bytes(family, width), each, keys))
+        width = sum(f[1] * f[2] for f in rare) / max(once + twice, 1)
+        groups.append((_key_bytes(family, width), each, each, keys))
     empty = (stats.sample_rows - stats.rows_with_entries) / share  # NULL or empty items: one entry each
     if empty >= 1:
-        groups.append((1.0, empty, 1.0))
+        groups.append((1.0, empty, min(empty, heap_pages), 1.0))
     leaf_pages = posting_pages = 0.0
-    for key_bytes, postings, keys in groups:
-        in_tree, pages = _entry_pages(key_bytes, postings, keys, rows, rows_per_page)
+    for key_bytes, postings, pages_with, keys in groups:
+        data = posting_bytes(postings, pages_with, heap_pages, rows_per_page)
+        in_tree, tree_pages = _entry_pages(key_bytes, postings, keys, data)
         leaf_pages += in_tree
-        posting_pages += pages
+        posting_pages += tree_pages
     leaf = math.ceil(leaf_pages)
     internal = math.ceil(leaf / 100) if leaf > 1 else 0
     return int((1 + max(leaf, 1) + internal + posting_pages) * BLOCK)

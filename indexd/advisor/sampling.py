@@ -52,10 +52,10 @@ _ENTRIES = {
 }
 _GIN = """
 WITH RECURSIVE s AS ({sample}), {entries},
-f AS (SELECT k, count(*) AS c FROM e GROUP BY k),
-ff AS (SELECT c, count(*) AS n, avg(octet_length(k)) AS w FROM f GROUP BY c)
+f AS (SELECT k, count(*) AS c, count(DISTINCT (rid::text::point)[0]) AS p FROM e GROUP BY k),
+ff AS (SELECT c, count(*) AS n, avg(octet_length(k)) AS w, avg(p) AS p FROM f GROUP BY c)
 SELECT (SELECT count(*) FROM s), (SELECT count(v) FROM s), (SELECT count(DISTINCT rid) FROM e),
-       array_agg(c ORDER BY c), array_agg(n ORDER BY c), array_agg(w ORDER BY c)
+       array_agg(c ORDER BY c), array_agg(n ORDER BY c), array_agg(w ORDER BY c), array_agg(p ORDER BY c)
   FROM ff
 """
 
@@ -67,16 +67,17 @@ class EntryStats:
     sample_rows: int
     nonnull_rows: int
     rows_with_entries: int  # the others are NULL or empty (one "null item" / "empty item" entry each)
-    frequencies: tuple[tuple[int, int, float], ...]  # (rows an entry is in, entries that often, avg text bytes)
+    # (rows an entry is in, entries that often, their average text bytes, the heap pages holding those rows)
+    frequencies: tuple[tuple[int, int, float, float], ...]
 
     @property
     def entries(self) -> int:
         """Sampled (row, entry) pairs."""
-        return sum(c * n for c, n, _ in self.frequencies)
+        return sum(f[0] * f[1] for f in self.frequencies)
 
     @property
     def distinct(self) -> int:
-        return sum(n for _, n, _ in self.frequencies)
+        return sum(f[1] for f in self.frequencies)
 
 
 def sample_clause(table: Table, key_sql: sql.Composable, limit: int | None = None) -> sql.Composed:
@@ -132,7 +133,7 @@ def entry_stats(cur: Any, table: Table, key: IndexKey, family: str, trigram_sche
         entries = entries.replace("{trgm}", '"' + trigram_schema.replace('"', '""') + '"')
     sample = sample_clause(table, key_sql(key), GIN_SAMPLE_ROWS)
     cur.execute(sql.SQL(_GIN).format(sample=sample, entries=sql.SQL(entries)))
-    rows, nonnull, with_entries, counts, numbers, widths = cur.fetchone()
-    frequencies = tuple((int(c), int(n), float(w or 0.0))
-                        for c, n, w in zip(counts or (), numbers or (), widths or (), strict=True))
+    rows, nonnull, with_entries, counts, numbers, widths, pages = cur.fetchone()
+    frequencies = tuple((int(c), int(n), float(w or 0.0), float(p or c))
+                        for c, n, w, p in zip(counts or (), numbers or (), widths or (), pages or (), strict=True))
     return EntryStats(int(rows), int(nonnull), int(with_entries or 0), frequencies)

@@ -217,13 +217,34 @@ def output_expression(item: Any, targets: Any, prefer_output: bool, scope: Scope
     const = item if isinstance(item, ast.A_Const) else None
     if const is not None and isinstance(const.val, ast.Integer):
         position = const.val.ival
-        return targets[position - 1].val if 1 <= position <= len(targets) else None
+        outputs: list[Any] = []
+        for target in targets:
+            outputs += _expanded(target.val, scope)
+            if outputs[-1] is None:  # the columns of a `*` are not known: positions after it are not either
+                break
+        return outputs[position - 1] if 1 <= position <= len(outputs) else None
     if isinstance(item, ast.ColumnRef) and len(item.fields) == 1 and isinstance(item.fields[0], ast.String):
         name = item.fields[0].sval
         named = [t.val for t in targets if t.name == name]
         if named and (prefer_output or scope.unqualified(name) is None):
             return named[0]
     return item
+
+
+def _expanded(value: Any, scope: Scope) -> list[Any]:
+    """A select-list entry as the output columns it stands for: `*` and `t.*` are every column of their
+    relations, in order (a relation whose columns are not known makes the positions after it unknown)."""
+    if not (isinstance(value, ast.ColumnRef) and isinstance(value.fields[-1], ast.A_Star)):
+        return [value]
+    qualifier = [f.sval for f in value.fields[:-1]]
+    rels = [scope.find(qualifier[-1], None)] if qualifier else scope.rels
+    found: list[Any] = []
+    for rel in rels:
+        if rel is None or (rel.scan is None and not rel.columns):
+            return [*found, None]
+        names = [c.name for c in rel.scan.table.columns] if rel.scan is not None else list(rel.columns)
+        found += [ast.ColumnRef(fields=(ast.String(sval=rel.name), ast.String(sval=n))) for n in names]
+    return found
 
 
 # ---- predicates -----------------------------------------------------------------------------------------------

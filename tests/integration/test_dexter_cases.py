@@ -61,7 +61,8 @@ def _advise(db: Database, query: str) -> Advice:
 
 
 def _key(col: str) -> IndexKey:
-    return IndexKey(col)
+    name, _, direction = col.partition(" ")
+    return IndexKey(name, descending=direction == "DESC")
 
 
 FINDS_INDEX = [
@@ -85,6 +86,9 @@ FINDS_INDEX = [
     ("order_column_alias", "SELECT user_id AS u FROM posts ORDER BY u DESC LIMIT 10", "public.posts", ("user_id",)),
     ("order_multiple", "SELECT * FROM posts ORDER BY user_id, blog_id LIMIT 10", "public.posts",
      ("user_id", "blog_id")),
+    # Dexter skips this one (it cannot give an index a direction); indexd can
+    ("order_multiple_direction", "SELECT * FROM posts ORDER BY user_id DESC, blog_id LIMIT 10", "public.posts",
+     ("user_id DESC", "blog_id")),
     ("schema", 'SELECT * FROM "Bar"."Foo" WHERE "Id" = 10000', "Bar.Foo", ("Id",)),
     ("normalized", "SELECT * FROM posts WHERE id = $1", "public.posts", ("id",)),
 ]
@@ -136,12 +140,22 @@ def test_update_rewriting_a_tenth_of_the_table_gets_no_index(dexter_db: Database
     assert any(d.query == "public.posts (user_id)" and "writes" in d.reason for d in advice.declined)
 
 
+def test_no_index_saves_all_of_the_cost(dexter_db: Database) -> None:
+    """Dexter's --min-cost-savings-pct 100: no index makes a statement free, so none is found."""
+    settings = IndexingSettings(min_calls=1, min_improvement_pct=100.0)
+    query = "SELECT * FROM posts WHERE id = 1"
+    advice = advise(dexter_db, settings, given_workload([Statement(query, calls=100)], settings))
+    assert advice.recommendations == ()
+    assert any(d.query == "public.posts (id)" and "(< 100%)" in d.reason for d in advice.declined)
+
+
 def test_parse_error_is_reported_not_dropped(dexter_db: Database) -> None:
     advice = _advise(dexter_db, "SELECT +")
     assert advice.skipped and advice.skipped[0].query == "SELECT +"
 
 
 def test_order_by_position_with_star(dexter_db: Database) -> None:
-    """Dexter finds nothing here ("not ideal", says its test); an index on the first column, id, is the answer."""
+    """Dexter finds nothing here ("not ideal", says its test); an index on the first column, id, is the answer:
+    position 1 of `*` is the table's first column."""
     advice = _advise(dexter_db, "SELECT * FROM posts ORDER BY 1 DESC LIMIT 10")
-    assert [[k.column for k in r.candidate.keys] for r in advice.recommendations] in ([], [["id"]])
+    assert [[k.label() for k in r.candidate.keys] for r in advice.recommendations] == [["id DESC"]]

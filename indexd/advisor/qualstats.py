@@ -141,7 +141,7 @@ def example_constants(normalized: str, example: str) -> dict[int, str]:
     if not ours:
         return {}
     for start, token in enumerate(theirs[:_MAX_PREFIX]):
-        if token.name == ours[0].name and example[token.start : token.end + 1] == normalized[: ours[0].end + 1]:
+        if token.name == ours[0].name:
             found = _aligned(normalized, ours, example, theirs[start:])
             if found is not None:
                 return found

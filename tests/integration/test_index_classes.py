@@ -80,11 +80,11 @@ def classes_db(pg_cluster: EmbeddedCluster) -> Iterator[tuple[Database, psycopg2
 
 
 def live_advice(db: Database, conn: psycopg2.extensions.connection, run: Run,
-                budget_bytes: int | None = None) -> Advice:
+                budget_bytes: int | None = None, qualstats: bool = True) -> Advice:
     """Run the statements for real (fresh pg_stat_statements and pg_qualstats), then advise on what they
     recorded, as the daemon does."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_stat_statements_reset(), pg_qualstats_reset()")
+        cur.execute("SELECT pg_stat_statements_reset()" + (", pg_qualstats_reset()" if qualstats else ""))
         for query, params in run:
             cur.execute(query, params)
             if cur.description is not None:
@@ -139,6 +139,23 @@ def test_partial_index_on_the_rare_value_a_queue_reads(classes_db) -> None:
     rec = next(r for r in advice.recommendations if r.candidate.where)
     assert rec.candidate.where == "status = 'pending'" and rec.candidate.keys[0].column == "created_at"
     assert rec.candidate.name() in plan_with(conn, advice, rec, query, ("pending",))
+
+
+def test_without_pg_qualstats_the_advice_says_once_what_it_would_add(classes_db) -> None:
+    db, conn = classes_db
+    query = "SELECT id, created_at FROM users WHERE status = %s ORDER BY created_at LIMIT 20"
+    with conn.cursor() as cur:
+        cur.execute("DROP EXTENSION pg_qualstats")
+    try:
+        advice = live_advice(db, conn, [(query, ("pending",))] * 20
+                             + [("SELECT id FROM users WHERE meta->>'plan' = %s", ("pro",))] * 20, qualstats=False)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION pg_qualstats")
+    notes = [w for w in advice.warnings if "pg_qualstats" in w]
+    assert len(notes) == 1 and "CREATE EXTENSION pg_qualstats" in notes[0], advice.warnings
+    assert "1 statement(s) comparing a column of few values" in notes[0] and "of 1 whose index expression" in notes[0]
+    assert not any(r.candidate.where for r in advice.recommendations)  # the constant is not known
 
 
 def test_sparse_column_gets_a_not_null_partial_index(classes_db) -> None:

@@ -6,6 +6,8 @@
   expression statistics and GIN entries read from a bounded sample (`sampling`, read-only).
 - GIN scans: per statement and GIN candidate, what `gincost` needs to cost the plan with it (the planner's
   selectivity of the conditions it serves, the table's rows and pages, the index's estimated pages).
+- Pruned partitions: a statement on a partitioned table whose plan (with no new index) reads one partition only
+  gets its candidates on that partition too (`on_the_one_partition`).
 """
 
 from __future__ import annotations
@@ -101,6 +103,37 @@ def _extension_schema(whatif: WhatIf, name: str) -> str:
         cur.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = %s", (name,))
         row = cur.fetchone()
     return str(row[0]).strip('"') if row else "public"
+
+
+def on_the_one_partition(cands: Candidates, queries: list[str], whatif: WhatIf, catalog: Catalog) -> Candidates:
+    """Candidates on a partitioned table, also on its one partition when the statement's plan reads only that one
+    (partition pruning on the partition key): the narrowest index that serves it."""
+    by_statement = [list(found) for found in cands.by_statement]
+    gin_uses = dict(cands.gin_uses)
+    for i, found in enumerate(cands.by_statement):
+        parents = sorted({key for c in found if (key := f"{c.schema}.{c.table}") in catalog.tables
+                          and catalog.tables[key].kind == "p"})
+        plan = whatif.plan(i, queries[i], frozenset()) if parents else None
+        if plan is None:
+            continue
+        for key in parents:
+            read = [t for t in _leaves(catalog, catalog.tables[key]) if t.name in plan.scanned]
+            if len(read) != 1:
+                continue
+            for cand in [c for c in found if f"{c.schema}.{c.table}" == key]:
+                moved = IndexCandidate(read[0].schema, read[0].name, cand.keys, cand.method, cand.where, cand.include)
+                by_statement[i] += [] if moved in by_statement[i] else [moved]
+                if (i, cand) in cands.gin_uses:
+                    gin_uses[(i, moved)] = cands.gin_uses[(i, cand)]
+    added = {c for found in by_statement for c in found}
+    return Candidates(by_statement, cands.all | added, cands.skipped, cands.through_view, cands.needs_extension,
+                      gin_uses)
+
+
+def _leaves(catalog: Catalog, table: Table) -> list[Table]:
+    """The partitions holding rows (at any depth) under a partitioned table."""
+    names = partitions_of(catalog, table)
+    return [t for t in catalog.tables.values() if t.kind == "r" and t.name in names and t.parent is not None]
 
 
 def partitions_of(catalog: Catalog, table: Table) -> frozenset[str]:

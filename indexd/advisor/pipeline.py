@@ -14,7 +14,7 @@ from pglast.parser import ParseError
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
 from indexd.advisor.classes import extension_notes
-from indexd.advisor.measure import measure
+from indexd.advisor.measure import measure, on_the_one_partition
 from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
 from indexd.advisor.qualstats import with_real_constants
 from indexd.advisor.select import Selection, select
@@ -87,6 +87,7 @@ def advise(
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
                 through_view=cands.through_view, catalog=catalog) as whatif:
+        cands = on_the_one_partition(cands, [s.query for s in statements], whatif, catalog)
         measured = measure(whatif, catalog, cands)
         whatif.modeled = measured.gin_scans
         cands = cands.without(measured.refused)

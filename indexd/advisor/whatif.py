@@ -68,6 +68,7 @@ class PlanCost:
 
     cost: float
     used: frozenset[IndexCandidate] = frozenset()
+    scanned: frozenset[str] = frozenset()  # the relations the plan reads ("Relation Name")
 
 
 @dataclass
@@ -95,15 +96,15 @@ def check_explainable(query: str) -> tuple[str, SkipReason] | None:
     return None if kind in _EXPLAINABLE else (f"{kind} cannot be explained", statement_reason(kind))
 
 
-def index_names_in(plan: Any) -> set[str]:
-    """Every "Index Name" anywhere in an EXPLAIN (FORMAT JSON) plan."""
+def index_names_in(plan: Any, field: str = "Index Name") -> set[str]:
+    """Every "Index Name" (or another field) anywhere in an EXPLAIN (FORMAT JSON) plan."""
     found: set[str] = set()
     stack = [plan]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if "Index Name" in node:
-                found.add(node["Index Name"])
+            if field in node:
+                found.add(node[field])
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -254,7 +255,7 @@ class WhatIf:
         if scans:
             cost, modeled = with_gin(plan[0]["Plan"], scans, self.planner_costs)
             used |= modeled
-        return PlanCost(cost, used)
+        return PlanCost(cost, used, frozenset(index_names_in(plan, "Relation Name")))
 
     def _failed(self, statement_index: int, problem: str, reason: SkipReason) -> None:
         log.debug("statement %s cannot be costed (%s): %s", statement_index, reason, problem)

@@ -22,8 +22,9 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSetting
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.state.migrations import migrate
-from indexd.statements.statement import Workload
+from indexd.statements.statement import Statement, Workload
 from indexd.workload.capture import cumulative_workload
+from indexd.workload.lookback import given_workload
 
 SCHEMA = """
 CREATE EXTENSION pg_trgm;
@@ -270,6 +271,14 @@ def test_a_query_on_one_partition_gets_the_index_on_that_partition(classes_db) -
     assert "readings_2025" in tables, (advice.recommendations, advice.declined)
     rec = next(r for r in advice.recommendations if r.candidate.table == "readings_2025")
     assert rec.candidate.name() in plan_with(conn, advice, rec, query, (42,))
+
+
+def test_a_statement_pruned_to_one_partition_gets_the_index_on_that_partition(classes_db) -> None:
+    """The plan reads readings_2025 only (its dates): the index there serves it, at a fraction of the parent's."""
+    db, _ = classes_db
+    query = "SELECT id, value FROM readings WHERE taken >= '2025-03-01' AND taken < '2025-05-01' AND sensor = 5"
+    advice = advise(db, SETTINGS, given_workload([Statement(query, calls=500)], SETTINGS))
+    assert [r.candidate.table for r in advice.recommendations] == ["readings_2025"], advice.declined
 
 
 def test_plain_btree_schema_gets_nothing_else(classes_db) -> None:

@@ -12,7 +12,8 @@ statement. The advisor uses them two ways:
    right side of a jsonb operator) take their value from the statement's example; the values compared stay
    parameters. (An application writes such keys into its SQL; they do not change between executions.)
 2. Dominant constants: a constant making up at least DOMINANT_SHARE of a statement's executions of `column = $n`,
-   whose share of the table's rows (pg_stats) is rare in a column of few values or differs from the generic
+   whose share of the table's rows (pg_stats, else the filter ratio pg_qualstats measured when it was the scan's
+   only filter) is rare in a column of few values or differs from the generic
    plan's average by SKEW_RATIO or more (a queue's 'pending', a huge tenant), becomes a variant of the statement
    with that literal, weighted by its share of the calls: the partial index `WHERE status = 'pending'` and the
    real selectivity are costed on it; the other calls stay generic.
@@ -54,7 +55,8 @@ _KEY_OPERATORS = frozenset({"->", "->>", "#>", "#>>"})
 _CONSTANT_TOKENS = frozenset({"SCONST", "ICONST", "FCONST", "BCONST", "XCONST", "USCONST", "TRUE_P", "FALSE_P",
                               "NULL_P"})
 _CONSTANTS = """
-SELECT q.queryid, n.nspname, c.relname, a.attname, q.constvalue, sum(q.occurences)
+SELECT q.queryid, n.nspname, c.relname, a.attname, q.constvalue, sum(q.occurences), sum(q.execution_count),
+       sum(q.nbfiltered), bool_and(q.qualid IS NULL AND q.eval_type = 'f')
   FROM {schema}.pg_qualstats q
   JOIN pg_class c ON c.oid = coalesce(q.lrelid, q.rrelid)
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -70,6 +72,7 @@ _EXAMPLES = "SELECT queryid, query FROM {schema}.pg_qualstats_example_queries() 
 class Constant:
     literal: str  # as pg_qualstats prints it: 'pending'::text
     executions: int
+    kept: float | None = None  # share of the rows it let through, when it was the scan's only filter
 
 
 @dataclass
@@ -92,9 +95,11 @@ def read_constants(conn: PgConnection, queryids: Sequence[int]) -> QualConstants
     try:
         with conn.cursor() as cur:
             cur.execute(sql.SQL(_CONSTANTS).format(schema=schema), (list(queryids),))
-            for queryid, nsp, rel, column, literal, executions in cur.fetchall():
+            for queryid, nsp, rel, column, literal, executions, rows, filtered, alone in cur.fetchall():
+                # alone: the scan's only filter, so its filter ratio is this constant's own
+                kept = 1.0 - float(filtered) / float(rows) if alone and rows else None
                 found.equal.setdefault((queryid, f"{nsp}.{rel}", column), []).append(
-                    Constant(literal, int(executions)))
+                    Constant(literal, int(executions), kept))
             cur.execute(sql.SQL(_EXAMPLES).format(schema=schema), (list(queryids),))
             found.examples = {queryid: text for queryid, text in cur.fetchall() if text}
     except psycopg2.Error as err:
@@ -234,12 +239,14 @@ def _value_text(literal: str) -> str | None:
     return constant_text(node) if isinstance(node, ast.A_Const) and not node.isnull else None
 
 
-def interesting(table: Table, column_name: str, value: str) -> bool:
-    """A constant whose rows are rare in a column of few values, or far from the generic plan's average."""
+def interesting(table: Table, column_name: str, value: str, kept: float | None = None) -> bool:
+    """A constant whose rows are rare in a column of few values, or far from the generic plan's average; its
+    share of the rows from pg_stats, else from the filter ratio pg_qualstats measured (`kept`)."""
     column = table.column(column_name)
     if column is None:
         return False
     share = value_fraction(column, table, FixedFilter(column_name, "eq", value, ""))
+    share = kept if share is None else share
     distinct = distinct_values(table, IndexKey(column=column_name))
     if share is None or distinct <= 0:
         return False
@@ -262,7 +269,7 @@ def variants(stmt: Statement, constants: QualConstants, catalog: Catalog) -> lis
         for const in sorted(seen, key=lambda c: -c.executions)[:MAX_VARIANTS]:
             share = const.executions / total if total else 0.0
             value = _value_text(const.literal)
-            if share >= DOMINANT_SHARE and value is not None and interesting(table, column, value):
+            if share >= DOMINANT_SHARE and value is not None and interesting(table, column, value, const.kept):
                 picked.append((number, const, share))
         if sum(p[2] for p in picked) > sum(p[2] for p in best):
             best = picked

@@ -63,6 +63,17 @@ def test_a_dominant_rare_constant_becomes_a_weighted_variant() -> None:
     assert expand([stmt], common, CATALOG) == [stmt]
 
 
+def test_the_measured_filter_ratio_stands_in_for_missing_statistics() -> None:
+    bare = Table("public", "jobs", "r", 1_000_000, 20_000, (Column("id", "bigint", 8, -1.0, 0.0),
+                                                           Column("state", "text", 6, 3.0, 0.0)))
+    catalog = Catalog(tables={bare.qualified: bare})
+    stmt = Statement("SELECT id FROM jobs WHERE state = $1", calls=10, queryid=14)
+    rare = QualConstants(equal={(14, "public.jobs", "state"): [Constant("'queued'::text", 10, kept=0.002)]})
+    assert [v.query for v in expand([stmt], rare, catalog)] == ["SELECT id FROM jobs WHERE state = 'queued'"]
+    unknown = QualConstants(equal={(14, "public.jobs", "state"): [Constant("'queued'::text", 10)]})
+    assert expand([stmt], unknown, catalog) == [stmt]
+
+
 def test_a_huge_tenant_is_costed_with_its_own_selectivity() -> None:
     stmt = Statement("SELECT id FROM jobs WHERE tenant_id = $1", calls=100, queryid=12)
     constants = QualConstants(equal={(12, "public.jobs", "tenant_id"): [Constant("7", 60), Constant("8", 40)]})

@@ -73,7 +73,8 @@ def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[A
         cols = ", ".join(k.label() for k in cand.keys)
         extra = (f" INCLUDE ({', '.join(cand.include)})" if cand.include else "") + (
             f" WHERE {cand.where}" if cand.where else "")
-        rows.append([ids.get(cand.fingerprint()), origin, f"({cols}){extra}", f"{cand.schema}.{cand.table}",
+        method = "" if cand.method == "btree" else f"{cand.method} "
+        rows.append([ids.get(cand.fingerprint()), origin, f"{method}({cols}){extra}", f"{cand.schema}.{cand.table}",
                      human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
                      human_rate(rec.write_overhead), len(rec.queries)])
     return rows

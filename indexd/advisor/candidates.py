@@ -71,7 +71,6 @@ class Candidates:
     # The conjuncts each GIN candidate serves in each statement (for costing it without HypoPG)
     gin_uses: dict[tuple[int, IndexCandidate], list[ClassUse]] = field(default_factory=dict)
 
-
     def without(self, dropped: Iterable[IndexCandidate]) -> Candidates:
         """The same candidates less the dropped ones."""
         gone = set(dropped)

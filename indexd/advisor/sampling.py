@@ -4,7 +4,8 @@ pg_stats describes columns, not the expressions an expression index would hold (
 what a GIN index stores per row (jsonb keys and values, array elements, lexemes, trigrams). Both are measured on
 about SAMPLE_ROWS rows (GIN_SAMPLE_ROWS for GIN entries) read with `TABLESAMPLE SYSTEM ... REPEATABLE` (whole
 pages spread over the table, so a large table costs a few hundred pages), in the caller's session (the what-if
-session: read-only, under its statement_timeout, JIT off).
+session: read-only, under its statement_timeout, JIT off). Each starts with OWN_MARK, so capture does not take
+indexd's own samples for the application's workload.
 
 The number of distinct values of the whole table is estimated from the sample with the estimator ANALYZE uses
 (Haas and Stokes' Duj1: n·d / (n − f1 + f1·n/N), f1 = values seen once).
@@ -18,12 +19,13 @@ from typing import Any
 from psycopg2 import sql
 
 from indexd.advisor.model import Column, IndexKey, Table
+from indexd.statements.statement import OWN_MARK
 
 SAMPLE_ROWS = 10_000  # for an expression's width and distinct values
 GIN_SAMPLE_ROWS = 3_000  # for GIN entries (each row yields many; calibrated: estimates as close as with 20,000)
 _SEED = 7
 
-_EXPRESSION = """
+_EXPRESSION = OWN_MARK + """
 WITH s AS ({sample}), g AS (SELECT v, count(*) AS c FROM s WHERE v IS NOT NULL GROUP BY v)
 SELECT (SELECT count(*) FROM s), (SELECT count(v) FROM s), (SELECT avg(size) FROM s),
        (SELECT format_type(t.oid, NULL) || ':' || t.typlen FROM s JOIN pg_type t ON t.oid = pg_typeof(s.v)
@@ -50,7 +52,7 @@ _ENTRIES = {
     "tsvector": "e AS (SELECT DISTINCT rid, x.lexeme AS k FROM s, unnest(v) x)",
     "trigram": "e AS (SELECT DISTINCT rid, x AS k FROM s, unnest({trgm}.show_trgm(v)) x)",
 }
-_GIN = """
+_GIN = OWN_MARK + """
 WITH RECURSIVE s AS ({sample}), {entries},
 f AS (SELECT k, count(*) AS c, count(DISTINCT (rid::text::point)[0]) AS p FROM e GROUP BY k),
 ff AS (SELECT c, count(*) AS n, avg(octet_length(k)) AS w, avg(p) AS p FROM f GROUP BY c)

@@ -23,7 +23,7 @@ from indexd.clock import utcnow
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import IndexdError
 from indexd.state.snapshots import insert_snapshot
-from indexd.statements.statement import Statement
+from indexd.statements.statement import OWN_MARK, Statement
 from indexd.statements.tree import walk
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,12 @@ def is_workload_statement(query: str, state_schema: str, not_user: frozenset[str
     Left out: anything but one SELECT/INSERT/UPDATE/DELETE/MERGE; statements that touch no user table (they
     only call functions or read catalogs: set_config, advisory locks, to_regclass, hypopg_*, pg_stat_*);
     PostgreSQL's own foreign-key checks (SELECT ... FROM ONLY t ... FOR KEY SHARE); statements on the state
-    schema. `not_user` names relations that are no user table either ("name" unqualified, "schema.name"), such
-    as the state tables and extensions' views: see non_user_relations().
+    schema; indexd's own statements on user tables (they start with OWN_MARK). `not_user` names relations that
+    are no user table either ("name" unqualified, "schema.name"), such as the state tables and extensions'
+    views: see non_user_relations().
     """
+    if query.lstrip().startswith(OWN_MARK):  # indexd's own samples of user tables
+        return False
     try:
         stmts = parse_sql(query)
     except ParseError:

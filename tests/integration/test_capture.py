@@ -164,7 +164,9 @@ def test_server_without_the_preload() -> None:
 
 def test_indexd_own_and_internal_statements_are_not_workload(items: Database, pg_conn) -> None:
     """After migrate, leadership, a what-if session and foreign-key checks, only the application's statements remain."""
+    from indexd.advisor.catalog import load_catalog
     from indexd.advisor.model import IndexCandidate, IndexKey
+    from indexd.advisor.sampling import expression_column
     from indexd.advisor.whatif import WhatIf
     from indexd.lifecycle.leader import Leadership
 
@@ -185,6 +187,10 @@ def test_indexd_own_and_internal_statements_are_not_workload(items: Database, pg
     with WhatIf(items) as wi:
         assert wi.cost(0, "SELECT * FROM items WHERE kind = $1",
                        frozenset([IndexCandidate("public", "items", (IndexKey("kind"),))])) is not None
+        with wi.conn.cursor() as cur:  # a sample of the rows, as sizes of expression and GIN indexes take
+            sampled = expression_column(cur, load_catalog(wi.conn).tables["public.items"],
+                                        IndexKey(expression="kind % 3"))
+        assert sampled is not None and sampled.type == "integer"
     found = _by_query(workload(items, LOOKBACK, now=T0 + timedelta(hours=1)))
     assert set(found) == {
         "INSERT INTO items SELECT g, g % $1 FROM generate_series($2, $3) g",

@@ -240,7 +240,7 @@ def test_tenant_scoped_lookups_get_the_two_column_candidate_that_serves_them_all
     with db.connection() as c:
         catalog = load_catalog(c)
     cands = generate(statements, catalog, SETTINGS)
-    index = next(i for i, s in enumerate(statements) if "email" in s.query)
+    index = next(i for i, s in enumerate(statements) if "tenant_id = $1 AND email = $2" in s.query)
     two = IndexCandidate("public", "users", (IndexKey("tenant_id"), IndexKey("email")))
     assert two in cands.by_statement[index]
     with WhatIf(db, catalog=catalog) as whatif:

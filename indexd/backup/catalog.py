@@ -20,15 +20,16 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from indexd.backup.manifest import (
+    FOREIGN,
     MANIFEST_SUFFIX,
     PARTIAL_PREFIX,
     PARTIAL_SUFFIX,
     BackupInfo,
     check_name,
     ensure_private_dir,
-    read_manifest,
 )
 from indexd.backup.retention import Decision, decide, policy_from_settings
+from indexd.backup.vetting import require_own, vet_manifest
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import connect_kwargs, redact_dsn
@@ -57,8 +58,8 @@ def _mtime(path: Path) -> datetime:
 
 
 def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
-    """The backups in one database's folder: every readable manifest, and (for retention) partial or
-    orphaned dumps that have none, as status 'partial'."""
+    """The backups in one database's folder: every readable manifest (foreign ones as status 'foreign', see
+    `vetting`), and (for retention) partial or orphaned dumps that have none, as status 'partial'."""
     if not folder.is_dir():
         return []
     found: dict[str, BackupInfo] = {}
@@ -67,11 +68,11 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
     named = {p.name[: -len(MANIFEST_SUFFIX)] for p in manifests}
     for path in manifests:
         try:
-            info = read_manifest(path)
+            info = vet_manifest(folder, path)
         except BackupError as exc:
             log.warning("%s", exc)
             continue
-        found[info.id] = info
+        found[info.id if info.status != FOREIGN else f"{path.name} (foreign)"] = info
     if not leftovers:
         return list(found.values())
     for path in sorted(folder.iterdir()):
@@ -84,8 +85,10 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
                 continue
         else:
             continue
+        linked = path.is_symlink()  # a link is never followed, nor removed as if it were our leftover
         found.setdefault(f"{bid} (leftover {name})", BackupInfo(
-            id=bid, database=folder.name, started_at=_mtime(path), status="partial", path=path,
+            id=bid, database=folder.name, started_at=_mtime(path), status=FOREIGN if linked else "partial",
+            path=path, error="a leftover that is a symbolic link" if linked else None,
         ))
     return list(found.values())
 
@@ -136,7 +139,8 @@ def remove_path(path: Path) -> None:
 
 
 def delete_backup(info: BackupInfo) -> None:
-    """The manifest goes first (the backup stops existing at once), then its data."""
+    """The manifest goes first (the backup stops existing at once), then its data. Never a foreign one."""
+    require_own(info, "delete")
     if info.manifest_path is not None:
         with contextlib.suppress(FileNotFoundError):
             info.manifest_path.unlink()
@@ -151,7 +155,7 @@ def prune(db: DatabaseSettings, *, now: datetime | None = None, dry_run: bool = 
     folder = backup_folder(db)
     decisions = decide(scan(folder), now or utcnow(), policy_from_settings(db.backups))
     for d in decisions:
-        if d.keep or dry_run:
+        if d.keep or dry_run or d.backup.status == FOREIGN:
             continue
         log.info("deleting backup %s of %s: %s", d.backup.id, db.name, d.reason)
         delete_backup(d.backup)

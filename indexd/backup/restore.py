@@ -22,6 +22,7 @@ from psycopg2 import sql
 
 from indexd.backup.command import find_binary, libpq_connection, password_of, run_command
 from indexd.backup.manifest import BackupInfo, checksum_problems
+from indexd.backup.vetting import require_own
 from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.dsn import connect_kwargs, parse_dsn, redact_dsn
@@ -230,7 +231,7 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
     from indexd.backup.catalog import find_backup
 
     _check_target_name(target_db)
-    info = find_backup(settings, backup_id)
+    info = require_own(find_backup(settings, backup_id), "restore")
     problems = checksum_problems(info)
     if problems:
         raise BackupError(f"refusing to restore {backup_id}: " + "; ".join(problems))

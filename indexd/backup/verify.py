@@ -14,9 +14,9 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from indexd.backup.catalog import find_backup, record_in_catalog
+from indexd.backup.catalog import find_backup, record_in_catalog, scan
 from indexd.backup.command import CommandFailed
-from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
+from indexd.backup.manifest import BackupInfo, checksum_problems, update_manifest
 from indexd.backup.restore import (
     admin_connection,
     configured_database,
@@ -28,6 +28,7 @@ from indexd.backup.restore import (
     server_for,
     server_kwargs,
 )
+from indexd.backup.vetting import require_own
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.errors import BackupError, UsageError
@@ -56,17 +57,20 @@ class RestoreTestResult:
 
 
 def find_in_dir(backups_dir: Path | str, backup_id: str) -> BackupInfo:
+    """The backup with this id among the vetted manifests under `backups_dir` (no path is built from the id)."""
     root = Path(backups_dir)
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        path = folder / f"{backup_id}{MANIFEST_SUFFIX}"
-        if path.is_file():
-            return read_manifest(path)
+        if not folder.is_dir():
+            continue
+        for info in scan(folder, leftovers=False):
+            if info.id == backup_id:
+                return info
     raise UsageError(f"no backup {backup_id!r} under {backups_dir}")
 
 
 def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | None = None) -> VerifyResult:
     """Re-check a backup's checksum(s) and table of contents; record the outcome in its manifest."""
-    info = find_in_dir(backups_dir, backup_id)
+    info = require_own(find_in_dir(backups_dir, backup_id), "verify")
     started = monotonic()
     problems = checksum_problems(info)
     checksum_ok = not problems
@@ -145,7 +149,7 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
 
     The manifest records the outcome (`restore_test`, and verified_at or status failed). A backup that
     pg_restore cannot restore is marked failed too; a cancelled run or an unreachable server marks nothing."""
-    info = find_backup(settings, backup_id)
+    info = require_own(find_backup(settings, backup_id), "test-restore")
     started = monotonic()
     problems = checksum_problems(info)
     if problems:

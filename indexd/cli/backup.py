@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
-from indexd.backup.manifest import BackupInfo
+from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.cli.common import load, print_json, print_table, targets
 from indexd.clock import utcnow
@@ -101,6 +101,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
             "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
             "policy": d.action if d else None, "policy_reason": d.reason if d else None,
+            "foreign": b.status == FOREIGN, "foreign_reason": b.error if b.status == FOREIGN else None,
         })
     if args.json:
         print_json(rows)
@@ -111,8 +112,13 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ["id", "database", "started (UTC)", "size", "status", "verified (UTC)", "policy"],
         [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
-          r["policy"]] for b, r in zip(backups, rows, strict=True)],
+          "never touched" if b.status == FOREIGN else r["policy"]] for b, r in zip(backups, rows, strict=True)],
     )
+    foreign = [b for b in backups if b.status == FOREIGN]
+    if foreign:
+        print(f"\n{len(foreign)} foreign manifest(s): never deleted, verified or restored by indexd")
+        for b in foreign:
+            print(f"  {b.path}: {b.error}")
     return 0
 
 

@@ -197,5 +197,8 @@ def restore(args: argparse.Namespace) -> int:
     replaced = " (replaced the existing database)" if result.replaced_existing else ""
     print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
           f"{result.duration_s:.1f}s{replaced}")
+    if result.kept_old:
+        print(f"warning: the previous database is kept as {result.kept_old}: drop it with "
+              f"DROP DATABASE {result.kept_old}", file=sys.stderr)
     return 0
 

@@ -19,7 +19,7 @@ def recommend(args: argparse.Namespace) -> int:
     target = common.single_target(args, settings)
     statements = None
     if args.queries:
-        loaded = read_queries(Path(args.queries))
+        loaded = read_queries(Path(args.queries), int(target.indexing.queries_max_bytes))
         for problem in loaded.problems:
             sys.stderr.write(f"indexd: left out of the workload: {problem}\n")
         statements = loaded.statements

@@ -132,6 +132,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.IndexingSettings, "lock_timeout"): positive,
     (S.IndexingSettings, "build_timeout"): positive,
     (S.IndexingSettings, "maintenance_work_mem"): at_least(1024**2),
+    (S.IndexingSettings, "queries_max_bytes"): between(1024, 1024**3),
     (S.BackupSettings, "schedule"): cron,
     (S.BackupSettings, "jobs"): at_least(1),
     (S.BackupSettings, "compression"): between(0, 9),

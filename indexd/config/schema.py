@@ -131,6 +131,7 @@ class IndexingSettings:
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.
     build_throughput: ByteSize = ByteSize(32 * 1024**2)
+    queries_max_bytes: ByteSize = ByteSize(64 * 1024**2)  # largest `recommend --queries` input (file or folder)
     windows: tuple[WindowSettings, ...] = (WindowSettings(),)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)

@@ -3,8 +3,9 @@
 The statement runs on a dedicated autocommit connection with lock_timeout (so the build gives up rather than
 queue the application behind it), statement_timeout and maintenance_work_mem set, and is audited before and
 after on a separate connection, so the audit survives a crash in the middle. A failed build leaves an INVALID
-index behind: it is dropped at once when possible, else by `cleanup_invalid` on the next start. An index on a
-partitioned table cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
+index behind: it is dropped at once, except after a lock timeout (the drop would wait for the same locks a
+second time: see `deferred`), and else by `cleanup_invalid` in the next run. An index on a partitioned table
+cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
 
 These functions check the guards only between the steps of a partitioned build: `apply` asks every guard
 right before it calls them.
@@ -36,6 +37,7 @@ from indexd.lifecycle.ddl import (
     index_state,
     prepare_session,
 )
+from indexd.lifecycle.deferred import defer_drop, gave_up_on_lock
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
@@ -184,6 +186,18 @@ def _settle_existing(db: Database, conn: PgConnection, rec: StoredRecommendation
     return None
 
 
+def _leftover_after_failure(db: Database, conn: PgConnection, rec: StoredRecommendation, exc: psycopg2.Error,
+                            reason: str, job_id: str | None) -> None:
+    """Drop the INVALID leftover of a failed build now, or, when the build gave up at lock_timeout, leave it
+    (audited as deferred) to the next run's cleanup instead of waiting for the same locks again."""
+    if not gave_up_on_lock(exc):
+        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {reason}",
+                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+    elif index_state(conn, rec.table_schema, rec.index_name) is not None:
+        defer_drop(db, rec.table_schema, rec.index_name, why=f"INVALID leftover of a build that gave up: {reason}",
+                   recommendation_id=rec.id, job_id=job_id)
+
+
 def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
     """Fresh statistics for the planner (expression indexes get their own); a failure costs only freshness."""
     try:
@@ -208,7 +222,6 @@ def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, e
     except psycopg2.Error:
         log.error("could not record the failed build of %s; start-up cleanup will", rec.index_name, exc_info=True)
     if not conn.closed:
-        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {reason}",
-                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+        _leftover_after_failure(db, conn, rec, exc, reason, job_id)
     return BuildResult(rec.table_schema, rec.index_name, "failed", reason, duration, None, rec.id, intent, retry)
 

@@ -1,13 +1,12 @@
 """`indexd status`: what is going on with each database, gathered from the database itself (leader lock,
-pause, job runs, recommendations, audit log), the backup manifests on disk, and the running daemon's /health
-for what only it knows (pool and breaker). Read-only; never shows a secret."""
+pause, job runs, recommendations, audit log), the backup manifests on disk, and the leading daemon's /health
+for what only it knows (pool and breaker). The daemon asked is the process that holds the database's leader
+lock, found from the database (see `status_daemon`), never whatever answers on a configured port.
+Read-only; never shows a secret."""
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,42 +15,24 @@ from psycopg2 import sql
 
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
+from indexd.db.dsn import parse_dsn, redact_dsn
 from indexd.db.pool import Database, PgConnection
+from indexd.errors import ConfigError
+from indexd.service.http import read_token
+from indexd.status_daemon import Found, Holder, identify, matching_database
 
 log = logging.getLogger(__name__)
 
 ALL_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
-HTTP_TIMEOUT_S = 3.0
+NOT_REACHABLE = "daemon not reachable"
 
 _LEADER = """
-SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start
+SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start, inet_server_port()
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (
       SELECT oid FROM pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
 """
-
-
-def daemon_health(settings: Settings) -> dict[str, Any] | None:
-    """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    from indexd.service.http import parse_listen, read_token
-
-    if not settings.http.enabled:
-        return None
-    host, port = parse_listen(settings.http.listen)
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/health"
-    req = urllib.request.Request(url)
-    token = read_token(settings.http)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            return dict(json.loads(resp.read().decode()))
-    except (OSError, ValueError) as exc:
-        log.debug("daemon /health at %s not reachable: %s", url, exc)
-        return None
 
 
 def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
@@ -64,9 +45,9 @@ def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
         row = cur.fetchone()
     if row is None:
         return None
-    pid, app, addr, port, since = row
+    pid, app, addr, port, since, server_port = row
     return {"pid": pid, "application_name": app, "client": f"{addr}:{port}" if addr else "local socket",
-            "since": since}
+            "since": since, "holder": Holder(int(pid), addr, port, int(server_port or 0))}
 
 
 def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
@@ -137,11 +118,34 @@ def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
                         "verified_at": b.verified_at} for b in latest]}
 
 
+def _daemon_of(entry: dict[str, Any], name: str, dbname: str, token: str | None,
+               cache: dict[int, Found]) -> Found:
+    """Find the leading daemon of one database (see `status_daemon`); fill in its live pool and breaker."""
+    if "leader" not in entry:
+        found = Found("the leader is unknown: the database could not be read")
+        entry["daemon"] = f"{NOT_REACHABLE}: {found.note}"
+        return found
+    leader = entry["leader"]
+    found = identify(leader.pop("holder") if leader else None, token, cache=cache)
+    if leader:
+        leader.update(process=found.os_pid, daemon=found.note)
+    live = matching_database(found.health, name, dbname) if found.health else None
+    entry["daemon"] = ({k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")} if live
+                       else f"{NOT_REACHABLE}: {found.note}")
+    return found
+
+
 def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime | None = None) -> dict[str, Any]:
     """Everything `status` shows, per database; an unreachable database gets an `error` and the rest."""
     now = now or utcnow()
-    health = daemon_health(settings)
-    out: dict[str, Any] = {"daemon": _daemon_summary(health), "databases": {}}
+    try:
+        token = read_token(settings.http)
+    except ConfigError as exc:
+        log.warning("asking the daemon without a token: %s", exc)
+        token = None
+    cache: dict[int, Found] = {}
+    daemons: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"daemon": NOT_REACHABLE, "databases": {}}
     for dbs in databases:
         entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
         db = None
@@ -157,15 +161,25 @@ def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime 
                 db.close()
         entry["next_runs"] = next_runs(settings, dbs.name, now)
         entry["backups"] = _backups(settings, dbs)
-        live = (health or {}).get("databases", {}).get(dbs.name)
-        entry["daemon"] = ({k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")} if live
-                           else "daemon not reachable")
+        found = _daemon_of(entry, dbs.name, str(db_name(dbs)), token, cache)
+        if found.health is not None and found.os_pid not in (d["pid"] for d in daemons):
+            daemons.append(_daemon_summary(found.health))
         out["databases"][dbs.name] = entry
+    if len(daemons) == 1:
+        out["daemon"] = daemons[0]
+    elif daemons:
+        out["daemon"] = {"daemons": daemons}
     return out
 
 
-def _daemon_summary(health: dict[str, Any] | None) -> dict[str, Any] | str:
-    if health is None:
-        return "daemon not reachable"
-    return {k: health.get(k) for k in ("status", "live", "ready", "uptime_s", "config", "reloads",
+def db_name(db: DatabaseSettings) -> str | None:
+    """The database a DSN names (to match a daemon's entry for it when the names in the configs differ)."""
+    try:
+        return parse_dsn(db.dsn).get("dbname")
+    except ConfigError:
+        return None
+
+
+def _daemon_summary(health: dict[str, Any]) -> dict[str, Any]:
+    return {k: health.get(k) for k in ("pid", "status", "live", "ready", "uptime_s", "config", "reloads",
                                        "last_reload_error")}

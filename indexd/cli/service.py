@@ -168,10 +168,11 @@ def _when(value: Any) -> str:
 def _print_status(report: dict[str, Any]) -> None:
     d = report["daemon"]
     if isinstance(d, str):
-        print("daemon: not reachable (not running, or its http endpoint is off); the readings below come from "
-              "the database alone")
+        print("daemon: not reachable (not running, not on this host, or its http endpoint is off); the readings "
+              "below come from the database alone")
     else:
-        print(f"daemon: {d['status']}, up {d['uptime_s']:.0f}s, config {d['config']}")
+        for one in d.get("daemons", [d]):
+            print(f"daemon: pid {one.get('pid')}, {one['status']}, up {one['uptime_s']:.0f}s, config {one['config']}")
     for name, db in report["databases"].items():
         print(f"\n== {name}  ({db['dsn']})")
         if "error" in db:
@@ -183,6 +184,7 @@ def _print_status(report: dict[str, Any]) -> None:
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
         else:
             print("   breaker/pool: unknown without the daemon")
+            print(f"   daemon: {str(live).split(': ', 1)[-1]}")
         if "error" not in db:
             _print_db_state(db)
         _print_jobs(db)

@@ -43,7 +43,8 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
     report = json.loads(out)
     assert report["daemon"] == "daemon not reachable"
     db = report["databases"]["main"]
-    assert db["leader"] is None and db["pause"] is None and db["daemon"] == "daemon not reachable"
+    assert db["leader"] is None and db["pause"] is None
+    assert db["daemon"] == "daemon not reachable: no process holds the leader lock: no daemon leads this database"
     assert set(db["next_runs"]) >= {"capture", "advise", "apply", "verify", "backup"}
     assert "topsecret" not in out
     code, text, err = _status(cfg)

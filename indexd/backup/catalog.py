@@ -106,10 +106,11 @@ def list_backups(settings: Settings, database: str | None = None) -> list[Backup
 
 
 def find_backup(settings: Settings, backup_id: str) -> BackupInfo:
-    """The backup with this id, from its manifest alone (works when the source database is gone)."""
-    for info in list_backups(settings):
-        if info.id == backup_id:
-            return info
+    """The backup with this id, from its manifest alone (works when the source database is gone). A foreign
+    manifest claiming the id of one of ours never hides ours; alone, it is returned (and refused by its users)."""
+    found = sorted((b for b in list_backups(settings) if b.id == backup_id), key=lambda b: b.status == FOREIGN)
+    if found:
+        return found[0]
     dirs = ", ".join(str(r) for r in backup_roots(settings))
     raise UsageError(f"no backup {backup_id!r} in {dirs} (see 'indexd backup list')")
 

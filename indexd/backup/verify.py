@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from indexd.backup.catalog import find_backup, record_in_catalog, scan
 from indexd.backup.command import CommandFailed
-from indexd.backup.manifest import BackupInfo, checksum_problems, update_manifest
+from indexd.backup.manifest import FOREIGN, BackupInfo, checksum_problems, update_manifest
 from indexd.backup.restore import (
     admin_connection,
     configured_database,
@@ -59,12 +59,10 @@ class RestoreTestResult:
 def find_in_dir(backups_dir: Path | str, backup_id: str) -> BackupInfo:
     """The backup with this id among the vetted manifests under `backups_dir` (no path is built from the id)."""
     root = Path(backups_dir)
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if not folder.is_dir():
-            continue
-        for info in scan(folder, leftovers=False):
-            if info.id == backup_id:
-                return info
+    found = [info for folder in (sorted(root.iterdir()) if root.is_dir() else []) if folder.is_dir()
+             for info in scan(folder, leftovers=False) if info.id == backup_id]
+    if found:
+        return min(found, key=lambda b: b.status == FOREIGN)  # ours first: a foreign claim never hides it
     raise UsageError(f"no backup {backup_id!r} under {backups_dir}")
 
 

@@ -16,7 +16,7 @@ from indexd.backup import catalog
 from indexd.backup.catalog import find_backup, list_backups, prune, scan
 from indexd.backup.manifest import FOREIGN, backup_id, write_json_atomic
 from indexd.backup.restore import restore
-from indexd.backup.verify import test_restore, verify_backup
+from indexd.backup.verify import find_in_dir, test_restore, verify_backup
 from indexd.cli import main
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.errors import BackupError
@@ -232,3 +232,12 @@ def test_own_backups_are_still_pruned(tmp_path: Path, recorded: list[tuple[str, 
     prune(scene.settings().databases[0], now=NOW)
     assert sorted(p.name for p in scene.folder.iterdir()) == [f"{scene.good}.dump", f"{scene.good}.manifest.json"]
     assert recorded == [(OLD_ID, "deleted")]  # the catalog mirror (a database) is outside this test
+
+
+def test_a_foreign_manifest_claiming_an_id_of_ours_never_hides_it(tmp_path: Path) -> None:
+    scene = Scene(tmp_path)
+    scene.manifest("main-20000101T000000Z.manifest.json", id=scene.good)  # claims the good backup's id
+    settings = scene.settings()
+    assert sorted(b.status for b in list_backups(settings) if b.id == scene.good) == [FOREIGN, "verified"]
+    assert find_backup(settings, scene.good).status == "verified"
+    assert find_in_dir(scene.root, scene.good).status == "verified"

@@ -272,6 +272,17 @@ def _check_target_name(target_db: str) -> None:
                          f"{target_db!r} has {size}")
 
 
+def _checked_target(admin: psycopg2.extensions.connection, target_db: str) -> bool:
+    """Refuse a target that cannot or may not be restored into, before anything is created; whether it exists."""
+    try:
+        check_target(admin, target_db)
+        exists = database_exists(admin, target_db)
+        check_privileges(admin, target_db, exists)
+    except psycopg2.Error as exc:
+        raise BackupError(f"cannot restore into {target_db!r}: {str(exc).strip()}") from None
+    return exists
+
+
 def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: str | None = None,
             jobs: int | None = None, assume_yes: bool = False, confirm: Confirm | None = None,
             no_owner: bool = False, cancel: threading.Event | None = None,
@@ -294,12 +305,7 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
     started = monotonic()
     audited = configured_database(settings, info)
     with admin_connection(dsn, db) as admin:
-        try:
-            check_target(admin, target_db)
-            exists = database_exists(admin, target_db)
-            check_privileges(admin, target_db, exists)
-        except psycopg2.Error as exc:
-            raise BackupError(f"cannot restore into {target_db!r}: {str(exc).strip()}") from None
+        exists = _checked_target(admin, target_db)
         if exists:
             _confirm_overwrite(target_db, info, assume_yes, confirm)
         intent = _audit_intent(audited, target_db, info,

@@ -15,6 +15,7 @@ from indexd.advisor.store import save_recommendations
 from indexd.cli import common
 from indexd.cli.runner import each_database
 from indexd.errors import UsageError
+from indexd.state.migrations import migrate
 from indexd.workload.lookback import capture_workload, given_workload
 from indexd.workload.queries import read_queries
 
@@ -47,6 +48,7 @@ def recommend(args: argparse.Namespace) -> int:
         advice = advise(db, target.indexing, work, budget)
         ids: dict[str, int] = {}
         if not args.no_save and (advice.recommendations or advice.from_workload):
+            migrate(db)  # advice from --queries may be the first thing saved in this database
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
                                        supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
         if args.json:

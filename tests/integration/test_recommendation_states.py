@@ -252,3 +252,19 @@ def test_a_person_cannot_decide_on_a_row_a_build_holds(make_db) -> None:
         assert recs.decide(conn, STATE, 999_999, Status.APPROVED, actor="ann", reason=None).previous is None
     with pytest.raises(psycopg2.errors.CheckViolation), db.connection() as conn, conn.cursor() as cur:
         cur.execute("UPDATE indexd.recommendations SET status = 'unheard-of' WHERE id = %s", (rec_id,))
+
+
+def test_verification_and_unused_drops_settle_built_rows(make_db) -> None:
+    db = make_db()
+    kept_id, dropped_id = _save(db, _advice("t10"), _advice("t11"))
+    for rec_id in (kept_id, dropped_id):
+        _do(db, recs.claim, rec_id, unapproved=True)
+        _do(db, recs.mark_built, rec_id)
+    _do(db, recs.note_built_reason, kept_id, "verdict reverted; verify.auto_revert is off")
+    assert _row(db, kept_id).status == Status.BUILT and "auto_revert" in (_row(db, kept_id).reason or "")
+    _do(db, recs.mark_kept, kept_id, "x" * 5000)
+    assert _row(db, kept_id).status == Status.KEPT and len(_row(db, kept_id).reason or "") == recs.REASON_CHARS
+    assert _do(db, recs.revert_index, "public", "indexd_t10_a_0001", "unused: 0 scans") == 1  # kept -> reverted
+    assert _do(db, recs.revert_index, "public", "indexd_t10_a_0001", "unused: 0 scans") == 0
+    _do(db, recs.mark_reverted, dropped_id, "slower")
+    assert [_row(db, i).status for i in (kept_id, dropped_id)] == [Status.REVERTED, Status.REVERTED]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from indexd.advisor.skips import SeenShapes
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 
@@ -70,6 +71,7 @@ class DatabaseRuntime:
     last_runs: dict[str, JobRecord] = field(default_factory=dict)
     last_success: dict[str, datetime] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # indexes_built, indexes_reverted, ...
+    skips_logged: SeenShapes = field(default_factory=SeenShapes)  # statement shapes whose skip was logged
 
     def count(self, key: str, n: int = 1) -> None:
         if n:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from indexd.advisor.pipeline import advise as run_advice
 from indexd.advisor.pipeline import check_hypopg
+from indexd.advisor.skips import count_line, log_new_skips
 from indexd.advisor.store import save_recommendations
 from indexd.backup.catalog import list_backups
 from indexd.backup.catalog import prune as prune_backups
@@ -55,10 +56,12 @@ def advise(env: TaskEnv) -> TaskResult:
     if advice.recommendations:
         save_recommendations(db, advice.recommendations, advice.create_sql,
                              supersede_missing=advice.from_workload)
+    log_new_skips(env.target.name, advice.skipped, env.target.skips_logged)
     names = ", ".join(r.candidate.name() for r in advice.recommendations[:5])
     more = f": {names}" if names else ""
+    skipped = f"; skipped {len(advice.skipped)}: {count_line(advice.skipped)}" if advice.skipped else ""
     return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, "
-                            f"{len(advice.recommendations)} recommendation(s){more}")
+                            f"{len(advice.recommendations)} recommendation(s){more}{skipped}")
 
 
 def apply(env: TaskEnv) -> TaskResult:

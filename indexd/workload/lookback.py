@@ -17,9 +17,11 @@ from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.state.migrations import migrate
 from indexd.statements.statement import Statement, Workload
-from indexd.workload.capture import take_snapshot, workload
+from indexd.workload.capture import cumulative_workload, take_snapshot, workload
 
 NO_EARLIER_SNAPSHOT = "no earlier snapshot: the workload is every statement since pg_stat_statements was reset"
+NOTHING_IN_SNAPSHOTS = ("the snapshots of the look-back hold no statement yet (capture started recently): the "
+                        "workload is every statement since pg_stat_statements was reset")
 
 
 def given_workload(statements: list[Statement], settings: IndexingSettings) -> Workload:
@@ -31,7 +33,8 @@ def capture_workload(db: Database, settings: IndexingSettings, now: datetime | N
     """The look-back's workload from pg_stat_statements, and the seconds it spans.
 
     The state schema is created or upgraded first (snapshots live there). With no snapshot in the look-back one
-    is taken now, and the workload is every statement since pg_stat_statements was last reset (with a warning).
+    is taken now, and the workload is every statement since pg_stat_statements was last reset (with a warning);
+    so it is too when the look-back's snapshots hold no statement yet (a daemon that has just started capturing).
     """
     migrate(db)
     now = now or utcnow()
@@ -41,6 +44,11 @@ def capture_workload(db: Database, settings: IndexingSettings, now: datetime | N
         warnings.append(NO_EARLIER_SNAPSHOT)
     statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
     span = _snapshot_span(db, now - settings.lookback, now) or 0.0
+    if not statements and span > 0:
+        statements = cumulative_workload(db, min_calls=settings.min_calls)
+        span = 0.0
+        if statements:
+            warnings.append(NOTHING_IN_SNAPSHOTS)
     if span <= 0:
         span = _since_stats_reset(db, now)
     return Workload(statements, max(span, 1.0), captured=True, warnings=tuple(warnings))

@@ -16,6 +16,7 @@ from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
 
 BREAKER_STATES = ("closed", "half_open", "open")
 REC_STATUSES = ("pending", "approved", "building", "built", "failed", "kept", "reverted", "rejected")
+JOB_OUTCOMES = ("ok", "failed", "skipped")
 JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
@@ -86,6 +87,9 @@ class StateCollector(Collector):
                                  labels=["database", "status"])
         pending = GaugeMetricFamily("indexd_recommendations_pending", "recommendations waiting for a decision or a "
                                     "build", labels=["database"])
+        saving = GaugeMetricFamily("indexd_recommendations_pending_saving_ratio",
+                                   "estimated share of the workload's cost the pending recommendations would save "
+                                   "(0..1)", labels=["database"])
         progress = GaugeMetricFamily("indexd_index_build_progress_ratio", "index builds in progress (0..1)",
                                      labels=["database", "index"])
         age = GaugeMetricFamily("indexd_probe_age_seconds", "seconds since the database was last probed",
@@ -100,18 +104,21 @@ class StateCollector(Collector):
             for status in REC_STATUSES:
                 recs.add_metric([t.name, status], p.recommendations.get(status, 0))
             pending.add_metric([t.name], p.recommendations.get("pending", 0) + p.recommendations.get("approved", 0))
+            saving.add_metric([t.name], min(1.0, p.pending_saving_pct / 100))
             for index, ratio in sorted(p.builds.items()):
                 progress.add_metric([t.name, index], ratio)
             if p.at:
                 age.add_metric([t.name], self.runtime.clock() - p.at)
-        yield from (up, leader, paused, since, recs, pending, progress, age)
+        yield from (up, leader, paused, since, recs, pending, saving, progress, age)
 
     def _jobs(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
         runs = CounterMetricFamily("indexd_job_runs", "job runs by outcome", labels=["database", "job", "outcome"])
         with self.runtime.lock:
             counts = dict(self.runtime.job_counts)
-        for (database, job, outcome), n in sorted(counts.items()):
-            runs.add_metric([database, job, outcome], n)
+        # Every outcome of a job that has run, zero included, so a rate of failures exists before the first one.
+        for database, job in sorted({(d, j) for d, j, _ in counts}):
+            for outcome in JOB_OUTCOMES:
+                runs.add_metric([database, job, outcome], counts.get((database, job, outcome), 0))
         yield runs
         built = CounterMetricFamily("indexd_indexes_built", "indexes built by this process", labels=["database"])
         reverted = CounterMetricFamily("indexd_indexes_reverted", "indexes reverted by this process",
@@ -119,13 +126,17 @@ class StateCollector(Collector):
         failed = CounterMetricFamily("indexd_index_build_failures", "index builds that failed", labels=["database"])
         last_ok = GaugeMetricFamily("indexd_job_last_success_timestamp_seconds", "when each job last succeeded",
                                     labels=["database", "job"])
+        captured = GaugeMetricFamily("indexd_statements_captured", "statements in the last workload snapshot",
+                                     labels=["database"])
         for t in targets:
             built.add_metric([t.name], t.counters.get("indexes_built", 0))
             reverted.add_metric([t.name], t.counters.get("indexes_reverted", 0))
             failed.add_metric([t.name], t.counters.get("index_build_failures", 0))
             for job, at in sorted(t.last_success.items()):
                 last_ok.add_metric([t.name, job], at.timestamp())
-        yield from (built, reverted, failed, last_ok)
+            if t.captured_statements is not None:
+                captured.add_metric([t.name], t.captured_statements)
+        yield from (built, reverted, failed, last_ok, captured)
 
     def _backups(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
         last = GaugeMetricFamily("indexd_backup_last_success_timestamp_seconds", "when the last good backup finished",

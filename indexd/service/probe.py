@@ -51,6 +51,7 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             for rec in recs:
                 counts[rec.status] = counts.get(rec.status, 0) + 1
             result.recommendations = counts
+            result.pending_saving_pct = sum(r.improvement_pct or 0.0 for r in recs if r.status in _PENDING)
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
     try:
@@ -63,6 +64,7 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
 
 
 _STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
+_PENDING = ("pending", "approved")
 
 
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:

@@ -37,6 +37,7 @@ def capture(env: TaskEnv) -> TaskResult:
     from indexd.workload.capture import take_snapshot
 
     snap = take_snapshot(env.target.db, env.now)
+    env.target.captured_statements = snap.statements
     return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
 
 

@@ -43,7 +43,7 @@ def test_database_series_read_live_state(runtime: Runtime) -> None:
     metrics = Metrics(runtime)
     target = runtime.databases["main"]
     target.probe = Probe(at=runtime.clock(), up=True, leader=True, paused=True, pause_since=T0,
-                         recommendations={"pending": 3, "approved": 1, "built": 2},
+                         recommendations={"pending": 3, "approved": 1, "built": 2}, pending_saving_pct=37.5,
                          builds={"indexd_orders_customer_id_1": 0.25},
                          last_backup={"last_success": T0, "last_size_bytes": 1234, "last_duration_s": 2.5,
                                       "last_verified": T0, "consecutive_failures": 0})
@@ -54,6 +54,7 @@ def test_database_series_read_live_state(runtime: Runtime) -> None:
     assert m["indexd_paused"][db] == 1
     assert m["indexd_paused_since_timestamp_seconds"][db] == T0.timestamp()
     assert m["indexd_recommendations_pending"][db] == 4
+    assert m["indexd_recommendations_pending_saving_ratio"][db] == 0.375
     assert m["indexd_recommendations"][(("database", "main"), ("status", "built"))] == 2
     assert m["indexd_index_build_progress_ratio"][(("database", "main"), ("index", "indexd_orders_customer_id_1"))] \
         == 0.25
@@ -84,12 +85,18 @@ def test_job_runs_and_durations(runtime: Runtime) -> None:
     key = (("database", "main"), ("job", "capture"), ("outcome", "ok"))
     assert m["indexd_job_runs_total"][key] == 2
     assert m["indexd_job_runs_total"][(("database", "main"), ("job", "capture"), ("outcome", "failed"))] == 1
+    # An outcome that never happened is a zero series, so a failure rate exists before the first failure.
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job", "capture"), ("outcome", "skipped"))] == 0
+    assert not any(dict(k)["job"] == "advise" for k in m["indexd_job_runs_total"])  # nor for jobs never run
     assert m["indexd_job_duration_seconds_count"][(("database", "main"), ("job", "capture"))] == 3
     assert m["indexd_job_duration_seconds_sum"][(("database", "main"), ("job", "capture"))] == pytest.approx(2.4)
     assert m["indexd_indexes_built_total"][(("database", "main"),)] == 2
     assert m["indexd_indexes_reverted_total"][(("database", "main"),)] == 1
     assert m["indexd_job_last_success_timestamp_seconds"][(("database", "main"), ("job", "capture"))] \
         == T0.timestamp()
+    assert "indexd_statements_captured" not in m  # no snapshot taken yet
+    runtime.databases["main"].captured_statements = 42
+    assert _scrape(metrics)["indexd_statements_captured"][(("database", "main"),)] == 42
 
 
 def test_names_follow_conventions(runtime: Runtime) -> None:

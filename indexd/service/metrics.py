@@ -1,6 +1,7 @@
 """Prometheus metrics on a registry of our own. A custom collector reads the live state at scrape time
 (pool statistics, breaker, probe readings, backups); job durations are a histogram observed as runs end.
 Names follow Prometheus conventions: base units (seconds, bytes), `_total` for counters, a `database` label.
+A job's name is the label `job_name`: `job` and `instance` are the scrape target's own labels in Prometheus.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from indexd import __version__
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
+from indexd.service.scheduler import job_specs
 
 BREAKER_STATES = ("closed", "half_open", "open")
 REC_STATUSES = ("pending", "approved", "building", "built", "failed", "kept", "reverted", "rejected")
@@ -112,11 +114,13 @@ class StateCollector(Collector):
         yield from (up, leader, paused, since, recs, pending, saving, progress, age)
 
     def _jobs(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
-        runs = CounterMetricFamily("indexd_job_runs", "job runs by outcome", labels=["database", "job", "outcome"])
+        runs = CounterMetricFamily("indexd_job_runs", "job runs by outcome", labels=["database", "job_name", "outcome"])
         with self.runtime.lock:
             counts = dict(self.runtime.job_counts)
-        # Every outcome of a job that has run, zero included, so a rate of failures exists before the first one.
-        for database, job in sorted({(d, j) for d, j, _ in counts}):
+        # Every outcome of every scheduled job (and of any job that ran), zeros included from the start: a series
+        # born at 1 would hide its first run from rate() and increase(), a first failure above all.
+        pairs = {(d, j) for d, j, _ in counts} | {(s.database, s.job) for s in job_specs(self.runtime.settings)}
+        for database, job in sorted(pairs):
             for outcome in JOB_OUTCOMES:
                 runs.add_metric([database, job, outcome], counts.get((database, job, outcome), 0))
         yield runs
@@ -125,7 +129,7 @@ class StateCollector(Collector):
                                        labels=["database"])
         failed = CounterMetricFamily("indexd_index_build_failures", "index builds that failed", labels=["database"])
         last_ok = GaugeMetricFamily("indexd_job_last_success_timestamp_seconds", "when each job last succeeded",
-                                    labels=["database", "job"])
+                                    labels=["database", "job_name"])
         captured = GaugeMetricFamily("indexd_statements_captured", "statements in the last workload snapshot",
                                      labels=["database"])
         for t in targets:
@@ -167,7 +171,7 @@ class Metrics:
     def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StateCollector(runtime))
-        self.job_duration = Histogram("indexd_job_duration_seconds", "job run duration", ["database", "job"],
+        self.job_duration = Histogram("indexd_job_duration_seconds", "job run duration", ["database", "job_name"],
                                       buckets=JOB_BUCKETS, registry=self.registry)
 
     def observe(self, rec: JobRecord) -> None:

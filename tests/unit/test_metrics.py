@@ -82,17 +82,17 @@ def test_job_runs_and_durations(runtime: Runtime) -> None:
     runtime.databases["main"].count("indexes_built", 2)
     runtime.databases["main"].count("indexes_reverted")
     m = _scrape(metrics)
-    key = (("database", "main"), ("job", "capture"), ("outcome", "ok"))
+    key = (("database", "main"), ("job_name", "capture"), ("outcome", "ok"))
     assert m["indexd_job_runs_total"][key] == 2
-    assert m["indexd_job_runs_total"][(("database", "main"), ("job", "capture"), ("outcome", "failed"))] == 1
-    # An outcome that never happened is a zero series, so a failure rate exists before the first failure.
-    assert m["indexd_job_runs_total"][(("database", "main"), ("job", "capture"), ("outcome", "skipped"))] == 0
-    assert not any(dict(k)["job"] == "advise" for k in m["indexd_job_runs_total"])  # nor for jobs never run
-    assert m["indexd_job_duration_seconds_count"][(("database", "main"), ("job", "capture"))] == 3
-    assert m["indexd_job_duration_seconds_sum"][(("database", "main"), ("job", "capture"))] == pytest.approx(2.4)
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "capture"), ("outcome", "failed"))] == 1
+    # Outcomes that never happened are zero series, for jobs not run yet too, so rates see the first run.
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "capture"), ("outcome", "skipped"))] == 0
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "advise"), ("outcome", "failed"))] == 0
+    assert m["indexd_job_duration_seconds_count"][(("database", "main"), ("job_name", "capture"))] == 3
+    assert m["indexd_job_duration_seconds_sum"][(("database", "main"), ("job_name", "capture"))] == pytest.approx(2.4)
     assert m["indexd_indexes_built_total"][(("database", "main"),)] == 2
     assert m["indexd_indexes_reverted_total"][(("database", "main"),)] == 1
-    assert m["indexd_job_last_success_timestamp_seconds"][(("database", "main"), ("job", "capture"))] \
+    assert m["indexd_job_last_success_timestamp_seconds"][(("database", "main"), ("job_name", "capture"))] \
         == T0.timestamp()
     assert "indexd_statements_captured" not in m  # no snapshot taken yet
     runtime.databases["main"].captured_statements = 42
@@ -100,7 +100,16 @@ def test_job_runs_and_durations(runtime: Runtime) -> None:
 
 
 def test_names_follow_conventions(runtime: Runtime) -> None:
-    names = set(_scrape(Metrics(runtime)))
+    metrics = Metrics(runtime)
+    rec = JobRecord("capture", "main", "capture-main-x", T0, 0.1, "ok", "")
+    runtime.record_run(rec)
+    metrics.observe(rec)
+    scraped = _scrape(metrics)
+    # Prometheus owns `job` and `instance` (the scrape target's labels); a series of ours carrying either would
+    # have it renamed to exported_job / exported_instance.
+    labels = {name for series in scraped.values() for key in series for name, _ in key}
+    assert "job_name" in labels and not labels & {"job", "instance"}
+    names = set(scraped)
     assert all(n.startswith("indexd_") for n in names)
     for name in names:
         if name.endswith("_created"):

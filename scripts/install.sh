@@ -20,14 +20,15 @@ and changes nothing else that is already right.
   - /etc/indexd (0750 root:indexd) and /etc/indexd/indexpilot_config.yaml (0640 root:indexd), copied
     from this checkout only when absent: an existing configuration is always kept as it is
   - /var/lib/indexd, /var/lib/indexd/backups and /var/log/indexd (0700, owned by indexd)
-  - /usr/share/indexd/scripts: backup.sh and restore.sh, for cron and operators
+  - /usr/share/indexd: scripts/backup.sh and scripts/restore.sh for cron and operators, the Prometheus
+    alert rules (prometheus-alerts.yml) and the Grafana dashboard (grafana/indexd.json)
   - /etc/systemd/system/indexd.service, then `systemctl daemon-reload` when systemd runs (a running
     indexd is restarted onto the new code; the service is not enabled: edit the configuration first)
 
   --venv DIR       the virtualenv's folder (default /opt/indexd)
   --python PATH    the interpreter the virtualenv is made from (default /usr/bin/python3, 3.11 or newer)
   --no-pg-client   do not install postgresql-client-15 (backups then need pg_dump and pg_restore on PATH)
-  --uninstall      stop the service and remove the virtualenv, the symlink, the scripts and the unit;
+  --uninstall      stop the service and remove the virtualenv, the symlink, /usr/share/indexd and the unit;
                    the configuration, the data and the logs (/etc/indexd, /var/lib/indexd,
                    /var/log/indexd) and the indexd user are kept
   -h, --help       show this help
@@ -179,13 +180,15 @@ install_package() {
   say "installed $(basename "$wheel") into $VENV"
 }
 
-link_binary() {
+install_files() {
   if [ -e "$BIN" ] && [ ! -L "$BIN" ]; then
     say "replacing $BIN (a file from an earlier installation) with a symlink"
   fi
   ln -sfn "$VENV/bin/indexd" "$BIN"
-  install -d -m 0755 "$SHARE/scripts"
+  install -d -m 0755 "$SHARE/scripts" "$SHARE/grafana"
   install -m 0755 "$SRC/scripts/backup.sh" "$SRC/scripts/restore.sh" "$SHARE/scripts/"
+  install -m 0644 "$SRC/config/prometheus-alerts.yml" "$SHARE/"
+  install -m 0644 "$SRC/config/grafana/indexd.json" "$SHARE/grafana/"
 }
 
 install_unit() {
@@ -213,7 +216,7 @@ make_user
 make_folders
 make_venv
 install_package
-link_binary
+install_files
 install_unit
 cat <<NEXT
 install.sh: done. Next, as root:

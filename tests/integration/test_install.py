@@ -160,6 +160,9 @@ def test_installs_a_virtualenv_service(install: Install) -> None:
     assert module.startswith(str(VENV / "lib")), module
     assert "001_state.sql" in sql_files  # the migrations travel in the wheel
     assert os.access(SHARE / "scripts" / "backup.sh", os.X_OK)
+    dashboard = REPO / "config" / "grafana" / "indexd.json"
+    assert (SHARE / "grafana" / "indexd.json").read_bytes() == dashboard.read_bytes()
+    assert (SHARE / "prometheus-alerts.yml").is_file()
     assert "no daemon-reload" in install.first.stdout or Path("/run/systemd/system").is_dir()
 
 

@@ -38,6 +38,7 @@ USAGE
 }
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+ARGS="$*"
 VENV=/opt/indexd
 PY=/usr/bin/python3
 PG_CLIENT=1
@@ -68,7 +69,7 @@ done
 case "$VENV" in /?*) ;; *) echo "install.sh: --venv must be an absolute path, not '$VENV'" >&2; exit 2 ;; esac
 VENV=${VENV%/}
 
-[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*)"
+[ "$(id -u)" -eq 0 ] || die "run as root: sudo $0 $ARGS"
 # Whatever the calling shell points Python at must not leak into the build or the virtualenv.
 unset PYTHONPATH PYTHONHOME PYTHONUSERBASE PIP_USER PIP_PREFIX PIP_TARGET VIRTUAL_ENV PIP_REQUIRE_VIRTUALENV
 export DEBIAN_FRONTEND=noninteractive

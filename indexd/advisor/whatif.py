@@ -22,7 +22,7 @@ from psycopg2 import sql
 
 from indexd.advisor.model import IndexCandidate
 from indexd.db.pool import Database, PgConnection
-from indexd.errors import IndexdError
+from indexd.errors import IndexdError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +223,14 @@ class WhatIf:
                 self._materialize(indexes)
             except psycopg2.Error as err:
                 # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
-                log.warning("hypothetical index refused on %s: %s", self.db.name, _first_line(err))
+                log.warning("hypothetical index refused on %s: %s", self.db.name, first_line(err))
                 return None
             try:
                 plan = self._explain_json(query)
             except psycopg2.Error as err:
                 if self.conn.closed:
                     raise
-                problem = _first_line(err)
+                problem = first_line(err)
         if problem is not None:
             log.debug("statement %s cannot be costed: %s", statement_index, problem)
             self.stats.errors[statement_index] = problem
@@ -313,7 +313,7 @@ class WhatIf:
         except psycopg2.Error as err:
             if self.conn.closed:
                 raise
-            self.stats.errors[statement_index] = _first_line(err)
+            self.stats.errors[statement_index] = first_line(err)
             return None
         stack = [plan[0]["Plan"]]
         while stack:
@@ -328,8 +328,3 @@ class WhatIf:
 
     def cached(self) -> Iterator[tuple[tuple[int, frozenset[IndexCandidate]], PlanCost | None]]:
         yield from self._cache.items()
-
-
-def _first_line(err: psycopg2.Error) -> str:
-    text = (err.pgerror or str(err) or type(err).__name__).strip()
-    return text.splitlines()[0] if text else type(err).__name__

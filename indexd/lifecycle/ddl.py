@@ -20,6 +20,7 @@ import psycopg2.errorcodes
 import psycopg2.errors
 
 from indexd.db.pool import Database, PgConnection
+from indexd.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def audit_write(db: Database, write: Callable[[PgConnection], Any], *, patient: 
         except psycopg2.OperationalError as exc:
             if time.monotonic() >= deadline:
                 raise
-            log.warning("audit write failed (%s); retrying", str(exc).strip().splitlines()[0])
+            log.warning("audit write failed (%s); retrying", first_line(exc))
             time.sleep(1.0)
 
 

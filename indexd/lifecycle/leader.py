@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import psycopg2
 
 from indexd.db.pool import Database, PgConnection
+from indexd.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Leadership:
                 )
                 ok = bool(cur.fetchone()[0])
         except psycopg2.Error as exc:
-            log.warning("leadership of %s lost: %s", self.db.name, (str(exc).strip() or repr(exc)).splitlines()[0])
+            log.warning("leadership of %s lost: %s", self.db.name, first_line(exc))
             self._drop()
             return False
         if not ok:

@@ -4,11 +4,16 @@ counts, index builds in progress, last backup. Scrapes read the result; they nev
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
+from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
+from indexd.errors import first_line
+from indexd.lifecycle.recommendations import load_recommendations
 from indexd.service.databases import is_leader
-from indexd.service.runtime import DatabaseRuntime, Probe, Runtime, first_line
+from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
+from indexd.state.pause import active_pause
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,6 @@ WHERE p.datname = current_database() AND a.application_name = 'indexd'
 
 def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
-    from indexd.lifecycle.pause import active_pause
-    from indexd.lifecycle.recommendations import load_recommendations
-
     result = Probe(at=runtime.clock())
     schema = target.settings.state_schema
     try:
@@ -70,10 +72,6 @@ _PENDING = ("pending", "approved")
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:
     if not target.settings.backups.enabled:
         return None
-    from dataclasses import replace
-
-    from indexd.backup.catalog import backup_readings
-
     one = replace(runtime.settings, databases=(target.settings,))
     reading = backup_readings(one).get(target.name)
     if reading is None:

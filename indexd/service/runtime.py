@@ -125,9 +125,3 @@ class Runtime:
     def database_list(self) -> list[DatabaseRuntime]:
         with self.lock:
             return list(self.databases.values())
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (psycopg2 errors carry a multi-line detail)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

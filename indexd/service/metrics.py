@@ -13,8 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from indexd import __version__
+from indexd.config.schedule import job_specs
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
-from indexd.service.scheduler import job_specs
 
 BREAKER_STATES = ("closed", "half_open", "open")
 REC_STATUSES = ("pending", "approved", "building", "built", "failed", "kept", "reverted", "rejected")

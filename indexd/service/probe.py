@@ -13,7 +13,7 @@ from indexd.errors import first_line
 from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 from indexd.state.pause import active_pause
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendations import QUEUED, load_recommendations
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             for rec in recs:
                 counts[str(rec.status)] = counts.get(str(rec.status), 0) + 1
             result.recommendations = counts
+            result.pending_saving_pct = sum(r.improvement_pct or 0.0 for r in recs if r.status in QUEUED)
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
     try:

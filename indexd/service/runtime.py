@@ -53,6 +53,7 @@ class Probe:
     pause_until: datetime | None = None
     pause_reason: str | None = None
     recommendations: dict[str, int] = field(default_factory=dict)  # status -> count
+    pending_saving_pct: float = 0.0  # workload cost the pending and approved recommendations would save, summed
     mutations: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> count
     builds: dict[str, float] = field(default_factory=dict)  # index name -> progress ratio
     last_backup: dict[str, Any] | None = None  # id, finished_at, size_bytes, duration_s, status
@@ -72,6 +73,7 @@ class DatabaseRuntime:
     last_success: dict[str, datetime] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # indexes_built, indexes_reverted, ...
     skips_logged: SeenShapes = field(default_factory=SeenShapes)  # statement shapes whose skip was logged
+    captured_statements: int | None = None  # statements in the last workload snapshot this process took
 
     def count(self, key: str, n: int = 1) -> None:
         if n:

@@ -46,6 +46,7 @@ class TaskEnv:
 
 def capture(env: TaskEnv) -> TaskResult:
     snap = take_snapshot(env.target.db, env.now)
+    env.target.captured_statements = snap.statements
     return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
 
 

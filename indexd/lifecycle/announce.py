@@ -51,10 +51,15 @@ def pause_started(database: str, pause_id: int, description: str, until: datetim
                    reason=reason, by=by)
 
 
-def pause_ended(database: str, pause_ids: list[int], by: str, how: str = "resumed") -> None:
-    """`how`: resumed (someone ended it) or expired (its duration ran out)."""
-    who = f"resumed by {by}" if how == "resumed" else "its duration ran out"
-    events.publish(events.PAUSE_ENDED, database, f"indexing resumed: {who}", pause_ids=pause_ids, by=by, how=how)
+def pause_ended(database: str, pause_ids: list[int], by: str | None, *, until: datetime | None = None) -> None:
+    """A pause ended: resumed `by` someone, or (by None) its duration ran out at `until`."""
+    how = "resumed" if by else "expired"
+    if by:
+        who = f"resumed by {by}"
+    else:
+        who = f"the pause until {until:%Y-%m-%d %H:%M:%S %Z} ran out" if until else "the pause ran out"
+    events.publish(events.PAUSE_ENDED, database, f"indexing resumed: {who}", pause_ids=pause_ids, by=by, how=how,
+                   until=until)
 
 
 def leadership(database: str, gained: bool, why: str) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from indexd.clock import utcnow
 from indexd.errors import first_line
+from indexd.lifecycle import announce
 from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 
@@ -98,4 +99,13 @@ def refresh(runtime: Runtime, database: str) -> None:
             log.info("database %s is reachable again", database)
         else:
             log.warning("database %s is unreachable: %s", database, reading.error)
+    _announce_expiry(target.probe, reading, database)
     target.probe = reading
+
+
+def _announce_expiry(before: Probe, after: Probe, database: str) -> None:
+    """A timed pause that ran out is an event too (`resume` publishes its own); the leader alone says so."""
+    until = before.pause_until
+    if before.paused and not after.paused and after.up and after.leader and until is not None \
+            and until <= utcnow():
+        announce.pause_ended(database, [], None, until=until)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import psycopg2
 
-from indexd.cli.common import load, open_database, print_table, single_target, targets
+from indexd.cli.common import load, notifying, open_database, print_table, single_target, targets
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
@@ -139,6 +139,11 @@ def apply(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     settings = load(args)
+    with notifying(settings):
+        return _apply_all(args, settings)
+
+
+def _apply_all(args: argparse.Namespace, settings: Settings) -> int:
     results, errors = [], 0
     for target in targets(args, settings):
         try:
@@ -173,6 +178,11 @@ def parse_duration(text: str | None) -> timedelta | None:
 
 def _each_database(args: argparse.Namespace, act: str, work: Callable[[Database], str]) -> int:
     settings = load(args)
+    with notifying(settings):
+        return _each_target(args, settings, act, work)
+
+
+def _each_target(args: argparse.Namespace, settings: Settings, act: str, work: Callable[[Database], str]) -> int:
     failed = 0
     for target in targets(args, settings):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import random
 import threading
 import urllib.error
 import urllib.request
@@ -22,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_exponential_jitter
 
 from indexd import __version__
 from indexd.config.schema import WebhookSettings
@@ -43,6 +43,12 @@ class Backoff:
     initial_s: float = BACKOFF_INITIAL_S
     max_s: float = BACKOFF_MAX_S
     jitter_s: float = BACKOFF_JITTER_S
+    rand: Callable[[float, float], float] = random.uniform
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1, 2, ...): doubling from initial_s up to max_s,
+        plus up to jitter_s at random so several daemons do not retry in step."""
+        return min(self.max_s, self.initial_s * 2.0 ** max(0, attempt - 1)) + self.rand(0.0, self.jitter_s)
 
 
 @dataclass
@@ -240,11 +246,10 @@ class WebhookChannel:
         """POST with retries; returns the number of attempts it took."""
         s = self.settings
         budget = s.retry_for.total_seconds()
-        growing = wait_exponential_jitter(initial=self.backoff.initial_s, max=self.backoff.max_s,
-                                          jitter=self.backoff.jitter_s)
 
         def wait(state: RetryCallState) -> float:  # never sleep past the retry budget
-            return max(0.0, min(growing(state), budget - (state.seconds_since_start or 0.0)))
+            return max(0.0, min(self.backoff.delay(state.attempt_number),
+                                budget - (state.seconds_since_start or 0.0)))
 
         retrying = Retrying(
             stop=stop_after_attempt(s.attempts) | stop_after_delay(budget),

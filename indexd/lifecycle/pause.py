@@ -48,6 +48,16 @@ def active_pause(conn: PgConnection, schema: str, now: datetime) -> Pause | None
     return None if row is None else Pause(*row)
 
 
+def ran_out(conn: PgConnection, schema: str, after: datetime, now: datetime) -> list[Pause]:
+    """The pauses nobody resumed whose duration ran out in (after, now], oldest end first."""
+    statement = sql.SQL(
+        "SELECT {} FROM {}.pause WHERE resumed_at IS NULL AND until > %s AND until <= %s ORDER BY until, id"
+    ).format(_COLUMNS, sql.Identifier(schema))
+    with conn.cursor() as cur:
+        cur.execute(statement, (after, now))
+        return [Pause(*row) for row in cur.fetchall()]
+
+
 def pause(db: Database, duration: timedelta | None, reason: str, actor: str | None = None, *,
           now: datetime | None = None) -> Pause:
     """Pause every change to `db` (for `duration`, or until resumed); audited. Returns the new pause."""

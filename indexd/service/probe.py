@@ -4,17 +4,20 @@ counts, index builds in progress, last backup. Scrapes read the result; they nev
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 from indexd.clock import utcnow
 from indexd.errors import first_line
 from indexd.lifecycle import announce
+from indexd.lifecycle.pause import ran_out
 from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = timedelta(seconds=5)
+_EXPIRY_LOCK = threading.Lock()  # a job's refresh and the scheduled probe must not announce the same pause twice
 
 # Index builds of indexd's own sessions in progress, with the fraction done of the current phase's blocks
 # (falling back to tuples) -- PostgreSQL reports nothing finer.
@@ -99,13 +102,24 @@ def refresh(runtime: Runtime, database: str) -> None:
             log.info("database %s is reachable again", database)
         else:
             log.warning("database %s is unreachable: %s", database, reading.error)
-    _announce_expiry(target.probe, reading, database)
+    _announce_expiry(target, reading)
     target.probe = reading
 
 
-def _announce_expiry(before: Probe, after: Probe, database: str) -> None:
-    """A timed pause that ran out is an event too (`resume` publishes its own); the leader alone says so."""
-    until = before.pause_until
-    if before.paused and not after.paused and after.up and after.leader and until is not None \
-            and until <= utcnow():
-        announce.pause_ended(database, [], None, until=until)
+def _announce_expiry(target: DatabaseRuntime, reading: Probe) -> None:
+    """Timed pauses that ran out since the last look are events too (`resume` publishes its own). The leader
+    alone tells, and only when no other pause still holds indexing; the first look only sets the mark."""
+    if not (reading.up and target.prepared):
+        return
+    with _EXPIRY_LOCK:
+        since, now = target.pauses_checked_at, utcnow()
+        if since is not None and reading.leader and not reading.paused:
+            try:
+                with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
+                    ended = ran_out(conn, target.settings.state_schema, since, now)
+            except Exception as exc:  # noqa: BLE001 - looked at again on the next probe
+                log.debug("expired pauses of %s not read: %s", target.name, first_line(exc))
+                return
+            for gone in ended:
+                announce.pause_ended(target.name, [gone.id], None, until=gone.until)
+        target.pauses_checked_at = now

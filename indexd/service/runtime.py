@@ -70,6 +70,7 @@ class DatabaseRuntime:
     last_runs: dict[str, JobRecord] = field(default_factory=dict)
     last_success: dict[str, datetime] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # indexes_built, indexes_reverted, ...
+    pauses_checked_at: datetime | None = None  # timed pauses that ran out before this were announced
 
     def count(self, key: str, n: int = 1) -> None:
         if n:

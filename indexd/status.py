@@ -14,10 +14,19 @@ from typing import Any
 
 from psycopg2 import sql
 
-from indexd.clock import utcnow
+from indexd.backup.catalog import list_backups
+from indexd.config.listen import listen_address
+from indexd.config.schedule import job_specs, trigger
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
 from indexd.dsn import redact_dsn
+from indexd.errors import StateMissing
+from indexd.lifecycle.leader import leader_key
+from indexd.lifecycle.recommendations import load_recommendations
+from indexd.state.audit import recent_mutations
+from indexd.state.migrations import current_version
+from indexd.state.pause import active_pause
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +44,9 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = 
 
 def daemon_health(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    from indexd.service.http import parse_listen, read_token
-
     if not settings.http.enabled:
         return None
-    host, port = parse_listen(settings.http.listen)
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/health"
+    url = listen_address(settings.http).client_url("/health")
     req = urllib.request.Request(url)
     token = read_token(settings.http)
     if token:
@@ -55,8 +60,6 @@ def daemon_health(settings: Settings) -> dict[str, Any] | None:
 
 
 def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
-    from indexd.lifecycle.leader import leader_key
-
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
         key = leader_key(state_schema, str(cur.fetchone()[0]))
@@ -79,15 +82,11 @@ def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
-    from indexd.service.scheduler import job_specs, trigger
-
     return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
             if s.database == database}
 
 
 def _recommendations(db: Database) -> dict[str, Any]:
-    from indexd.lifecycle.recommendations import load_recommendations
-
     with db.connection() as conn:
         recs = load_recommendations(conn, db.settings.state_schema, statuses=ALL_STATUSES)
     counts = {s: sum(1 for r in recs if r.status == s) for s in ALL_STATUSES}
@@ -98,14 +97,9 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
-    from indexd.db.state import current_version
-    from indexd.errors import UsageError
-    from indexd.lifecycle.audit import recent_mutations
-    from indexd.lifecycle.pause import active_pause
-
     schema = db.settings.state_schema
     if current_version(db) is None:
-        raise UsageError(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
+        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
     with db.connection() as conn:
         leader = _leader(conn, schema)
         pause = active_pause(conn, schema, now)
@@ -123,8 +117,6 @@ def _from_database(db: Database, now: datetime) -> dict[str, Any]:
 
 
 def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
-    from indexd.backup.catalog import list_backups
-
     if not db.backups.enabled:
         return {"enabled": False}
     try:
@@ -137,35 +129,31 @@ def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
                         "verified_at": b.verified_at} for b in latest]}
 
 
-def gather(settings: Settings, databases: list[DatabaseSettings], now: datetime | None = None) -> dict[str, Any]:
-    """Everything `status` shows, per database; an unreachable database gets an `error` and the rest."""
-    now = now or utcnow()
-    health = daemon_health(settings)
-    out: dict[str, Any] = {"daemon": _daemon_summary(health), "databases": {}}
-    for dbs in databases:
-        entry: dict[str, Any] = {"dsn": redact_dsn(dbs.dsn)}
-        db = None
-        try:  # building the pool reads the password file: a bad one is this database's error, not the command's
-            # One attempt: status is asked for during outages, and a down server is the answer, not a reason to
-            # spend the retry policy's minute on each database.
-            db = Database(dbs, replace(settings.retry, attempts=1), settings.circuit_breaker)
-            entry.update(_from_database(db, now))
-        except Exception as exc:  # noqa: BLE001 - one database down never hides the others
-            entry["error"] = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
-        finally:
-            if db is not None:
-                db.close()
-        entry["next_runs"] = next_runs(settings, dbs.name, now)
-        entry["backups"] = _backups(settings, dbs)
-        live = (health or {}).get("databases", {}).get(dbs.name)
-        entry["daemon"] = ({k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")} if live
-                           else "daemon not reachable")
-        out["databases"][dbs.name] = entry
-    return out
+def database_state(settings: Settings, dbs: DatabaseSettings, now: datetime) -> dict[str, Any]:
+    """What the database itself says: leader, pause, job runs, advice, recent changes. Raises when it cannot be
+    read (the caller reports that database's error and goes on); building the pool reads the password file, so a
+    bad one is this database's error too. One attempt: status is asked for during outages, and a down server is
+    the answer, not a reason to spend the retry policy's minute on each database."""
+    db = Database(dbs, replace(settings.retry, attempts=1), settings.circuit_breaker)
+    try:
+        return _from_database(db, now)
+    finally:
+        db.close()
 
 
-def _daemon_summary(health: dict[str, Any] | None) -> dict[str, Any] | str:
-    if health is None:
-        return "daemon not reachable"
+def local_state(settings: Settings, dbs: DatabaseSettings, health: dict[str, Any] | None,
+                now: datetime) -> dict[str, Any]:
+    """What needs no connection to the database: its DSN (password-free), the next run of each job, the backups
+    on disk, and the running daemon (its summary, with its pool and breaker for this database)."""
+    daemon: dict[str, Any] | str = "daemon not reachable"
+    if health is not None:
+        live = health.get("databases", {}).get(dbs.name) or {}
+        daemon = {**_daemon_summary(health), **{k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")
+                                                 if k in live}}
+    return {"dsn": redact_dsn(dbs.dsn), "next_runs": next_runs(settings, dbs.name, now),
+            "backups": _backups(settings, dbs), "daemon": daemon}
+
+
+def _daemon_summary(health: dict[str, Any]) -> dict[str, Any]:
     return {k: health.get(k) for k in ("status", "live", "ready", "uptime_s", "config", "reloads",
                                        "last_reload_error")}

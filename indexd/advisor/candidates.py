@@ -17,10 +17,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Statement, Table
+from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Table
 from indexd.advisor.parse import Unusable, analyze
 from indexd.advisor.predicates import FixedFilter, Scan
 from indexd.config.schema import IndexingSettings
+from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
 

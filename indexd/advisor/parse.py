@@ -30,12 +30,11 @@ from indexd.advisor.predicates import (
     Rel,
     Scan,
     Scope,
-    children,
     classify,
     index_key,
     output_expression,
-    walk,
 )
+from indexd.statements.tree import children, walk
 
 log = logging.getLogger(__name__)
 

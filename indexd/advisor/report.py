@@ -9,7 +9,7 @@ from typing import Any
 from indexd.advisor.model import Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.store import query_effects
-from indexd.units import human_rate, human_size
+from indexd.units import human_duration, human_rate, human_size
 
 QUERY_WIDTH = 70
 SKIP_EXAMPLES = 5  # skipped statements shown without --verbose
@@ -113,9 +113,9 @@ def summary(advice: Advice) -> str:
         total = sum(r.estimated_size_bytes for r in advice.recommendations)
         return (f"{advice.database}: {len(advice.recommendations)} index(es) recommended, "
                 f"{human_size(total)} in all, from {advice.analyzed_statements} statements "
-                f"in {advice.elapsed_s:.1f}s")
+                f"in {human_duration(advice.elapsed_s)}")
     return (f"{advice.database}: no index recommended from {advice.analyzed_statements} statements "
-            f"in {advice.elapsed_s:.1f}s: {nothing_reason(advice)}")
+            f"in {human_duration(advice.elapsed_s)}: {nothing_reason(advice)}")
 
 
 # (text in a selection's refusal, the kind of refusal), first match wins
@@ -135,7 +135,7 @@ def nothing_reason(advice: Advice) -> str:
         if not advice.from_workload:
             return "the --queries workload has no statement"
         return ("no statements captured yet: pg_stat_statements records them as the application runs; "
-                f"let it serve traffic (the look-back is {_duration(advice.lookback_s)}) and run recommend again, "
+                f"let it serve traffic (the look-back is {human_duration(advice.lookback_s)}) and run recommend again, "
                 "or give the statements with --queries PATH")
     if not advice.declined:
         served = sum(skip_kind(s.reason) == "already served by existing indexes" for s in advice.skipped)
@@ -165,14 +165,6 @@ def _decline_kind(reason: str) -> str:
         if text in reason:
             return kind
     return "other"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{seconds / 86400:g} day(s)"
-    if seconds >= 3600:
-        return f"{seconds / 3600:g} hour(s)"
-    return f"{seconds / 60:g} minute(s)"
 
 
 def skip_kind(reason: str) -> str:

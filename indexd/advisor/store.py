@@ -15,7 +15,7 @@ from psycopg2 import sql
 
 from indexd.advisor.model import Recommendation
 from indexd.db.pool import Database
-from indexd.db.state import migrate
+from indexd.state.migrations import migrate
 
 log = logging.getLogger(__name__)
 

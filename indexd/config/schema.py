@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Literal
 
+from indexd.errors import UsageError
 from indexd.events import EventName
 
 
@@ -28,8 +29,10 @@ class PoolSettings:
     size: int = 5
     max_overflow: int = 5
     timeout: Duration = timedelta(seconds=10)  # waiting for a free connection
-    recycle: Duration = timedelta(hours=1)  # connection max lifetime ...
-    recycle_jitter: float = 0.1  # ... spread by ±10 % so connections do not expire together
+    # Each connection's max lifetime is drawn when it connects, uniformly in recycle × (1 ± recycle_jitter),
+    # so connections made together do not expire together; it is replaced at the first checkout past it.
+    recycle: Duration = timedelta(hours=1)  # 0: never replaced for its age
+    recycle_jitter: float = 0.1  # ±10 %
     pre_ping: bool = True
 
 
@@ -261,6 +264,4 @@ class Settings:
             if db.name == name:
                 return db
         known = ", ".join(d.name for d in self.databases) or "none configured"
-        from indexd.errors import UsageError
-
         raise UsageError(f"no database named {name!r} in the configuration (known: {known})")

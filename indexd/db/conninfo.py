@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from indexd.config.schema import DatabaseSettings
+from indexd.config.secrets import file_password
 from indexd.dsn import parse_dsn
-from indexd.errors import ConfigError
 
 
 def connect_kwargs(db: DatabaseSettings) -> dict[str, Any]:
@@ -37,11 +36,7 @@ def connect_kwargs(db: DatabaseSettings) -> dict[str, Any]:
     idle_ms = int(t.idle_in_transaction.total_seconds() * 1000)
     if "options" not in params and idle_ms:
         kwargs["options"] = f"-c idle_in_transaction_session_timeout={idle_ms}"
-    if db.password_file and "password" not in params:
-        try:
-            kwargs["password"] = Path(db.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"databases.{db.name}.password_file: cannot read {db.password_file}: {exc.strerror}"
-            ) from None
+    password = None if "password" in params else file_password(db)
+    if password is not None:
+        kwargs["password"] = password
     return kwargs

@@ -21,7 +21,7 @@ from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import UsageError
-from indexd.lifecycle import announce, audit
+from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
@@ -29,6 +29,7 @@ from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
 from indexd.lifecycle.recommendations import REC_COLUMNS, StoredRecommendation, load_recommendations
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
 
 def _decide_recommendation(db: Database, rec_id: int, verdict: str, allowed_from: tuple[str, ...], reason: str,
                            actor: str | None) -> StoredRecommendation:
-    schema, who = db.settings.state_schema, actor or audit.actor()
+    schema, who = db.settings.state_schema, actor or audit.current_actor()
     new_status = "approved" if verdict == "approve" else "rejected"
     with db.connection() as conn:
         with conn.cursor() as cur:

@@ -25,7 +25,6 @@ from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import (
     BuildResult,
     ProgressCallback,
@@ -39,12 +38,13 @@ from indexd.lifecycle.ddl import (
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
-from indexd.lifecycle.pause import active_pause
 from indexd.lifecycle.recommendations import (
     StoredRecommendation,
     claim_for_build,
     finish_build,
 )
+from indexd.state import audit
+from indexd.state.pause import active_pause
 
 log = logging.getLogger(__name__)
 

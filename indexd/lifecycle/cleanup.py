@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 
 from indexd.db.pool import Database, PgConnection
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import OWN_PREFIX, index_state
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX
 from indexd.lifecycle.recommendations import finish_build, load_recommendations
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from psycopg2 import sql
 
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import (
     BuildResult,
     ProgressCallback,
@@ -44,6 +43,7 @@ from indexd.lifecycle.ddl import (
 )
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.recommendations import StoredRecommendation, finish_build
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ ones through the guards.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from indexd.lifecycle.verdict import (
     target_keys,
     window_stats,
 )
+from indexd.state.verdicts import insert_verdict
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,9 @@ def gather(conn: PgConnection, state_schema: str, item: BuiltIndex, lookback: ti
 
 
 def store_verdict(conn: PgConnection, schema: str, item: BuiltIndex, verdict: Verdict, now: datetime) -> None:
-    evidence = {**verdict.evidence, "reasons": list(verdict.reasons)}
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "INSERT INTO {}.index_verdicts (decided_at, recommendation_id, index_schema, index_name, verdict, evidence)"
-            " VALUES (%s, %s, %s, %s, %s, %s)").format(sql.Identifier(schema)),
-            (now, item.recommendation_id, item.schema, item.index_name, verdict.verdict,
-             json.dumps(evidence, default=str, sort_keys=True)))
+    insert_verdict(conn, schema, decided_at=now, recommendation_id=item.recommendation_id, index_schema=item.schema,
+                   index_name=item.index_name, verdict=verdict.verdict,
+                   evidence={**verdict.evidence, "reasons": list(verdict.reasons)})
 
 
 # ---- the verification run -----------------------------------------------------------------------------------

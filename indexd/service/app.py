@@ -14,17 +14,21 @@ import threading
 import time
 from collections.abc import Mapping
 
+from indexd.config.checks import check_runnable
+from indexd.config.load import load_settings
+from indexd.config.schedule import JOB_ORDER, job_specs
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
+from indexd.log import setup_logging
 from indexd.service import databases
-from indexd.service.http import HttpServer, parse_listen, read_token
+from indexd.service.http import HttpServer
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
 from indexd.service.notify import NotificationCollector, Notifications
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
-from indexd.service.scheduler import JOB_ORDER, Scheduler, job_specs, validate
+from indexd.service.scheduler import Scheduler
 from indexd.service.status_view import liveness
 from indexd.service.systemd import Notifier, Watchdog
 
@@ -34,27 +38,6 @@ log = logging.getLogger(__name__)
 # (capture, advise, apply, verify, health, backup, backup_verify, prune), then on its schedule as usual. Cron's
 # finest step is a minute; tests and first-time checks use this instead of waiting for the schedules.
 RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"
-
-
-def _load(path: str | None, env: Mapping[str, str] | None) -> Settings:
-    from indexd.config.load import load_settings
-
-    return load_settings(path, env)
-
-
-def check_runnable(settings: Settings) -> None:
-    """What the daemon needs beyond a valid file: databases, valid schedules, a usable listen address."""
-    problems = validate(settings)
-    if not settings.databases:
-        problems.append("databases: none configured; the daemon has nothing to do")
-    if settings.http.enabled:
-        for check in (lambda: parse_listen(settings.http.listen), lambda: read_token(settings.http)):
-            try:
-                check()
-            except ConfigError as exc:
-                problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
 
 
 class IndexdService:
@@ -142,10 +125,8 @@ class IndexdService:
     # ---- reload -----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Validate the file fully, then swap; on any problem keep the running config and say why."""
-        from indexd.log import setup_logging
-
         try:
-            new = _load(self.config_path or self.settings.source, self.env)
+            new = load_settings(self.config_path or self.settings.source, self.env)
             check_runnable(new)
             setup_logging(new.logging)  # replaces only our handlers; fails before anything else changes
         except (ConfigError, OSError) as exc:

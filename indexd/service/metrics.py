@@ -56,6 +56,7 @@ class StateCollector(Collector):
             "retries": "retried database operations",
             "connect_failures": "failed connection attempts",
             "invalidations": "connections dropped as broken",
+            "recycles": "connections replaced at the end of their max lifetime",
         }
         families = {k: CounterMetricFamily(f"indexd_pool_{k}" if k != "retries" else "indexd_retries", doc,
                                            labels=["database"]) for k, doc in counters.items()}

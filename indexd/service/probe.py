@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
+from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
 from indexd.errors import first_line
 from indexd.lifecycle import announce
-from indexd.lifecycle.pause import ran_out
+from indexd.lifecycle.recommendations import load_recommendations
 from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
+from indexd.state.pause import active_pause, ran_out
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,6 @@ WHERE p.datname = current_database() AND a.application_name = 'indexd'
 
 def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
     """Read everything the probe shows for one database; never raises (a failure is `up = False`)."""
-    from indexd.lifecycle.pause import active_pause
-    from indexd.lifecycle.recommendations import load_recommendations
-
     result = Probe(at=runtime.clock())
     schema = target.settings.state_schema
     try:
@@ -73,10 +73,6 @@ _STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:
     if not target.settings.backups.enabled:
         return None
-    from dataclasses import replace
-
-    from indexd.backup.catalog import backup_readings
-
     one = replace(runtime.settings, databases=(target.settings,))
     reading = backup_readings(one).get(target.name)
     if reading is None:

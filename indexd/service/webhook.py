@@ -18,7 +18,6 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +25,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from indexd import __version__
 from indexd.config.schema import WebhookSettings
+from indexd.config.secrets import read_secret_file
+from indexd.errors import ConfigError
 from indexd.events import Event
 from indexd.service.webhook_body import render
 
@@ -130,15 +131,15 @@ def _status_error(status: int) -> DeliveryError:
     return DeliveryError("http_4xx", f"answered {status}: check the URL and the token", retry=False)
 
 
-def read_token(path: str) -> str:
+def read_token(path: str, label: str) -> str:
     """The bearer token in `path`, read at each delivery so a rotated token is used at once."""
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise DeliveryError("token", f"cannot read token_file {path}: {why}", retry=False) from None
-    if not token or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
-        raise DeliveryError("token", f"token_file {path} is empty or holds more than one token", retry=False)
+        token = read_secret_file(path, f"token_file of webhook {label}")
+    except ConfigError as exc:
+        raise DeliveryError("token", str(exc), retry=False) from None
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        raise DeliveryError("token", f"token_file of webhook {label}: {path} holds more than one token",
+                            retry=False)
     return token
 
 
@@ -239,7 +240,7 @@ class WebhookChannel:
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": f"indexd/{__version__}"}
         if self.settings.token_file:
-            headers["Authorization"] = f"Bearer {read_token(self.settings.token_file)}"
+            headers["Authorization"] = f"Bearer {read_token(self.settings.token_file, self.label)}"
         return headers
 
     def _send(self, event: Event, body: bytes, headers: dict[str, str]) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 from pglast import parse_sql, split
 from pglast.parser import ParseError
 
-from indexd.advisor.model import Statement
 from indexd.errors import UsageError
+from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from test_build_support import (  # noqa: E402
 from indexd.advisor.model import IndexCandidate, IndexKey  # noqa: E402
 from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings  # noqa: E402
 from indexd.db.pool import Database  # noqa: E402
-from indexd.db.state import migrate  # noqa: E402
 from indexd.embedded import EmbeddedCluster  # noqa: E402
 from indexd.lifecycle.build import build_index  # noqa: E402
 from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid  # noqa: E402
 from indexd.lifecycle.recommendations import load_recommendations  # noqa: E402
+from indexd.state.migrations import migrate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # An index whose key is computed slowly (2 ms a row): a build that lasts seconds on a small table.

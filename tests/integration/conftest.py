@@ -10,8 +10,8 @@ import pytest
 
 from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
+from indexd.state.migrations import migrate
 from tests.conftest import assert_no_leaked_connections
 
 

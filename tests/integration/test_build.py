@@ -149,7 +149,7 @@ def test_an_invalid_leftover_of_the_same_name_is_dropped_before_building(fast_db
 
 
 def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: Database, pg_conn) -> None:
-    from indexd.lifecycle import audit
+    from indexd.state import audit
 
     make_table(pg_conn, "public", "done", rows=100)
     cand = candidate("public", "done", "a")

@@ -22,8 +22,9 @@ from indexd.clock import utcnow
 from indexd.config.schema import Settings, WindowSettings
 from indexd.db.pool import Database
 from indexd.lifecycle.apply import apply
-from indexd.lifecycle.pause import active_pause, pause, resume
+from indexd.lifecycle.pause import pause, resume
 from indexd.lifecycle.readings import take_readings
+from indexd.state.pause import active_pause
 
 
 @pytest.fixture

@@ -240,7 +240,7 @@ def test_empty_captured_workload_says_to_wait_or_use_queries(shop: psycopg2.exte
     code, out, _ = _recommend(capsys, pg_dsn, "--no-save")
     assert code == 0
     assert "no index recommended from 0 statements" in out
-    assert "no statements captured yet" in out and "look-back is 7 day(s)" in out and "--queries" in out
+    assert "no statements captured yet" in out and "look-back is 7d" in out and "--queries" in out
     _, out, err = _recommend(capsys, pg_dsn, "--no-save", "--json")
     assert json.loads(out)["recommendations"] == [] and "no statements captured yet" in err
 

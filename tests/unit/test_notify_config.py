@@ -89,7 +89,7 @@ def test_every_broken_webhook_is_named_with_its_line(tmp_path: Path) -> None:
         "token in token_file",
         "notifications.webhooks[4].events (line 13): names no event; leave events out to send every event",
         "notifications.webhooks[4].format (line 14): must be one of json, slack (got 'teams')",
-        "notifications.webhooks[4].timeout (line 15): must be greater than zero",
+        "notifications.webhooks[4].timeout (line 15): must be between 100ms and 5m (got '0s')",
         "notifications.webhooks[5] (line 16): missing required key 'url'",
     ]
     assert not any("hunter2" in p or "/drop" in p for p in found)
@@ -125,8 +125,8 @@ def test_bad_url_shapes(tmp_path: Path) -> None:
 
 def test_queue_and_drain_bounds(tmp_path: Path) -> None:
     found = _problems(tmp_path, "notifications:\n  queue_size: 0\n  drain_timeout: 1m\n")
-    assert found == ["notifications.queue_size (line 5): must be between 1 and 100000",
-                     "notifications.drain_timeout (line 6): must be between 0 and 10"]
+    assert found == ["notifications.queue_size (line 5): must be between 1 and 100000 (got 0)",
+                     "notifications.drain_timeout (line 6): must be between 0s and 10s (got '1m')"]
 
 
 def test_production_checks_token_files_and_clear_text(tmp_path: Path) -> None:

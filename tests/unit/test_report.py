@@ -48,7 +48,7 @@ def _advice(declined: list[tuple[str, str]], **kw: object) -> Advice:
 
 def test_nothing_recommended_gives_the_true_reason() -> None:
     assert "--queries workload has no statement" in nothing_reason(Advice("main", 0, 0.0, from_workload=False))
-    assert "look-back is 2 hour(s)" in nothing_reason(Advice("main", 0, 0.0, lookback_s=7200))
+    assert "look-back is 2h" in nothing_reason(Advice("main", 0, 0.0, lookback_s=7200))
     budget = _advice([("public.t (a)", "does not fit the storage budget")], budget_bytes=0,
                      smallest_candidate_bytes=1000 * 1024)
     assert nothing_reason(budget) == ("the storage budget (0 B) is smaller than the smallest candidate index "

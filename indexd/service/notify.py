@@ -84,17 +84,15 @@ class Notifications:
         for label, channel in wanted.items():
             if old.get(label) is not channel:
                 channel.start()
-        for label, channel in old.items():
-            if wanted.get(label) is channel:
-                continue
-            left = channel.close(RELOAD_DRAIN_S)
-            successor = wanted.get(label)
+        replaced = [channel for label, channel in old.items() if wanted.get(label) is not channel]
+        for channel, left in _close_all(replaced, RELOAD_DRAIN_S):
+            successor = wanted.get(channel.label)
             for event in left:
                 if successor is not None and successor.wants(event):
                     successor.offer(event)
                 else:
-                    self.stats.count("dropped", label, "removed")
-        if old.keys() != wanted.keys() or any(old.get(k) is not v for k, v in wanted.items()):
+                    self.stats.count("dropped", channel.label, "removed")
+        if replaced or old.keys() != wanted.keys():
             log.info("notifications: %d webhook(s) after reload", len(wanted))
 
     def close(self, timeout_s: float | None = None) -> int:

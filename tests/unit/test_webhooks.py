@@ -241,6 +241,20 @@ def test_reload_keeps_unchanged_webhooks_and_replaces_changed_ones(notes: Make) 
         assert until(lambda: n.stats.copy()[0] == {"a": 2, "b": 1, "c": 2})  # counters outlive the reloads
 
 
+def test_a_changed_webhook_hands_its_queue_to_its_successor(notes: Make) -> None:
+    with receiver(delay_s=1.2) as slow, receiver() as fast:
+        n = notes(WebhookSettings(url=slow.url, name="ops", timeout=timedelta(seconds=5)))
+        for i in range(3):
+            events.publish("index_built", "main", f"event {i}")
+        assert until(lambda: slow.requests == 1)  # the first is in flight, two wait
+        t0 = time.monotonic()
+        n.update(NotificationSettings(webhooks=(WebhookSettings(url=fast.url, name="ops"),)))
+        assert time.monotonic() - t0 < 1.5  # the old channel got RELOAD_DRAIN_S, not its whole queue's time
+        assert [r.body["summary"] for r in fast.wait_for(2)] == ["event 1", "event 2"]
+        assert [r.body["summary"] for r in slow.wait_for(1)] == ["event 0"]
+        assert until(lambda: n.stats.copy()[0] == {"ops": 3}) and n.stats.copy()[2] == {}
+
+
 def test_metrics(notes: Make) -> None:
     with receiver(statuses=[404]) as rec, receiver(delay_s=1.0) as slow:
         n = notes(WebhookSettings(url=rec.url, name="ops", events=("index_built",)),

@@ -11,7 +11,16 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from indexd.cli.common import connected, load, open_database, print_json, print_table, single_target, targets
+from indexd.cli.common import (
+    connected,
+    load,
+    notifying,
+    open_database,
+    print_json,
+    print_table,
+    single_target,
+    targets,
+)
 from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
@@ -150,8 +159,9 @@ def apply(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     settings = load(args)
-    run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
-                        verdict=_apply_verdict)
+    with notifying(settings):
+        run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
+                            verdict=_apply_verdict)
     return run.exit_code
 
 
@@ -179,7 +189,8 @@ def _switch(args: argparse.Namespace, act: str, work: Callable[[Database], str])
         _require_state(db)
         print(work(db))
 
-    return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
+    with notifying(settings):
+        return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
 
 
 def pause(args: argparse.Namespace) -> int:

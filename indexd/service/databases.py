@@ -56,7 +56,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
         applied = migrate(target.db)
         if applied:
             log.info("state schema of %s migrated to version %d", target.name, max(applied))
-        target.leadership = Leadership.for_database(target.db)
+        target.leadership = Leadership.for_database(target.db, announce_changes=True)
         target.prepared = True
 
 

@@ -74,6 +74,7 @@ class DatabaseRuntime:
     counters: dict[str, int] = field(default_factory=dict)  # indexes_built, indexes_reverted, ...
     skips_logged: SeenShapes = field(default_factory=SeenShapes)  # statement shapes whose skip was logged
     captured_statements: int | None = None  # statements in the last workload snapshot this process took
+    pauses_checked_at: datetime | None = None  # timed pauses that ran out before this were announced
 
     def count(self, key: str, n: int = 1) -> None:
         if n:

@@ -36,6 +36,7 @@ from indexd.simulate.data import setup
 from indexd.simulate.shapes import SHAPES, Shape
 from indexd.simulate.workload import read_bounds
 from indexd.workload.capture import workload
+from indexd.workload.lookback import capture_workload
 
 RESULTS = Path(__file__).parent / "results"
 TEMPLATE = "bench_shop"
@@ -134,7 +135,7 @@ def contenders(db: Database) -> dict[str, tuple[list[IndexCandidate], float]]:
     settings = IndexingSettings()
     out: dict[str, tuple[list[IndexCandidate], float]] = {"none": ([], 0.0), "dba": (DBA, 0.0)}
     t0 = time.perf_counter()
-    advice = advise(db, settings)
+    advice = advise(db, settings, capture_workload(db, settings))
     out["indexd"] = ([r.candidate for r in advice.recommendations], time.perf_counter() - t0)
     statements = workload(db, settings.lookback, min_calls=1)
     with db.connection() as conn:

@@ -19,8 +19,9 @@ from pglast import parse_sql
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
-from indexd.advisor.model import Catalog, IndexCandidate, IndexKey, Statement, Table
+from indexd.advisor.model import Catalog, IndexCandidate, IndexKey, Table
 from indexd.advisor.whatif import WhatIf
+from indexd.statements.statement import Statement
 
 MIN_COST = 100.0
 SAVINGS_RATIO = 0.5

@@ -29,12 +29,14 @@ def one(dsn: str, n: int, tables: int) -> None:
     from indexd.advisor.pipeline import advise
     from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
     from indexd.db.pool import Database
+    from indexd.workload.lookback import given_workload
 
     stmts = statements(n, tables)
     db = Database(DatabaseSettings(name="scale", dsn=dsn, pool=PoolSettings(size=2)))
     try:
         t0 = time.perf_counter()
-        advice = advise(db, IndexingSettings(min_calls=1, max_indexes_per_table=3), stmts)
+        settings = IndexingSettings(min_calls=1, max_indexes_per_table=3)
+        advice = advise(db, settings, given_workload(stmts, settings))
         elapsed = time.perf_counter() - t0
     finally:
         db.close()

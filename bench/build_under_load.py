@@ -34,11 +34,11 @@ from psycopg2 import sql
 from indexd.advisor.model import IndexCandidate, IndexKey
 from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.ddl import BuildProgress
-from indexd.lifecycle.recommendations import load_recommendations
+from indexd.state.migrations import migrate
+from indexd.state.recommendations import load_recommendations
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP_S = 5.0

@@ -18,6 +18,10 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+from indexd.advisor.pipeline import advise
+from indexd.advisor.store import save_recommendations
+from indexd.backup.dump import run_backup
+from indexd.backup.verify import test_restore
 from indexd.config.schema import (
     BackupSettings,
     DatabaseSettings,
@@ -30,10 +34,16 @@ from indexd.config.schema import (
     WindowSettings,
     WriteGuardSettings,
 )
-from indexd.embedded import EmbeddedCluster
+from indexd.db.pool import Database
+from indexd.embedded import ClusterError, EmbeddedCluster
 from indexd.errors import IndexdError
+from indexd.lifecycle.apply import apply
+from indexd.lifecycle.verify import verify_built
 from indexd.simulate import WorkloadStats, drive, scenario, setup
+from indexd.state.migrations import migrate
 from indexd.units import human_size
+from indexd.workload.capture import take_snapshot
+from indexd.workload.lookback import capture_workload
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +114,6 @@ def demo_settings(dsn: str, backups_dir: Path, now: datetime) -> tuple[Settings,
 
 
 def _check_prerequisites() -> EmbeddedCluster:
-    from indexd.embedded import ClusterError
-
     try:
         cluster = EmbeddedCluster()
     except ClusterError as exc:
@@ -160,10 +168,6 @@ def _stop_command(cluster: EmbeddedCluster) -> str:
 
 def _cycle(cluster: EmbeddedCluster, dsn: str, sc: str, workload: timedelta, clients: int, result: DemoResult,
            report: Step) -> None:
-    from indexd.db.pool import Database
-    from indexd.db.state import migrate
-    from indexd.workload.capture import take_snapshot
-
     assert cluster.base_dir is not None
     settings, db_settings = demo_settings(dsn, Path(cluster.base_dir) / "backups", datetime.now(UTC))
     out: list[str] = []
@@ -197,18 +201,14 @@ def _workload(dsn: str, sc: str, duration: timedelta, clients: int, report: Step
     return stats
 
 
-def _advise(db: Any, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
-    from indexd.advisor.pipeline import advise
-    from indexd.advisor.store import save_recommendations
-    from indexd.workload.capture import take_snapshot
-
+def _advise(db: Database, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
     out: list[str] = []
     with _step(report, "capture pg_stat_statements", out):
         snap = take_snapshot(db)
         out.append(f"snapshot {snap.id}: {snap.statements} statements")
     out = []
     with _step(report, "recommend indexes (HypoPG what-if)", out):
-        advice = advise(db, db_settings.indexing)
+        advice = advise(db, db_settings.indexing, capture_workload(db, db_settings.indexing))
         save_recommendations(db, advice.recommendations, advice.create_sql, supersede_missing=True)
         out.append(f"{advice.analyzed_statements} statements analyzed, {len(advice.recommendations)} recommended")
     for rec in advice.recommendations:
@@ -221,10 +221,7 @@ def _advise(db: Any, db_settings: DatabaseSettings, result: DemoResult, report: 
         })
 
 
-def _build(db: Any, settings: Settings, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
-    from indexd.lifecycle.apply import apply
-    from indexd.workload.capture import take_snapshot
-
+def _build(db: Database, settings: Settings, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
     out: list[str] = []
     with _step(report, "build in the open window (CREATE INDEX CONCURRENTLY)", out):
         res = apply(db, settings, db_settings)
@@ -238,10 +235,7 @@ def _build(db: Any, settings: Settings, db_settings: DatabaseSettings, result: D
         take_snapshot(db)  # the baseline the verification compares against
 
 
-def _verify(db: Any, settings: Settings, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
-    from indexd.lifecycle.verify import verify_built
-    from indexd.workload.capture import take_snapshot
-
+def _verify(db: Database, settings: Settings, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
     out: list[str] = []
     with _step(report, "verify the new indexes (real before/after)", out):
         take_snapshot(db)
@@ -253,9 +247,6 @@ def _verify(db: Any, settings: Settings, db_settings: DatabaseSettings, result: 
 
 
 def _backup(settings: Settings, db_settings: DatabaseSettings, result: DemoResult, report: Step) -> None:
-    from indexd.backup.dump import run_backup
-    from indexd.backup.verify import test_restore
-
     out: list[str] = []
     with _step(report, "back up (pg_dump, checksum, manifest)", out):
         b = run_backup(settings, db_settings)

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import psutil
 import psycopg2
 from psycopg2 import sql
 
@@ -204,8 +206,6 @@ class EmbeddedCluster:
         return True
 
     def _server_pids(self) -> list[int]:
-        import psutil
-
         pid = self.postmaster_pid()
         if pid is None:
             return []
@@ -256,8 +256,6 @@ class EmbeddedCluster:
     def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
         auth = user or self.superuser
         if password is not None:
-            from urllib.parse import quote
-
             auth += ":" + quote(password, safe="")
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 

@@ -25,6 +25,11 @@ class UsageError(IndexdError):
     exit_code = 2
 
 
+class StateMissing(IndexdError):
+    """A database has no indexd state schema yet: 'indexd migrate' creates it. A failure of that database (exit
+    1), not of the command line: the other databases of the same command go on."""
+
+
 class ConnectionFailed(IndexdError):
     """A database could not be reached, or refused us (wrong password, breaker open, retries exhausted)."""
 
@@ -41,3 +46,12 @@ class BuildError(IndexdError):
 
 class BackupError(IndexdError):
     """A backup, verification or restore failed."""
+
+
+def first_line(error: BaseException | str, default: str | None = None) -> str:
+    """The first line of an error's message: psycopg2 and libpq put DETAIL, HINT and context on the lines after
+    it. An empty message gives `default`, else the error's class name."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return default if default is not None else type(error).__name__

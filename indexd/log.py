@@ -19,20 +19,39 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from io import TextIOWrapper
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pythonjsonlogger.json import JsonFormatter
 
-from indexd.config.schema import LoggingSettings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
+from indexd.private import create_private_dir, open_private
 
 _ENV_PASSWORD = re.compile(r"(?i)\b((?:PG|DB_)?PASSWORD['\"]?\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 _JOB = contextvars.ContextVar[tuple[str, str, str | None] | None]("indexd_job", default=None)
 _OURS = "_indexd_handler"  # attribute marking the handlers setup_logging installed
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _OWN_FIELDS = {"job", "job_id", "database"}
+
+
+class LogTarget(Protocol):
+    """What `setup_logging` reads: the `logging` section of the settings (config.schema.LoggingSettings). Named
+    here so this module stays a leaf that config, db and everything above can use."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def file(self) -> str | None: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def backup_count(self) -> int: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def stderr(self) -> bool: ...
 
 
 def scrub(text: str) -> str:
@@ -132,17 +151,27 @@ def gzip_namer(name: str) -> str:
 
 
 def gzip_rotator(source: str, dest: str) -> None:
-    """Compress the file just rotated out into `dest` (already named .gz), then remove it."""
-    with open(source, "rb") as src, gzip.open(dest, "wb") as out:
+    """Compress the file just rotated out into `dest` (already named .gz, created 0600), then remove it."""
+    fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with open(source, "rb") as src, open(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
         shutil.copyfileobj(src, out)
     os.remove(source)
 
 
-def _file_handler(settings: LoggingSettings) -> logging.Handler:
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file only indexd's user can read (0600, like the backups): log lines name databases,
+    roles and statements. There is no group setting for logs, so there is no group-readable mode either."""
+
+    def _open(self) -> TextIOWrapper:  # logging's hook, called on the first write and after each rotation
+        fd = open_private(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)  # the handler appends (mode 'a')
+
+
+def _file_handler(settings: LogTarget) -> logging.Handler:
     path = Path(settings.file or "")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        create_private_dir(path.parent)
+        handler = PrivateRotatingFileHandler(
             path, maxBytes=int(settings.max_bytes), backupCount=settings.backup_count, encoding="utf-8"
         )
     except OSError as exc:
@@ -155,7 +184,7 @@ def _file_handler(settings: LoggingSettings) -> logging.Handler:
     return handler
 
 
-def setup_logging(settings: LoggingSettings) -> None:
+def setup_logging(settings: LogTarget) -> None:
     """Install (or re-install, on reload) indexd's handlers on the root logger."""
     handlers: list[logging.Handler] = []
     if settings.file:

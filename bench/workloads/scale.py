@@ -6,7 +6,7 @@ import random
 
 from psycopg2 import sql
 
-from indexd.advisor.model import Statement
+from indexd.statements.statement import Statement
 
 COLUMNS = ("a", "b", "c", "d", "e", "f", "g", "h")  # a-c int (skewed, uniform, low-card), d bigint, e-f text, g-h ts
 ROWS = 5000

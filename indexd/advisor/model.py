@@ -1,5 +1,6 @@
-"""The advisor's vocabulary: statements of a workload, the catalog they run against, index candidates and
-recommendations. Plain frozen data, shared by capture, candidates, what-if, selection and report."""
+"""The advisor's vocabulary: the catalog a workload runs against, index candidates and recommendations. Plain
+frozen data, shared by candidates, what-if, selection and report (the statements themselves are
+`indexd.statements.statement.Statement`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,6 @@ import hashlib
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One statement shape of the workload with its weight."""
-
-    query: str  # as pg_stat_statements normalises it ($1, $2 ...) or as written in a .sql file
-    calls: int = 1
-    total_time_ms: float = 0.0  # real execution time over the look-back; 0 when unknown (offline workload)
-    queryid: int | None = None
-    rows: int = 0  # rows returned or affected over the look-back (pg_stat_statements.rows); 0 when unknown
 
 
 @dataclass(frozen=True)

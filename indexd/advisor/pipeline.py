@@ -1,4 +1,4 @@
-"""One advisor run: workload -> catalog -> candidates -> what-if costs -> selection -> recommendations."""
+"""One advisor run: a given workload -> catalog -> candidates -> what-if costs -> selection -> recommendations."""
 
 from __future__ import annotations
 
@@ -6,25 +6,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg2
 from pglast import parse_sql
 from pglast.parser import ParseError
-from psycopg2 import sql
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Statement, Table
+from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
+from indexd.advisor.skips import SkipReason
 from indexd.advisor.whatif import WhatIf, require_hypopg
-from indexd.clock import utcnow
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
-from indexd.workload.capture import take_snapshot, workload
+from indexd.statements.statement import Statement, Workload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +35,8 @@ class Skipped:
 
     query: str
     reason: str
+    kind: SkipReason | None = None  # the named reason (None for a declined candidate index)
+    queryid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,38 +56,40 @@ class Advice:
     min_improvement_pct: float = 0.0
 
 
+def check_hypopg(db: Database) -> None:
+    """HypoPGMissing (saying how to install it) unless HypoPG is created in this database. Callers run it before
+    they capture a workload, so nothing is captured or written for advice that cannot be given."""
+    with db.connection() as conn:
+        require_hypopg(conn, db.name)
+
+
 def advise(
     db: Database,
     settings: IndexingSettings,
-    statements: list[Statement] | None = None,
+    work: Workload,
     budget_bytes: int | None = None,
     *,
-    now: datetime | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Advice:
-    """Index advice for this database's workload (pg_stat_statements over the look-back, or `statements`)."""
+    """Index advice for this workload (captured by the caller, or given). Reads the catalog and costs plans
+    with HypoPG; it captures, migrates and writes nothing."""
     started = clock()
-    warnings: list[str] = []
-    with db.connection() as conn:
-        require_hypopg(conn, db.name)  # before anything is captured or written
-    from_workload = statements is None
-    period_s = settings.lookback.total_seconds()
-    if statements is None:
-        statements, period_s = _captured(db, settings, now, warnings)
+    check_hypopg(db)
+    statements, period_s = work.statements, work.period_s
     with db.connection() as conn:
         catalog = load_catalog(conn, db.settings.state_schema)
     cands = generate(statements, catalog, settings, db.settings.state_schema)
-    skipped = [Skipped(s.query, s.reason) for s in cands.skipped]
+    skipped = [Skipped(s.query, s.reason, s.kind, statements[s.statement_index].queryid) for s in cands.skipped]
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
-                through_view=cands.through_view) as whatif:
+                through_view=cands.through_view, catalog=catalog) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
         writes = write_rates(statements, catalog, whatif.rows_written, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
                            skewed=skewed_columns(catalog))
-        skipped += [Skipped(statements[i].query, f"cannot be costed: {err}")
-                    for i, err in sorted(whatif.stats.errors.items())]
+        skipped += [Skipped(statements[i].query, f"cannot be costed: {err}", whatif.stats.reasons[i],
+                            statements[i].queryid) for i, err in sorted(whatif.stats.errors.items())]
         create_sql = {c.candidate.fingerprint(): c.candidate.create_sql().as_string(whatif.conn)
                       for c in selection.chosen}
         log.info("%s: %d statements, %d candidates, %d EXPLAINs (%d cached), %d recommended",
@@ -98,7 +99,7 @@ def advise(
                              + (f" WHERE {c.where}" if c.where else ""), why)
                      for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
-                  tuple(skipped), tuple(warnings), create_sql, from_workload, declined, budget,
+                  tuple(skipped), work.warnings, create_sql, work.captured, declined, budget,
                   min(sizes.values(), default=None), settings.lookback.total_seconds(), settings.min_improvement_pct)
 
 
@@ -119,44 +120,6 @@ class WorkloadCosts:
             alone = {c: self.whatif.plan(s, query, frozenset([c])) for c in indexes}
             indexes = frozenset(c for c, plan in alone.items() if plan is not None and c in plan.used)
         return self.whatif.cost(s, query, indexes)
-
-
-def _captured(db: Database, settings: IndexingSettings, now: datetime | None,
-              warnings: list[str]) -> tuple[list[Statement], float]:
-    """The look-back's workload and the seconds it spans; a first snapshot is taken when there is none yet."""
-    migrate(db)
-    now = now or utcnow()
-    if _snapshot_span(db, now - settings.lookback, now) is None:
-        take_snapshot(db, now)
-        warnings.append("no earlier snapshot: the workload is every statement since pg_stat_statements was reset")
-    statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
-    span = _snapshot_span(db, now - settings.lookback, now) or 0.0
-    if span <= 0:
-        span = _since_stats_reset(db, now)
-    return statements, max(span, 1.0)
-
-
-def _snapshot_span(db: Database, start: datetime, end: datetime) -> float | None:
-    """Seconds between the oldest and newest snapshot in [start, end] (None when there is none)."""
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT extract(epoch FROM max(taken_at) - min(taken_at)) FROM {}.snapshots "
-                    "WHERE taken_at BETWEEN %s AND %s").format(sql.Identifier(db.settings.state_schema)),
-            (start, end),
-        )
-        row = cur.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
-
-
-def _since_stats_reset(db: Database, now: datetime) -> float:
-    """Seconds the cumulative pg_stat_statements counters cover."""
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                    "WHERE e.extname = 'pg_stat_statements'")
-        schema = cur.fetchone()[0]
-        cur.execute(sql.SQL("SELECT extract(epoch FROM %s - stats_reset) FROM {}.pg_stat_statements_info").format(
-            sql.Identifier(schema)), (now,))
-        return float(cur.fetchone()[0] or 0.0)
 
 
 def dml_targets(query: str, catalog: Catalog) -> list[Table]:

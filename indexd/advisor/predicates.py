@@ -11,7 +11,6 @@ lists; column references are resolved by the statement walker (`indexd.advisor.p
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ from pglast import ast, enums
 from pglast.stream import RawStream
 
 from indexd.advisor.model import IndexKey, Table
+from indexd.statements.tree import walk
 
 # Functions of one column whose result depends on their arguments only (IMMUTABLE for text and numeric
 # arguments), so an expression index can hold them.
@@ -135,32 +135,6 @@ class Resolver(Protocol):
 
 
 # ---- tree helpers ------------------------------------------------------------------------------------------
-def children(node: Any) -> Iterator[Any]:
-    """The direct sub-nodes of a parse-tree node (or of a list of them)."""
-    if isinstance(node, (tuple, list)):
-        for item in node:
-            if isinstance(item, (tuple, list)):
-                yield from children(item)
-            elif isinstance(item, ast.Node):
-                yield item
-        return
-    if isinstance(node, ast.Node):
-        for name in node:
-            value = getattr(node, name)
-            if isinstance(value, ast.Node):
-                yield value
-            elif isinstance(value, (tuple, list)):
-                yield from children(value)
-
-
-def walk(node: Any, into_subqueries: bool = True) -> Iterator[Any]:
-    yield node
-    if not into_subqueries and isinstance(node, ast.SubLink):
-        return
-    for child in children(node):
-        yield from walk(child, into_subqueries)
-
-
 def deparse(node: Any) -> str:
     return str(RawStream()(node))
 

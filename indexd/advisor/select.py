@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from indexd.advisor.model import ExistingIndex, IndexCandidate, Statement
+from indexd.advisor.model import ExistingIndex, IndexCandidate
 from indexd.config.schema import IndexingSettings
+from indexd.statements.statement import Statement
 from indexd.units import human_rate
 
 CostFn = Callable[[int, frozenset[IndexCandidate]], float | None]

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from psycopg2 import sql
-from psycopg2.extras import Json
 
 from indexd.backup.manifest import (
     FOREIGN,
@@ -26,14 +24,16 @@ from indexd.backup.manifest import (
     PARTIAL_SUFFIX,
     BackupInfo,
     check_name,
-    ensure_private_dir,
 )
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.backup.vetting import require_own, vet_manifest
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import connect_kwargs, redact_dsn
-from indexd.errors import BackupError, UsageError
+from indexd.db.conninfo import connect_kwargs
+from indexd.dsn import redact_dsn
+from indexd.errors import BackupError, UsageError, first_line
+from indexd.private import ensure_private_dir
+from indexd.state.backups import CatalogRow, upsert_backup
 
 log = logging.getLogger(__name__)
 
@@ -194,25 +194,12 @@ def failures(folder: Path) -> list[dict[str, Any]]:
 
 
 # ---- the catalog mirror in the state schema -------------------------------------------------------------
-_UPSERT = """
-INSERT INTO {}.backups (id, database, started_at, finished_at, status, format, path, size_bytes, sha256,
-                        verified_at, error, manifest)
-VALUES (%(id)s, %(database)s, %(started_at)s, %(finished_at)s, %(status)s, %(format)s, %(path)s,
-        %(size_bytes)s, %(sha256)s, %(verified_at)s, %(error)s, %(manifest)s)
-ON CONFLICT (id) DO UPDATE SET finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
-    size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, verified_at = EXCLUDED.verified_at,
-    error = EXCLUDED.error, manifest = EXCLUDED.manifest
-"""
-
-
 def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | None = None) -> bool:
     """Mirror a backup into the database's `backups` table. Best effort: False (and a warning) on failure."""
-    row = {
-        "id": info.id, "database": info.database, "started_at": info.started_at, "finished_at": info.finished_at,
-        "status": status or info.status, "format": info.format, "path": str(info.path),
-        "size_bytes": info.size_bytes or None, "sha256": info.sha256, "verified_at": info.verified_at,
-        "error": info.error, "manifest": Json(info.manifest) if info.manifest else None,
-    }
+    row = CatalogRow(id=info.id, database=info.database, started_at=info.started_at,
+                     finished_at=info.finished_at, status=status or info.status, format=info.format,
+                     path=str(info.path), size_bytes=info.size_bytes or None, sha256=info.sha256,
+                     verified_at=info.verified_at, error=info.error, manifest=info.manifest or None)
     kwargs = connect_kwargs(db)
     kwargs["connect_timeout"] = "5"
     try:
@@ -224,11 +211,11 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SET LOCAL statement_timeout = '10s'; SET LOCAL lock_timeout = '2s'")
-            cur.execute(sql.SQL(_UPSERT).format(sql.Identifier(db.state_schema)), row)
+            upsert_backup(conn, db.state_schema, row)
         return True
     except psycopg2.Error as exc:
         log.warning("catalog row for backup %s not written to %s.%s.backups (%s); the manifest on disk stands",
-                    info.id, db.name, db.state_schema, str(exc).strip().splitlines()[0])
+                    info.id, db.name, db.state_schema, first_line(exc))
         return False
     finally:
         conn.close()

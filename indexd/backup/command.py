@@ -27,8 +27,10 @@ from pathlib import Path
 import psycopg2.extensions
 
 from indexd.config.schema import DatabaseSettings
-from indexd.db.dsn import parse_dsn, redact_dsn
-from indexd.errors import BackupError, ConfigError
+from indexd.config.secrets import file_password
+from indexd.dsn import parse_dsn, redact_dsn
+from indexd.errors import BackupError
+from indexd.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +99,7 @@ def password_of(params: dict[str, str], db: DatabaseSettings | None) -> str | No
     """The password of a parsed DSN, else of the database's password_file; None leaves it to libpq's own ways."""
     if "password" in params:
         return params["password"]
-    if db is not None and db.password_file:
-        try:
-            return Path(db.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"databases.{db.name}.password_file: cannot read {db.password_file}: {exc.strerror}"
-            ) from None
-    return None
+    return None if db is None else file_password(db)
 
 
 def _passfile_line(password: str) -> str:
@@ -243,7 +238,7 @@ def describe_failure(result: CommandResult) -> str:
     if result.cancelled:
         what = "was cancelled"
     elif result.timed_out:
-        what = f"timed out after {result.duration_s:.0f}s"
+        what = f"timed out after {human_duration(result.duration_s)}"
     else:
         what = f"exited with code {result.returncode}"
     tail = "; ".join(line for line in result.stderr_tail[-5:] if line.strip())

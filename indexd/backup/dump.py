@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 
-from indexd import __version__
+from indexd import __version__, events
 from indexd.backup.catalog import (
     backup_folder,
     backup_lock,
@@ -37,7 +37,6 @@ from indexd.backup.manifest import (
     backup_id,
     checksum_files,
     data_path,
-    ensure_private_dir,
     fsync_path,
     info_from_manifest,
     manifest_path,
@@ -50,8 +49,10 @@ from indexd.backup.restore import pg_restore_list
 from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.errors import BackupError, IndexdError
+from indexd.private import DIR_MODE, FILE_MODE, ensure_private_dir
+from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,11 @@ def check_free_space(folder: Path, database_size: int, db: DatabaseSettings) -> 
     if free < needed:
         ratio = 1.0 if db.backups.compression == 0 else COMPRESSED_RATIO
         raise BackupError(
-            f"not enough free space in {folder} for a backup of {db.name}: need about {_mb(needed)} "
-            f"(database {_mb(database_size)} x {ratio} compression estimate x free_space_factor "
-            f"{db.backups.free_space_factor}), free {_mb(free)}; free some space or lower backups.free_space_factor"
+            f"not enough free space in {folder} for a backup of {db.name}: need about {human_size(needed)} "
+            f"(database {human_size(database_size)} x {ratio} compression estimate x free_space_factor "
+            f"{db.backups.free_space_factor}), free {human_size(free)}; "
+            "free some space or lower backups.free_space_factor"
         )
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1024**2:.1f} MB"
 
 
 def _clean_leftovers(folder: Path) -> None:
@@ -121,9 +119,9 @@ def _seal(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             if child.is_file():
-                os.chmod(child, 0o600)
+                os.chmod(child, FILE_MODE)
                 fsync_path(child)
-    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
     fsync_path(path)
 
 
@@ -200,7 +198,7 @@ def _explain(exc: BaseException, folder: Path) -> str:
     full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text
     if full:
         free = shutil.disk_usage(folder).free
-        return f"disk full in {folder} ({_mb(free)} free): {text}"
+        return f"disk full in {folder} ({human_size(free)} free): {text}"
     return text
 
 
@@ -225,8 +223,10 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
     try:
         folder = ensure_private_dir(backup_folder(db))
     except OSError as exc:
-        raise BackupError(f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
-                          "check backups.dir and its permissions") from exc
+        message = (f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
+                   "check backups.dir and its permissions")
+        events.publish(events.BACKUP_FAILED, db.name, message, stage="folder")
+        raise BackupError(message) from exc
     started = now or utcnow()
     bid = backup_id(db.name, started)
     extra = {"job_id": job_id, "database": db.name}
@@ -239,14 +239,17 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
         except (IndexdError, OSError, psycopg2.Error) as exc:
             message = _failed_run(db, folder, bid, started, exc)
             log.error("%s", message, extra=extra)
+            events.publish(events.BACKUP_FAILED, db.name, message, backup_id=bid, stage="dump")
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)
     if info.status == "failed":  # written and listed as failed: retention removes it after the grace period
         log.error("backup %s of %s failed verification: %s", bid, db.name, info.error, extra=extra)
+        events.publish(events.BACKUP_FAILED, db.name, f"backup {bid} failed verification: {info.error}",
+                       backup_id=bid, stage="verify")
         raise BackupError(f"backup {bid} of {db.name} was written but failed verification: {info.error}")
     duration = float(info.manifest.get("duration_s") or 0)
-    log.info("backup %s of %s %s, %s in %.1fs", bid, db.name, info.status, _mb(info.size_bytes), duration,
-             extra=extra)
+    log.info("backup %s of %s %s, %s in %s", bid, db.name, info.status, human_size(info.size_bytes),
+             human_duration(duration), extra=extra)
     return BackupResult(bid, db.name, info.status, info.path, manifest_path(folder, bid), info.size_bytes,
                         duration, info.sha256 or "", written)
 

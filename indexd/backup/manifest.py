@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from indexd.dsn import redact_dsn
 from indexd.errors import BackupError
+from indexd.private import FILE_MODE
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -90,14 +92,6 @@ def manifest_path(folder: Path, bid: str) -> Path:
     return folder / f"{bid}{MANIFEST_SUFFIX}"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700 for the last component; tighten it if it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if (path.stat().st_mode & 0o777) != 0o700:
-        os.chmod(path, 0o700)
-    return path
-
-
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -134,8 +128,6 @@ def checksum_files(root: Path) -> tuple[str, list[dict[str, Any]]]:
 
 def redact_config_text(text: str) -> str:
     """A configuration file's text with passwords, secrets and tokens masked (DSNs and YAML keys)."""
-    from indexd.db.dsn import redact_dsn
-
     return _YAML_SECRET.sub(r"\1***", redact_dsn(text))
 
 
@@ -144,7 +136,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
+            os.fchmod(fh.fileno(), FILE_MODE)
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
             fh.flush()

@@ -24,14 +24,17 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
+from indexd.backup.catalog import find_backup
 from indexd.backup.command import find_binary, libpq_connection, password_of, run_command
 from indexd.backup.manifest import BackupInfo, checksum_problems
 from indexd.backup.swap import Hook, drop_quietly, swap_in
 from indexd.backup.vetting import require_own
 from indexd.clock import monotonic
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import connect_kwargs, parse_dsn, redact_dsn
-from indexd.errors import BackupError, UsageError
+from indexd.db.conninfo import connect_kwargs
+from indexd.dsn import parse_dsn, redact_dsn
+from indexd.errors import BackupError, UsageError, first_line
+from indexd.state.audit import record_event, record_intent, record_outcome
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +199,12 @@ def _audit_connection(db: DatabaseSettings | None) -> Iterator[psycopg2.extensio
     try:
         yield conn
     except psycopg2.Error as exc:
-        log.warning("restore not written to the audit log of %s: %s", db.name, str(exc).strip().splitlines()[0])
+        log.warning("restore not written to the audit log of %s: %s", db.name, first_line(exc))
     finally:
         conn.close()
 
 
 def _audit_intent(db: DatabaseSettings | None, target: str, info: BackupInfo, before: dict[str, Any]) -> int | None:
-    from indexd.lifecycle.audit import record_intent
-
     with _audit_connection(db) as conn:
         if conn is not None and db is not None:
             return record_intent(conn, db.state_schema, action="restore", target=target,
@@ -215,8 +216,6 @@ def _audit_outcome(db: DatabaseSettings | None, intent_id: int, target: str, *, 
                    reason: str | None = None, after: Any = None, duration_s: float | None = None) -> None:
     """The outcome of a restore. When the restore replaced the very database that held the intent, the intent
     is gone: the outcome is then written as an event of its own."""
-    from indexd.lifecycle.audit import record_event, record_outcome
-
     with _audit_connection(db) as conn:
         if conn is None or db is None:
             return
@@ -290,8 +289,6 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
     """Restore backup `backup_id` into `target_db`; an existing database is replaced only once confirmed.
 
     `swap_hook` is called before each step of the swap (see `swap`); tests drive failures with it."""
-    from indexd.backup.catalog import find_backup
-
     _check_target_name(target_db)
     info = require_own(find_backup(settings, backup_id), "restore")
     problems = checksum_problems(info)

@@ -15,17 +15,9 @@ from typing import Protocol
 
 from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.config.schema import BackupSettings
+from indexd.units import human_duration
 
 DEFAULT_GRACE = timedelta(hours=6)
-
-
-def _age(td: timedelta) -> str:
-    seconds = int(td.total_seconds())
-    if seconds % 86400 == 0 and seconds:
-        return f"{seconds // 86400}d"
-    if seconds % 3600 == 0 and seconds:
-        return f"{seconds // 3600}h"
-    return f"{seconds}s"
 
 
 class KeepRule(Protocol):
@@ -47,7 +39,7 @@ class KeepDays:
     window: timedelta
 
     def keeps(self, rank: int, age: timedelta) -> str | None:
-        return f"younger than {_age(self.window)}" if age < self.window else None
+        return f"younger than {human_duration(self.window)}" if age < self.window else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ def _decide_bad(backup: BackupInfo, age: timedelta, policy: RetentionPolicy) -> 
                 return Decision(backup, True, f"not verified (not counted), {why}")
         return Decision(backup, False, "not verified and outside the retention window")
     if age < policy.grace:
-        return Decision(backup, True, f"{what}, within the {_age(policy.grace)} grace period")
+        return Decision(backup, True, f"{what}, within the {human_duration(policy.grace)} grace period")
     return Decision(backup, False, f"{what}, never counted")
 
 

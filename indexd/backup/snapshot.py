@@ -17,7 +17,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from indexd.config.schema import DatabaseSettings
-from indexd.db.dsn import connect_kwargs
+from indexd.db.conninfo import connect_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from indexd import events
 from indexd.backup.catalog import find_backup, record_in_catalog, scan
 from indexd.backup.command import CommandFailed
 from indexd.backup.manifest import FOREIGN, BackupInfo, checksum_problems, update_manifest
@@ -152,7 +153,9 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
     problems = checksum_problems(info)
     if problems:
         update_manifest(info, status="failed", error="; ".join(problems))
-        raise BackupError(f"backup {backup_id} cannot be test-restored: " + "; ".join(problems))
+        message = f"backup {backup_id} cannot be test-restored: " + "; ".join(problems)
+        events.publish(events.TEST_RESTORE_FAILED, info.database, message, backup_id=backup_id, stage="checksum")
+        raise BackupError(message)
     dsn, db = server_for(settings, info, target_dsn)
     expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
     when = now or utcnow()
@@ -161,9 +164,15 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
     except CommandFailed as exc:
         if exc.result is not None and not (exc.result.cancelled or exc.result.timed_out):
             _record_test(info, when, monotonic() - started, 0, [f"pg_restore failed: {exc}"])
+        if exc.result is None or not exc.result.cancelled:
+            events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                           f"pg_restore: {exc}", backup_id=backup_id, stage="pg_restore")
         raise
     duration = monotonic() - started
     _record_test(info, when, duration, compared, mismatches)
+    if mismatches:
+        events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                       + "; ".join(mismatches), backup_id=backup_id, stage="row_counts", mismatches=mismatches)
     configured = configured_database(settings, info)
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, backup_id))

@@ -11,12 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from indexd import __version__
-from indexd.db.dsn import redact_dsn
+from indexd.cli.runner import EXIT_HELP
+from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError
 
-EPILOG = """\
+EPILOG = f"""\
 config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, else /etc/indexd/indexpilot_config.yaml
-exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard (window, pause, rate limit, leader)
+{EXIT_HELP}
 """
 
 SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
@@ -47,8 +48,11 @@ def _global(p: argparse.ArgumentParser) -> None:
                    help="override logging.level for this command")
 
 
-def _json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+LISTING_JSON_HELP = "print one JSON list of objects, each with its database key"
+
+
+def _json(p: argparse.ArgumentParser, help_: str = LISTING_JSON_HELP) -> None:
+    p.add_argument("--json", action="store_true", help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("run", "service:run", "run the daemon in the foreground (systemd runs this)")
 
-    p = cmd("recommend", "advise:recommend", "one-shot index advice for a database's workload")
-    _target(p, many=False)
+    p = cmd("recommend", "advise:recommend", "one-shot index advice for each selected database's workload")
+    _target(p)
     p.add_argument("--queries", metavar="PATH",
                    help="take the workload from a .sql file (';'-separated; '-- calls: N' before a statement "
                    "weights it) or a folder of .sql files, instead of pg_stat_statements")
@@ -83,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="do not store the recommendations in the state schema")
     p.add_argument("--verbose", action="store_true",
                    help="list every skipped statement with its reason (with --json: on stderr)")
-    _json(p)
+    _json(p, "print JSON: one database gives one object {database, analyzed_statements, elapsed_s, "
+          "recommendations}; several give a list of such objects")
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
         p = cmd(name, f"lifecycle:{name}", f"{verb} a pending recommendation")
@@ -121,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
 
     def _backup_action(name: str, help_: str) -> argparse.ArgumentParser:
-        b = bsub.add_parser(name, help=help_, description=help_)
+        b = bsub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _global(b)
         return b
 
@@ -160,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=["small", "medium", "large"], default="small", help=SCENARIO_HELP)
     p.add_argument("--keep", action="store_true", help="leave the cluster running and print how to connect")
     p.add_argument("--duration", default="20s", help="how long each workload run lasts (default 20s)")
-    _json(p)
+    _json(p, "print the run as one JSON object")
 
     p = cmd("simulate", "service:simulate", "create a realistic schema and drive a synthetic workload")
     _target(p, many=False)
@@ -170,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-setup", action="store_true", help="drive the workload on an existing schema")
     p.add_argument("--clients", type=positive_int, default=2, metavar="N",
                    help="concurrent client connections (default 2)")
-    _json(p)
+    _json(p, "print the workload run as one JSON object")
     return parser
 
 

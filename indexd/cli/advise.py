@@ -1,53 +1,92 @@
-"""`indexd recommend`: one-shot index advice for one database."""
+"""`indexd recommend`: one-shot index advice for each selected database. With --json one database prints the
+contract's object (`{"database", "analyzed_statements", "elapsed_s", "recommendations"}`), several print a list of
+such objects (a database that failed is `{"database", "error"}` there)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from indexd.advisor import report
-from indexd.advisor.pipeline import advise
+from indexd.advisor.pipeline import Skipped, advise, check_hypopg
+from indexd.advisor.skips import SkipReason
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
+from indexd.cli.runner import each_database
 from indexd.errors import UsageError
+from indexd.state.migrations import migrate
+from indexd.workload.lookback import capture_workload, given_workload
 from indexd.workload.queries import read_queries
+
+if TYPE_CHECKING:
+    from indexd.advisor.pipeline import Advice
+    from indexd.db.pool import Database
 
 
 def recommend(args: argparse.Namespace) -> int:
     settings = common.load(args)
-    target = common.single_target(args, settings)
+    databases = common.targets(args, settings)
     statements = None
+    left_out: tuple[Skipped, ...] = ()
     if args.queries:
-        loaded = read_queries(Path(args.queries), int(target.indexing.queries_max_bytes))
+        # One reading serves every selected database: it must fit the smallest of their limits.
+        limit = min(int(db.indexing.queries_max_bytes) for db in databases)
+        loaded = read_queries(Path(args.queries), limit)
         for problem in loaded.problems:
             sys.stderr.write(f"indexd: left out of the workload: {problem}\n")
         statements = loaded.statements
+        left_out = tuple(Skipped(p.first_line, str(p), SkipReason.PARSE_ERROR) for p in loaded.problems)
     if args.budget_mb is not None and args.budget_mb < 0:
         raise UsageError(f"--budget-mb must be 0 or more, not {args.budget_mb}")
     budget = None if args.budget_mb is None else args.budget_mb * 1024 * 1024
-    with common.open_database(settings, target) as db:
-        advice = advise(db, target.indexing, statements, budget)
+    several = len(databases) > 1
+
+    def one(db: Database) -> dict[str, Any]:
+        target = db.settings
+        check_hypopg(db)  # before anything is captured or written
+        if statements is None:
+            work = capture_workload(db, target.indexing)
+        else:
+            work = given_workload(statements, target.indexing)
+        advice = advise(db, target.indexing, work, budget)
+        advice = dataclasses.replace(advice, skipped=left_out + advice.skipped)
         ids: dict[str, int] = {}
         if not args.no_save and (advice.recommendations or advice.from_workload):
+            migrate(db)  # advice from --queries may be the first thing saved in this database
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
-                                       supersede_missing=advice.from_workload)
-    if args.json:
-        common.print_json(report.advice_json(advice, ids))
-        for warning in advice.warnings:
-            sys.stderr.write(f"indexd: {warning}\n")
-        if not advice.recommendations:
-            sys.stderr.write(f"indexd: no index recommended: {report.nothing_reason(advice)}\n")
-        if advice.skipped:
-            lines = report.skipped_lines(advice.skipped, verbose=True)
-            if not args.verbose:  # the counts only; the JSON object keeps exactly the contract's keys
-                lines = [lines[0] + " (--verbose lists each one here)"]
-            for line in lines:
-                sys.stderr.write(f"indexd: {line}\n")
-        return 0
+                                       supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
+        if args.json:
+            _notes(args, advice, f"indexd: {db.name}: " if several else "indexd: ")
+        else:
+            _show(args, advice, ids, heading=f"== {db.name}" if several else None)
+        return report.advice_json(advice, ids)
+
+    run = each_database(databases, common.connected(settings, one), act="recommend")
+    if args.json and several:
+        common.print_json(run.listing(lambda doc: doc))
+    elif args.json and run.outcomes[0].value is not None:
+        common.print_json(run.outcomes[0].value)
+    return run.exit_code
+
+
+def _notes(args: argparse.Namespace, advice: Advice, prefix: str) -> None:
+    """Beside the JSON, on stderr: warnings, why nothing was recommended, the skipped statements."""
+    for warning in advice.warnings:
+        sys.stderr.write(f"{prefix}{warning}\n")
+    if not advice.recommendations:
+        sys.stderr.write(f"{prefix}no index recommended: {report.nothing_reason(advice)}\n")
+    for line in report.skipped_lines(advice.skipped, verbose=args.verbose) if advice.skipped else ():
+        sys.stderr.write(f"{prefix}{line}\n")
+
+
+def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], heading: str | None) -> None:
+    if heading:
+        print(heading)
     if advice.recommendations:
         common.print_table(report.HEADERS, report.table_rows(advice, ids))
     for line in report.details(advice, verbose=args.verbose):
         print(line)
     print(report.summary(advice))
-    return 0

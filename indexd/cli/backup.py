@@ -10,35 +10,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from indexd.backup import verify
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
+from indexd.backup.dump import run_backup
 from indexd.backup.manifest import FOREIGN, BackupInfo
+from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
-from indexd.cli.common import load, print_json, print_table, targets
+from indexd.cli.common import load, notifying, print_json, print_table, targets
+from indexd.cli.runner import each_database
 from indexd.clock import utcnow
-from indexd.config.schema import BackupSettings, Settings
-from indexd.db.dsn import redact_dsn
-from indexd.units import human_size
+from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.log import setup_logging
+from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _setup_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from indexd.log import setup_logging
-
     level = cast(Level, getattr(args, "log_level", None) or "WARNING")
     setup_logging(replace(settings.logging, file=None, format="text", level=level))
 
 
 def _size(n: int | None) -> str:
     return human_size(n) if n else "-"
-
-
-def _age(now: datetime, at: datetime) -> str:
-    seconds = max(0, int((now - at).total_seconds()))
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60}m" if seconds >= 3600 else f"{seconds // 60}m"
 
 
 def _when(at: datetime | None) -> str | None:
@@ -49,28 +44,23 @@ def backup(args: argparse.Namespace) -> int:
     settings = load(args)
     _setup_logging(args, settings)
     action = {"run": _run, "list": _list, "verify": _verify, "prune": _prune}[args.backup_command]
+    if args.backup_command in ("run", "verify"):  # the ones that can fail a backup or a test restore
+        with notifying(settings):
+            return action(args, settings)
     return action(args, settings)
 
 
 # ---- run ------------------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from indexd.backup.dump import run_backup
-
-    failed = 0
-    for db in targets(args, settings):
+    def one(db: DatabaseSettings) -> None:
         if not db.backups.enabled and not args.database:
             print(f"{db.name}: skipped: backups disabled")
-            continue
-        try:
-            result = run_backup(settings, db)
-        except Exception as exc:  # a fault boundary: one database failing does not stop the others
-            failed += 1
-            log.debug("backup of %s failed", db.name, exc_info=True)
-            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
+            return
+        result = run_backup(settings, db)
         print(f"{db.name}: backup {result.id} {result.status}, {_size(result.size_bytes)} in "
-              f"{result.duration_s:.1f}s -> {result.path}")
-    return 1 if failed else 0
+              f"{human_duration(result.duration_s)} -> {result.path}")
+
+    return each_database(targets(args, settings), one, act="backup").exit_code
 
 
 # ---- list -----------------------------------------------------------------------------------------------
@@ -97,7 +87,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     for b in backups:
         d = decisions.get((b.path, b.id))
         rows.append({
-            "id": b.id, "database": b.database, "started_at": b.started_at.isoformat(), "status": b.status,
+            "database": b.database, "id": b.id, "started_at": b.started_at.isoformat(), "status": b.status,
             "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
             "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
             "policy": d.action if d else None, "policy_reason": d.reason if d else None,
@@ -124,8 +114,6 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---- verify ---------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from indexd.backup import verify
-
     info = find_backup(settings, args.id)
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
@@ -138,7 +126,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         test = verify.test_restore(settings, args.id)
         if test.ok:
             print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
-                  f"({test.duration_s:.1f}s)")
+                  f"({human_duration(test.duration_s)})")
         else:
             print(f"{args.id}: test restore FAILED", file=sys.stderr)
             for mismatch in test.mismatches:
@@ -153,31 +141,26 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 # ---- prune ----------------------------------------------------------------------------------------------
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
-    report: dict[str, list[dict[str, Any]]] = {}
-    failed = 0
-    for db in targets(args, settings):
-        try:
-            decisions = prune(db, now=now, dry_run=args.dry_run)
-        except Exception as exc:  # a fault boundary per database
-            failed += 1
-            print(f"{db.name}: prune failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
-        report[db.name] = [{
-            "id": d.backup.id, "status": d.backup.status, "started_at": d.backup.started_at.isoformat(),
-            "action": d.action, "reason": d.reason, "path": str(d.backup.path),
-        } for d in decisions]
-    if args.json:
-        print_json({"dry_run": args.dry_run, "databases": report})
-        return 1 if failed else 0
     verb = "would delete" if args.dry_run else "deleted"
-    for name, rows in report.items():
-        gone = sum(1 for r in rows if r["action"] == "delete")
-        print(f"{name}: {len(rows) - gone} kept, {gone} {verb}")
-        if rows:
+
+    def one(db: DatabaseSettings) -> list[Decision]:
+        decisions = prune(db, now=now, dry_run=args.dry_run)
+        if args.json:
+            return decisions
+        gone = sum(1 for d in decisions if d.action == "delete")
+        print(f"{db.name}: {len(decisions) - gone} kept, {gone} {verb}")
+        if decisions:
             print_table(["id", "status", "age", "action", "reason"], [
-                [r["id"], r["status"], _age(now, datetime.fromisoformat(r["started_at"])),
-                 verb if r["action"] == "delete" else "keep", r["reason"]] for r in rows])
-    return 1 if failed else 0
+                [d.backup.id, d.backup.status, human_duration(now - d.backup.started_at),
+                 verb if d.action == "delete" else "keep", d.reason] for d in decisions])
+        return decisions
+
+    run = each_database(targets(args, settings), one, act="prune")
+    if args.json:
+        print_json(run.listing(lambda decisions: {"dry_run": args.dry_run, "backups": [{
+            "id": d.backup.id, "status": d.backup.status, "started_at": d.backup.started_at.isoformat(),
+            "action": d.action, "reason": d.reason, "path": str(d.backup.path)} for d in decisions]}))
+    return run.exit_code
 
 
 # ---- restore --------------------------------------------------------------------------------------------
@@ -187,8 +170,6 @@ def _ask(question: str) -> bool:
 
 
 def restore(args: argparse.Namespace) -> int:
-    from indexd.backup.restore import restore as run_restore
-
     settings = load(args)
     _setup_logging(args, settings)
     confirm = _ask if sys.stdin.isatty() else None
@@ -196,7 +177,7 @@ def restore(args: argparse.Namespace) -> int:
                          assume_yes=args.yes, confirm=confirm, no_owner=getattr(args, "no_owner", False))
     replaced = " (replaced the existing database)" if result.replaced_existing else ""
     print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
-          f"{result.duration_s:.1f}s{replaced}")
+          f"{human_duration(result.duration_s)}{replaced}")
     if result.kept_old:
         print(f"warning: the previous database is kept as {result.kept_old}: drop it with "
               f"DROP DATABASE {result.kept_old}", file=sys.stderr)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexd.config.load import load_settings, settings_for_dsn
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.errors import UsageError
 
 if TYPE_CHECKING:  # the pool pulls in SQLAlchemy: commands that need no database do not pay for it
     from indexd.db.pool import Database
+
+T = TypeVar("T")
 
 
 def load(args: argparse.Namespace) -> Settings:
@@ -36,8 +39,6 @@ def targets(args: argparse.Namespace, settings: Settings) -> list[DatabaseSettin
     if name:
         return [settings.database(name)]
     if not settings.databases:
-        from indexd.errors import UsageError
-
         raise UsageError("no databases configured: add one under 'databases:' or pass --dsn")
     return list(settings.databases)
 
@@ -45,8 +46,6 @@ def targets(args: argparse.Namespace, settings: Settings) -> list[DatabaseSettin
 def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSettings:
     dbs = targets(args, settings)
     if len(dbs) > 1:
-        from indexd.errors import UsageError
-
         names = ", ".join(d.name for d in dbs)
         raise UsageError(f"this command acts on one database: pass --database NAME (one of {names}) or --dsn")
     return dbs[0]
@@ -54,13 +53,34 @@ def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSetti
 
 @contextmanager
 def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database]:
-    from indexd.db.pool import Database
+    from indexd.db.pool import Database  # heavy: SQLAlchemy, only for commands that connect through a pool
 
     database = Database(db, settings.retry, settings.circuit_breaker)
     try:
         yield database
     finally:
         database.close()
+
+
+def connected(settings: Settings, work: Callable[[Database], T]) -> Callable[[DatabaseSettings], T]:
+    """`work` run on an open pool of one database (closed after it), in the form `runner.each_database` takes."""
+
+    def run(target: DatabaseSettings) -> T:
+        with open_database(settings, target) as db:
+            return work(db)
+
+    return run
+
+
+@contextmanager
+def notifying(settings: Settings) -> Iterator[None]:
+    """Deliver the events this command causes to the configured webhooks, in the background while it works;
+    at its end wait for them at most notifications.drain_timeout (a command that changes something notifies
+    like the daemon would)."""
+    from indexd.service.notify import delivering  # heavy: prometheus_client, only for commands that change
+
+    with delivering(settings.notifications):
+        yield
 
 
 def _json_value(value: Any) -> Any:

@@ -6,13 +6,20 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from indexd.cli.common import load, open_database, targets
+from indexd.cli.common import connected, load, targets
+from indexd.cli.runner import each_database
+from indexd.config.checks import check_runnable, production_problems
 from indexd.config.load import find_config, load_settings
 from indexd.config.schema import Settings
-from indexd.db.dsn import redact_dsn
+from indexd.db.conninfo import connect_kwargs
+from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
+from indexd.log import setup_logging
+
+if TYPE_CHECKING:
+    from indexd.db.pool import Database
 
 log = logging.getLogger(__name__)
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -20,8 +27,6 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration (and with --production, the hardening); every problem at once, exit 2."""
-    from indexd.config.checks import production_problems
-
     path = find_config(args.config)
     try:
         settings = load_settings(args.config)
@@ -42,9 +47,6 @@ def check_config(args: argparse.Namespace) -> int:
 def _runtime_problems(settings: Settings) -> list[str]:
     """What only shows when indexd runs: the daemon's start checks (databases, token file) and each password file
     (a database whose password_file cannot be read fails on every connection)."""
-    from indexd.db.dsn import connect_kwargs
-    from indexd.service.app import check_runnable
-
     problems: list[str] = []
     try:
         check_runnable(settings)
@@ -69,28 +71,22 @@ def _report_problems(path: object, problems: list[str], production: bool = False
 
 def migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the state schema in each target database; one failing database does not stop the rest."""
-    from indexd.db.state import current_version
-    from indexd.db.state import migrate as apply_migrations
-    from indexd.log import setup_logging
+    # heavy: the state schema's modules load SQLAlchemy (the pool); check-config never needs them
+    from indexd.state.migrations import current_version
+    from indexd.state.migrations import migrate as apply_migrations
 
     settings = load(args)
     setup_logging(replace(settings.logging, file=None, format="text", level=_cli_level(args)))
-    failed = 0
-    for db in targets(args, settings):
-        try:
-            with open_database(settings, db) as database:
-                applied = apply_migrations(database)
-                version = current_version(database) if not applied else None
-        except Exception as exc:  # a fault boundary: report this database, go on with the next
-            failed += 1
-            log.debug("migrating %s failed", db.name, exc_info=True)
-            print(f"{db.name}: failed: {redact_dsn(str(exc)).strip()}", file=sys.stderr)
-            continue
+
+    def one(db: Database) -> None:
+        applied = apply_migrations(db)
         if applied:
             print(f"{db.name}: applied {', '.join(f'{v:03d}' for v in applied)}")
-        else:
-            print(f"{db.name}: up to date (version {version})" if version else f"{db.name}: up to date")
-    return 1 if failed else 0
+            return
+        version = current_version(db)
+        print(f"{db.name}: up to date (version {version})" if version else f"{db.name}: up to date")
+
+    return each_database(targets(args, settings), connected(settings, one), act="migrate").exit_code
 
 
 def _cli_level(args: argparse.Namespace) -> Level:

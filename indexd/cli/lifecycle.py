@@ -7,35 +7,46 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
+from typing import TYPE_CHECKING, NamedTuple
 
-import psycopg2
-
-from indexd.cli.common import load, open_database, print_table, single_target, targets
+from indexd.cli.common import (
+    connected,
+    load,
+    notifying,
+    open_database,
+    print_json,
+    print_table,
+    single_target,
+    targets,
+)
+from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.db.dsn import redact_dsn
 from indexd.db.pool import Database
-from indexd.db.state import current_version
-from indexd.errors import IndexdError, UsageError
+from indexd.errors import StateMissing, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
+from indexd.lifecycle import health
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
+from indexd.lifecycle.health_text import render_text
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
+from indexd.lifecycle.unused import drop_unused
+from indexd.state.migrations import current_version
+from indexd.units import human_duration, human_size
+
+if TYPE_CHECKING:
+    from indexd.lifecycle.findings import HealthReport
+    from indexd.lifecycle.unused import DropOutcome
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 def _require_state(db: Database) -> None:
     if current_version(db) is None:
-        raise UsageError(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
+        raise StateMissing(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
                          "run 'indexd migrate' first")
-
-
-def _mb(size: int | None) -> str:
-    return "-" if size is None else f"{size / 1024**2:.1f} MB"
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------
@@ -72,13 +83,14 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
         rec = plan.recommendation
         verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
         gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
-        rows.append([rec.id, rec.status, rec.table, rec.index_name, _mb(plan.request.table_bytes), gain, verdict])
+        size = human_size(plan.request.table_bytes)
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, gain, verdict])
     print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
 
 
 def _show_result(result: lifecycle_apply.ApplyResult) -> None:
     for b in result.built:
-        print(f"  built    {b.qualified} in {b.duration_s:.1f}s ({_mb(b.size_bytes)})")
+        print(f"  built    {b.qualified} in {human_duration(b.duration_s)} ({human_size(b.size_bytes)})")
     for b in result.skipped:
         print(f"  skipped  {b.qualified}: {b.reason}")
     for b in result.failed:
@@ -133,27 +145,24 @@ def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSet
         return result
 
 
+def _apply_verdict(result: lifecycle_apply.ApplyResult) -> int:
+    """A build that failed is a failure; a database where a guard refused every candidate is a refusal."""
+    if result.failed:
+        return EXIT_FAILED
+    considered = result.plans or result.refused or result.built or result.skipped
+    return EXIT_REFUSED if considered and result.all_refused else EXIT_OK
+
+
 def apply(args: argparse.Namespace) -> int:
     if not args.dry_run and not args.yes and not sys.stdin.isatty():
         print("indexd: apply builds indexes and needs a confirmation: pass --yes (or --dry-run to only look)",
               file=sys.stderr)
         return EXIT_USAGE
     settings = load(args)
-    results, errors = [], 0
-    for target in targets(args, settings):
-        try:
-            results.append(_apply_one(args, settings, target))
-        except UsageError:
-            raise
-        except (IndexdError, psycopg2.Error) as exc:  # one database failing must not stop the others
-            print(f"indexd: {target.name}: {redact_dsn(str(exc).strip())}", file=sys.stderr)
-            errors += 1
-    if errors or any(r.failed for r in results):
-        return EXIT_FAILED
-    considered = [r for r in results if r.plans or r.refused or r.built or r.skipped]
-    if considered and all(r.all_refused for r in considered):
-        return EXIT_REFUSED
-    return EXIT_OK
+    with notifying(settings):
+        run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
+                            verdict=_apply_verdict)
+    return run.exit_code
 
 
 # ---- pause / resume ------------------------------------------------------------------------------------
@@ -171,23 +180,17 @@ def parse_duration(text: str | None) -> timedelta | None:
     return value
 
 
-def _each_database(args: argparse.Namespace, act: str, work: Callable[[Database], str]) -> int:
+def _switch(args: argparse.Namespace, act: str, work: Callable[[Database], str]) -> int:
+    """Pause or resume on each target database: a database that is down does not stop the switch reaching the
+    others."""
     settings = load(args)
-    failed = 0
-    for target in targets(args, settings):
-        try:
-            with open_database(settings, target) as db:
-                _require_state(db)
-                print(work(db))
-        except IndexdError as exc:
-            print(f"indexd: {target.name}: could not {act}: {exc}", file=sys.stderr)
-            failed += 1
-        except Exception as exc:  # a database down must not stop the switch reaching the others
-            log.debug("%s failed on %s", act, target.name, exc_info=True)
-            print(f"indexd: {target.name}: could not {act}: {redact_dsn(str(exc).strip()) or type(exc).__name__}",
-                  file=sys.stderr)
-            failed += 1
-    return EXIT_FAILED if failed else EXIT_OK
+
+    def one(db: Database) -> None:
+        _require_state(db)
+        print(work(db))
+
+    with notifying(settings):
+        return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
 
 
 def pause(args: argparse.Namespace) -> int:
@@ -197,7 +200,7 @@ def pause(args: argparse.Namespace) -> int:
         made = lifecycle_pause.pause(db, duration, args.reason)
         return f"{db.name}: {made.describe()}"
 
-    return _each_database(args, "pause", work)
+    return _switch(args, "pause", work)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -205,47 +208,42 @@ def resume(args: argparse.Namespace) -> int:
         ended = lifecycle_pause.resume(db)
         return f"{db.name}: resumed ({len(ended)} pause(s) ended)" if ended else f"{db.name}: was not paused"
 
-    return _each_database(args, "resume", work)
+    return _switch(args, "resume", work)
 
 
 # ---- indexes: the health report ------------------------------------------------------------------------
 
 
-def indexes(args: argparse.Namespace) -> int:
-    """Unused, duplicate, invalid and bloated indexes of each database, with the evidence and the statement that
-    fixes each; --drop-unused also drops what indexing.drop_unused allows, through every guard."""
-    from dataclasses import asdict
+class _Health(NamedTuple):
+    report: HealthReport
+    drops: list[DropOutcome]
+    code: int  # refused when drops are disabled or a guard refused one, failed when a drop failed
 
-    from indexd.cli.common import print_json
-    from indexd.db.dsn import redact_dsn
-    from indexd.lifecycle import health
-    from indexd.lifecycle.health_text import render_text
-    from indexd.lifecycle.unused import drop_unused
 
-    settings = load(args)
-    reports: list[dict[str, object]] = []
-    failed = refused = False
-    for target in targets(args, settings):
-        try:
-            with open_database(settings, target) as db:
-                report = health.report(db, settings, target)
-                drops = drop_unused(db, settings, target, report) if args.drop_unused else []
-        except Exception as exc:  # one database down must not hide the report of the others
-            log.debug("indexes failed on %s", target.name, exc_info=True)
-            print(f"indexd: {target.name}: {redact_dsn(str(exc).strip() or type(exc).__name__)}", file=sys.stderr)
-            failed = True
-            continue
-        if args.drop_unused and not target.indexing.drop_unused.enabled:
-            print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped "
-                  "(set it to true in the config to allow drops)", file=sys.stderr)
-            refused = True
-        refused = refused or any(d.outcome == "refused" for d in drops)
-        if args.json:
-            reports.append({**report.as_dict(), **({"drops": [asdict(d) for d in drops]} if args.drop_unused else {})})
-            continue
+def _health(args: argparse.Namespace, settings: Settings, db: Database) -> _Health:
+    target = db.settings
+    report = health.report(db, settings, target)
+    drops = drop_unused(db, settings, target, report) if args.drop_unused else []
+    refused = any(d.outcome == "refused" for d in drops)
+    if args.drop_unused and not target.indexing.drop_unused.enabled:
+        print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped "
+              "(set it to true in the config to allow drops)", file=sys.stderr)
+        refused = True
+    if not args.json:
         sys.stdout.write(render_text(report))
         for d in drops:
             print(f"  {d.outcome}: {d.schema}.{d.index}: {d.reason}")
+    failed = any(d.outcome == "failed" for d in drops)
+    return _Health(report, drops, EXIT_FAILED if failed else EXIT_REFUSED if refused else EXIT_OK)
+
+
+def indexes(args: argparse.Namespace) -> int:
+    """Unused, duplicate, invalid and bloated indexes of each database, with the evidence and the statement that
+    fixes each; --drop-unused also drops what indexing.drop_unused allows, through every guard."""
+    settings = load(args)
+    work = connected(settings, functools.partial(_health, args, settings))
+    run = each_database(targets(args, settings), work, act="indexes", verdict=lambda h: h.code)
     if args.json:
-        print_json({"databases": reports})
-    return EXIT_FAILED if failed else EXIT_REFUSED if refused else EXIT_OK
+        print_json(run.listing(lambda h: {**h.report.as_dict(),
+                                          **({"drops": [asdict(d) for d in h.drops]} if args.drop_unused else {})}))
+    return run.exit_code

@@ -9,13 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 from indexd.cli import common
+from indexd.cli.runner import each_database
+from indexd.clock import utcnow
+from indexd.config.convert import to_duration
+from indexd.config.schema import LoggingSettings
 from indexd.errors import UsageError
-from indexd.units import human_size
+from indexd.log import setup_logging
+from indexd.simulate import drive, scenario, setup
+from indexd.units import human_duration, human_size
 
 
 def _duration(text: str, flag: str) -> timedelta:
-    from indexd.config.convert import to_duration
-
     try:
         return to_duration(text)
     except ValueError as exc:
@@ -32,8 +36,6 @@ def _progress_line(label: str) -> Callable[[float, float, int], None]:
 
 def simulate(args: argparse.Namespace) -> int:
     """Create the synthetic shop schema and/or drive its workload against one database."""
-    from indexd.simulate import drive, scenario, setup
-
     if args.setup_only and args.no_setup:
         raise UsageError("--setup-only and --no-setup exclude each other")
     duration = _duration(args.duration, "--duration")
@@ -61,13 +63,13 @@ def simulate(args: argparse.Namespace) -> int:
         common.print_json(stats.to_dict())
     else:
         common.print_table(["shape", "kind", "calls", "errors", "mean ms"], rows)
-        print(f"{stats.calls} statements in {stats.duration_s:.1f}s with {stats.clients} clients")
+        print(f"{stats.calls} statements in {human_duration(stats.duration_s)} with {stats.clients} clients")
     return 1 if stats.calls == 0 else 0
 
 
 def run(args: argparse.Namespace) -> int:
     """The daemon, in the foreground: exit 2 on a bad configuration, 0 after a clean stop."""
-    from indexd.log import setup_logging
+    # heavy: the daemon's modules (APScheduler, prometheus_client, every job's domain code), only for `run`
     from indexd.service.app import IndexdService
     from indexd.service.daemon import Daemon
 
@@ -84,9 +86,7 @@ def _show_step(name: str, outcome: str, seconds: float) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """The main job on a throw-away PostgreSQL: workload, advice, build, re-run, verify, backup, compare."""
-    from indexd.config.schema import LoggingSettings
-    from indexd.demo import run_demo
-    from indexd.log import setup_logging
+    from indexd.demo import run_demo  # heavy: the whole cycle's modules (advisor, lifecycle, backup), only for `demo`
 
     setup_logging(LoggingSettings(level=getattr(args, "log_level", None) or "WARNING", file=None, format="text"))
     workload = _duration(args.duration, "--duration")
@@ -112,12 +112,12 @@ def _print_demo(result: Any) -> None:
     common.print_table(
         ["index", "table", "columns", "where", "saves", "est. size"],
         [(r["index"], r["table"], ", ".join(r["columns"]), r["where"], f"{r['improvement_pct']:.1f}%",
-          _size(r["estimated_size_bytes"])) for r in result.recommendations],
+          human_size(r["estimated_size_bytes"])) for r in result.recommendations],
     )
     print("\nBuilt")
     common.print_table(
         ["index", "size", "build", "verdict"],
-        [(b["index"], _size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
+        [(b["index"], human_size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
          for b in result.built],
     )
     print("\nStatement shapes, mean time per call (client side, same workload and seed)")
@@ -132,30 +132,33 @@ def _print_demo(result: Any) -> None:
     if result.backup:
         b = result.backup
         verified = "verified by a test restore" if b.get("restore_verified") else "NOT verified"
-        print(f"backup: {b['id']}, {_size(b['size_bytes'])}, {b['status']}, {verified}")
-    print(f"total: {result.elapsed_s:.0f}s")
+        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']}, {verified}")
+    print(f"total: {human_duration(result.elapsed_s)}")
     if result.dsn:
         print(f"\nthe cluster is still running: psql '{result.dsn}'")
         print(f"stop and remove it with: {result.stop_command}")
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return human_size(n)
-
-
 def status(args: argparse.Namespace) -> int:
-    """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups."""
-    from indexd.status import gather
+    """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups. A database that cannot
+    be read still shows what needs no connection (next runs, backups on disk), with its error. The daemon asked
+    for pool and breaker is the one holding the database's leader lock, never whatever answers on a port."""
+    # heavy: status reads the state, lifecycle and backup modules (SQLAlchemy through the pool), only for `status`
+    from indexd.status.report import DaemonFinder, database_state, local_state
 
     settings = common.load(args)
-    report = gather(settings, common.targets(args, settings))
+    databases = common.targets(args, settings)
+    now, finder = utcnow(), DaemonFinder.for_settings(settings)
+    run = each_database(databases, lambda dbs: database_state(settings, dbs, now), act="status")
+    entries = []
+    for db, state in zip(databases, run.listing(dict), strict=True):
+        leading = finder.leader_of(state)  # takes the lock holder's address out of the state
+        entries.append({"database": db.name, **local_state(settings, db, leading, now), **state})
     if args.json:
-        common.print_json(report)
+        common.print_json(entries)
     else:
-        _print_status(report)
-    return 1 if any("error" in d for d in report["databases"].values()) else 0
+        _print_status(finder.daemons(), entries)
+    return run.exit_code
 
 
 TABLE_INDENT = "     "  # status tables sit under their heading
@@ -165,26 +168,27 @@ def _when(value: Any) -> str:
     return "-" if value is None else (value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value))
 
 
-def _print_status(report: dict[str, Any]) -> None:
-    d = report["daemon"]
-    if isinstance(d, str):
+def _print_status(daemons: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    if not daemons:
         print("daemon: not reachable (not running, not on this host, or its http endpoint is off); the readings "
               "below come from the database alone")
-    else:
-        for one in d.get("daemons", [d]):
-            print(f"daemon: pid {one.get('pid')}, {one['status']}, up {one['uptime_s']:.0f}s, config {one['config']}")
-    for name, db in report["databases"].items():
-        print(f"\n== {name}  ({db['dsn']})")
+    for d in daemons:
+        print(f"daemon: pid {d.get('pid')}, {d.get('status')}, up {human_duration(d.get('uptime_s') or 0)}, "
+              f"config {d.get('config')}")
+    for db in entries:
+        print(f"\n== {db['database']}  ({db['dsn']})")
         if "error" in db:
             print(f"   unreachable: {db['error']}")
         live = db["daemon"]
-        if isinstance(live, dict):
+        if isinstance(live, dict) and "breaker" in live:
             pool = live.get("pool") or {}
             print(f"   breaker {live.get('breaker')}, pool {pool.get('checked_out', 0)} in use of "
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
-        else:
+        elif isinstance(live, str):
             print("   breaker/pool: unknown without the daemon")
-            print(f"   daemon: {str(live).split(': ', 1)[-1]}")
+            print(f"   daemon: {live.split(': ', 1)[-1]}")
+        else:
+            print("   breaker/pool: not in the leading daemon's /health for this database")
         if "error" not in db:
             _print_db_state(db)
         _print_jobs(db)
@@ -202,8 +206,8 @@ def _print_db_state(db: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in recs["counts"].items()) or "none"
     print(f"   recommendations: {counts}")
     if recs["open"]:
-        common.print_table(["id", "status", "index", "table", "saves"],
-                           [(r["id"], r["status"], r["index"], r["table"],
+        common.print_table(["id", "status", "origin", "attempts", "index", "table", "saves"],
+                           [(r["id"], r["status"], r["origin"], r["attempts"], r["index"], r["table"],
                              f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
                             for r in recs["open"]], indent=TABLE_INDENT)
     if db["recent_changes"]:
@@ -231,5 +235,5 @@ def _print_backups(b: dict[str, Any]) -> None:
     print(f"   backups: {b['count']} on disk")
     if b["latest"]:
         common.print_table(["id", "status", "started", "size", "verified"],
-                           [(x["id"], x["status"], _when(x["started_at"]), _size(x["size_bytes"]),
+                           [(x["id"], x["status"], _when(x["started_at"]), human_size(x["size_bytes"]),
                              _when(x["verified_at"])) for x in b["latest"]], indent=TABLE_INDENT)

@@ -15,12 +15,20 @@ import typing
 from collections.abc import Callable
 from datetime import time, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
+
 from indexd.config import convert, schema
+from indexd.config.bounds import ITEM_RANGES, RANGES, Range
+from indexd.config.listen import parse_listen
 from indexd.config.schema import ByteSize
 from indexd.config.tree import Node, Problems, join
+from indexd.dsn import parse_dsn
+from indexd.errors import ConfigError
 
 INVALID: Any = object()  # a value that could not be built; its problem is already recorded
 
@@ -37,25 +45,7 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
-def _amount(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def at_least(low: float) -> Check:
-    return lambda v: None if _amount(v) >= low else f"must be at least {low:g}"
-
-
-def positive(v: Any) -> str | None:
-    return None if _amount(v) > 0 else "must be greater than zero"
-
-
-def between(low: float, high: float) -> Check:
-    return lambda v: None if low <= _amount(v) <= high else f"must be between {low:g} and {high:g}"
-
-
 def cron(value: str) -> str | None:
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
         CronTrigger.from_crontab(value, timezone="UTC")
     except ValueError as exc:
@@ -72,9 +62,6 @@ def time_zone(value: str) -> str | None:
 
 
 def dsn(value: str) -> str | None:
-    from indexd.db.dsn import parse_dsn
-    from indexd.errors import ConfigError
-
     try:
         parse_dsn(value)
     except ConfigError as exc:
@@ -94,70 +81,100 @@ def sql_name(value: str) -> str | None:
     return f"expected a plain SQL name (letters, digits, '_', at most 63), got {value!r}"
 
 
-def listen(value: str) -> str | None:
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"expected host:port such as 127.0.0.1:9470 or [::1]:9470, got {value!r}"
+def file_path(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty (leave the key out, or null where it is optional)"
+    if "\0" in value:
+        return "must not contain a NUL character"
     return None
+
+
+def listen(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def http_url(value: str) -> str | None:
+    """An http(s) URL with a host and no credentials in it. The message never repeats the URL: its path may
+    be a secret (a Slack webhook's is)."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number from 0 to 65535
+    except ValueError:
+        return "not a valid URL (its host or port cannot be read)"
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http:// or https:// URL, not {parts.scheme or 'one without a scheme'!r}"
+    if not parts.hostname:
+        return "the URL names no host"
+    if parts.username is not None or parts.password is not None:
+        return "the URL carries credentials; remove them and put a bearer token in token_file"
+    return None
+
+
+def token_file(value: str) -> str | None:
+    """A readable file holding one token (its content is never repeated)."""
+    try:
+        token = Path(value).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return f"{value} does not exist; create it (mode 600) with the bearer token, or remove token_file"
+    except IsADirectoryError:
+        return f"{value} is a directory, not a file holding the token"
+    except OSError as exc:
+        return f"cannot read {value}: {exc.strerror}"
+    except UnicodeDecodeError:
+        return f"{value} is not UTF-8 text"
+    if not token:
+        return f"{value} is empty; write the bearer token into it"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        return f"{value} holds more than one word or a control character; it must hold the token alone"
+    return None
+
+
+def some_events(value: tuple[str, ...]) -> str | None:
+    return None if value else "names no event; leave events out to send every event"
 
 
 S = schema
 CHECKS: dict[tuple[type, str], Check] = {
-    (S.PoolSettings, "size"): at_least(1),
-    (S.PoolSettings, "timeout"): positive,
-    (S.PoolSettings, "recycle_jitter"): between(0, 1),
-    (S.TimeoutSettings, "connect"): positive,
-    (S.TimeoutSettings, "statement"): positive,
-    (S.TimeoutSettings, "lock"): positive,
-    (S.TimeoutSettings, "keepalives_idle"): positive,
-    (S.TimeoutSettings, "keepalives_interval"): positive,
-    (S.TimeoutSettings, "keepalives_count"): at_least(1),
-    (S.RetrySettings, "attempts"): at_least(1),
-    (S.RetrySettings, "multiplier"): at_least(1),
-    (S.RetrySettings, "max_delay"): positive,
-    (S.RetrySettings, "max_elapsed"): positive,
-    (S.CircuitBreakerSettings, "failure_threshold"): at_least(1),
-    (S.CircuitBreakerSettings, "reset_timeout"): positive,
     (S.WindowSettings, "timezone"): time_zone,
-    (S.ThrottleSettings, "max_cpu_pct"): between(1, 100),
-    (S.ThrottleSettings, "cpu_sample"): positive,
-    (S.ThrottleSettings, "max_active_backends_pct"): between(1, 100),
-    (S.VerifySettings, "after"): positive,
-    (S.VerifySettings, "min_gain_pct"): between(0, 100),
-    (S.IndexingSettings, "max_indexes_per_table"): at_least(1),
-    (S.IndexingSettings, "max_columns"): between(1, 32),
-    (S.IndexingSettings, "min_improvement_pct"): between(0, 100),
-    (S.IndexingSettings, "lookback"): positive,
-    (S.IndexingSettings, "lock_timeout"): positive,
-    (S.IndexingSettings, "build_timeout"): positive,
-    (S.IndexingSettings, "maintenance_work_mem"): at_least(1024**2),
-    (S.IndexingSettings, "queries_max_bytes"): between(1024, 1024**3),
     (S.BackupSettings, "schedule"): cron,
-    (S.BackupSettings, "jobs"): at_least(1),
-    (S.BackupSettings, "compression"): between(0, 9),
-    (S.BackupSettings, "timeout"): positive,
-    (S.BackupSettings, "free_space_factor"): at_least(1),
+    (S.BackupSettings, "dir"): file_path,
     (S.BackupVerifySettings, "restore_schedule"): cron,
-    (S.BackupRetentionSettings, "keep_last"): at_least(1),
-    (S.RetentionSettings, "statement_snapshots"): positive,
-    (S.RetentionSettings, "audit_log"): positive,
-    (S.RetentionSettings, "metrics"): positive,
-    (S.RetentionSettings, "batch_size"): at_least(1),
     (S.RetentionSettings, "schedule"): cron,
-    (S.LoggingSettings, "max_bytes"): at_least(1024),
-    (S.LoggingSettings, "backup_count"): at_least(1),
+    (S.LoggingSettings, "file"): file_path,
     (S.HttpSettings, "listen"): listen,
+    (S.HttpSettings, "token_file"): file_path,
+    (S.WebhookSettings, "url"): http_url,
+    (S.WebhookSettings, "token_file"): token_file,
+    (S.WebhookSettings, "events"): some_events,
+    (S.DatabaseSettings, "password_file"): file_path,
     (S.DatabaseSettings, "name"): db_name,
     (S.DatabaseSettings, "dsn"): dsn,
     (S.DatabaseSettings, "state_schema"): sql_name,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})
+CHECKS.update(RANGES)  # every number, duration and size: indexd.config.bounds
+CHECKS.update(ITEM_RANGES)
 
 # Fields whose text needs more than their type says.
 CONVERTERS: dict[tuple[type, str], Callable[[Any], Any]] = {(S.WindowSettings, "days"): convert.to_days}
 
 NOT_KEYS = {(S.Settings, "source")}  # dataclass fields that are not keys of the file
+
+
+def http_exposure(http: S.HttpSettings) -> list[tuple[str, str]]:
+    """Endpoints other hosts can reach need a token: /health names database users, hosts and the config path."""
+    if not http.enabled or http.token_file or parse_listen(http.listen).is_loopback:
+        return []
+    return [("listen", f"{http.listen} is reachable from other hosts, and /health and /metrics would answer them "
+                       "without a token; bind to a loopback address such as 127.0.0.1:9470, or set http.token_file")]
+
+
+# Rules over several keys of one built section: (key, problem) pairs, reported at that key's line.
+SECTION_RULES: dict[type, Callable[[Any], list[tuple[str, str]]]] = {S.HttpSettings: http_exposure}
 
 
 @cache
@@ -208,22 +225,30 @@ def build(cls: type, node: Node, path: str, problems: Problems) -> Any:
             kwargs[f.name] = INVALID
     if any(v is INVALID for v in kwargs.values()) or any(k not in known for k in value):
         return INVALID
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    broken = SECTION_RULES[cls](built) if cls in SECTION_RULES else []
+    for key, message in broken:
+        _report(problems, join(path, key), value.get(key, node), message)
+    return INVALID if broken else built
 
 
 def field_value(owner: type, name: str, node: Node, path: str, problems: Problems) -> Any:
     special = CONVERTERS.get((owner, name))
+    check = CHECKS.get((owner, name))
     try:
         value = special(node.plain()) if special else _typed(_hints(owner)[name], node, path, problems)
+    except convert.OutOfRange as exc:  # too large to hold at all: the field's range says what fits
+        bounds = check.message if isinstance(check, Range) else str(exc)
+        _report(problems, path, node, f"{bounds} (got {convert.describe(node.plain())})")
+        return INVALID
     except ValueError as exc:
         _report(problems, path, node, str(exc))
         return INVALID
     if value is INVALID or value is None:
         return value
-    check = CHECKS.get((owner, name))
     message = check(value) if check else None
-    if message is None and isinstance(value, int | float | timedelta) and not isinstance(value, bool):
-        message = None if _amount(value) >= 0 else "must not be negative"
+    if isinstance(check, Range) and message:
+        message += f" (got {convert.describe(node.plain())})"
     if message:
         _report(problems, path, node, message)
         return INVALID

@@ -1,20 +1,28 @@
-"""Hardening checks for `check-config --production`: secrets, TLS, bind address, permissions, verbosity.
+"""Checks beyond a valid file: what the daemon needs to run (`check_runnable`, at start, on reload and in
+`check-config`), and the hardening of `check-config --production`: secrets, TLS, permissions, verbosity.
 
-A function of the settings, the configuration file's own text and a few stat() readings; nothing connects.
+(HTTP beyond loopback without a token is no hardening matter: every validation refuses it, see config.build.)
+
+Functions of the settings, the configuration file's own text, the files it names and a few stat() readings;
+nothing connects.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat as st
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
+from indexd.config.listen import ListenAddress, listen_address
+from indexd.config.schedule import validate
 from indexd.config.schema import Settings
+from indexd.config.secrets import read_token
+from indexd.dsn import parse_dsn
 from indexd.errors import ConfigError
 
 StatFn = Callable[[str], os.stat_result]
@@ -25,6 +33,21 @@ _QUERY_PASSWORD = re.compile(r"^postgres(?:ql)?://[^?\s]*\?(?:[^#\s]*&)?password
 _KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 _TOKEN = re.compile(r"^\x01(\d+)\x02$")
+
+
+def check_runnable(settings: Settings) -> None:
+    """What the daemon needs beyond a valid file: databases, valid schedules, a usable listen address."""
+    problems = validate(settings)
+    if not settings.databases:
+        problems.append("databases: none configured; the daemon has nothing to do")
+    if settings.http.enabled:
+        for check in (lambda: listen_address(settings.http), lambda: read_token(settings.http)):
+            try:
+                check()
+            except ConfigError as exc:
+                problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
 
 
 def production_problems(
@@ -44,11 +67,11 @@ def production_problems(
     if config_path is not None:
         problems += plaintext_passwords(config_path)
         problems += _permissions(str(config_path), f"configuration file {config_path}", stat)
-    problems += _http(settings)
     for db in settings.databases:
         problems += _sslmode(db.name, db.dsn, env)
         if db.password_file:
             problems += _password_file(db.name, db.password_file, stat)
+    problems += _webhooks(settings, stat)
     for where, folder in sorted({("backups.dir", settings.backups.dir)} | _db_backup_dirs(settings)):
         problems += _permissions(folder, f"{where} {folder}", stat, missing_ok=True)
     return problems
@@ -116,8 +139,6 @@ def _password_in(dsn: str) -> str | None:
 
 
 def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
-    from indexd.db.dsn import parse_dsn
-
     try:
         params = parse_dsn(dsn)
     except ConfigError:
@@ -133,13 +154,32 @@ def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
 
 
 def _password_file(name: str, path: str, stat: StatFn) -> list[str]:
+    return _secret_file(f"databases.{name}.password_file", path, stat)
+
+
+def _secret_file(where: str, path: str, stat: StatFn) -> list[str]:
     try:
         mode = stat(path).st_mode
     except OSError as exc:
-        return [f"databases.{name}.password_file: cannot stat {path}: {exc.strerror}"]
+        return [f"{where}: cannot stat {path}: {exc.strerror}"]
     if mode & (st.S_IRWXG | st.S_IRWXO):
-        return [f"databases.{name}.password_file: {path} is readable by group or others; chmod 600 it"]
+        return [f"{where}: {path} is readable by group or others; chmod 600 it"]
     return []
+
+
+def _webhooks(settings: Settings, stat: StatFn) -> list[str]:
+    """Token files private like password files; no token sent in clear text over the network."""
+    problems = []
+    for i, hook in enumerate(settings.notifications.webhooks):
+        where = f"notifications.webhooks[{i}]"
+        if hook.token_file:
+            problems += _secret_file(f"{where}.token_file", hook.token_file, stat)
+        parts = urlsplit(hook.url)
+        host = parts.hostname or ""
+        if parts.scheme == "http" and not ListenAddress(host, parts.port or 80).is_loopback:
+            problems.append(f"{where}.url: plain http to {host} sends every event"
+                            f"{' and the bearer token' if hook.token_file else ''} in clear text; use https")
+    return problems
 
 
 def _permissions(path: str, what: str, stat: StatFn, missing_ok: bool = False) -> list[str]:
@@ -162,19 +202,3 @@ def _db_backup_dirs(settings: Settings) -> set[tuple[str, str]]:
         if db.backups.dir != settings.backups.dir
     }
 
-
-def _http(settings: Settings) -> list[str]:
-    http = settings.http
-    if not http.enabled or http.token_file:
-        return []
-    host = http.listen.rpartition(":")[0].strip("[]")
-    if host == "localhost" or _is_loopback(host):
-        return []
-    return [f"http.listen: {http.listen} is reachable from other hosts; bind to 127.0.0.1 or set http.token_file"]
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -33,6 +33,7 @@ from typing import Any
 from indexd.config import build as builder
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.tree import Node, Problems, inherit, merge, parse_yaml
+from indexd.dsn import parse_dsn
 from indexd.errors import ConfigError
 
 CONFIG_NAME = "indexpilot_config.yaml"
@@ -83,8 +84,6 @@ def load_settings(
 
 def settings_for_dsn(dsn: str, base: Settings | None = None) -> Settings:
     """Settings with the one database given by --dsn (named after its dbname), on top of `base`."""
-    from indexd.db.dsn import parse_dsn
-
     problem = builder.dsn(dsn)
     if problem:
         raise ConfigError(f"--dsn: {problem}")

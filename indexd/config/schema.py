@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Literal
 
+from indexd.errors import UsageError
+from indexd.events import EventName
+
 
 class ByteSize(int):
     """A size in bytes, written in the file as 512MB, 2GiB or a plain number."""
@@ -26,8 +29,10 @@ class PoolSettings:
     size: int = 5
     max_overflow: int = 5
     timeout: Duration = timedelta(seconds=10)  # waiting for a free connection
-    recycle: Duration = timedelta(hours=1)  # connection max lifetime ...
-    recycle_jitter: float = 0.1  # ... spread by ±10 % so connections do not expire together
+    # Each connection's max lifetime is drawn when it connects, uniformly in recycle × (1 ± recycle_jitter),
+    # so connections made together do not expire together; it is replaced at the first checkout past it.
+    recycle: Duration = timedelta(hours=1)  # 0: never replaced for its age
+    recycle_jitter: float = 0.1  # ±10 %
     pre_ping: bool = True
 
 
@@ -127,6 +132,9 @@ class IndexingSettings:
     lookback: Duration = timedelta(days=7)
     lock_timeout: Duration = timedelta(seconds=5)
     build_timeout: Duration = timedelta(hours=2)
+    # Interrupted builds (connection lost, server restarted, indexd stopped) are tried again; after this many
+    # attempts the recommendation is marked failed instead.
+    build_attempts: int = 3
     maintenance_work_mem: ByteSize = ByteSize(256 * 1024**2)
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.
@@ -205,6 +213,28 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """One receiver of notifications: each event it wants is POSTed to `url` (see indexd/service/notify.py)."""
+
+    # http:// or https://; its path may itself be a secret (Slack's is): logs show scheme and host only
+    url: str = field(repr=False)
+    name: str | None = None  # its label in logs and metrics; default the URL's host
+    token_file: str | None = None  # sent as "Authorization: Bearer <token>", read again at every delivery
+    events: tuple[EventName, ...] = ()  # the events it gets; omitted: every event
+    format: Literal["json", "slack"] = "json"  # slack: {"text": ...}; json: event, database, time, host, details
+    timeout: Duration = timedelta(seconds=5)  # per request: connecting, and each read
+    attempts: int = 5  # tries per event, the first included ...
+    retry_for: Duration = timedelta(minutes=1)  # ... and no retry starts after this long
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+    queue_size: int = 1000  # events waiting per webhook; when full, the oldest is dropped (and counted)
+    drain_timeout: Duration = timedelta(seconds=3)  # at stop (and at the end of a CLI command) waiting ends here
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     """One managed database. `indexing` and `backups` are the global sections merged with this entry's own."""
 
@@ -230,6 +260,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     source: str | None = None  # the file these settings came from (not a key of the file)
 
     def database(self, name: str) -> DatabaseSettings:
@@ -237,6 +268,4 @@ class Settings:
             if db.name == name:
                 return db
         known = ", ".join(d.name for d in self.databases) or "none configured"
-        from indexd.errors import UsageError
-
         raise UsageError(f"no database named {name!r} in the configuration (known: {known})")

@@ -1,1 +1,1 @@
-"""Database access: pools, retries and the circuit breaker, DSNs, and indexd's own state schema."""
+"""Database access: pools, connection attempts and their libpq arguments, retries and the circuit breaker."""

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
-from indexd.db.dsn import redact_dsn
-from indexd.errors import ConnectionFailed
+from indexd.dsn import redact_dsn
+from indexd.errors import ConnectionFailed, first_line
 
 T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
@@ -103,7 +103,7 @@ class CircuitBreaker:
 
     def record_failure(self, error: BaseException | str) -> None:
         """A connection failure: count it; open after the threshold, or at once if it was the half-open trial."""
-        text = redact_dsn(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        text = redact_dsn(first_line(error))
         with self._lock:
             self.last_failure = text
             self._failures += 1

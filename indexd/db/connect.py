@@ -26,8 +26,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from indexd.db.dsn import parse_dsn
-from indexd.errors import ConnectionFailed
+from indexd.dsn import parse_dsn
+from indexd.errors import ConnectionFailed, first_line
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ def connect_once(name: str, kwargs: dict[str, Any], connect_timeout: float) -> p
             raise
         timed_out = time.monotonic() - started >= 0.9 * connect_timeout
         found = Diagnosis(None, False) if timed_out else diagnose(kwargs, min(PROBE_TIMEOUT, connect_timeout))
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        error = ConnectAttemptFailed(first_line)
+        error = ConnectAttemptFailed(first_line(exc, "connection failed"))
         error.sqlstate = found.sqlstate
         error.needs_password = found.needs_password
         permanent = _permanent_message(name, role_of(kwargs), found)

@@ -35,8 +35,8 @@ import sqlalchemy.exc
 import tenacity
 
 from indexd.config.schema import RetrySettings
-from indexd.db.dsn import redact_dsn
-from indexd.errors import IndexdError
+from indexd.dsn import redact_dsn
+from indexd.errors import IndexdError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def describe(exc: BaseException, code: str | None = None) -> str:
     """A short, password-free cause for logs: SQLSTATE and class name, plus the first line of the message."""
     inner = _dbapi_error(exc)
     code = code if code is not None else sqlstate_of(exc)
-    first = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    first = first_line(inner, "")
     head = f"SQLSTATE {code} {type(inner).__name__}" if code else type(inner).__name__
     return redact_dsn(f"{head}: {first}" if first else head)
 

@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import psycopg2.errorcodes
-
 from indexd.db.pool import Database
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import audit_write
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 
 DEFERRED = "deferred"
-
-
-def gave_up_on_lock(exc: BaseException) -> bool:
-    """The statement stopped because lock_timeout ran out (not for any other reason)."""
-    return getattr(exc, "pgcode", None) == psycopg2.errorcodes.LOCK_NOT_AVAILABLE
 
 
 def defer_drop(db: Database, schema: str, name: str, *, why: str, recommendation_id: int | None = None,

@@ -18,7 +18,6 @@ import psycopg2
 from psycopg2 import sql
 
 from indexd.db.pool import Database
-from indexd.lifecycle import audit
 from indexd.lifecycle.ddl import (
     BuildResult,
     audit_write,
@@ -27,6 +26,7 @@ from indexd.lifecycle.ddl import (
     index_state,
     prepare_session,
 )
+from indexd.state import audit
 
 log = logging.getLogger(__name__)
 

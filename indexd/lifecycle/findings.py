@@ -14,6 +14,7 @@ from typing import Any
 
 from indexd.lifecycle import bloat
 from indexd.lifecycle.ddl import OWN_PREFIX
+from indexd.units import human_size
 
 CONSTRAINT_KINDS = {"p": "primary key", "u": "unique constraint", "x": "exclusion constraint"}
 
@@ -270,7 +271,7 @@ def bloat_findings(indexes: Iterable[IndexInfo], estimates: dict[int, bloat.Bloa
             continue
         found.append(Finding("bloated", ix.schema, ix.table, ix.name, ix.size_bytes,
                              {**est.as_dict(), "definition": ix.definition},
-                             f"rebuild it without blocking writes: about {est.bloat_bytes // 1024**2} MB "
+                             f"rebuild it without blocking writes: about {human_size(est.bloat_bytes)} "
                              f"({est.bloat_ratio:.0%}) would be freed", reindex_sql(ix.schema, ix.name), own=ix.own))
     return found
 

@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 
 from indexd.config.schema import BypassSettings, IndexingSettings
 from indexd.lifecycle import windows
-from indexd.lifecycle.pause import Pause
+from indexd.state.pause import Pause
+from indexd.units import human_duration, human_size
 
 LOAD_BACKOFF = timedelta(minutes=5)  # when the load is too high, look again this much later
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -83,12 +84,6 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
 def check_pause(readings: Readings) -> list[_Refusal]:
     p = readings.pause
     return [] if p is None else [_Refusal(p.describe(), p.until)]
@@ -115,8 +110,8 @@ def check_window(request: BuildRequest, settings: IndexingSettings, now: datetim
         return []
     nxt = windows.next_window_start(settings.windows, open_now.end)
     return [_Refusal(
-        f"the build would take about {_span(needed)} ({request.table_bytes / 1024**2:.0f} MB of table) but the "
-        f"window ({open_now.label}) closes in {_span(left)}, at {_when(open_now.end)}", nxt)]
+        f"the build would take about {human_duration(needed)} ({human_size(request.table_bytes)} of table) but the "
+        f"window ({open_now.label}) closes in {human_duration(left)}, at {_when(open_now.end)}", nxt)]
 
 
 def check_load(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
@@ -134,7 +129,7 @@ def check_load(settings: IndexingSettings, readings: Readings, now: datetime) ->
                             f"{t.max_waiting_backends}", later))
     max_lag = t.max_replica_lag.total_seconds()
     if r.replica_lag_s is not None and r.replica_lag_s > max_lag:
-        out.append(_Refusal(f"replica lag {r.replica_lag_s:.1f}s is above {max_lag:g}s", later))
+        out.append(_Refusal(f"replica lag {human_duration(r.replica_lag_s)} is above {human_duration(max_lag)}", later))
     return out
 
 

@@ -7,17 +7,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg2 import sql
-
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import current_version
-from indexd.errors import UsageError
+from indexd.errors import StateMissing
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.findings import Finding, HealthReport
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.readings import CpuSampler, drop_decision, host_cpu_pct
+from indexd.state import recommendations
+from indexd.state.migrations import current_version
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,8 @@ def _still_unused(db: Database, schema: str, name: str) -> bool:
 
 
 def _mark_reverted(db: Database, schema: str, name: str, reason: str) -> None:
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "UPDATE {}.recommendations SET status = 'reverted', reason = %s, updated_at = now()"
-            " WHERE table_schema = %s AND index_name = %s AND status IN ('built', 'kept')").format(
-            sql.Identifier(db.settings.state_schema)), (reason, schema, name))
+    with db.connection() as conn:
+        recommendations.revert_index(conn, db.settings.state_schema, schema, name, reason)
 
 
 def drop_candidates(report: HealthReport, only_own: bool) -> list[Finding]:
@@ -81,7 +77,7 @@ def drop_unused(
         log.info("drop of unused indexes on %s: disabled (indexing.drop_unused.enabled)", db.name)
         return []
     if current_version(db) is None:
-        raise UsageError(f"database {db.name} has no indexd state schema yet (the audit log): run 'indexd migrate'")
+        raise StateMissing(f"database {db.name} has no indexd state schema yet (the audit log): run 'indexd migrate'")
     outcomes: list[DropOutcome] = []
     with leading(db, leadership) as lead:
         for f in drop_candidates(report, opts.only_own):

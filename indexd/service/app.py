@@ -14,16 +14,21 @@ import threading
 import time
 from collections.abc import Mapping
 
+from indexd.config.checks import check_runnable
+from indexd.config.load import load_settings
+from indexd.config.schedule import JOB_ORDER, job_specs
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
+from indexd.log import setup_logging
 from indexd.service import databases
-from indexd.service.http import HttpServer, parse_listen, read_token
+from indexd.service.http import HttpServer
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
+from indexd.service.notify import NotificationCollector, Notifications
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
-from indexd.service.scheduler import JOB_ORDER, Scheduler, job_specs, validate
+from indexd.service.scheduler import Scheduler
 from indexd.service.status_view import liveness
 from indexd.service.systemd import Notifier, Watchdog
 
@@ -35,27 +40,6 @@ log = logging.getLogger(__name__)
 RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"
 
 
-def _load(path: str | None, env: Mapping[str, str] | None) -> Settings:
-    from indexd.config.load import load_settings
-
-    return load_settings(path, env)
-
-
-def check_runnable(settings: Settings) -> None:
-    """What the daemon needs beyond a valid file: databases, valid schedules, a usable listen address."""
-    problems = validate(settings)
-    if not settings.databases:
-        problems.append("databases: none configured; the daemon has nothing to do")
-    if settings.http.enabled:
-        for check in (lambda: parse_listen(settings.http.listen), lambda: read_token(settings.http)):
-            try:
-                check()
-            except ConfigError as exc:
-                problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
-
-
 class IndexdService:
     """The daemon's work: what to start, what each loop turn does, how to reload and stop."""
 
@@ -65,6 +49,8 @@ class IndexdService:
         self.env = os.environ if env is None else env
         self.runtime = Runtime(settings)
         self.metrics = Metrics(self.runtime)
+        self.notifications = Notifications(settings.notifications)
+        self.metrics.registry.register(NotificationCollector(self.notifications))
         self.runner = JobRunner(self.runtime, observe=self._observe)
         self.http = HttpServer(self.runtime, self.metrics)
         self.notifier = notifier or Notifier(self.env)
@@ -91,6 +77,7 @@ class IndexdService:
     def start(self) -> None:
         check_runnable(self.settings)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours to write
+        self.notifications.start()  # first: events of the start-up itself (leadership gained) go out too
         self.http.start(self.settings.http)
         self.scheduler.start()
         for db_settings in self.settings.databases:
@@ -138,10 +125,8 @@ class IndexdService:
     # ---- reload -----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Validate the file fully, then swap; on any problem keep the running config and say why."""
-        from indexd.log import setup_logging
-
         try:
-            new = _load(self.config_path or self.settings.source, self.env)
+            new = load_settings(self.config_path or self.settings.source, self.env)
             check_runnable(new)
             setup_logging(new.logging)  # replaces only our handlers; fails before anything else changes
         except (ConfigError, OSError) as exc:
@@ -165,6 +150,7 @@ class IndexdService:
                 if target is not None:
                     databases.close_database(target)
         self.runtime.settings = new
+        self.notifications.update(new.notifications)
         for name, db_settings in wanted.items():
             if name not in self.runtime.databases:
                 self._add_database(db_settings)
@@ -188,6 +174,7 @@ class IndexdService:
         deadline = time.monotonic() + databases.SETTLE_S + 3
         for c in closers:
             c.join(max(0.0, deadline - time.monotonic()))
+        self.notifications.close()  # leadership released above is told too; bounded by drain_timeout
         self.http.stop()
         log.info("indexd stopped")
 

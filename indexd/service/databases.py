@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from indexd.errors import ConnectionFailed
-from indexd.service.runtime import DatabaseRuntime, Runtime, first_line
+from indexd.errors import ConnectionFailed, first_line
+from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.leader import Leadership
+from indexd.service.runtime import DatabaseRuntime, Runtime
+from indexd.state.migrations import migrate
 
 if TYPE_CHECKING:
     from indexd.service.jobs import JobRunner
@@ -45,9 +48,6 @@ def prepare(target: DatabaseRuntime) -> bool:
 
 def ensure_prepared(target: DatabaseRuntime) -> None:
     """Migrate the state schema and make the leadership object, once (the lock keeps two threads apart)."""
-    from indexd.db.state import migrate
-    from indexd.lifecycle.leader import Leadership
-
     with target.prepare_lock:
         if target.prepared:
             return
@@ -56,7 +56,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
         applied = migrate(target.db)
         if applied:
             log.info("state schema of %s migrated to version %d", target.name, max(applied))
-        target.leadership = Leadership.for_database(target.db)
+        target.leadership = Leadership.for_database(target.db, announce_changes=True)
         target.prepared = True
 
 
@@ -71,8 +71,6 @@ def is_leader(target: DatabaseRuntime) -> bool:
 
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:
     """Once per process, as leader: drop INVALID leftovers of interrupted builds, settle their audit rows."""
-    from indexd.lifecycle.cleanup import cleanup_invalid
-
     with target.prepare_lock:
         if target.settled:
             return

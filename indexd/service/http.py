@@ -9,14 +9,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from indexd.config.build import http_exposure
+from indexd.config.listen import ListenAddress, listen_address
 from indexd.config.schema import HttpSettings
+from indexd.config.secrets import read_token
 from indexd.errors import ConfigError
 from indexd.service.metrics import Metrics
 from indexd.service.runtime import Runtime
@@ -24,42 +27,36 @@ from indexd.service.status_view import health_details, liveness, readiness
 
 log = logging.getLogger(__name__)
 
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:9470', '[::1]:9470' or ':9470' (all addresses) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"http.listen: expected host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def read_token(settings: HttpSettings) -> str | None:
-    if not settings.token_file:
-        return None
-    try:
-        token = Path(settings.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"http.token_file: cannot read {settings.token_file}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"http.token_file: {settings.token_file} is empty")
-    return token
+HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # the client went away mid-exchange
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], runtime: Runtime, metrics: Metrics, token: str | None) -> None:
-        import socket
-
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
+    def __init__(self, address: ListenAddress, runtime: Runtime, metrics: Metrics, token: str | None) -> None:
+        self.address_family = socket.AF_INET6 if address.ipv6 else socket.AF_INET
+        super().__init__((address.host, address.port), _Handler)
         self.runtime, self.metrics, self.token = runtime, metrics, token
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """What escaped a handler goes to our log (scrubbed, with its traceback), not to a bare stderr print."""
+        log.error("http request from %s failed", client_address[0] if client_address else "?", exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except HANGUPS as exc:
+            # The client closed or reset the connection while its request was read or its answer written
+            # (a scraper's timeout, a curl interrupted): routine, and nothing is left to answer.
+            self.close_connection = True
+            log.debug("http client %s hung up during %s: %s: %s", self.client_address[0],
+                      getattr(self, "path", "its request"), type(exc).__name__, exc)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("http %s " + format, self.address_string(), *args)
@@ -111,6 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(404, {"error": "not found", "endpoints": ["/health", "/health/live", "/health/ready",
                                                                      "/health/startup", "/metrics"]})
+        except HANGUPS:
+            raise  # not the endpoint's fault: handle() notes it
         except Exception:  # noqa: BLE001 - a broken endpoint answers 500 and the server keeps serving
             log.exception("http %s failed", path)
             self._json(500, {"error": "internal error"})
@@ -136,10 +135,13 @@ class HttpServer:
         if not settings.enabled:
             self.settings = settings
             return
+        exposed = http_exposure(settings)  # validation refuses this already; settings built in code are checked too
+        if exposed:
+            raise ConfigError([f"http.{key}: {message}" for key, message in exposed])
         token = read_token(settings)
-        host, port = parse_listen(settings.listen)
+        address = listen_address(settings)
         try:
-            self._server = _Server((host, port), self.runtime, self.metrics, token)
+            self._server = _Server(address, self.runtime, self.metrics, token)
         except OSError as exc:
             raise ConfigError(f"http.listen: cannot listen on {settings.listen}: {exc.strerror}") from None
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},

@@ -10,20 +10,21 @@ import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
-
-from psycopg2 import sql
+from typing import TypeVar
 
 from indexd.clock import monotonic, utcnow
-from indexd.errors import ConnectionFailed, GuardRefusal
+from indexd.db.pool import PgConnection
+from indexd.errors import ConnectionFailed, GuardRefusal, first_line
 from indexd.log import job_context, scrub
 from indexd.service.databases import ensure_prepared, ensure_settled, is_leader
-from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime, first_line
+from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
 from indexd.service.tasks import LEADER_ONLY, TASKS, TaskEnv, TaskResult
+from indexd.state import job_runs
 
 log = logging.getLogger(__name__)
 
 RECORD_TIMEOUT_S = 5.0
+T = TypeVar("T")
 Observer = Callable[[JobRecord], None]
 
 
@@ -117,29 +118,24 @@ class JobRunner:
 
 def _record_start(target: DatabaseRuntime, job: str, job_id: str, started: datetime) -> int | None:
     """A job_runs row for this run; None (logged) when the state schema cannot be reached."""
-    q = sql.SQL("INSERT INTO {}.job_runs (job, job_id, started_at) VALUES (%s, %s, %s) RETURNING id").format(
-        sql.Identifier(target.settings.state_schema))
-    return _write(target, q, (job, job_id, started), fetch=True)
+    schema = target.settings.state_schema
+    return _write(target, lambda conn: job_runs.start_run(conn, schema, job=job, job_id=job_id, started_at=started))
 
 
 def _record_finish(target: DatabaseRuntime, row: int | None, rec: JobRecord) -> None:
-    schema = sql.Identifier(target.settings.state_schema)
+    schema = target.settings.state_schema
     if row is None:
-        q = sql.SQL("INSERT INTO {}.job_runs (job, job_id, started_at, finished_at, outcome, message)"
-                    " VALUES (%s, %s, %s, now(), %s, %s)").format(schema)
-        _write(target, q, (rec.job, rec.job_id, rec.started_at, rec.outcome, rec.message[:2000]))
+        _write(target, lambda conn: job_runs.record_run(conn, schema, job=rec.job, job_id=rec.job_id,
+                                                        started_at=rec.started_at, outcome=rec.outcome,
+                                                        message=rec.message))
         return
-    q = sql.SQL("UPDATE {}.job_runs SET finished_at = now(), outcome = %s, message = %s WHERE id = %s").format(schema)
-    _write(target, q, (rec.outcome, rec.message[:2000], row))
+    _write(target, lambda conn: job_runs.finish_run(conn, schema, row, outcome=rec.outcome, message=rec.message))
 
 
-def _write(target: DatabaseRuntime, query: sql.Composable, params: tuple[Any, ...], fetch: bool = False) -> Any:
+def _write(target: DatabaseRuntime, write: Callable[[PgConnection], T]) -> T | None:
     try:
-        with target.db.connection(statement_timeout=timedelta(seconds=RECORD_TIMEOUT_S)) as conn, \
-                conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchone()[0] if fetch else None
+        with target.db.connection(statement_timeout=timedelta(seconds=RECORD_TIMEOUT_S)) as conn:
+            return write(conn)
     except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail a job
         log.warning("job_runs of %s not written: %s", target.name, first_line(exc))
         return None
-

@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from indexd.db.dsn import redact_dsn
+from indexd.dsn import redact_dsn
 from indexd.service.runtime import DatabaseRuntime, Runtime
+from indexd.units import human_duration
 
 LOOP_MAX_AGE_S = 30.0  # the main loop turns every second or so
 SCHEDULER_MAX_AGE_S = 30.0  # the heartbeat job runs every 5 s on an executor of its own
@@ -18,7 +19,7 @@ def liveness(rt: Runtime, scheduler_alive: Callable[[], bool] | None = None) -> 
     """Alive = the main loop ran recently and, once started, the scheduler thread runs and keeps beating."""
     age = rt.loop_age()
     if age > LOOP_MAX_AGE_S:
-        return False, f"main loop last ran {age:.0f}s ago"
+        return False, f"main loop last ran {human_duration(age)} ago"
     if not rt.startup_complete:
         return True, "starting"
     alive = scheduler_alive if scheduler_alive is not None else rt.scheduler_alive
@@ -31,7 +32,7 @@ def liveness(rt: Runtime, scheduler_alive: Callable[[], bool] | None = None) -> 
             return False, "scheduler heartbeat never ran"
         return True, "waiting for the first scheduler heartbeat"
     if beat > SCHEDULER_MAX_AGE_S:
-        return False, f"scheduler heartbeat is {beat:.0f}s old (stuck scheduler)"
+        return False, f"scheduler heartbeat is {human_duration(beat)} old (stuck scheduler)"
     return True, "ok"
 
 

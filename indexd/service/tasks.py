@@ -10,8 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from indexd.advisor.pipeline import advise as run_advice
+from indexd.advisor.pipeline import check_hypopg
+from indexd.advisor.skips import count_line, log_new_skips
+from indexd.advisor.store import save_recommendations
+from indexd.backup.catalog import list_backups
+from indexd.backup.catalog import prune as prune_backups
+from indexd.backup.dump import run_backup
+from indexd.backup.verify import test_restore
 from indexd.config.schema import Settings
+from indexd.lifecycle.apply import apply as run_apply
+from indexd.lifecycle.health import report
+from indexd.lifecycle.verify import verify_built
 from indexd.service.runtime import DatabaseRuntime
+from indexd.state.history import prune_history
+from indexd.units import human_duration, human_size
+from indexd.workload.capture import take_snapshot
+from indexd.workload.lookback import capture_workload
 
 
 @dataclass(frozen=True)
@@ -29,41 +44,35 @@ class TaskEnv:
     now: datetime
 
 
-def _mb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1024**2:.1f} MB"
-
-
 def capture(env: TaskEnv) -> TaskResult:
-    from indexd.workload.capture import take_snapshot
-
     snap = take_snapshot(env.target.db, env.now)
+    env.target.captured_statements = snap.statements
     return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
 
 
 def advise(env: TaskEnv) -> TaskResult:
-    from indexd.advisor.pipeline import advise as run_advice
-    from indexd.advisor.store import save_recommendations
-
-    advice = run_advice(env.target.db, env.target.settings.indexing, now=env.now)
+    db, indexing = env.target.db, env.target.settings.indexing
+    check_hypopg(db)  # before anything is captured or written
+    advice = run_advice(db, indexing, capture_workload(db, indexing, env.now))
     if advice.recommendations:
-        save_recommendations(env.target.db, advice.recommendations, advice.create_sql,
+        save_recommendations(db, advice.recommendations, advice.create_sql,
                              supersede_missing=advice.from_workload)
+    log_new_skips(env.target.name, advice.skipped, env.target.skips_logged)
     names = ", ".join(r.candidate.name() for r in advice.recommendations[:5])
     more = f": {names}" if names else ""
+    skipped = f"; skipped {len(advice.skipped)}: {count_line(advice.skipped)}" if advice.skipped else ""
     return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, "
-                            f"{len(advice.recommendations)} recommendation(s){more}")
+                            f"{len(advice.recommendations)} recommendation(s){more}{skipped}")
 
 
 def apply(env: TaskEnv) -> TaskResult:
-    from indexd.lifecycle.apply import apply as run_apply
-
     t = env.target
     result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
     built = [b for b in result.built if b.outcome == "succeeded"]
-    parts = [f"built {len(built)}: " + ", ".join(f"{b.index_name} ({_mb(b.size_bytes)})" for b in built)] if built \
-        else []
+    shown = ", ".join(f"{b.index_name} ({human_size(b.size_bytes)})" for b in built)
+    parts = [f"built {len(built)}: {shown}"] if built else []
     parts += [f"refused #{rec_id}: {'; '.join(reasons)}" for rec_id, reasons in result.refused]
     parts += [f"failed {b.index_name}: {b.reason}" for b in result.failed]
     if result.message:
@@ -73,8 +82,6 @@ def apply(env: TaskEnv) -> TaskResult:
 
 
 def verify(env: TaskEnv) -> TaskResult:
-    from indexd.lifecycle.verify import verify_built
-
     t = env.target
     records = verify_built(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
     t.count("indexes_reverted", sum(1 for r in records if r.action == "dropped"))
@@ -84,24 +91,18 @@ def verify(env: TaskEnv) -> TaskResult:
 
 
 def health(env: TaskEnv) -> TaskResult:
-    from indexd.lifecycle.health import report
-
     rep = report(env.target.db, env.settings, env.target.settings, now=env.now)
     return TaskResult("ok", f"{rep.indexes_checked} indexes checked: {len(rep.unused)} unused, "
                             f"{len(rep.duplicate)} duplicate, {len(rep.invalid)} invalid, {len(rep.bloated)} bloated")
 
 
 def backup(env: TaskEnv) -> TaskResult:
-    from indexd.backup.dump import run_backup
-
     res = run_backup(env.settings, env.target.settings, now=env.now, cancel=env.cancel, job_id=env.job_id)
-    return TaskResult("ok", f"backup {res.id} {res.status}, {_mb(res.size_bytes)} in {res.duration_s:.1f}s")
+    took = human_duration(res.duration_s)
+    return TaskResult("ok", f"backup {res.id} {res.status}, {human_size(res.size_bytes)} in {took}")
 
 
 def backup_verify(env: TaskEnv) -> TaskResult:
-    from indexd.backup.catalog import list_backups
-    from indexd.backup.verify import test_restore
-
     good = [b for b in list_backups(env.settings, env.target.name) if b.status in ("completed", "verified")]
     if not good:
         return TaskResult("skipped", "skipped: no completed backup to test-restore")
@@ -110,13 +111,10 @@ def backup_verify(env: TaskEnv) -> TaskResult:
     if not res.ok:
         return TaskResult("failed", f"test restore of {latest.id} failed: {'; '.join(res.mismatches)}")
     return TaskResult("ok", f"backup {latest.id} restored into a scratch database, {res.tables_compared} tables "
-                            f"match ({res.duration_s:.1f}s)")
+                            f"match ({human_duration(res.duration_s)})")
 
 
 def prune(env: TaskEnv) -> TaskResult:
-    from indexd.backup.catalog import prune as prune_backups
-    from indexd.backup.history import prune_history
-
     deleted = prune_history(env.target.db, env.settings.retention, now=env.now, cancel=env.cancel)
     decisions = prune_backups(env.target.settings, now=env.now) if env.target.settings.backups.enabled else []
     gone = sum(1 for d in decisions if not d.keep)

@@ -8,8 +8,8 @@ import time
 import psycopg2
 from psycopg2 import sql
 
-from indexd.db.dsn import redact_dsn
-from indexd.errors import UsageError
+from indexd.dsn import redact_dsn
+from indexd.errors import UsageError, first_line
 from indexd.simulate.scenario import SCHEMA, Scenario, scenario
 from indexd.simulate.schema import ddl, load_sql, partition_ddl
 
@@ -62,7 +62,7 @@ def setup(dsn: str, scenario_name: str | Scenario, schema: str = SCHEMA) -> None
                     (schema,),
                 )
             except psycopg2.Error as exc:
-                log.info("simulate: write counters not reset (%s)", str(exc).strip().splitlines()[0])
+                log.info("simulate: write counters not reset (%s)", first_line(exc))
     finally:
         conn.close()
     log.info(

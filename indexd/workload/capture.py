@@ -18,13 +18,13 @@ import psycopg2.errors
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
-from indexd.advisor.model import Statement
-from indexd.advisor.predicates import walk
 from indexd.clock import utcnow
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import IndexdError
+from indexd.state.snapshots import insert_snapshot
+from indexd.statements.statement import Statement
+from indexd.statements.tree import walk
 
 log = logging.getLogger(__name__)
 
@@ -225,23 +225,8 @@ def take_snapshot(db: Database, now: datetime | None = None) -> SnapshotInfo:
         )
         previous = cur.fetchone()
         rows = _live_rows(conn, ext, db.settings.state_schema)
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {}.snapshots (taken_at, stats_reset, dealloc, statements) VALUES (%s, %s, %s, %s)"
-                " RETURNING id"
-            ).format(state),
-            (taken_at, stats_reset, dealloc, len(rows)),
-        )
-        snapshot_id = int(cur.fetchone()[0])
-        execute_values(
-            cur,
-            sql.SQL(
-                "INSERT INTO {}.statement_snapshots (snapshot_id, queryid, userid, toplevel, query, calls,"
-                " total_exec_time, mean_exec_time, rows, shared_blks_hit, shared_blks_read) VALUES %s"
-            ).format(state).as_string(conn),
-            [(snapshot_id, *row) for row in rows],
-            page_size=1000,
-        )
+        snapshot_id = insert_snapshot(conn, db.settings.state_schema, taken_at=taken_at, stats_reset=stats_reset,
+                                      dealloc=dealloc, statements=rows)
     changed = previous is None or previous[0] != stats_reset
     log.info("snapshot %s of %s: %d statements%s", snapshot_id, db.name, len(rows),
              ", counters were reset" if changed and previous is not None else "")
@@ -301,6 +286,18 @@ def _snapshot_counters(conn: PgConnection, state: sql.Identifier, snapshot_id: i
         return _counters(cur.fetchall())
 
 
+def cumulative_workload(db: Database, min_calls: int = 1) -> list[Statement]:
+    """Every statement since pg_stat_statements' last reset, weighted by its cumulative counters."""
+    with db.connection() as conn:
+        return _cumulative(conn, db.settings.state_schema, min_calls)
+
+
+def _cumulative(conn: PgConnection, state_schema: str, min_calls: int) -> list[Statement]:
+    ext = _require_extension(conn)
+    counters = _counters((r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, state_schema))
+    return _statements(counters, min_calls)
+
+
 def workload(
     db: Database, lookback: timedelta, now: datetime | None = None, min_calls: int = 1
 ) -> list[Statement]:
@@ -322,13 +319,9 @@ def workload(
         )
         snaps = cur.fetchall()
         if len(snaps) < 2:
-            ext = _require_extension(conn)
             log.info("%s: %d snapshot(s) in the last %s; using the cumulative counters since the last reset",
                      db.name, len(snaps), lookback)
-            counters = _counters(
-                (r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, db.settings.state_schema)
-            )
-            return _statements(counters, min_calls)
+            return _cumulative(conn, db.settings.state_schema, min_calls)
         (old_id, old_reset), (new_id, new_reset) = snaps[0], snaps[-1]
         old = _snapshot_counters(conn, state, old_id)
         new = _snapshot_counters(conn, state, new_id)

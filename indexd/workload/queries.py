@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TextIO
 
 from pglast import split
-from pglast.parser import ParseError, fingerprint
+from pglast.parser import ParseError, fingerprint, scan
 
-from indexd.advisor.model import Statement
 from indexd.errors import UsageError
+from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,15 @@ class BadStatement:
     path: Path
     line: int
     error: str
+    number: int = 0  # the statement's number in its file (1 = the first), 0 when unknown
+    first_line: str = ""  # the statement's first line
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.error}"
+        where = f"{self.path}:{self.line}"
+        if self.number:
+            first = self.first_line if len(self.first_line) <= 60 else self.first_line[:57] + "..."
+            where += f": statement {self.number}" + (f" {first!r}" if first else "")
+        return f"{where}: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ def load_queries(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Stateme
     """The statement shapes of a .sql file or of every .sql file in a folder (sorted by name).
 
     A statement that does not parse is left out and logged with its file and line; the others are kept.
-    Raises QueryFileError when nothing usable is there, or when the files hold more than `max_bytes`.
+    Raises QueryFileError when there is no statement at all (a file of statements that all fail to parse is
+    a workload with nothing to recommend, not an error), or when the files hold more than `max_bytes`.
     """
     loaded = read_queries(path, max_bytes)
     for problem in loaded.problems:
@@ -98,17 +105,23 @@ class _Shapes:
         self.by_print: dict[str, Statement] = {}
         self.problems: list[BadStatement] = []
         self.read = 0
+        self.number = 0  # statements seen so far in the file being read
+
+    def begin_file(self) -> None:
+        self.number = 0
 
     def add(self, path: Path, line: int, leading: str, body: str) -> None:
+        self.number += 1
+        first = body.splitlines()[0].strip() if body else ""
         calls, calls_problem = _calls(leading)
         if calls_problem:
-            self.problems.append(BadStatement(path, line, calls_problem))
+            self.problems.append(BadStatement(path, line, calls_problem, self.number, first))
             return
         try:
             key = fingerprint(body)  # parses the statement: one that does not parse is left out here
         except ParseError as exc:
             at = line + body.count("\n", 0, _error_offset(exc, 0))
-            self.problems.append(BadStatement(path, at, f"does not parse: {exc.args[0]}"))
+            self.problems.append(BadStatement(path, at, f"does not parse: {exc.args[0]}", self.number, first))
             return
         self.read += 1
         seen = self.by_print.get(key)
@@ -124,9 +137,8 @@ def read_queries(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedQuerie
     budget = max_bytes
     for file in files:
         budget -= _read_file(file, shapes, budget)
-    if not shapes.by_print:
-        detail = "; ".join(str(p) for p in shapes.problems[:3])
-        raise QueryFileError(f"no usable statement in {path}" + (f" ({detail})" if detail else ""))
+    if not shapes.by_print and not shapes.problems:
+        raise QueryFileError(f"no statement in {path}")
     statements = list(shapes.by_print.values())
     log.info("%s: %d statements of %d shape(s), %d left out", path, shapes.read, len(statements),
              len(shapes.problems))
@@ -135,6 +147,7 @@ def read_queries(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedQuerie
 
 def _read_file(path: Path, shapes: _Shapes, budget: int) -> int:
     """Feed one file's statements to `shapes`, a piece at a time; returns the characters read."""
+    shapes.begin_file()
     try:
         with open(path, encoding="utf-8") as fh:
             return _read_pieces(path, fh, shapes, budget)
@@ -160,7 +173,8 @@ def _read_pieces(path: Path, fh: TextIO, shapes: _Shapes, budget: int) -> int:
     except ParseError as exc:  # e.g. an unterminated string or dollar quote: no statement boundary is certain
         at = line + pending.count("\n", 0, _error_offset(exc, 0))
         raise QueryFileError(f"{path}:{at}: cannot split into statements: {exc.args[0]}") from exc
-    _take(path, pending, slices, line, shapes, final=True)
+    pieces = [*slices, *_unsplit_tail(pending, slices[-1].stop if slices else 0)]
+    _take(path, pending, pieces, line, shapes, final=True)
     return total
 
 
@@ -183,6 +197,13 @@ def _take(path: Path, text: str, slices: Sequence[slice], line: int, shapes: _Sh
             shapes.add(path, line, text[piece.start:body_start], text[body_start:piece.stop].strip())
         cut = end + 1
     return cut, line + text.count("\n", pos, cut)
+
+
+def _unsplit_tail(text: str, end: int) -> list[slice]:
+    """What the splitter left after its last statement (it stops at an unclosed parenthesis): one more piece, so
+    it is reported rather than lost."""
+    rest = [t for t in scan(text[end:]) if t.name not in ("ASCII_59", "SQL_COMMENT", "C_COMMENT")]
+    return [slice(end + rest[0].start, len(text))] if rest else []
 
 
 def _calls(leading: str) -> tuple[int, str | None]:

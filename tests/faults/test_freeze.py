@@ -11,12 +11,12 @@ import time
 
 import pytest
 
+from indexd.db.deadline import SOCKET_DEADLINES
 from indexd.db.pool import CHECK_BYPASS
-from indexd.db.watchdog import WATCHDOG
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections
-from tests.faults.helpers import app_database, later, make_database, retry
+from tests.support.cluster import assert_no_leaked_connections
+from tests.support.faults import app_database, later, make_database, retry
 
 
 def test_frozen_server_bounds_checkout_and_connect_then_recovers(own_cluster: EmbeddedCluster) -> None:
@@ -25,7 +25,7 @@ def test_frozen_server_bounds_checkout_and_connect_then_recovers(own_cluster: Em
     try:
         assert db.run(lambda c: 1) == 1  # one pooled connection, to be checked on the next checkout ...
         time.sleep(CHECK_BYPASS + 0.1)  # ... once it is no longer "just used"
-        fired = WATCHDOG.fired
+        fired = SOCKET_DEADLINES.fired
         own_cluster.freeze()
         try:
             started = time.monotonic()
@@ -36,7 +36,7 @@ def test_frozen_server_bounds_checkout_and_connect_then_recovers(own_cluster: Em
             own_cluster.thaw()
         # check on checkout (1 s deadline) + connect attempts (1 s connect_timeout each) within max_elapsed 2.5 s
         assert 2.0 <= elapsed < 5.0
-        assert WATCHDOG.fired == fired + 1
+        assert SOCKET_DEADLINES.fired == fired + 1
         stats = db.stats()
         assert stats.invalidations >= 1 and stats.connect_failures >= 1
 

@@ -10,9 +10,9 @@ import pytest
 
 from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
-from tests.conftest import assert_no_leaked_connections
+from indexd.state.migrations import migrate
+from tests.support.cluster import assert_no_leaked_connections
 
 
 @pytest.fixture

@@ -8,14 +8,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    make_table,
-    rec_status,
-)
 
 from indexd.clock import utcnow
 from indexd.config.schema import RateLimitSettings, Settings
@@ -23,6 +15,14 @@ from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle.apply import apply, approve, reject
 from indexd.lifecycle.readings import take_readings
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CPU injected; the rest is real
 
@@ -76,7 +76,8 @@ def test_approve_and_reject_are_audited_and_checked(make_db, pg_conn) -> None:
     make_table(pg_conn, "public", "t", rows=10)
     rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"), status="pending")
     assert approve(db, rec_id, reason="looks right", actor="ann@ops pid 1").status == "approved"
-    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, failed, rejected"):
+    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, rejected, failed, interrupted "
+                                         "recommendations can be approved"):
         approve(db, rec_id)
     assert reject(db, rec_id, reason="not now").status == "rejected"
     with pytest.raises(UsageError, match="no recommendation #999999"):

@@ -19,9 +19,9 @@ from indexd.backup.manifest import update_manifest
 from indexd.backup.restore import restore
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError
+from indexd.state.migrations import migrate
 
 T0 = datetime(2026, 11, 23, 6, 25, tzinfo=UTC)
 HOSTILE_TABLE = 'Ünïcode "quoted" table'

@@ -53,7 +53,7 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     run = indexd("--config", str(config), "backup", "run")
     assert run.returncode == 1, run.stderr  # 'broken' fails ...
     assert "main: backup main-" in run.stdout and "verified" in run.stdout  # ... 'main' is still backed up
-    assert "broken: failed" in run.stderr and "no_such_database" in run.stderr
+    assert "indexd: broken: backup failed: " in run.stderr and "no_such_database" in run.stderr
     listed = json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)
     assert [(b["database"], b["status"], b["policy"]) for b in listed] == [("main", "verified", "keep")]
     backup_id = listed[0]["id"]
@@ -74,7 +74,9 @@ def test_prune(config: Path) -> None:
     old, new = (run_backup(settings, main, now=datetime(2026, 1, d, tzinfo=UTC)).id for d in (1, 2))
     dry = json.loads(indexd("--config", str(config), "backup", "prune", "--database", "main", "--dry-run",
                             "--json").stdout)
-    assert {r["id"]: r["action"] for r in dry["databases"]["main"]} == {old: "delete", new: "keep"}
+    (listed,) = dry
+    assert listed["database"] == "main" and listed["dry_run"] is True
+    assert {r["id"]: r["action"] for r in listed["backups"]} == {old: "delete", new: "keep"}
     pruned = indexd("--config", str(config), "backup", "prune", "--database", "main")
     assert pruned.returncode == 0 and "1 kept, 1 deleted" in pruned.stdout
     assert [b.id for b in list_backups(settings)] == [new]

@@ -7,12 +7,11 @@ import functools
 import time
 from datetime import timedelta
 
-from test_build_support import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
-
 from indexd.config.schema import Settings
 from indexd.db.pool import Database
 from indexd.lifecycle.apply import ApplyResult, apply
 from indexd.lifecycle.readings import take_readings
+from tests.support.lifecycle import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
 
 CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CPU injected; the rest is real
 LOCK_S = 1.0

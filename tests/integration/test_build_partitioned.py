@@ -8,13 +8,6 @@ import time
 from datetime import timedelta
 
 from psycopg2 import sql
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    rec_status,
-)
 
 from indexd.db.pool import Database
 from indexd.lifecycle import health
@@ -24,8 +17,15 @@ from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX, partition_index_name
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.readings import table_facts
-from indexd.lifecycle.recommendations import load_recommendations
 from indexd.lifecycle.verify import index_scans as verify_index_scans
+from indexd.state.recommendations import load_recommendations
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    rec_status,
+)
 
 ROWS = 50_000
 

@@ -7,10 +7,11 @@ from psycopg2 import sql
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import IndexCandidate, Statement
+from indexd.advisor.model import IndexCandidate
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
+from indexd.state.migrations import migrate
+from indexd.statements.statement import Statement
 from indexd.workload.capture import take_snapshot, workload
 
 SCHEMA = """

@@ -7,8 +7,8 @@ import pytest
 
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster, throwaway_cluster
+from indexd.state.migrations import migrate
 from indexd.workload.capture import WorkloadUnavailable, check_extensions, take_snapshot, workload
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ import pytest
 
 from indexd.advisor.catalog import load_catalog
 from indexd.db.pool import Database
-from indexd.db.state import migrate
+from indexd.state.migrations import migrate
 
 SCHEMA = """
 CREATE SCHEMA app;

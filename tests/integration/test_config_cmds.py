@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -114,5 +115,26 @@ def test_migrate_reports_a_failing_database_and_runs_the_others(tmp_path: Path, 
     result = indexd("migrate", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout.startswith("main: applied 001")
-    assert any(line.startswith("gone: failed: ") for line in result.stderr.splitlines()), result.stderr
+    assert any(line.startswith("indexd: gone: migrate failed: ") for line in result.stderr.splitlines()), result.stderr
     assert "hunter2" not in result.stderr
+
+
+def test_http_beyond_loopback_without_a_token_is_refused_by_check_config_and_run(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "open.yaml"
+    body = "databases:\n  - name: main\n    dsn: postgresql://indexd@127.0.0.1/app\nhttp:\n  listen: 0.0.0.0:{port}\n"
+    config.write_text(body.format(port=port), encoding="utf-8")
+    expected = f"http.listen (line 5): 0.0.0.0:{port} is reachable from other hosts"
+    checked = indexd("--config", str(config), "check-config", cwd=tmp_path)
+    assert checked.returncode == 2 and expected in checked.stderr, checked.stderr
+    ran = indexd("--config", str(config), "run", cwd=tmp_path)
+    assert ran.returncode == 2 and expected in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing was served, not even briefly
+    token = tmp_path / "token"
+    token.write_text("t0ken\n", encoding="utf-8")
+    config.write_text(body.format(port=port) + f"  token_file: {token}\n", encoding="utf-8")
+    assert indexd("--config", str(config), "check-config", cwd=tmp_path).returncode == 0
+    config.write_text(body.format(port=port).replace("0.0.0.0", "127.0.0.1"), encoding="utf-8")
+    assert indexd("--config", str(config), "check-config", cwd=tmp_path).returncode == 0

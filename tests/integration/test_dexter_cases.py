@@ -13,12 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from indexd.advisor.model import IndexCandidate, IndexKey, Statement
+from indexd.advisor.model import IndexCandidate, IndexKey
 from indexd.advisor.pipeline import Advice, advise
 from indexd.advisor.whatif import WhatIf
 from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.statements.statement import Statement
+from indexd.workload.lookback import given_workload
 
 SCHEMA = """
 CREATE TABLE posts (id int, blog_id int, user_id int, json json, jsonb jsonb, indexed int);
@@ -55,7 +57,7 @@ def dexter_db(pg_cluster: EmbeddedCluster) -> Iterator[Database]:
 
 
 def _advise(db: Database, query: str) -> Advice:
-    return advise(db, SETTINGS, [Statement(query, calls=100)])
+    return advise(db, SETTINGS, given_workload([Statement(query, calls=100)], SETTINGS))
 
 
 def _key(col: str) -> IndexKey:

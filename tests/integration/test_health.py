@@ -5,9 +5,9 @@ import pytest
 
 from indexd.config.schema import Settings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle import bloat, health
 from indexd.lifecycle.findings import Finding
+from indexd.state.migrations import migrate
 
 SCHEMA = """
 CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, region int NOT NULL, note text,

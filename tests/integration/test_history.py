@@ -6,10 +6,10 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from indexd.backup.history import cutoffs, prune_history
 from indexd.config.schema import RetentionSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
+from indexd.state.history import cutoffs, prune_history
+from indexd.state.migrations import migrate
 
 NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 

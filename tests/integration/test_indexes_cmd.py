@@ -13,8 +13,8 @@ import psycopg2.errors
 import pytest
 
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.lifecycle.pause import pause
+from indexd.state.migrations import migrate
 
 HOSTILE_INDEX = 'items "by" note'
 SCHEMA = [
@@ -54,12 +54,12 @@ def run(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[s
         return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, cwd=empty)
 
 
-def _findings(out: dict, section: str) -> dict[str, dict]:
-    (db,) = out["databases"]
+def _findings(out: list[dict], section: str) -> dict[str, dict]:
+    (db,) = out
     return {f["index"]: f for f in db[section]}
 
 
-def test_report_finds_each_kind_as_json_and_text(pg_dsn: str, schema: None) -> None:
+def test_report_finds_each_kind_as_json_and_text(pg_dsn: str, pg_dbname: str, schema: None) -> None:
     done = run("--dsn", pg_dsn, "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -84,7 +84,8 @@ def test_report_finds_each_kind_as_json_and_text(pg_dsn: str, schema: None) -> N
     assert bloated["churn_payload"]["evidence"]["bloat_ratio"] > 0.5
     assert bloated["churn_payload"]["sql"] == 'REINDEX INDEX CONCURRENTLY "public"."churn_payload";'
 
-    (db,) = out["databases"]
+    (db,) = out
+    assert db["database"] == pg_dbname  # --dsn names the database after its dbname
     for section in ("unused", "duplicate", "invalid", "bloated"):
         for finding in db[section]:
             if finding["index"] in CONSTRAINT_INDEXES:
@@ -105,7 +106,9 @@ def test_bad_dsn_fails_cleanly_without_the_password(pg_cluster) -> None:
     done = run("--dsn", f"postgresql://nobody:s3cret-pw@127.0.0.1:{pg_cluster.port}/no_such_db", "--json")
     assert done.returncode == 1
     assert "s3cret-pw" not in done.stderr + done.stdout
-    assert json.loads(done.stdout) == {"databases": []}
+    (failed,) = json.loads(done.stdout)  # the listing still names the database, with its error
+    assert failed["database"] == "no_such_db" and "no_such_db" in failed["error"]
+    assert "indexd: no_such_db: indexes failed: " in done.stderr and "Traceback" not in done.stderr
 
 
 def _drop_config(tmp_path: Path) -> Path:
@@ -151,7 +154,7 @@ def test_drop_unused_drops_only_our_own(pg_dsn: str, schema: None, database: Dat
     _own_unused_index(database, pg_conn)
     done = run("--dsn", pg_dsn, "--json", "--drop-unused", config=_drop_config(tmp_path))
     assert done.returncode == 0, done.stderr
-    (db,) = json.loads(done.stdout)["databases"]
+    (db,) = json.loads(done.stdout)
     assert [(d["index"], d["outcome"]) for d in db["drops"]] == [("indexd_order_items_qty_1a2b3c4d", "dropped")]
     assert not _exists(pg_conn, "indexd_order_items_qty_1a2b3c4d")
     assert _exists(pg_conn, HOSTILE_INDEX)  # not ours: only_own

@@ -8,7 +8,16 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
-from test_build_support import (
+
+from indexd.cli import main
+from indexd.clock import utcnow
+from indexd.config.schema import Settings, WindowSettings
+from indexd.db.pool import Database
+from indexd.lifecycle.apply import apply
+from indexd.lifecycle.pause import pause, resume
+from indexd.lifecycle.readings import take_readings
+from indexd.state.pause import active_pause
+from tests.support.lifecycle import (
     audit_rows,
     candidate,
     index_valid,
@@ -16,14 +25,6 @@ from test_build_support import (
     make_table,
     rec_status,
 )
-
-from indexd.cli import main
-from indexd.clock import utcnow
-from indexd.config.schema import Settings, WindowSettings
-from indexd.db.pool import Database
-from indexd.lifecycle.apply import apply
-from indexd.lifecycle.pause import active_pause, pause, resume
-from indexd.lifecycle.readings import take_readings
 
 
 @pytest.fixture

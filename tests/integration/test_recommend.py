@@ -76,7 +76,7 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
     recs = doc["recommendations"]
     assert {r["table"] for r in recs} == {"public.orders", "public.customers"}
     for rec in recs:
-        assert set(rec) == KEYS | {"id"}
+        assert set(rec) == KEYS | {"id", "origin"} and rec["origin"] == "queries"
         assert rec["create_sql"].startswith("CREATE INDEX CONCURRENTLY")
         assert rec["estimated_size_bytes"] > 0 and rec["improvement_pct"] > 0
         assert rec["queries"] and rec["queries"][0]["cost_after"] < rec["queries"][0]["cost_before"]
@@ -89,8 +89,9 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
             cur.execute("SELECT pg_relation_size(%s::regclass)", (rec["index_name"],))
             built = cur.fetchone()[0]
             assert 0.5 * built <= rec["estimated_size_bytes"] <= 2 * built
-        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM indexd.recommendations")
-        assert cur.fetchone() == (2, 2)
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending' AND origin = 'queries')"
+                    " FROM indexd.recommendations")
+        assert cur.fetchone() == (2, 2)  # offline advice: saved, never built before a person approves it
         for rec in recs:
             cur.execute(f'DROP INDEX "{rec["index_name"]}"')
     # a second run refreshes the same rows instead of adding new ones
@@ -197,8 +198,10 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
 def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
     from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
     from indexd.advisor.store import save_recommendations
-    from indexd.lifecycle.recommendations import load_recommendations
+    from indexd.state.migrations import migrate
+    from indexd.state.recommendations import load_recommendations
 
+    migrate(database)
     a = IndexCandidate("public", "t", (IndexKey("a"),))
     b = IndexCandidate("public", "t", (IndexKey("b"),))
     recs = [Recommendation(c, 8192, 12.5, 0.1, (QueryEffect("SELECT 1", 3, 10.0, 1.0),)) for c in (a, b)]
@@ -225,10 +228,11 @@ def test_skipped_statements_summarised_and_listed_with_verbose(shop: psycopg2.ex
     path = _queries(tmp_path, WORKLOAD + queries + "\nVACUUM orders;\n")
     code, out, _ = _recommend(capsys, pg_dsn, "--queries", path, "--no-save")
     assert code == 0
-    assert "skipped 14 statements: 13 no usable predicate, join, sort or grouping, 1 utility statements" in out
-    assert "--verbose lists them all" in out and "see --json" not in out
+    assert "skipped 14 statements: 13 no_indexable_predicate, 1 utility (--verbose lists them)" in out
+    assert "WHERE 3 = 3" not in out and "see --json" not in out
     _, verbose, _ = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--verbose")
-    assert all(f"WHERE {i} = {i}" in verbose for i in range(12)) and "VACUUM orders" in verbose
+    assert all(f"WHERE {i} = {i}" in verbose for i in range(12))
+    assert "[utility] VACUUM orders: utility statement (VacuumStmt)" in verbose
     _, out, err = _recommend(capsys, pg_dsn, "--queries", path, "--no-save", "--json")
     assert set(json.loads(out)) == {"database", "analyzed_statements", "elapsed_s", "recommendations"}
     assert "skipped 14 statements" in err and "see the table output" not in err and "WHERE 3 = 3" not in err
@@ -241,7 +245,7 @@ def test_empty_captured_workload_says_to_wait_or_use_queries(shop: psycopg2.exte
     code, out, _ = _recommend(capsys, pg_dsn, "--no-save")
     assert code == 0
     assert "no index recommended from 0 statements" in out
-    assert "no statements captured yet" in out and "look-back is 7 day(s)" in out and "--queries" in out
+    assert "no statements captured yet" in out and "look-back is 7d" in out and "--queries" in out
     _, out, err = _recommend(capsys, pg_dsn, "--no-save", "--json")
     assert json.loads(out)["recommendations"] == [] and "no statements captured yet" in err
 

@@ -14,9 +14,9 @@ from indexd.backup.dump import BackupResult, run_backup
 from indexd.backup.restore import ConfirmationRequired, restore
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError, UsageError
+from indexd.state.migrations import migrate
 
 T0 = datetime(2026, 11, 23, 6, 25, tzinfo=UTC)
 

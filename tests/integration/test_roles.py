@@ -15,8 +15,8 @@ import pytest
 
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
+from indexd.state.migrations import migrate
 
 ROLES_SQL = Path(__file__).resolve().parents[2] / "sql" / "roles.sql"
 _n = itertools.count()

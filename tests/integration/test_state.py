@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 
 from indexd.db.pool import Database
-from indexd.db.state import current_version, migrate, migrations
+from indexd.state.migrations import current_version, migrate, migrations
 
 
 def test_migrate_creates_every_table_once(database: Database, pg_conn) -> None:
@@ -39,7 +39,7 @@ def test_a_mixed_case_state_schema_is_found_again(db_settings) -> None:
         assert migrate(db) == [m.version for m in migrations()]
         assert migrate(db) == []  # found as "IdxState", not looked up as idxstate and created twice
         assert current_version(db) == max(m.version for m in migrations())
-        from indexd.backup.history import _state_exists
+        from indexd.state.history import _state_exists
 
         assert _state_exists(db)  # history pruning looks for its tables the same way
     finally:

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_daemon_support import daemon_config, free_port
-
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config
 
 
 def _status(config: Path, *extra: str) -> tuple[int, str, str]:
@@ -40,9 +39,8 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
                    capture_output=True, timeout=60)
     code, out, err = _status(cfg, "--json")
     assert code == 0, err
-    report = json.loads(out)
-    assert report["daemon"] == "daemon not reachable"
-    db = report["databases"]["main"]
+    (db,) = json.loads(out)
+    assert db["database"] == "main"
     assert db["leader"] is None and db["pause"] is None
     assert db["daemon"] == "daemon not reachable: no process holds the leader lock: no daemon leads this database"
     assert set(db["next_runs"]) >= {"capture", "advise", "apply", "verify", "backup"}
@@ -66,7 +64,8 @@ def test_status_with_a_running_service(pg_cluster: EmbeddedCluster, pg_dbname: s
                         "incident 42"], check=True, capture_output=True, timeout=60)
         code, out, err = _status(cfg, "--json")
         assert code == 0, err
-        db = json.loads(out)["databases"]["main"]
+        (db,) = json.loads(out)
+        assert db["database"] == "main" and db["daemon"]["status"] == "ok"
         assert db["leader"] is not None and db["leader"]["application_name"] == "indexd"
         assert db["pause"]["reason"] == "incident 42"
         assert db["jobs"]["capture"]["outcome"] == "ok"
@@ -92,13 +91,14 @@ databases:
     password_file: {tmp_path / "missing.password"}
 """)
     code, out, err = _status(cfg, "--json")
-    assert code == 1, err
-    assert "run 'indexd migrate' first" in json.loads(out)["databases"]["good"]["error"]
+    assert code == 2, err  # an unreadable password file is a configuration error, and outranks a failure
+    dbs = {d["database"]: d for d in json.loads(out)}
+    assert "run 'indexd migrate' first" in dbs["good"]["error"]
     subprocess.run([sys.executable, "-m", "indexd", "migrate", "--config", str(cfg), "--database", "good"],
                    check=True, capture_output=True, timeout=60)
     code, out, err = _status(cfg, "--json")
-    assert code == 1, err
-    dbs = json.loads(out)["databases"]
+    assert code == 2, err
+    dbs = {d["database"]: d for d in json.loads(out)}
     assert "error" not in dbs["good"] and dbs["good"]["pause"] is None
     assert "password_file: cannot read" in dbs["bad"]["error"]
 
@@ -116,5 +116,7 @@ retry:
     started = time.monotonic()
     code, out, err = _status(cfg, "--json")
     assert code == 1, err
-    assert "connect failed" in json.loads(out)["databases"]["down"]["error"]
+    (down,) = json.loads(out)
+    assert down["database"] == "down" and "connect failed" in down["error"]
+    assert "indexd: down: status failed: " in err and "Traceback" not in err
     assert time.monotonic() - started < 8  # one attempt, not the retry policy's 10 s backoff

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon_support import free_port
 
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.lifecycle.leader import Leadership
+from indexd.state.migrations import migrate
 
 DEFAULT_PORT = 9470
 IMPOSTOR = {"status": "ok", "live": True, "ready": True, "uptime_s": 999.0, "config": "/etc/impostor.yaml",
@@ -80,11 +79,13 @@ def impostor(tmp_path: Path) -> Iterator[Callable[[int], tuple[int, Path]]]:
 
 
 def _status(*args: str, cwd: Path) -> dict[str, Any]:
+    """The one database's entry of `status --json` (a list of one object per database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXD_")}
     done = subprocess.run([sys.executable, "-m", "indexd", "status", "--json", *args], capture_output=True,
                           text=True, timeout=60, cwd=cwd, env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
+    (entry,) = json.loads(done.stdout)
+    return dict(entry)
 
 
 def _migrated(pg_cluster: EmbeddedCluster, pg_dbname: str) -> Database:
@@ -106,11 +107,10 @@ def test_an_unrelated_server_on_the_default_port_is_not_the_daemon_of_dsn(pg_clu
     _, asked = impostor(DEFAULT_PORT)
     db = _migrated(pg_cluster, pg_dbname)
     try:
-        report = _status("--dsn", pg_cluster.dsn(pg_dbname), cwd=tmp_path)  # no config file anywhere
+        entry = _status("--dsn", pg_cluster.dsn(pg_dbname), cwd=tmp_path)  # no config file anywhere
     finally:
         db.close()
-    entry = next(iter(report["databases"].values()))
-    assert report["daemon"] == "daemon not reachable" and not _presented(report)
+    assert not _presented(entry)
     assert entry["leader"] is None and "no process holds the leader lock" in entry["daemon"]
     assert asked.read_text() == ""  # not even asked
 
@@ -126,12 +126,11 @@ def test_a_leader_without_an_endpoint_of_its_own_is_named_not_an_impostor(pg_clu
     lead = Leadership.for_database(db)
     try:
         assert lead.acquire()  # this test's process leads, and listens on no port at all
-        report = _status("--config", str(config), cwd=tmp_path)
+        entry = _status("--config", str(config), cwd=tmp_path)
     finally:
         lead.release()
         db.close()
-    entry = report["databases"]["main"]
-    assert report["daemon"] == "daemon not reachable" and not _presented(report)
+    assert entry["database"] == "main" and not _presented(entry)
     assert entry["leader"]["process"] == os.getpid()
     assert f"process {os.getpid()} on this host" in entry["daemon"]
     assert asked.read_text() == ""
@@ -163,12 +162,11 @@ def test_an_endpoint_of_the_leader_that_is_not_its_health_is_not_presented(pg_cl
     lead = Leadership.for_database(db)
     try:
         assert lead.acquire()
-        report = _status("--config", str(config), cwd=tmp_path)
+        entry = _status("--config", str(config), cwd=tmp_path)
     finally:
         lead.release()
         db.close()
         server.shutdown()
         server.server_close()
-    entry = report["databases"]["main"]
-    assert not _presented(report) and isinstance(entry["daemon"], str)
+    assert not _presented(entry) and isinstance(entry["daemon"], str)
     assert f"asked http://127.0.0.1:{server.server_address[1]}" in entry["daemon"]

@@ -11,12 +11,12 @@ import pytest
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, ThrottleSettings, VerifySettings
 from indexd.db.pool import Database
-from indexd.db.state import migrate
 from indexd.embedded import EmbeddedCluster
-from indexd.lifecycle import audit
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.verify import verify_built
+from indexd.state import audit
+from indexd.state.migrations import migrate
 from indexd.workload.capture import take_snapshot
 
 LOOKUP = "SELECT * FROM items WHERE sku = %s"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from indexd.advisor.candidates import Candidates, generate
-from indexd.advisor.model import Catalog, Column, ExistingIndex, IndexCandidate, Statement, Table
+from indexd.advisor.model import Catalog, Column, ExistingIndex, IndexCandidate, Table
 from indexd.config.schema import IndexingSettings
+from indexd.statements.statement import Statement
 
 SETTINGS = IndexingSettings(min_table_rows=1000, max_columns=3)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,24 @@ def test_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "must be at least 1" in err or "expected a whole number, got 'two'" in err
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield path + (name,)
+                yield from _commands(sub, path + (name,))
+
+
+def test_every_command_states_the_exit_codes_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from indexd.cli import build_parser, main
+
+    commands = list(_commands(build_parser()))
+    assert ("backup", "prune") in commands and ("status",) in commands
+    for command in [(), *commands]:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        out = capsys.readouterr().out
+        assert out.count("exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard") == 1, command
+        assert "the worst wins: 2, then 1, then 3, then 0" in out, command

@@ -151,15 +151,15 @@ def test_bad_literal_lists_the_allowed_values(tmp_path: Path) -> None:
 
 def test_nonsense_numbers(tmp_path: Path) -> None:
     found = problems(tmp_path, GOOD + "retry:\n  attempts: 0\n  initial_delay: -5\nbackups:\n  compression: 11\n")
-    assert "retry.attempts (line 6): must be at least 1" in found
-    assert "retry.initial_delay (line 7): must not be negative" in found
-    assert "backups.compression (line 9): must be between 0 and 9" in found
+    assert "retry.attempts (line 6): must be between 1 and 100 (got 0)" in found
+    assert "retry.initial_delay (line 7): must be between 0s and 1h (got -5)" in found
+    assert "backups.compression (line 9): must be between 0 and 9 (got 11)" in found
 
 
 @pytest.mark.parametrize("value", ["100", "2GiB"])
 def test_queries_max_bytes_has_a_sane_range(tmp_path: Path, value: str) -> None:
     msg = only(tmp_path, GOOD + f"indexing:\n  queries_max_bytes: {value}\n")
-    assert msg.startswith("indexing.queries_max_bytes (line 6): must be between 1024 and")
+    assert msg.startswith("indexing.queries_max_bytes (line 6): must be between 1kB and 1GB (got ")
     assert load_settings(write(tmp_path, GOOD + "indexing:\n  queries_max_bytes: 8MB\n"), env={}
                          ).indexing.queries_max_bytes == 8 * 1024**2
 
@@ -167,6 +167,28 @@ def test_queries_max_bytes_has_a_sane_range(tmp_path: Path, value: str) -> None:
 def test_http_listen_must_be_host_port(tmp_path: Path) -> None:
     msg = only(tmp_path, GOOD + "http:\n  listen: localhost\n")
     assert msg.startswith("http.listen (line 6): expected host:port")
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9470", "'[::]:9470'", "10.1.2.3:9470", "metrics-host:9470"])
+def test_http_beyond_loopback_without_a_token_is_an_error(tmp_path: Path, listen: str) -> None:
+    msg = only(tmp_path, GOOD + f"http:\n  enabled: true\n  listen: {listen}\n")
+    assert msg.startswith(f"http.listen (line 7): {listen.strip(chr(39))} is reachable from other hosts")
+    assert "set http.token_file" in msg
+    token = tmp_path / "token"
+    s = load_settings(write(tmp_path, GOOD + f"http:\n  listen: {listen}\n  token_file: {token}\n"), env={})
+    assert s.http.token_file == str(token)
+    disabled = GOOD + f"http:\n  enabled: false\n  listen: {listen}\n"
+    assert not load_settings(write(tmp_path, disabled), env={}).http.enabled
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9470", "127.0.0.2:9470", "localhost:9470", "'[::1]:9470'"])
+def test_http_on_loopback_needs_no_token(tmp_path: Path, listen: str) -> None:
+    assert load_settings(write(tmp_path, GOOD + f"http:\n  listen: {listen}\n"), env={}).http.token_file is None
+
+
+def test_http_exposure_set_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    msg = only(tmp_path, GOOD, env={"INDEXD_HTTP__LISTEN": "0.0.0.0:9470"})
+    assert msg.startswith("http.listen (from $INDEXD_HTTP__LISTEN): 0.0.0.0:9470 is reachable from other hosts")
 
 
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
@@ -226,14 +248,13 @@ indexing:
   maintenance_work_mem: 1GiB
   lookback: 1h30m
   build_timeout: 5400
+  lock_timeout: 500ms
   windows:
     - days: fri-mon
       start: 01:00
       end: "05:30"
       timezone: Europe/Berlin
     - days: weekdays
-backups:
-  timeout: 500ms
 logging:
   level: info
   max_bytes: 1048576
@@ -249,7 +270,7 @@ http:
     assert first.days == ("mon", "fri", "sat", "sun")
     assert (first.start, first.end, first.timezone) == (time(1, 0), time(5, 30), "Europe/Berlin")
     assert second.days == ("mon", "tue", "wed", "thu", "fri")
-    assert s.backups.timeout == timedelta(milliseconds=500)
+    assert s.indexing.lock_timeout == timedelta(milliseconds=500)
     assert s.logging.level == "INFO" and s.logging.max_bytes == 1024**2
     assert s.http.enabled is False
     assert s.source == str(tmp_path / "indexpilot_config.yaml")

@@ -10,6 +10,7 @@ import pytest
 
 from indexd.config.checks import production_problems
 from indexd.config.load import load_settings
+from indexd.errors import ConfigError
 
 HARDENED = """\
 environment: production
@@ -117,11 +118,10 @@ def test_sslmode(setup: dict[str, Path], dsn: str, env: dict[str, str], weak: bo
         assert found[0].startswith("databases.main.dsn: ") and "sslmode=verify-full" in found[0]
 
 
-def test_http_listening_beyond_loopback_needs_a_token(setup: dict[str, Path]) -> None:
+def test_http_beyond_loopback_is_refused_before_the_hardening_checks(setup: dict[str, Path]) -> None:
     text = HARDENED.replace("127.0.0.1:9470", "0.0.0.0:9470")
-    assert check(setup, text) == [
-        "http.listen: 0.0.0.0:9470 is reachable from other hosts; bind to 127.0.0.1 or set http.token_file"
-    ]
+    with pytest.raises(ConfigError, match=r"^http\.listen \(line 11\): 0\.0\.0\.0:9470 is reachable from other hosts"):
+        check(setup, text)
     assert check(setup, text + "  token_file: /etc/indexd/token\n") == []
     assert check(setup, HARDENED.replace("127.0.0.1:9470", "'[::1]:9470'")) == []
 

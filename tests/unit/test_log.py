@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import logging.handlers
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +158,37 @@ def test_rotated_files_are_gzip_compressed(tmp_path: Path) -> None:
     current = [line["message"] for line in lines(path)]
     assert rotated and rotated[-1] < current[0]  # .1 holds the lines just before the current file
     assert path.stat().st_size <= 1024
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_log_files_and_the_folder_indexd_creates_are_private_after_rotation(tmp_path: Path) -> None:
+    old_umask = os.umask(0o002)  # a lax umask must not widen anything
+    try:
+        path = configure(tmp_path, max_bytes=ByteSize(1024), backup_count=2)
+        for i in range(200):
+            log.info("line %03d %s", i, "x" * 40)
+        handler = next(h for h in logging.getLogger().handlers if getattr(h, "_indexd_handler", False))
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        handler.doRollover()  # one more, forced
+    finally:
+        os.umask(old_umask)
+    files = sorted(path.parent.iterdir())
+    assert [p.name for p in files] == ["indexd.log", "indexd.log.1.gz", "indexd.log.2.gz"]
+    assert {p.name: _mode(p) for p in files} == dict.fromkeys((p.name for p in files), 0o600)
+    assert _mode(path.parent) == 0o700
+
+
+def test_an_existing_folder_is_left_alone_and_an_existing_log_is_narrowed(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / "indexd.log").write_text("", encoding="utf-8")
+    (shared / "indexd.log").chmod(0o644)
+    path = shared / "indexd.log"
+    configure(tmp_path, file=str(path))
+    log.info("hello")
+    assert [line["message"] for line in lines(path)] == ["hello"]
+    assert _mode(path) == 0o600 and _mode(shared) == 0o755  # a folder such as /var/log is not ours to change

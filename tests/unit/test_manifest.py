@@ -14,13 +14,13 @@ from indexd.backup.manifest import (
     backup_id,
     check_name,
     checksum_files,
-    ensure_private_dir,
     read_manifest,
     redact_config_text,
     update_manifest,
     write_json_atomic,
 )
 from indexd.errors import BackupError
+from indexd.private import ensure_private_dir
 
 
 def test_backup_id_is_utc_and_sortable() -> None:

@@ -53,23 +53,22 @@ def test_statement_that_does_not_parse_is_reported_with_file_and_line(tmp_path: 
     loaded = read_queries(f)
     assert [s.query for s in loaded.statements] == ["SELECT 1 FROM t WHERE a = 1", "SELECT 2 FROM t"]
     assert len(loaded.problems) == 1
-    assert str(loaded.problems[0]).startswith(f"{f}:3: does not parse: syntax error at or near \"SELEC\"")
+    assert str(loaded.problems[0]).startswith(
+        f"{f}:3: statement 2 'SELEC oops FROM t': does not parse: syntax error at or near \"SELEC\"")
 
 
 def test_bad_weight_is_reported(tmp_path: Path) -> None:
     f = _write(tmp_path / "w.sql", "-- calls: many\nSELECT 1 FROM t;\nSELECT 2 FROM t;")
     loaded = read_queries(f)
     assert [s.query for s in loaded.statements] == ["SELECT 2 FROM t"]
-    assert "w.sql:2: bad weight '-- calls: many'" in str(loaded.problems[0])
+    assert "w.sql:2: statement 1 'SELECT 1 FROM t': bad weight '-- calls: many'" in str(loaded.problems[0])
 
 
 def test_missing_empty_and_unusable_inputs(tmp_path: Path) -> None:
     with pytest.raises(QueryFileError, match="does not exist"):
         load_queries(tmp_path / "nope.sql")
-    with pytest.raises(QueryFileError, match="no usable statement"):
+    with pytest.raises(QueryFileError, match="no statement in"):
         load_queries(_write(tmp_path / "empty.sql", "-- only a comment\n"))
-    with pytest.raises(QueryFileError, match=r"bad\.sql:1: does not parse"):
-        load_queries(_write(tmp_path / "bad.sql", "this is not sql"))
     with pytest.raises(QueryFileError, match=r":2: cannot split into statements"):
         load_queries(_write(tmp_path / "open.sql", "SELECT 1;\nSELECT 'unterminated"))
     empty_dir = tmp_path / "d"
@@ -117,7 +116,8 @@ def test_reading_in_pieces_finds_what_reading_whole_does(tmp_path: Path, piece: 
         ("SELECT 'it''s; fine' FROM t WHERE \"we;ird\" = 3", 1),
         ("SELECT $fn$ long; body $fn$ FROM t WHERE z = 1", 1),
         ("SELECT 1 FROM t WHERE y = 1", 2)]
-    assert [str(p) for p in whole.problems] == [f"{path}:10: does not parse: syntax error at or near \"SELEC\""]
+    assert [str(p) for p in whole.problems] == [
+        f"{path}:10: statement 6 'SELEC oops FROM t': does not parse: syntax error at or near \"SELEC\""]
 
 
 def test_an_unterminated_string_is_found_when_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -135,3 +135,25 @@ def test_input_above_the_limit_is_refused(tmp_path: Path) -> None:
     _write(tmp_path / "more.sql", "SELECT 1;\n")
     with pytest.raises(QueryFileError, match="holds 2910 bytes"):
         read_queries(tmp_path, max_bytes=2900)  # a folder counts all its files together
+
+
+def test_a_file_whose_statements_all_fail_to_parse_is_an_empty_workload_naming_each(tmp_path: Path) -> None:
+    f = _write(tmp_path / "bad.sql", "this is not sql;\n-- calls: 3\nSELECT FROM WHERE;\nSELECT (1; SELECT 2;")
+    loaded = read_queries(f)
+    assert loaded.statements == []
+    assert [str(p).split(": does not parse: ")[0] for p in loaded.problems] == [
+        f"{f}:1: statement 1 'this is not sql'", f"{f}:3: statement 2 'SELECT FROM WHERE'",
+        f"{f}:4: statement 3 'SELECT (1; SELECT 2;'"]  # an unclosed parenthesis: the rest is one statement
+    assert all("syntax error" in p.error for p in loaded.problems)
+
+
+@pytest.mark.parametrize("piece", [1, 4, 64])
+def test_an_unclosed_parenthesis_read_in_pieces_leaves_the_rest_as_one_statement(
+        tmp_path: Path, piece: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "SELECT 1 FROM t;\nSELECT 2 FROM t;\n-- calls: 2\nSELECT (1;\nSELECT 3 FROM t;\n"
+    f = _write(tmp_path / "paren.sql", text)
+    whole = read_queries(f)
+    monkeypatch.setattr(queries, "_PIECE", piece)
+    assert read_queries(f) == whole
+    assert [s.query for s in whole.statements] == ["SELECT 1 FROM t"]  # merged with SELECT 2: one shape
+    assert [str(p).split(": does not parse: ")[0] for p in whole.problems] == [f"{f}:4: statement 3 'SELECT (1;'"]

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from indexd.config.schedule import JOB_ORDER, interval_of, job_specs, misfire_grace, trigger, validate
 from indexd.config.schema import BackupSettings, DatabaseSettings, IndexingSchedules, IndexingSettings, Settings
 from indexd.errors import ConfigError
-from indexd.service.scheduler import JOB_ORDER, interval_of, job_specs, misfire_grace, trigger, validate
 
 NOW = datetime(2026, 3, 2, 12, 0, 7, tzinfo=UTC)
 

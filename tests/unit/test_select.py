@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from indexd.advisor.model import ExistingIndex, IndexCandidate, IndexKey, Statement
+from indexd.advisor.model import ExistingIndex, IndexCandidate, IndexKey
 from indexd.advisor.select import Selection, select
 from indexd.config.schema import IndexingSettings, WriteGuardSettings
+from indexd.statements.statement import Statement
 
 SETTINGS = IndexingSettings(min_improvement_pct=10.0, max_indexes_per_table=3)
 PERIOD = 3600.0

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from indexd import status_daemon
-from indexd.status_daemon import Holder, identify, matching_database
+from indexd.status import daemon as status_daemon
+from indexd.status.daemon import Holder, identify, matching_database
 
 
 class Asked:

@@ -153,8 +153,6 @@ def recent_mutations(conn: PgConnection, schema: str, limit: int = 20) -> list[M
         return [Mutation(*row) for row in cur.fetchall()]
 
 
-actor = current_actor  # "who is acting" for callers that record their own rows
-
 
 def build_starts_since(conn: PgConnection, schema: str, since: datetime) -> list[datetime]:
     """When each index build started after `since` (every create_index intent: an attempt is an attempt,

@@ -2,8 +2,10 @@
 
 statement_timeout is enforced by the server, TCP keepalives by the peer's kernel: neither fires when the server
 process hangs while its host is alive (SIGSTOP, a stuck storage layer), and psycopg2 then blocks forever. The
-watchdog thread shuts the socket down (never closes the file descriptor, which libpq owns), so the blocked call
+deadline thread shuts the socket down (never closes the file descriptor, which libpq owns), so the blocked call
 returns with "server closed the connection unexpectedly" and the caller can retry elsewhere.
+
+(Not to be confused with systemd's watchdog in `indexd.service.systemd`, which restarts a hung daemon.)
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-TICK = 0.1  # how often the watchdog looks: deadlines fire up to this late
+TICK = 0.1  # how often the deadlines are looked at: they fire up to this late
 
 
-class Watchdog:
+class SocketDeadlines:
     """One daemon thread for the whole process, started on first use.
 
     Guarding is on every checkout's path, so it must cost next to nothing: registering takes a lock and a dict
@@ -51,12 +53,12 @@ class Watchdog:
         with self._lock:
             self._deadlines[token] = (self._clock() + seconds, conn.fileno(), what)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="indexd-db-watchdog", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="indexd-db-deadlines", daemon=True)
                 self._thread.start()
         try:
             yield
         finally:
-            # Under the lock: once we are out, the watchdog can no longer touch this descriptor (libpq may
+            # Under the lock: once we are out, the thread can no longer touch this descriptor (libpq may
             # close it and the number may be reused right after).
             with self._lock:
                 self._deadlines.pop(token, None)
@@ -86,4 +88,4 @@ class Watchdog:
             sock.close()  # closes only our duplicate
 
 
-WATCHDOG = Watchdog()
+SOCKET_DEADLINES = SocketDeadlines()

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from indexd.db.dsn import parse_dsn
+from indexd.dsn import parse_dsn
 from indexd.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""indexd's own state schema: numbered migrations from `sql/`, applied once, in order, under an advisory lock."""
+"""The state schema itself: numbered migrations from `sql/`, applied once, in order, under an advisory lock."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pglast import split
-from pglast.parser import ParseError, fingerprint, scan
+from pglast.parser import ParseError, fingerprint
 
 from indexd.errors import UsageError
 from indexd.statements.statement import Statement
@@ -29,7 +29,8 @@ _CALLS = re.compile(r"^\s*--\s*calls\s*:\s*(\d+)\s*$", re.IGNORECASE)
 _CALLS_LIKE = re.compile(r"^\s*--\s*calls\s*:", re.IGNORECASE)
 _LEADING = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
 _GAP = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
-_PIECE = 1024 * 1024  # characters read at a time
+_SEPARATORS = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
+_PIECE = 1024 * 1024  # characters read at a time (more while one statement outgrows that)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -157,7 +158,9 @@ def _read_file(path: Path, shapes: _Shapes, budget: int) -> int:
 
 def _read_pieces(path: Path, fh: TextIO, shapes: _Shapes, budget: int) -> int:
     pending, line, total = "", 1, 0
-    while piece := fh.read(_PIECE):
+    # A piece at least as long as what is still pending: text that does not split yet (one long statement, an
+    # unclosed parenthesis) is scanned again a bounded number of times, not once per piece.
+    while piece := fh.read(max(_PIECE, len(pending))):
         total += len(piece)
         if total > budget:
             raise QueryFileError(_too_large(path, total, budget))
@@ -201,9 +204,10 @@ def _take(path: Path, text: str, slices: Sequence[slice], line: int, shapes: _Sh
 
 def _unsplit_tail(text: str, end: int) -> list[slice]:
     """What the splitter left after its last statement (it stops at an unclosed parenthesis): one more piece, so
-    it is reported rather than lost."""
-    rest = [t for t in scan(text[end:]) if t.name not in ("ASCII_59", "SQL_COMMENT", "C_COMMENT")]
-    return [slice(end + rest[0].start, len(text))] if rest else []
+    it is reported rather than lost. Only the separators before it are skipped (not a scan of all of it: the
+    tail may be the rest of a large file)."""
+    start = _SEPARATORS.match(text, end).end()  # type: ignore[union-attr]
+    return [slice(start, len(text))] if start < len(text) else []
 
 
 def _calls(leading: str) -> tuple[int, str | None]:

@@ -83,6 +83,16 @@ def dsn(value: str) -> str | None:
     return None
 
 
+def dsn_list(values: tuple[str, ...]) -> str | None:
+    for i, value in enumerate(values):
+        problem = dsn(value)
+        if problem:
+            return f"item {i}: {problem}"
+    if len(set(values)) != len(values):
+        return "the same DSN is listed twice"
+    return None
+
+
 def db_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_-]+", value):
         return None
@@ -139,6 +149,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.BackupSettings, "timeout"): positive,
     (S.BackupSettings, "free_space_factor"): at_least(1),
     (S.BackupVerifySettings, "restore_schedule"): cron,
+    (S.BackupVerifySettings, "restore_dsn"): dsn,
     (S.BackupRetentionSettings, "keep_last"): at_least(1),
     (S.RetentionSettings, "statement_snapshots"): positive,
     (S.RetentionSettings, "audit_log"): positive,
@@ -150,6 +161,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.HttpSettings, "listen"): listen,
     (S.DatabaseSettings, "name"): db_name,
     (S.DatabaseSettings, "dsn"): dsn,
+    (S.DatabaseSettings, "replicas"): dsn_list,
     (S.DatabaseSettings, "state_schema"): sql_name,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})

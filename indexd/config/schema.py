@@ -161,6 +161,9 @@ class BackupVerifySettings:
     list_after_backup: bool = True  # pg_restore --list on every new backup
     restore_schedule: str = "30 3 * * 0"  # full test restore into a scratch database
     compare_row_counts: bool = True
+    # The server test restores create their scratch database on (its database part is not used); default: the
+    # backup's own server, where indexd's role then needs CREATEDB.
+    restore_dsn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,9 @@ class DatabaseSettings:
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     indexing: IndexingSettings = field(default_factory=IndexingSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    # The DSNs of this database's streaming replicas (the same database, read through each standby): an index
+    # scanned on any of them is not unused. A replica that cannot be read makes drop_unused drop nothing.
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ test:
 lint:
 	ruff check indexd tests bench
 	mypy indexd
+	lint-imports
 
 bench: deps
 	for b in pool advisor backup build_under_load; do python3 -m bench.$$b || exit 1; done

@@ -21,11 +21,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import TextIOWrapper
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pythonjsonlogger.json import JsonFormatter
 
-from indexd.config.schema import LoggingSettings
 from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError
 from indexd.private import create_private_dir, open_private
@@ -35,6 +34,24 @@ _JOB = contextvars.ContextVar[tuple[str, str, str | None] | None]("indexd_job", 
 _OURS = "_indexd_handler"  # attribute marking the handlers setup_logging installed
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _OWN_FIELDS = {"job", "job_id", "database"}
+
+
+class LogTarget(Protocol):
+    """What `setup_logging` reads: the `logging` section of the settings (config.schema.LoggingSettings). Named
+    here so this module stays a leaf that config, db and everything above can use."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def file(self) -> str | None: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def backup_count(self) -> int: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def stderr(self) -> bool: ...
 
 
 def scrub(text: str) -> str:
@@ -150,7 +167,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)  # the handler appends (mode 'a')
 
 
-def _file_handler(settings: LoggingSettings) -> logging.Handler:
+def _file_handler(settings: LogTarget) -> logging.Handler:
     path = Path(settings.file or "")
     try:
         create_private_dir(path.parent)
@@ -167,7 +184,7 @@ def _file_handler(settings: LoggingSettings) -> logging.Handler:
     return handler
 
 
-def setup_logging(settings: LoggingSettings) -> None:
+def setup_logging(settings: LogTarget) -> None:
     """Install (or re-install, on reload) indexd's handlers on the root logger."""
     handlers: list[logging.Handler] = []
     if settings.file:

@@ -23,14 +23,13 @@ from indexd.db.pool import Database, PgConnection
 from indexd.dsn import redact_dsn
 from indexd.errors import StateMissing
 from indexd.lifecycle.leader import leader_key
-from indexd.lifecycle.recommendations import load_recommendations
 from indexd.state.audit import recent_mutations
 from indexd.state.migrations import current_version
 from indexd.state.pause import active_pause
+from indexd.state.recommendations import OPEN, Status, load_recommendations
 
 log = logging.getLogger(__name__)
 
-ALL_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
 HTTP_TIMEOUT_S = 3.0
 
 _LEADER = """
@@ -88,11 +87,12 @@ def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, dat
 
 def _recommendations(db: Database) -> dict[str, Any]:
     with db.connection() as conn:
-        recs = load_recommendations(conn, db.settings.state_schema, statuses=ALL_STATUSES)
-    counts = {s: sum(1 for r in recs if r.status == s) for s in ALL_STATUSES}
-    open_ = [{"id": r.id, "status": r.status, "index": r.index_name, "table": f"{r.table_schema}.{r.table_name}",
-              "columns": r.columns, "improvement_pct": r.improvement_pct, "size_bytes": r.estimated_size_bytes}
-             for r in recs if r.status in ("pending", "approved", "building")]
+        recs = load_recommendations(conn, db.settings.state_schema)
+    counts = {str(s): sum(1 for r in recs if r.status == s) for s in Status}
+    open_ = [{"id": r.id, "status": str(r.status), "origin": str(r.origin), "attempts": r.attempts,
+              "index": r.index_name, "table": f"{r.table_schema}.{r.table_name}", "columns": r.columns,
+              "improvement_pct": r.improvement_pct, "size_bytes": r.estimated_size_bytes}
+             for r in recs if r.status in OPEN]
     return {"counts": {k: v for k, v in counts.items() if v}, "open": open_}
 
 

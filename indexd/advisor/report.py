@@ -9,6 +9,7 @@ from typing import Any
 from indexd.advisor.model import Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.store import query_effects
+from indexd.state.recommendations import Origin
 from indexd.units import human_duration, human_rate, human_size
 
 QUERY_WIDTH = 70
@@ -32,7 +33,14 @@ _SKIP_KINDS = (
 )
 
 
-def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None = None) -> dict[str, Any]:
+def advice_origin(advice: Advice) -> Origin:
+    """Where advice comes from: the database's workload, or a query file (offline advice: built only once a
+    person approves it, whatever the mode)."""
+    return Origin.WORKLOAD if advice.from_workload else Origin.QUERIES
+
+
+def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None = None,
+                        origin: Origin = Origin.WORKLOAD) -> dict[str, Any]:
     cand = rec.candidate
     out: dict[str, Any] = {
         "table": f"{cand.schema}.{cand.table}",
@@ -46,6 +54,7 @@ def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None
         "improvement_pct": rec.improvement_pct,
         "write_overhead": rec.write_overhead,
         "queries": query_effects(rec),
+        "origin": str(origin),
     }
     if rec_id is not None:
         out["id"] = rec_id
@@ -60,7 +69,8 @@ def advice_json(advice: Advice, ids: dict[str, int] | None = None) -> dict[str, 
         "analyzed_statements": advice.analyzed_statements,
         "elapsed_s": advice.elapsed_s,
         "recommendations": [
-            recommendation_json(r, advice.create_sql[r.candidate.fingerprint()], ids.get(r.candidate.fingerprint()))
+            recommendation_json(r, advice.create_sql[r.candidate.fingerprint()], ids.get(r.candidate.fingerprint()),
+                                advice_origin(advice))
             for r in advice.recommendations
         ],
     }
@@ -72,21 +82,21 @@ def short(query: str, width: int = QUERY_WIDTH) -> str:
 
 
 def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[Any]]:
-    """One row per recommendation: id, index, table, size, improvement, write cost, statements helped."""
-    ids = ids or {}
+    """One row per recommendation: id, origin, index, table, size, improvement, write cost, statements helped."""
+    ids, origin = ids or {}, str(advice_origin(advice))
     rows = []
     for rec in advice.recommendations:
         cand = rec.candidate
         cols = ", ".join(k.label() for k in cand.keys)
         extra = (f" INCLUDE ({', '.join(cand.include)})" if cand.include else "") + (
             f" WHERE {cand.where}" if cand.where else "")
-        rows.append([ids.get(cand.fingerprint()), f"({cols}){extra}", f"{cand.schema}.{cand.table}",
+        rows.append([ids.get(cand.fingerprint()), origin, f"({cols}){extra}", f"{cand.schema}.{cand.table}",
                      human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
                      human_rate(rec.write_overhead), len(rec.queries)])
     return rows
 
 
-HEADERS = ("id", "index", "table", "size", "improvement", "write cost", "statements")
+HEADERS = ("id", "origin", "index", "table", "size", "improvement", "write cost", "statements")
 
 
 def details(advice: Advice, verbose: bool = False) -> list[str]:
@@ -111,9 +121,11 @@ def details(advice: Advice, verbose: bool = False) -> list[str]:
 def summary(advice: Advice) -> str:
     if advice.recommendations:
         total = sum(r.estimated_size_bytes for r in advice.recommendations)
+        offline = "" if advice.from_workload else (
+            "; offline advice from --queries: nothing of it is built before 'indexd approve ID'")
         return (f"{advice.database}: {len(advice.recommendations)} index(es) recommended, "
                 f"{human_size(total)} in all, from {advice.analyzed_statements} statements "
-                f"in {human_duration(advice.elapsed_s)}")
+                f"in {human_duration(advice.elapsed_s)}{offline}")
     return (f"{advice.database}: no index recommended from {advice.analyzed_statements} statements "
             f"in {human_duration(advice.elapsed_s)}: {nothing_reason(advice)}")
 

@@ -48,7 +48,7 @@ def recommend(args: argparse.Namespace) -> int:
         ids: dict[str, int] = {}
         if not args.no_save and (advice.recommendations or advice.from_workload):
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
-                                       supersede_missing=advice.from_workload)
+                                       supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
         if args.json:
             _notes(args, advice, f"indexd: {db.name}: " if several else "indexd: ")
         else:

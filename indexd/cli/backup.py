@@ -10,13 +10,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from indexd.backup import verify
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
+from indexd.backup.dump import run_backup
 from indexd.backup.manifest import BackupInfo
+from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.cli.common import load, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.log import setup_logging
 from indexd.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
@@ -24,8 +28,6 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _setup_logging(args: argparse.Namespace, settings: Settings) -> None:
-    from indexd.log import setup_logging
-
     level = cast(Level, getattr(args, "log_level", None) or "WARNING")
     setup_logging(replace(settings.logging, file=None, format="text", level=level))
 
@@ -47,8 +49,6 @@ def backup(args: argparse.Namespace) -> int:
 
 # ---- run ------------------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from indexd.backup.dump import run_backup
-
     def one(db: DatabaseSettings) -> None:
         if not db.backups.enabled and not args.database:
             print(f"{db.name}: skipped: backups disabled")
@@ -105,8 +105,6 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---- verify ---------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from indexd.backup import verify
-
     info = find_backup(settings, args.id)
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
@@ -163,8 +161,6 @@ def _ask(question: str) -> bool:
 
 
 def restore(args: argparse.Namespace) -> int:
-    from indexd.backup.restore import restore as run_restore
-
     settings = load(args)
     _setup_logging(args, settings)
     confirm = _ask if sys.stdin.isatty() else None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexd.config.load import load_settings, settings_for_dsn
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.errors import UsageError
 
 if TYPE_CHECKING:  # the pool pulls in SQLAlchemy: commands that need no database do not pay for it
     from indexd.db.pool import Database
@@ -38,8 +39,6 @@ def targets(args: argparse.Namespace, settings: Settings) -> list[DatabaseSettin
     if name:
         return [settings.database(name)]
     if not settings.databases:
-        from indexd.errors import UsageError
-
         raise UsageError("no databases configured: add one under 'databases:' or pass --dsn")
     return list(settings.databases)
 
@@ -47,8 +46,6 @@ def targets(args: argparse.Namespace, settings: Settings) -> list[DatabaseSettin
 def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSettings:
     dbs = targets(args, settings)
     if len(dbs) > 1:
-        from indexd.errors import UsageError
-
         names = ", ".join(d.name for d in dbs)
         raise UsageError(f"this command acts on one database: pass --database NAME (one of {names}) or --dsn")
     return dbs[0]
@@ -56,7 +53,7 @@ def single_target(args: argparse.Namespace, settings: Settings) -> DatabaseSetti
 
 @contextmanager
 def open_database(settings: Settings, db: DatabaseSettings) -> Iterator[Database]:
-    from indexd.db.pool import Database
+    from indexd.db.pool import Database  # heavy: SQLAlchemy, only for commands that connect through a pool
 
     database = Database(db, settings.retry, settings.circuit_breaker)
     try:

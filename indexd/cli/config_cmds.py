@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from indexd.cli.common import connected, load, targets
 from indexd.cli.runner import each_database
+from indexd.config.checks import check_runnable, production_problems
 from indexd.config.load import find_config, load_settings
 from indexd.config.schema import Settings
+from indexd.db.conninfo import connect_kwargs
 from indexd.dsn import redact_dsn
-from indexd.errors import ConfigError
+from indexd.errors import ConfigError, GuardRefusal
+from indexd.log import setup_logging
 
 if TYPE_CHECKING:
     from indexd.db.pool import Database
@@ -24,8 +27,6 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration (and with --production, the hardening); every problem at once, exit 2."""
-    from indexd.config.checks import production_problems
-
     path = find_config(args.config)
     try:
         settings = load_settings(args.config)
@@ -46,9 +47,6 @@ def check_config(args: argparse.Namespace) -> int:
 def _runtime_problems(settings: Settings) -> list[str]:
     """What only shows when indexd runs: the daemon's start checks (databases, token file) and each password file
     (a database whose password_file cannot be read fails on every connection)."""
-    from indexd.db.conninfo import connect_kwargs
-    from indexd.service.app import check_runnable
-
     problems: list[str] = []
     try:
         check_runnable(settings)
@@ -73,10 +71,9 @@ def _report_problems(path: object, problems: list[str], production: bool = False
 
 def migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the state schema in each target database; one failing database does not stop the rest."""
+    # heavy: the state schema's modules load SQLAlchemy (the pool); check-config never needs them
     from indexd.db.standby import STANDBY, is_standby
-    from indexd.errors import GuardRefusal
     from indexd.lifecycle.preflight_readings import log_missing
-    from indexd.log import setup_logging
     from indexd.state.migrations import current_version, migrations
     from indexd.state.migrations import migrate as apply_migrations
 

@@ -7,19 +7,23 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from indexd.cli.common import connected, load, open_database, print_table, single_target, targets
+from indexd.cli.common import connected, load, open_database, print_json, print_table, single_target, targets
 from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import StateMissing, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
+from indexd.lifecycle import health
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
+from indexd.lifecycle.health_text import render_text
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
+from indexd.lifecycle.unused import drop_unused
 from indexd.state.migrations import current_version
 from indexd.units import human_duration, human_size
 
@@ -206,10 +210,6 @@ class _Health(NamedTuple):
 
 
 def _health(args: argparse.Namespace, settings: Settings, db: Database) -> _Health:
-    from indexd.lifecycle import health
-    from indexd.lifecycle.health_text import render_text
-    from indexd.lifecycle.unused import drop_unused
-
     target = db.settings
     report = health.report(db, settings, target)
     drops = drop_unused(db, settings, target, report) if args.drop_unused else []
@@ -229,10 +229,6 @@ def _health(args: argparse.Namespace, settings: Settings, db: Database) -> _Heal
 def indexes(args: argparse.Namespace) -> int:
     """Unused, duplicate, invalid and bloated indexes of each database, with the evidence and the statement that
     fixes each; --drop-unused also drops what indexing.drop_unused allows, through every guard."""
-    from dataclasses import asdict
-
-    from indexd.cli.common import print_json
-
     settings = load(args)
     work = connected(settings, functools.partial(_health, args, settings))
     run = each_database(targets(args, settings), work, act="indexes", verdict=lambda h: h.code)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Generic, Protocol, TypeVar
 
+import psycopg2
+import psycopg2.errors
+
 from indexd.dsn import redact_dsn
 from indexd.errors import ConfigError, IndexdError, first_line
 
@@ -54,15 +57,11 @@ def worst(codes: Iterable[int]) -> int:
 
 @functools.cache
 def _operating_errors() -> tuple[type[BaseException], ...]:
-    import psycopg2  # only commands that reach a database pay for it
-
     return (IndexdError, psycopg2.Error, OSError)
 
 
 @functools.cache
 def _bug_errors() -> tuple[type[BaseException], ...]:
-    import psycopg2.errors
-
     return (psycopg2.errors.lookup(SYNTAX_ERROR),)
 
 

@@ -10,13 +10,16 @@ from typing import Any
 
 from indexd.cli import common
 from indexd.cli.runner import each_database
+from indexd.clock import utcnow
+from indexd.config.convert import to_duration
+from indexd.config.schema import LoggingSettings
 from indexd.errors import UsageError
+from indexd.log import setup_logging
+from indexd.simulate import drive, scenario, setup
 from indexd.units import human_duration, human_size
 
 
 def _duration(text: str, flag: str) -> timedelta:
-    from indexd.config.convert import to_duration
-
     try:
         return to_duration(text)
     except ValueError as exc:
@@ -33,8 +36,6 @@ def _progress_line(label: str) -> Callable[[float, float, int], None]:
 
 def simulate(args: argparse.Namespace) -> int:
     """Create the synthetic shop schema and/or drive its workload against one database."""
-    from indexd.simulate import drive, scenario, setup
-
     if args.setup_only and args.no_setup:
         raise UsageError("--setup-only and --no-setup exclude each other")
     duration = _duration(args.duration, "--duration")
@@ -68,7 +69,7 @@ def simulate(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The daemon, in the foreground: exit 2 on a bad configuration, 0 after a clean stop."""
-    from indexd.log import setup_logging
+    # heavy: the daemon's modules (APScheduler, prometheus_client, every job's domain code), only for `run`
     from indexd.service.app import IndexdService
     from indexd.service.daemon import Daemon
 
@@ -85,9 +86,7 @@ def _show_step(name: str, outcome: str, seconds: float) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """The main job on a throw-away PostgreSQL: workload, advice, build, re-run, verify, backup, compare."""
-    from indexd.config.schema import LoggingSettings
-    from indexd.demo import run_demo
-    from indexd.log import setup_logging
+    from indexd.demo import run_demo  # heavy: the whole cycle's modules (advisor, lifecycle, backup), only for `demo`
 
     setup_logging(LoggingSettings(level=getattr(args, "log_level", None) or "WARNING", file=None, format="text"))
     workload = _duration(args.duration, "--duration")
@@ -143,7 +142,7 @@ def _print_demo(result: Any) -> None:
 def status(args: argparse.Namespace) -> int:
     """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups. A database that cannot
     be read still shows what needs no connection (next runs, backups on disk, the daemon's view), with its error."""
-    from indexd.clock import utcnow
+    # heavy: status reads the state, lifecycle and backup modules (SQLAlchemy through the pool), only for `status`
     from indexd.status import daemon_health, database_state, local_state
 
     settings = common.load(args)
@@ -201,8 +200,8 @@ def _print_db_state(db: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in recs["counts"].items()) or "none"
     print(f"   recommendations: {counts}")
     if recs["open"]:
-        common.print_table(["id", "status", "index", "table", "saves"],
-                           [(r["id"], r["status"], r["index"], r["table"],
+        common.print_table(["id", "status", "origin", "attempts", "index", "table", "saves"],
+                           [(r["id"], r["status"], r["origin"], r["attempts"], r["index"], r["table"],
                              f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
                             for r in recs["open"]], indent=TABLE_INDENT)
     if db["recent_changes"]:

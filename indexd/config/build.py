@@ -18,10 +18,15 @@ from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
+
 from indexd.config import convert, schema
+from indexd.config.bounds import RANGES, Range
 from indexd.config.listen import parse_listen
 from indexd.config.schema import ByteSize
 from indexd.config.tree import Node, Problems, join
+from indexd.dsn import parse_dsn
+from indexd.errors import ConfigError
 
 INVALID: Any = object()  # a value that could not be built; its problem is already recorded
 
@@ -38,25 +43,7 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
-def _amount(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def at_least(low: float) -> Check:
-    return lambda v: None if _amount(v) >= low else f"must be at least {low:g}"
-
-
-def positive(v: Any) -> str | None:
-    return None if _amount(v) > 0 else "must be greater than zero"
-
-
-def between(low: float, high: float) -> Check:
-    return lambda v: None if low <= _amount(v) <= high else f"must be between {low:g} and {high:g}"
-
-
 def cron(value: str) -> str | None:
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
         CronTrigger.from_crontab(value, timezone="UTC")
     except ValueError as exc:
@@ -73,9 +60,6 @@ def time_zone(value: str) -> str | None:
 
 
 def dsn(value: str) -> str | None:
-    from indexd.dsn import parse_dsn
-    from indexd.errors import ConfigError
-
     try:
         parse_dsn(value)
     except ConfigError as exc:
@@ -105,6 +89,14 @@ def sql_name(value: str) -> str | None:
     return f"expected a plain SQL name (letters, digits, '_', at most 63), got {value!r}"
 
 
+def file_path(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty (leave the key out, or null where it is optional)"
+    if "\0" in value:
+        return "must not contain a NUL character"
+    return None
+
+
 def listen(value: str) -> str | None:
     try:
         parse_listen(value)
@@ -115,56 +107,23 @@ def listen(value: str) -> str | None:
 
 S = schema
 CHECKS: dict[tuple[type, str], Check] = {
-    (S.PoolSettings, "size"): at_least(1),
-    (S.PoolSettings, "timeout"): positive,
-    (S.PoolSettings, "recycle_jitter"): between(0, 1),
-    (S.TimeoutSettings, "connect"): positive,
-    (S.TimeoutSettings, "statement"): positive,
-    (S.TimeoutSettings, "lock"): positive,
-    (S.TimeoutSettings, "keepalives_idle"): positive,
-    (S.TimeoutSettings, "keepalives_interval"): positive,
-    (S.TimeoutSettings, "keepalives_count"): at_least(1),
-    (S.RetrySettings, "attempts"): at_least(1),
-    (S.RetrySettings, "multiplier"): at_least(1),
-    (S.RetrySettings, "max_delay"): positive,
-    (S.RetrySettings, "max_elapsed"): positive,
-    (S.CircuitBreakerSettings, "failure_threshold"): at_least(1),
-    (S.CircuitBreakerSettings, "reset_timeout"): positive,
     (S.WindowSettings, "timezone"): time_zone,
-    (S.ThrottleSettings, "max_cpu_pct"): between(1, 100),
-    (S.ThrottleSettings, "cpu_sample"): positive,
-    (S.ThrottleSettings, "max_active_backends_pct"): between(1, 100),
-    (S.VerifySettings, "after"): positive,
-    (S.VerifySettings, "min_gain_pct"): between(0, 100),
-    (S.IndexingSettings, "max_indexes_per_table"): at_least(1),
-    (S.IndexingSettings, "max_columns"): between(1, 32),
-    (S.IndexingSettings, "min_improvement_pct"): between(0, 100),
-    (S.IndexingSettings, "lookback"): positive,
-    (S.IndexingSettings, "lock_timeout"): positive,
-    (S.IndexingSettings, "build_timeout"): positive,
-    (S.IndexingSettings, "maintenance_work_mem"): at_least(1024**2),
     (S.BackupSettings, "schedule"): cron,
-    (S.BackupSettings, "jobs"): at_least(1),
-    (S.BackupSettings, "compression"): between(0, 9),
-    (S.BackupSettings, "timeout"): positive,
-    (S.BackupSettings, "free_space_factor"): at_least(1),
+    (S.BackupSettings, "dir"): file_path,
     (S.BackupVerifySettings, "restore_schedule"): cron,
     (S.BackupVerifySettings, "restore_dsn"): dsn,
-    (S.BackupRetentionSettings, "keep_last"): at_least(1),
-    (S.RetentionSettings, "statement_snapshots"): positive,
-    (S.RetentionSettings, "audit_log"): positive,
-    (S.RetentionSettings, "metrics"): positive,
-    (S.RetentionSettings, "batch_size"): at_least(1),
     (S.RetentionSettings, "schedule"): cron,
-    (S.LoggingSettings, "max_bytes"): at_least(1024),
-    (S.LoggingSettings, "backup_count"): at_least(1),
+    (S.LoggingSettings, "file"): file_path,
     (S.HttpSettings, "listen"): listen,
+    (S.HttpSettings, "token_file"): file_path,
+    (S.DatabaseSettings, "password_file"): file_path,
     (S.DatabaseSettings, "name"): db_name,
     (S.DatabaseSettings, "dsn"): dsn,
     (S.DatabaseSettings, "replicas"): dsn_list,
     (S.DatabaseSettings, "state_schema"): sql_name,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})
+CHECKS.update(RANGES)  # every number, duration and size: indexd.config.bounds
 
 # Fields whose text needs more than their type says.
 CONVERTERS: dict[tuple[type, str], Callable[[Any], Any]] = {(S.WindowSettings, "days"): convert.to_days}
@@ -241,17 +200,21 @@ def build(cls: type, node: Node, path: str, problems: Problems) -> Any:
 
 def field_value(owner: type, name: str, node: Node, path: str, problems: Problems) -> Any:
     special = CONVERTERS.get((owner, name))
+    check = CHECKS.get((owner, name))
     try:
         value = special(node.plain()) if special else _typed(_hints(owner)[name], node, path, problems)
+    except convert.OutOfRange as exc:  # too large to hold at all: the field's range says what fits
+        bounds = check.message if isinstance(check, Range) else str(exc)
+        _report(problems, path, node, f"{bounds} (got {convert.describe(node.plain())})")
+        return INVALID
     except ValueError as exc:
         _report(problems, path, node, str(exc))
         return INVALID
     if value is INVALID or value is None:
         return value
-    check = CHECKS.get((owner, name))
     message = check(value) if check else None
-    if message is None and isinstance(value, int | float | timedelta) and not isinstance(value, bool):
-        message = None if _amount(value) >= 0 else "must not be negative"
+    if isinstance(check, Range) and message:
+        message += f" (got {convert.describe(node.plain())})"
     if message:
         _report(problems, path, node, message)
         return INVALID

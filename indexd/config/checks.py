@@ -1,8 +1,10 @@
-"""Hardening checks for `check-config --production`: secrets, TLS, permissions, verbosity.
+"""Checks beyond a valid file: what the daemon needs to run (`check_runnable`, at start, on reload and in
+`check-config`), and the hardening of `check-config --production`: secrets, TLS, permissions, verbosity.
 
 (HTTP beyond loopback without a token is no hardening matter: every validation refuses it, see config.build.)
 
-A function of the settings, the configuration file's own text and a few stat() readings; nothing connects.
+Functions of the settings, the configuration file's own text, the files it names and a few stat() readings;
+nothing connects.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from indexd.config.listen import listen_address
+from indexd.config.schedule import validate
 from indexd.config.schema import Settings
+from indexd.config.secrets import read_token
 from indexd.dsn import parse_dsn
 from indexd.errors import ConfigError
 
@@ -27,6 +32,21 @@ _QUERY_PASSWORD = re.compile(r"^postgres(?:ql)?://[^?\s]*\?(?:[^#\s]*&)?password
 _KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 _TOKEN = re.compile(r"^\x01(\d+)\x02$")
+
+
+def check_runnable(settings: Settings) -> None:
+    """What the daemon needs beyond a valid file: databases, valid schedules, a usable listen address."""
+    problems = validate(settings)
+    if not settings.databases:
+        problems.append("databases: none configured; the daemon has nothing to do")
+    if settings.http.enabled:
+        for check in (lambda: listen_address(settings.http), lambda: read_token(settings.http)):
+            try:
+                check()
+            except ConfigError as exc:
+                problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
 
 
 def production_problems(

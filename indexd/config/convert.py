@@ -7,6 +7,8 @@ from `${VAR}` interpolation and `INDEXD_*` variables arrive as text.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from datetime import time, timedelta
 from typing import Any
@@ -39,6 +41,14 @@ _DAY_ALIASES = {
     "weekend": DAYS[5:],
     "weekends": DAYS[5:],
 }
+
+
+# timedelta's own limit is 999999999 days; anything near it is out of every range, which the caller states.
+MAX_SECONDS = 999_999_999 * 86400.0
+
+
+class OutOfRange(ValueError):
+    """A value of the right kind that is too large to hold; the field's own range makes the message."""
 
 
 def describe(value: Any) -> str:
@@ -74,14 +84,24 @@ def to_int(value: Any) -> int:
 
 
 def to_float(value: Any) -> float:
+    number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
+        number = _as_float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None or math.isnan(number):
+        raise ValueError(f"expected a number, got {describe(value)}")
+    if math.isinf(number):
+        raise OutOfRange(f"{describe(value)} is not a finite number")
+    return number
+
+
+def _as_float(value: float) -> float:
+    try:
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ValueError(f"expected a number, got {describe(value)}")
+    except OverflowError:  # an int beyond any float
+        return math.inf if value > 0 else -math.inf
 
 
 def to_str(value: Any) -> str:
@@ -100,24 +120,37 @@ def to_size(value: Any) -> ByteSize:
     unit = m.group(2).lower() if m else None
     if m is None or unit not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as 512MB, 2GiB or a number of bytes, got {describe(value)}")
-    return ByteSize(int(float(m.group(1)) * _SIZE_UNITS[unit]))
+    amount = float(m.group(1)) * _SIZE_UNITS[unit]
+    if math.isinf(amount):
+        raise OutOfRange(f"{describe(value)} is far too large")
+    return ByteSize(int(amount))
 
 
 def to_duration(value: Any) -> timedelta:
     """90s, 500ms, 15m, 2h, 7d, 1w, 1h30m, or a number of seconds."""
+    seconds = _seconds(value)
+    if seconds is None:
+        raise ValueError(
+            f"expected a duration such as 90s, 500ms, 15m, 2h, 7d, 1w or a number of seconds, got {describe(value)}"
+        )
+    if math.isnan(seconds):
+        raise ValueError(f"expected a duration, got {describe(value)}")
+    if abs(seconds) > MAX_SECONDS:
+        raise OutOfRange(f"{describe(value)} is far too long")
+    return timedelta(seconds=seconds)
+
+
+def _seconds(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        return _as_float(value)
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            return timedelta(seconds=float(text))
+            return float(text)
         parts = _DURATION_PART.findall(text)
         if parts and re.sub(r"\s+", "", _DURATION_PART.sub("", text)) == "":
-            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
-            return timedelta(seconds=seconds)
-    raise ValueError(
-        f"expected a duration such as 90s, 500ms, 15m, 2h, 7d, 1w or a number of seconds, got {describe(value)}"
-    )
+            return sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
+    return None
 
 
 def to_time(value: Any) -> time:

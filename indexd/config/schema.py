@@ -28,8 +28,10 @@ class PoolSettings:
     size: int = 5
     max_overflow: int = 5
     timeout: Duration = timedelta(seconds=10)  # waiting for a free connection
-    recycle: Duration = timedelta(hours=1)  # connection max lifetime ...
-    recycle_jitter: float = 0.1  # ... spread by ±10 % so connections do not expire together
+    # Each connection's max lifetime is drawn when it connects, uniformly in recycle × (1 ± recycle_jitter),
+    # so connections made together do not expire together; it is replaced at the first checkout past it.
+    recycle: Duration = timedelta(hours=1)  # 0: never replaced for its age
+    recycle_jitter: float = 0.1  # ±10 %
     pre_ping: bool = True
 
 
@@ -129,6 +131,9 @@ class IndexingSettings:
     lookback: Duration = timedelta(days=7)
     lock_timeout: Duration = timedelta(seconds=5)
     build_timeout: Duration = timedelta(hours=2)
+    # Interrupted builds (connection lost, server restarted, indexd stopped) are tried again; after this many
+    # attempts the recommendation is marked failed instead.
+    build_attempts: int = 3
     maintenance_work_mem: ByteSize = ByteSize(256 * 1024**2)
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.

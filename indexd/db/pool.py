@@ -1,7 +1,8 @@
 """One pooled connection source per managed database: SQLAlchemy's QueuePool over psycopg2.
 
 Callers get plain psycopg2 connections (the pool's DBAPI connection) for speed; SQLAlchemy gives us the pool
-mechanics (recycle, timeout, overflow, invalidation, events). Around them: a circuit breaker per database,
+mechanics (timeout, overflow, invalidation, events); each connection's jittered max lifetime is our own
+(`indexd.db.lifetime`). Around them: a circuit breaker per database,
 retries of transient failures (`indexd.db.retry`), a check on checkout with a client-side deadline, and
 usage statistics for the metrics layer.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +43,7 @@ from indexd.db.breaker import CircuitBreaker
 from indexd.db.connect import connect_once
 from indexd.db.conninfo import connect_kwargs
 from indexd.db.deadline import SOCKET_DEADLINES
+from indexd.db.lifetime import ConnectionExpired, Lifetime
 from indexd.db.retry import RetryHooks, classify, retry_call
 from indexd.dsn import redact_dsn
 from indexd.errors import ConnectionFailed
@@ -83,6 +84,7 @@ class PoolStats:
     connect_failures: int
     retries: int
     giveups: int
+    recycles: int  # connections replaced at the end of their own lifetime (pool.recycle ± jitter)
     breaker_state: str
     breaker_opens: int
 
@@ -95,7 +97,7 @@ class _Counters:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(
             ("checkouts", "waits", "timeouts", "invalidations", "connects", "reconnects", "connect_failures",
-             "retries", "giveups", "pending_replacements"), 0)
+             "retries", "giveups", "recycles", "pending_replacements"), 0)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -137,7 +139,8 @@ class Database:
         self._connect_kwargs = connect_kwargs(settings)  # validates the DSN and password file now
         self._connect_timeout = max(1.0, settings.timeouts.connect.total_seconds())
         pool = settings.pool
-        recycle = pool.recycle.total_seconds()
+        self._lifetime = Lifetime(pool.recycle.total_seconds(), pool.recycle_jitter, self._hooks.clock,
+                                  self._hooks.rand)
         self.engine = create_engine(
             "postgresql+psycopg2://",
             creator=self._new_connection,
@@ -145,8 +148,7 @@ class Database:
             pool_size=pool.size,
             max_overflow=pool.max_overflow,
             pool_timeout=pool.timeout.total_seconds(),
-            # Jittered max lifetime: connections made together do not all expire together.
-            pool_recycle=int(recycle * (1 - pool.recycle_jitter * random.random())) if recycle > 0 else -1,
+            pool_recycle=-1,  # each connection's own jittered lifetime instead: indexd.db.lifetime
             pool_pre_ping=False,  # our own check in _on_checkout: deadline-bounded, counted, no BEGIN
             pool_reset_on_return=reset_on_return,
         )
@@ -173,15 +175,23 @@ class Database:
     def _on_connect(self, dbapi_conn: Any, record: Any) -> None:
         record.info[_FRESH] = True
         record.info[_TIMEOUTS] = None
+        self._lifetime.stamp(record.info)
         self._counters.connected()
 
     def _on_invalidate(self, dbapi_conn: Any, record: Any, exc: BaseException | None) -> None:
+        if isinstance(exc, ConnectionExpired):  # replaced for its age, not broken
+            self._counters.add("recycles")
+            return
         self._counters.add("invalidations")
         self._counters.add("pending_replacements")
 
     def _on_checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        fresh = record.info.pop(_FRESH, False)
+        if not fresh:
+            # Past its lifetime: SQLAlchemy replaces just this connection and runs this listener again on the new one.
+            self._lifetime.check(record.info, f"database {self.name}")
         self._counters.add("checkouts")
-        if record.info.pop(_FRESH, False) or not self.settings.pool.pre_ping:
+        if fresh or not self.settings.pool.pre_ping:
             return
         last_ok = record.info.get(_LAST_OK)
         if last_ok is not None and time.monotonic() - last_ok < self._check_bypass:

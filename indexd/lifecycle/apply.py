@@ -2,7 +2,8 @@
 after every guard has been asked again right before it runs. Also the human decisions: approve and reject.
 
 Modes (indexing.mode): `advise` records advice and builds nothing; `approve` builds only what a person
-approved (`indexd approve ID`); `auto` builds pending recommendations too.
+approved (`indexd approve ID`); `auto` builds pending (and interrupted) advice of the real workload too. Offline
+advice (`recommend --queries`) is built in no mode before a person approves it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Protocol
 
 import psycopg2
 import psycopg2.errors
-from psycopg2 import sql
 
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
@@ -27,13 +27,11 @@ from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
-from indexd.lifecycle.recommendations import REC_COLUMNS, StoredRecommendation, load_recommendations
-from indexd.state import audit
+from indexd.state import audit, recommendations
+from indexd.state.recommendations import Status, StoredRecommendation
 
 log = logging.getLogger(__name__)
 
-APPROVABLE = ("pending", "failed", "rejected")
-REJECTABLE = ("pending", "approved", "failed")
 
 
 class ReadingsFn(Protocol):
@@ -70,8 +68,9 @@ class ApplyResult:
         return bool(self.refused) and not self.built and not self.failed and not self.skipped
 
 
-def buildable_statuses(mode: str) -> tuple[str, ...]:
-    return {"approve": ("approved",), "auto": ("approved", "pending")}.get(mode, ())
+def builds_unapproved(mode: str) -> bool | None:
+    """None: the mode builds nothing; else whether it also builds workload advice nobody approved (auto)."""
+    return {"approve": False, "auto": True}.get(mode)
 
 
 def apply(
@@ -95,16 +94,16 @@ def apply(
     """
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
-    statuses = buildable_statuses(ix.mode)
-    if not statuses:
+    unapproved = builds_unapproved(ix.mode)
+    if unapproved is None:
         result.message = (f"indexing.mode is {ix.mode}: recommendations are only recorded, nothing is built "
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
     with db.connection() as conn:
-        recs = load_recommendations(conn, db.settings.state_schema, statuses=statuses)
+        recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
     if not recs:
-        result.message = f"nothing to build: no {' or '.join(statuses)} recommendation"
+        result.message = f"nothing to build: no {'approved or pending' if unapproved else 'approved'} recommendation"
         log.info("apply on %s: %s", db.name, result.message)
         return result
     own = leadership is None
@@ -141,49 +140,45 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
-        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership)
+        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
+                            unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------
 
 
-def _decide_recommendation(db: Database, rec_id: int, verdict: str, allowed_from: tuple[str, ...], reason: str,
+def _decide_recommendation(db: Database, rec_id: int, decision: Status, reason: str,
                            actor: str | None) -> StoredRecommendation:
     schema, who = db.settings.state_schema, actor or audit.current_actor()
-    new_status = "approved" if verdict == "approve" else "rejected"
+    action = "approve" if decision == Status.APPROVED else "reject"
     with db.connection() as conn:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT status FROM {}.recommendations WHERE id = %s FOR UPDATE").format(
-                sql.Identifier(schema)), (rec_id,))
-            row = cur.fetchone()
-            if row is None:
-                raise UsageError(f"no recommendation #{rec_id} in database {db.name} (see 'indexd status')")
-            if row[0] not in allowed_from:
-                raise UsageError(f"recommendation #{rec_id} is {row[0]}: only {', '.join(allowed_from)} "
-                                 f"recommendations can be {new_status}")
-            try:
-                cur.execute(sql.SQL(
-                    "UPDATE {}.recommendations SET status = %s, decided_by = %s, decided_at = now(),"
-                    " reason = %s, updated_at = now() WHERE id = %s RETURNING {}").format(
-                    sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, REC_COLUMNS))),
-                    (new_status, who, reason or None, rec_id))
-            except psycopg2.errors.UniqueViolation as exc:
-                raise UsageError(f"recommendation #{rec_id} cannot be {new_status}: another live recommendation "
-                                 "is for the same index") from exc
-            rec = StoredRecommendation(*cur.fetchone())
-        audit.record_event(conn, schema, action=verdict, target=f"{rec.table_schema}.{rec.index_name}",
-                           reason=reason or None, before={"status": row[0]}, after={"status": new_status},
-                           recommendation_id=rec_id, actor=who)
-    log.info("recommendation #%s %s by %s", rec_id, new_status, who)
+        try:
+            done = recommendations.decide(conn, schema, rec_id, decision, actor=who, reason=reason or None)
+        except psycopg2.errors.UniqueViolation as exc:
+            raise UsageError(f"recommendation #{rec_id} cannot be {decision}: another live recommendation "
+                             "is for the same index") from exc
+        if done.previous is None:
+            raise UsageError(f"no recommendation #{rec_id} in database {db.name} (see 'indexd status')")
+        if done.row is None:
+            allowed = ", ".join(s for s in Status if s in recommendations.decidable_from(decision))
+            raise UsageError(f"recommendation #{rec_id} is {done.previous}: only {allowed} recommendations can be "
+                             f"{decision}")
+        rec = done.row
+        audit.record_event(conn, schema, action=action, target=f"{rec.table_schema}.{rec.index_name}",
+                           reason=reason or None, before={"status": str(done.previous)},
+                           after={"status": str(decision)}, recommendation_id=rec_id, actor=who)
+    log.info("recommendation #%s %s by %s", rec_id, decision, who)
     return rec
 
 
 def approve(db: Database, rec_id: int, *, reason: str = "", actor: str | None = None) -> StoredRecommendation:
-    """Approve a pending (or failed, or rejected) recommendation for building; audited."""
-    return _decide_recommendation(db, rec_id, "approve", APPROVABLE, reason, actor)
+    """Approve a recommendation for building (pending, or failed, rejected or interrupted again); audited. The
+    only way offline advice (from a query file) is ever built."""
+    return _decide_recommendation(db, rec_id, Status.APPROVED, reason, actor)
 
 
 def reject(db: Database, rec_id: int, *, reason: str = "", actor: str | None = None) -> StoredRecommendation:
-    """Reject a pending, approved or failed recommendation: it will not be built; audited."""
-    return _decide_recommendation(db, rec_id, "reject", REJECTABLE, reason, actor)
+    """Reject a recommendation not built yet (pending, approved, failed or interrupted): it will not be built;
+    audited."""
+    return _decide_recommendation(db, rec_id, Status.REJECTED, reason, actor)

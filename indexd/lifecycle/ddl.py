@@ -13,14 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import psycopg2
 import psycopg2.errorcodes
 import psycopg2.errors
 
 from indexd.db.pool import Database, PgConnection
+from indexd.db.retry import classify, sqlstate_of
 from indexd.errors import first_line
+from indexd.state import recommendations
+from indexd.state.recommendations import Status
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,56 @@ def describe_failure(exc: BaseException, lock_timeout_s: float) -> tuple[str, bo
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) and code is None:
         return f"connection lost during the build: {first}", False
     return f"{code or type(exc).__name__}: {first}", False
+
+
+# What a failed build means for its recommendation (state.recommendations): given back unchanged and retried
+# later (the table was busy), interrupted (the run was cut off: retried, counted), or failed (the index itself).
+Settle = Literal["release", "interrupted", "failed"]
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    reason: str
+    settle: Settle
+
+
+TIMEOUT_SHARE = 0.95  # a cancel after this share of build_timeout is that timeout, not an operator or a stop
+
+
+def classify_build_failure(exc: BaseException, *, lock_timeout_s: float, build_timeout_s: float,
+                           duration_s: float) -> BuildFailure:
+    """Why a CREATE INDEX statement failed, by SQLSTATE (db.retry's classes): a lock timeout is given back;
+    a lost connection, a server shutting down or a cancel (an operator, indexd stopping) interrupted the run;
+    anything else (permission, duplicate key, a bad definition, the build timeout) is the index's own failure.
+    A cancel and the statement timeout share one SQLSTATE: the time the statement ran tells them apart."""
+    code = sqlstate_of(exc)
+    reason, _ = describe_failure(exc, lock_timeout_s)
+    if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
+        return BuildFailure(reason, "release")
+    if code == psycopg2.errorcodes.QUERY_CANCELED:
+        first = first_line(exc)
+        if duration_s >= TIMEOUT_SHARE * build_timeout_s:
+            return BuildFailure(f"build timeout after {duration_s:.0f}s (indexing.build_timeout): {first}", "failed")
+        return BuildFailure(f"cancelled (by an operator, or indexd stopping): {first}", "interrupted")
+    if classify(exc).transient:
+        return BuildFailure(reason, "interrupted")
+    return BuildFailure(reason, "failed")
+
+
+def settle_failure(db: Database, rec_id: int, previous: Status, failure: BuildFailure, max_attempts: int) -> bool:
+    """Move a claimed recommendation as its failure says (audit connection, patient); True when it stays in
+    the queue (given back, or interrupted below indexing.build_attempts)."""
+    schema = db.settings.state_schema
+    if failure.settle == "release":
+        audit_write(db, lambda c: recommendations.release(c, schema, rec_id, previous, failure.reason),
+                    patient=True)
+        return True
+    if failure.settle == "interrupted":
+        now = audit_write(db, lambda c: recommendations.mark_interrupted(c, schema, rec_id, failure.reason,
+                                                                         max_attempts=max_attempts), patient=True)
+        return bool(now == Status.INTERRUPTED)
+    audit_write(db, lambda c: recommendations.mark_failed(c, schema, rec_id, failure.reason), patient=True)
+    return False
 
 
 class ProgressPoller:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from psycopg2 import sql
-
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database, PgConnection
@@ -24,6 +22,7 @@ from indexd.lifecycle.findings import (
     find_unused,
     quote_ident,
 )
+from indexd.state.recommendations import own_index_builds
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +63,7 @@ def _own_indexes(conn: PgConnection, state_schema: str) -> dict[tuple[str, str],
                     (f"{quote_ident(state_schema)}.recommendations", f"{quote_ident(state_schema)}.mutation_log"))
         if None in cur.fetchone():
             return {}
-        cur.execute(sql.SQL(
-            "SELECT r.table_schema, r.index_name, max(m.at) FROM {0}.recommendations r"
-            " LEFT JOIN {0}.mutation_log m ON m.recommendation_id = r.id AND m.action = 'create_index'"
-            " AND m.phase = 'outcome' AND m.outcome = 'succeeded'"
-            " WHERE r.index_name LIKE 'indexd\\_%%' AND r.status NOT IN ('pending', 'approved', 'rejected')"
-            " GROUP BY 1, 2").format(sql.Identifier(state_schema)))
-        return {(r[0], r[1]): r[2] for r in cur.fetchall()}
+    return own_index_builds(conn, state_schema)
 
 
 def _vector(text: str | None) -> tuple[str, ...]:

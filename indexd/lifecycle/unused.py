@@ -7,8 +7,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg2 import sql
-
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
@@ -17,6 +15,7 @@ from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.findings import Finding, HealthReport
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.readings import CpuSampler, drop_decision, host_cpu_pct
+from indexd.state import recommendations
 from indexd.state.migrations import current_version
 
 log = logging.getLogger(__name__)
@@ -51,11 +50,8 @@ def _still_unused(db: Database, schema: str, name: str) -> bool:
 
 
 def _mark_reverted(db: Database, schema: str, name: str, reason: str) -> None:
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "UPDATE {}.recommendations SET status = 'reverted', reason = %s, updated_at = now()"
-            " WHERE table_schema = %s AND index_name = %s AND status IN ('built', 'kept')").format(
-            sql.Identifier(db.settings.state_schema)), (reason, schema, name))
+    with db.connection() as conn:
+        recommendations.revert_index(conn, db.settings.state_schema, schema, name, reason)
 
 
 def drop_candidates(report: HealthReport, only_own: bool) -> list[Finding]:

@@ -14,11 +14,10 @@ import threading
 import time
 from collections.abc import Mapping
 
-from indexd.config.listen import listen_address
+from indexd.config.checks import check_runnable
 from indexd.config.load import load_settings
-from indexd.config.schedule import JOB_ORDER, job_specs, validate
+from indexd.config.schedule import JOB_ORDER, job_specs
 from indexd.config.schema import DatabaseSettings, Settings
-from indexd.config.secrets import read_token
 from indexd.db.pool import Database
 from indexd.errors import ConfigError
 from indexd.log import setup_logging
@@ -38,21 +37,6 @@ log = logging.getLogger(__name__)
 # (capture, advise, apply, verify, health, backup, backup_verify, prune), then on its schedule as usual. Cron's
 # finest step is a minute; tests and first-time checks use this instead of waiting for the schedules.
 RUN_AT_START_ENV = "INDEXD_RUN_JOBS_AT_START"
-
-
-def check_runnable(settings: Settings) -> None:
-    """What the daemon needs beyond a valid file: databases, valid schedules, a usable listen address."""
-    problems = validate(settings)
-    if not settings.databases:
-        problems.append("databases: none configured; the daemon has nothing to do")
-    if settings.http.enabled:
-        for check in (lambda: listen_address(settings.http), lambda: read_token(settings.http)):
-            try:
-                check()
-            except ConfigError as exc:
-                problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
 
 
 class IndexdService:

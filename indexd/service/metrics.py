@@ -13,9 +13,9 @@ from prometheus_client.registry import Collector
 
 from indexd import __version__
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
+from indexd.state.recommendations import QUEUED, Status
 
 BREAKER_STATES = ("closed", "half_open", "open")
-REC_STATUSES = ("pending", "approved", "building", "built", "failed", "kept", "reverted", "rejected")
 JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
@@ -56,6 +56,7 @@ class StateCollector(Collector):
             "retries": "retried database operations",
             "connect_failures": "failed connection attempts",
             "invalidations": "connections dropped as broken",
+            "recycles": "connections replaced at the end of their max lifetime",
         }
         families = {k: CounterMetricFamily(f"indexd_pool_{k}" if k != "retries" else "indexd_retries", doc,
                                            labels=["database"]) for k, doc in counters.items()}
@@ -97,9 +98,9 @@ class StateCollector(Collector):
             paused.add_metric([t.name], 1.0 if p.paused else 0.0)
             if p.paused and p.pause_since is not None:
                 since.add_metric([t.name], p.pause_since.timestamp())
-            for status in REC_STATUSES:
+            for status in Status:
                 recs.add_metric([t.name, status], p.recommendations.get(status, 0))
-            pending.add_metric([t.name], p.recommendations.get("pending", 0) + p.recommendations.get("approved", 0))
+            pending.add_metric([t.name], sum(p.recommendations.get(s, 0) for s in QUEUED))
             for index, ratio in sorted(p.builds.items()):
                 progress.add_metric([t.name, index], ratio)
             if p.at:

@@ -10,10 +10,10 @@ from datetime import timedelta
 from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
 from indexd.errors import first_line
-from indexd.lifecycle.recommendations import load_recommendations
 from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 from indexd.state.pause import active_pause
+from indexd.state.recommendations import load_recommendations
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         if target.prepared:  # the state schema exists: pause and advice can be read
             with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
                 pause = active_pause(conn, schema, utcnow())
-                recs = load_recommendations(conn, schema, statuses=_STATUSES)
+                recs = load_recommendations(conn, schema)
             if pause is not None:
                 result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
                 result.pause_reason = pause.reason
             counts: dict[str, int] = {}
             for rec in recs:
-                counts[rec.status] = counts.get(rec.status, 0) + 1
+                counts[str(rec.status)] = counts.get(str(rec.status), 0) + 1
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
@@ -62,9 +62,6 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         result.error = result.error or f"leadership check failed: {first_line(exc)}"
     result.last_backup = _last_backup(runtime, target)
     return result
-
-
-_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
 
 
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:

@@ -76,7 +76,8 @@ def test_approve_and_reject_are_audited_and_checked(make_db, pg_conn) -> None:
     make_table(pg_conn, "public", "t", rows=10)
     rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"), status="pending")
     assert approve(db, rec_id, reason="looks right", actor="ann@ops pid 1").status == "approved"
-    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, failed, rejected"):
+    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, rejected, failed, interrupted "
+                                         "recommendations can be approved"):
         approve(db, rec_id)
     assert reject(db, rec_id, reason="not now").status == "rejected"
     with pytest.raises(UsageError, match="no recommendation #999999"):

@@ -24,8 +24,8 @@ from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX, partition_index_name
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.readings import table_facts
-from indexd.lifecycle.recommendations import load_recommendations
 from indexd.lifecycle.verify import index_scans as verify_index_scans
+from indexd.state.recommendations import load_recommendations
 
 ROWS = 50_000
 

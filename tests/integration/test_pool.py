@@ -8,10 +8,12 @@ import psycopg2
 import pytest
 
 from indexd.config.schema import DatabaseSettings, PoolSettings, RetrySettings
+from indexd.db.lifetime import DEADLINE
 from indexd.db.pool import Database
 from indexd.db.retry import RetryHooks
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
+from tests.conftest import assert_no_leaked_connections
 
 FAST = RetrySettings(attempts=4, initial_delay=timedelta(seconds=0.05), max_delay=timedelta(seconds=0.2),
                      max_elapsed=timedelta(seconds=3))
@@ -208,3 +210,51 @@ def test_statement_and_lock_timeouts_fire_and_are_not_retried(database: Database
         pg_conn.rollback()
         pg_conn.autocommit = True
     assert calls == ["sleep", "lock"] and database.stats().retries == 0 and database.stats().invalidations == 0
+
+
+def _backend_pid(db: Database) -> int:
+    with db.connection(autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return int(cur.fetchone()[0])
+
+
+def test_each_pooled_connection_gets_its_own_jittered_lifetime(pg_cluster: EmbeddedCluster, pg_dbname: str) -> None:
+    recycle, jitter, size = 600.0, 0.5, 6
+    settings = DatabaseSettings(name="main", dsn=pg_cluster.dsn(pg_dbname), pool=PoolSettings(
+        size=size, max_overflow=0, recycle=timedelta(seconds=recycle), recycle_jitter=jitter))
+    db = Database(settings)
+    try:
+        before = time.monotonic()
+        proxies = [db.engine.raw_connection() for _ in range(size)]  # all made in the same instant
+        after = time.monotonic()
+        deadlines = sorted(p.info[DEADLINE] for p in proxies)
+        for proxy in proxies:
+            proxy.close()
+        assert len(set(deadlines)) == size  # not one expiry for the whole pool
+        assert before + recycle * (1 - jitter) <= deadlines[0] and deadlines[-1] <= after + recycle * (1 + jitter)
+        assert deadlines[-1] - deadlines[0] > 0.05 * recycle  # spread over the window (6 draws; fails ~1e-6 of runs)
+    finally:
+        db.close()
+    assert_no_leaked_connections(pg_cluster, pg_dbname)
+
+
+def test_an_expired_connection_is_replaced_at_checkout(pg_cluster: EmbeddedCluster, pg_dbname: str) -> None:
+    now = [1000.0]
+    settings = DatabaseSettings(name="main", dsn=pg_cluster.dsn(pg_dbname), pool=PoolSettings(
+        size=1, max_overflow=0, recycle=timedelta(seconds=60), recycle_jitter=0.1))
+    db = Database(settings, hooks=RetryHooks(clock=lambda: now[0], rand=lambda: 1.0))  # lifetime 60 s x 1.1
+    try:
+        first = _backend_pid(db)
+        now[0] += 65
+        assert _backend_pid(db) == first  # 65 s < 66 s: still within its own lifetime
+        now[0] += 2
+        second = _backend_pid(db)
+        assert second != first
+        alive = {int(r[0]) for r in pg_cluster.fetch("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                     params=(pg_dbname,))}
+        assert first not in alive and second in alive  # the old backend was closed, not leaked
+        s = db.stats()
+        assert (s.recycles, s.invalidations, s.reconnects, s.connects, s.checkouts) == (1, 0, 0, 2, 3)
+    finally:
+        db.close()
+    assert_no_leaked_connections(pg_cluster, pg_dbname)

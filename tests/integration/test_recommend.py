@@ -76,7 +76,7 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
     recs = doc["recommendations"]
     assert {r["table"] for r in recs} == {"public.orders", "public.customers"}
     for rec in recs:
-        assert set(rec) == KEYS | {"id"}
+        assert set(rec) == KEYS | {"id", "origin"} and rec["origin"] == "queries"
         assert rec["create_sql"].startswith("CREATE INDEX CONCURRENTLY")
         assert rec["estimated_size_bytes"] > 0 and rec["improvement_pct"] > 0
         assert rec["queries"] and rec["queries"][0]["cost_after"] < rec["queries"][0]["cost_before"]
@@ -89,8 +89,9 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
             cur.execute("SELECT pg_relation_size(%s::regclass)", (rec["index_name"],))
             built = cur.fetchone()[0]
             assert 0.5 * built <= rec["estimated_size_bytes"] <= 2 * built
-        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM indexd.recommendations")
-        assert cur.fetchone() == (2, 2)
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending' AND origin = 'queries')"
+                    " FROM indexd.recommendations")
+        assert cur.fetchone() == (2, 2)  # offline advice: saved, never built before a person approves it
         for rec in recs:
             cur.execute(f'DROP INDEX "{rec["index_name"]}"')
     # a second run refreshes the same rows instead of adding new ones
@@ -197,7 +198,7 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
 def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
     from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
     from indexd.advisor.store import save_recommendations
-    from indexd.lifecycle.recommendations import load_recommendations
+    from indexd.state.recommendations import load_recommendations
 
     a = IndexCandidate("public", "t", (IndexKey("a"),))
     b = IndexCandidate("public", "t", (IndexKey("b"),))

@@ -103,6 +103,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.IndexingSettings, "lookback"): span(MINUTE, YEAR),
     (S.IndexingSettings, "lock_timeout"): span(10 * MS, HOUR),
     (S.IndexingSettings, "build_timeout"): span(MINUTE, 7 * DAY),
+    (S.IndexingSettings, "build_attempts"): between(1, 10),
     (S.IndexingSettings, "maintenance_work_mem"): size(MB, TB),  # PostgreSQL's own limit is just under 2 TB
     (S.IndexingSettings, "build_throughput"): size(MB, 100 * GB),
     (S.BackupRetentionSettings, "keep_last"): between(1, 10_000),

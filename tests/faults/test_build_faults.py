@@ -15,23 +15,21 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_build_support import (  # noqa: E402
+from indexd.advisor.model import IndexCandidate, IndexKey
+from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
+from indexd.db.pool import Database
+from indexd.embedded import EmbeddedCluster
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid
+from indexd.state.migrations import migrate
+from indexd.state.recommendations import load_recommendations
+from tests.support.lifecycle import (
     audit_rows,
     index_valid,
     insert_recommendation,
     make_table,
     rec_status,
 )
-
-from indexd.advisor.model import IndexCandidate, IndexKey  # noqa: E402
-from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings  # noqa: E402
-from indexd.db.pool import Database  # noqa: E402
-from indexd.embedded import EmbeddedCluster  # noqa: E402
-from indexd.lifecycle.build import build_index  # noqa: E402
-from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid  # noqa: E402
-from indexd.state.migrations import migrate  # noqa: E402
-from indexd.state.recommendations import load_recommendations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # An index whose key is computed slowly (2 ms a row): a build that lasts seconds on a small table.

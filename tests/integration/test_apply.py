@@ -8,14 +8,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    make_table,
-    rec_status,
-)
 
 from indexd.clock import utcnow
 from indexd.config.schema import RateLimitSettings, Settings
@@ -23,6 +15,14 @@ from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle.apply import apply, approve, reject
 from indexd.lifecycle.readings import take_readings
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CPU injected; the rest is real
 

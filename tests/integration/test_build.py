@@ -6,14 +6,6 @@ import threading
 import time
 
 import pytest
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    make_table,
-    rec_status,
-)
 
 from indexd.db.pool import Database
 from indexd.lifecycle.build import build_index
@@ -21,6 +13,14 @@ from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.state.recommendations import load_recommendations
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 
 def _rec(db: Database, rec_id: int):

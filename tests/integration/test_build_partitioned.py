@@ -8,13 +8,6 @@ import time
 from datetime import timedelta
 
 from psycopg2 import sql
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    rec_status,
-)
 
 from indexd.db.pool import Database
 from indexd.lifecycle import health
@@ -26,6 +19,13 @@ from indexd.lifecycle.pause import pause
 from indexd.lifecycle.readings import table_facts
 from indexd.lifecycle.verify import index_scans as verify_index_scans
 from indexd.state.recommendations import load_recommendations
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    rec_status,
+)
 
 ROWS = 50_000
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_build_support import candidate, insert_recommendation, make_table, rec_status
 
 from indexd.embedded import EmbeddedCluster, free_port
+from tests.support.lifecycle import candidate, insert_recommendation, make_table, rec_status
 
 OTHER = "runner_other"
 
@@ -24,7 +24,7 @@ OTHER = "runner_other"
 def other_db(pg_cluster: EmbeddedCluster) -> Iterator[str]:
     """A second, empty database in the session cluster."""
     pg_cluster.drop_database(OTHER)
-    pg_cluster.execute(f"CREATE DATABASE {OTHER}")
+    pg_cluster.create_database(OTHER, extensions=())
     try:
         yield OTHER
     finally:

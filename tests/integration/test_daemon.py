@@ -6,11 +6,10 @@ import signal
 import time
 from pathlib import Path
 
-from test_daemon_support import DaemonProcess, daemon_config, free_port
-
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.databases import STOP_BOUND_S
 from indexd.simulate import drive, setup
+from tests.support.daemon import DaemonProcess, daemon_config
 
 SECRET = "pw-never-logged"
 

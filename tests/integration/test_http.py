@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon_support import daemon_config, free_port, http_get, wait_until
 
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config, http_get, wait_until
 
 
 @pytest.fixture

@@ -8,14 +8,6 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
-from test_build_support import (
-    audit_rows,
-    candidate,
-    index_valid,
-    insert_recommendation,
-    make_table,
-    rec_status,
-)
 
 from indexd.cli import main
 from indexd.clock import utcnow
@@ -25,6 +17,14 @@ from indexd.lifecycle.apply import apply
 from indexd.lifecycle.pause import pause, resume
 from indexd.lifecycle.readings import take_readings
 from indexd.state.pause import active_pause
+from tests.support.lifecycle import (
+    audit_rows,
+    candidate,
+    index_valid,
+    insert_recommendation,
+    make_table,
+    rec_status,
+)
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_daemon_support import daemon_config, free_port, wait_until
 
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config, wait_until
 
 RULES = Path(__file__).resolve().parents[2] / "config" / "prometheus-alerts.yml"
 

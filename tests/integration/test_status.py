@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_daemon_support import daemon_config, free_port
-
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config
 
 
 def _status(config: Path, *extra: str) -> tuple[int, str, str]:

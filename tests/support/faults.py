@@ -22,7 +22,7 @@ def retry(attempts: int = 30, max_elapsed: float = 10.0, max_delay: float = 0.3)
 
 
 def app_database(cluster: EmbeddedCluster, dbname: str = "app") -> str:
-    cluster.execute(f"CREATE DATABASE {dbname}")
+    cluster.create_database(dbname, extensions=())
     return dbname
 
 

@@ -14,8 +14,9 @@ from indexd.advisor.pipeline import advise, check_hypopg
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
 from indexd.cli.runner import each_database
+from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.errors import UsageError
-from indexd.workload.lookback import capture_workload, given_workload
+from indexd.workload.lookback import capture_workload, given_workload, read_workload
 from indexd.workload.queries import read_queries
 
 if TYPE_CHECKING:
@@ -40,19 +41,27 @@ def recommend(args: argparse.Namespace) -> int:
     def one(db: Database) -> dict[str, Any]:
         target = db.settings
         check_hypopg(db)  # before anything is captured or written
-        if statements is None:
-            work = capture_workload(db, target.indexing)
-        else:
+        standby = is_standby(db)
+        # Why nothing is written (None: the advice is stored): --no-save, or a standby, which is read-only.
+        unsaved = f"{STANDBY} ({WHY})" if standby else ("--no-save" if args.no_save else None)
+        if statements is not None:
             work = given_workload(statements, target.indexing)
+        elif unsaved is not None:
+            work = read_workload(db, target.indexing, snapshots=not standby)
+        else:
+            work = capture_workload(db, target.indexing)
         advice = advise(db, target.indexing, work, budget)
         ids: dict[str, int] = {}
-        if not args.no_save and (advice.recommendations or advice.from_workload):
+        if unsaved is None and (advice.recommendations or advice.from_workload):
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
                                        supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
+        prefix = f"indexd: {db.name}: " if several else "indexd: "
         if args.json:
-            _notes(args, advice, f"indexd: {db.name}: " if several else "indexd: ")
+            _notes(args, advice, prefix)
         else:
             _show(args, advice, ids, heading=f"== {db.name}" if several else None)
+        if standby:
+            sys.stderr.write(f"{prefix}advice not stored: {unsaved}\n")
         return report.advice_json(advice, ids)
 
     run = each_database(databases, common.connected(settings, one), act="recommend")

@@ -190,6 +190,9 @@ def _print_status(health: dict[str, Any] | None, entries: list[dict[str, Any]]) 
 
 
 def _print_db_state(db: dict[str, Any]) -> None:
+    server = db.get("server") or {}
+    if server.get("role") == "standby":
+        print(f"   server: {server['read_only']} (the state below is the primary's, replicated)")
     lead = db["leader"]
     print("   leader: " + (f"pid {lead['pid']} ({lead['application_name']}, {lead['client']}) since "
                            f"{_when(lead['since'])}" if lead else "none (no daemon holds the leader lock)"))

@@ -205,8 +205,8 @@ def _hypopg_privileges(r: Readings) -> Check | None:
 
 def _tables(r: Readings, needs: Needs) -> Check:
     ok = r.indexable == r.tables
-    why = "builds and drops indexes" if needs.builds else "only for apply (mode advise builds nothing)"
-    detail = f"{quote(r.role)} may create indexes on {r.indexable} of {r.tables} tables ({why})"
+    why = "indexd builds and drops indexes" if needs.builds else "needed only to apply: mode advise builds nothing"
+    detail = f"{quote(r.role)} may create indexes on {r.indexable} of {r.tables} tables; {why}"
     if r.tables == 0:
         detail = "no user tables yet"
     fix = tuple(f"GRANT {quote(owner)} TO {quote(r.role)};  -- owner of tables indexd cannot index; or re-run "

@@ -16,6 +16,7 @@ from indexd.cli import common
 from indexd.cli.runner import each_database
 from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.errors import UsageError
+from indexd.state.migrations import migrate
 from indexd.workload.lookback import capture_workload, given_workload, read_workload
 from indexd.workload.queries import read_queries
 
@@ -53,6 +54,7 @@ def recommend(args: argparse.Namespace) -> int:
         advice = advise(db, target.indexing, work, budget)
         ids: dict[str, int] = {}
         if unsaved is None and (advice.recommendations or advice.from_workload):
+            migrate(db)  # advice from --queries may be the first thing saved in this database
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
                                        supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
         prefix = f"indexd: {db.name}: " if several else "indexd: "

@@ -105,7 +105,8 @@ def apply(
     with db.connection() as conn:
         recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
     if not recs:
-        result.message = f"nothing to build: no {'approved or pending' if unapproved else 'approved'} recommendation"
+        waiting = f"{Status.APPROVED} or {Status.PENDING}" if unapproved else Status.APPROVED
+        result.message = f"nothing to build: no {waiting} recommendation"
         log.info("apply on %s: %s", db.name, result.message)
         return result
     own = leadership is None

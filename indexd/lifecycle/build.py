@@ -30,6 +30,7 @@ from indexd.lifecycle.ddl import (
     BuildResult,
     ProgressCallback,
     ProgressPoller,
+    Settle,
     audit_write,
     classify_build_failure,
     index_size,
@@ -121,8 +122,8 @@ def build_index(
     except psycopg2.Error as exc:  # before the build started (connecting, preparing): nothing of the index ran
         failure = classify_build_failure(exc, lock_timeout_s=ix.lock_timeout.total_seconds(),
                                          build_timeout_s=ix.build_timeout.total_seconds(), duration_s=0.0)
-        if failure.settle == "failed":  # not the index's fault: it was never tried
-            failure = BuildFailure(failure.reason, "release")
+        if failure.settle is Settle.FAIL:  # not the index's fault: it was never tried
+            failure = BuildFailure(failure.reason, Settle.RELEASE)
         log.warning("could not start building %s: %s", rec.index_name, failure.reason)
         again = True
         with contextlib.suppress(psycopg2.Error):
@@ -205,7 +206,7 @@ def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
 def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, failure: BuildFailure,
                   previous: Status, intent: int, duration: float, ix: IndexingSettings,
                   job_id: str | None) -> BuildResult:
-    schema, reason, retry = db.settings.state_schema, failure.reason, failure.settle != "failed"
+    schema, reason, retry = db.settings.state_schema, failure.reason, failure.settle is not Settle.FAIL
     log.warning("building %s.%s failed: %s", rec.table_schema, rec.index_name, reason)
     try:
         audit_write(db, lambda c: audit.record_outcome(c, schema, intent, outcome="failed", duration_s=duration,

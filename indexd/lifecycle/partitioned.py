@@ -39,6 +39,7 @@ from indexd.lifecycle.ddl import (
     BuildResult,
     ProgressCallback,
     ProgressPoller,
+    Settle,
     audit_write,
     classify_build_failure,
     index_size,
@@ -270,7 +271,7 @@ def _finish(db: Database, conn: PgConnection, rec: StoredRecommendation, run: _R
     found = index_state(conn, rec.table_schema, rec.index_name)
     if found is None or not found.valid:  # every partition has its index attached: PostgreSQL says valid
         reason = "the partitioned index is still INVALID after every partition's index was attached"
-        return _undo(db, rec, run, BuildFailure(reason, "failed"), "failed", previous, intent, duration, settings,
+        return _undo(db, rec, run, BuildFailure(reason, Settle.FAIL), "failed", previous, intent, duration, settings,
                      None)
     try:
         with conn.cursor() as cur:  # on a partitioned table, ANALYZE covers the partitions too
@@ -292,9 +293,9 @@ def _failure(exc: BaseException, run: _Run, settings: IndexingSettings) -> Build
     """What stopped the build: a checkpoint (a pause, lost leadership: given back, retried later), a refused
     plan (failed), or a failed statement, classified as a plain build's."""
     if isinstance(exc, _Stopped):
-        return BuildFailure(f"stopped between partitions: {exc}", "release")
+        return BuildFailure(f"stopped between partitions: {exc}", Settle.RELEASE)
     if isinstance(exc, BuildError):
-        return BuildFailure(str(exc), "failed")
+        return BuildFailure(str(exc), Settle.FAIL)
     return classify_build_failure(exc, lock_timeout_s=settings.lock_timeout.total_seconds(),
                                   build_timeout_s=settings.build_timeout.total_seconds(),
                                   duration_s=time.monotonic() - run.step_started)
@@ -309,7 +310,7 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, failure: BuildFail
     Dropping the parent's index locks every partition for a moment: while the application holds one of them
     (the very lock that may have stopped the build) it times out, and the INVALID parent index with whatever
     is attached to it is left for `cleanup_invalid`, which `apply` runs before its next build."""
-    state, reason, retry = db.settings.state_schema, failure.reason, failure.settle != "failed"
+    state, reason, retry = db.settings.state_schema, failure.reason, failure.settle is not Settle.FAIL
     log.warning("building partitioned %s.%s stopped: %s; dropping what it created", rec.table_schema,
                 rec.index_name, reason)
     dropped: list[str] = []

@@ -10,12 +10,10 @@ table forbids is a bug (IllegalTransition). In the database, by the UPDATE itsel
 the row is *currently* in one of the move's source statuses, read under FOR UPDATE in the same statement, so
 two processes can never both move it (the second finds the first one's status and moves nothing).
 
-    pending ──approve──> approved ──claim──> building ──> built ──> kept ──> reverted
-       │  └──────────(mode auto: claim)─────────^  │  │      └──────────────────^
-       │                                           │  └─> failed ──approve──> approved
-       │            interrupted <──(lost run)──────┘          (reject ──> rejected ──approve──> approved)
-       │              └──claim──> building   (after indexing.build_attempts interruptions: failed)
-       └──> superseded (no longer supported by the workload)
+The main road is pending -> (approved ->) building -> built -> kept; a build that does not finish leaves
+`building` for failed (the index itself), interrupted (its run was cut off: claimed again later, until
+indexing.build_attempts runs made it failed) or back to where it came from (a lock timeout). TRANSITIONS has
+every other move.
 """
 
 from __future__ import annotations
@@ -273,8 +271,9 @@ class NewRecommendation:
 # A live row of the same shape is refreshed in place (status and decision untouched); the real workload's
 # support outranks a query file's, never the other way round.
 _UPSERT = """
-INSERT INTO {t} (fingerprint, table_schema, table_name, columns, method, where_clause, include, index_name,
-                 create_sql, estimated_size_bytes, improvement_pct, write_overhead, queries, origin)
+INSERT INTO {s}.recommendations AS r (fingerprint, table_schema, table_name, columns, method, where_clause,
+                                      include, index_name, create_sql, estimated_size_bytes, improvement_pct,
+                                      write_overhead, queries, origin)
 VALUES (%(fingerprint)s, %(table_schema)s, %(table_name)s, %(columns)s, %(method)s, %(where_clause)s, %(include)s,
         %(index_name)s, %(create_sql)s, %(estimated_size_bytes)s, %(improvement_pct)s, %(write_overhead)s,
         %(queries)s, %(origin)s)
@@ -282,15 +281,15 @@ ON CONFLICT (fingerprint) WHERE {live}
 DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
               improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
               queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql,
-              origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE {t}.origin END
+              origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE r.origin END
 RETURNING id
 """
 
 
 def upsert(conn: PgConnection, schema: str, recommendations: Iterable[NewRecommendation]) -> dict[str, int]:
     """Save new advice as pending, or refresh the live row of the same shape; returns fingerprint -> id."""
-    table = sql.SQL("{}.recommendations").format(sql.Identifier(schema))
-    statement = sql.SQL(_UPSERT).format(t=table, live=_in("status", LIVE), w=sql.Literal(Origin.WORKLOAD))
+    statement = sql.SQL(_UPSERT).format(s=sql.Identifier(schema), live=_in("status", LIVE),
+                                        w=sql.Literal(Origin.WORKLOAD))
     ids: dict[str, int] = {}
     with conn.cursor() as cur:
         for rec in recommendations:
@@ -308,9 +307,9 @@ def supersede_unsupported(conn: PgConnection, schema: str, supported: Iterable[s
     for source in sources:
         check_transition(source, S.SUPERSEDED)
     statement = sql.SQL(
-        "UPDATE {} SET status = {}, updated_at = now(), reason = 'no longer supported by the workload'"
-        " WHERE origin = {} AND ({} OR ({} AND decided_at IS NULL)) AND NOT (fingerprint = ANY(%s))").format(
-        sql.SQL("{}.recommendations").format(sql.Identifier(schema)), sql.Literal(S.SUPERSEDED),
+        "UPDATE {}.recommendations SET status = {}, updated_at = now(), reason = 'no longer supported by the"
+        " workload' WHERE origin = {} AND ({} OR ({} AND decided_at IS NULL)) AND NOT (fingerprint = ANY(%s))").format(
+        sql.Identifier(schema), sql.Literal(S.SUPERSEDED),
         sql.Literal(Origin.WORKLOAD), _in("status", [S.PENDING]), _in("status", [S.INTERRUPTED]))
     with conn.cursor() as cur:
         cur.execute(statement, (list(supported),))

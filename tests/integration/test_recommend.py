@@ -198,8 +198,10 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
 def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
     from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
     from indexd.advisor.store import save_recommendations
+    from indexd.state.migrations import migrate
     from indexd.state.recommendations import load_recommendations
 
+    migrate(database)
     a = IndexCandidate("public", "t", (IndexKey("a"),))
     b = IndexCandidate("public", "t", (IndexKey("b"),))
     recs = [Recommendation(c, 8192, 12.5, 0.1, (QueryEffect("SELECT 1", 3, 10.0, 1.0),)) for c in (a, b)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexd.advisor import report
+from indexd.advisor.model import IMPROVEMENT_MEANS
 from indexd.advisor.pipeline import advise, check_hypopg
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
@@ -93,6 +94,7 @@ def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], heading
         print(heading)
     if advice.recommendations:
         common.print_table(report.HEADERS, report.table_rows(advice, ids))
+        print(IMPROVEMENT_MEANS)
     for line in report.details(advice, verbose=args.verbose):
         print(line)
     print(report.summary(advice))

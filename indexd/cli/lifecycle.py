@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
+from indexd.advisor.model import IMPROVEMENT
 from indexd.cli.common import connected, load, open_database, print_json, print_table, single_target, targets
 from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
@@ -75,10 +76,10 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
     for plan in result.plans:
         rec = plan.recommendation
         verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
-        gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
+        improvement = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
         size = human_size(plan.request.table_bytes)
-        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, gain, verdict])
-    print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, improvement, verdict])
+    print_table(["id", "status", "table", "index", "table size", IMPROVEMENT, "verdict"], rows)
 
 
 def _show_result(result: lifecycle_apply.ApplyResult) -> None:

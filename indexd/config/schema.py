@@ -91,7 +91,7 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class WriteGuardSettings:
     writes_per_second: float = 50.0  # a table above this write rate is "write-heavy"
-    min_benefit_ratio: float = 2.0  # there, an index's benefit must exceed its write cost this many times
+    min_benefit_ratio: float = 2.0  # there, an index's improvement must exceed its write cost this many times
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,9 @@ class IndexingSettings:
     storage_budget: ByteSize = ByteSize(2 * 1024**3)
     max_indexes_per_table: int = 3
     max_columns: int = 3
-    min_improvement_pct: float = 10.0  # a recommendation must save at least this much of its statements' cost
+    # An index is recommended only when it saves at least this share of the cost of the statements it helps (its
+    # improvement, the share of the whole workload's cost it saves, is what recommend and status show).
+    min_improvement_pct: float = 10.0
     min_table_rows: int = 1000  # smaller tables are skipped
     min_calls: int = 5  # statements called fewer times are ignored
     lookback: Duration = timedelta(days=7)

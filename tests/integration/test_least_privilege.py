@@ -6,6 +6,7 @@ ran indexd first, state tables left to another role, a test restore without supe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from indexd.cli import main
+from indexd.config.load import load_settings
+from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.service.databases import ensure_prepared
+from indexd.service.runtime import DatabaseRuntime
 from tests.support.roles import Roles, apply_roles, drop_roles, superuser
 
 SCHEMA = [
@@ -214,3 +219,29 @@ def test_a_test_restore_without_superuser_leaves_out_the_superuser_only_extensio
     leftovers = superuser(pg_cluster, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'indexd_verify%'")
     assert leftovers == []
     assert os.listdir(tmp_path / "backups" / "main")
+
+
+def test_migrate_and_the_daemon_log_each_missing_piece_once(
+        pg_cluster: EmbeddedCluster, pg_dbname: str, app: Roles, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    apply_roles(pg_cluster, pg_dbname, app, createdb="off")  # test restores would fail: a missing piece
+    config = write_config(config_dir(tmp_path), login_dsn(pg_cluster, pg_dbname, app), tmp_path, app.password)
+    code, out, err = indexd(capsys, config, "migrate")
+    assert code == 0, err  # a missing piece is said, not a failure of migrate
+    assert "WARNING" in err and "missing scratch databases for test restores" in err
+    assert f"fix: ALTER ROLE {app.group} CREATEDB;" in err
+    assert "pg_trgm" not in err  # optional pieces stay at INFO
+
+    settings = load_settings(str(config))
+    target = settings.databases[0]
+    runtime = DatabaseRuntime(target, Database(target))
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="indexd.lifecycle.preflight_readings"):
+            ensure_prepared(runtime)
+            ensure_prepared(runtime)
+    finally:
+        runtime.db.close()
+    lines = [r for r in caplog.records if r.name == "indexd.lifecycle.preflight_readings"]
+    assert [r.levelno for r in lines if "scratch databases" in r.getMessage()] == [logging.WARNING]
+    assert any(r.levelno == logging.INFO and "pg_trgm" in r.getMessage() for r in lines)

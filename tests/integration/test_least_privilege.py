@@ -245,3 +245,20 @@ def test_migrate_and_the_daemon_log_each_missing_piece_once(
     lines = [r for r in caplog.records if r.name == "indexd.lifecycle.preflight_readings"]
     assert [r.levelno for r in lines if "scratch databases" in r.getMessage()] == [logging.WARNING]
     assert any(r.levelno == logging.INFO and "pg_trgm" in r.getMessage() for r in lines)
+
+
+def test_a_superuser_who_ran_indexd_before_the_roles_file_is_fixed_by_it(
+        pg_cluster: EmbeddedCluster, pg_dbname: str, app: Roles, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    superuser_config = write_config(config_dir(tmp_path / "su"), pg_cluster.dsn(pg_dbname), tmp_path)
+    assert indexd(capsys, superuser_config, "recommend")[0] == 0  # schema and tables: the superuser's
+    apply_roles(pg_cluster, pg_dbname, app)
+    owners = superuser(pg_cluster, pg_dbname, "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN "
+                                              "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'indexd' "
+                                              "UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace "
+                                              "WHERE nspname = 'indexd'")
+    assert owners == [(app.group,)]
+    config = write_config(config_dir(tmp_path), login_dsn(pg_cluster, pg_dbname, app), tmp_path, app.password)
+    for command in (["check"], ["recommend", "--json"], ["status"]):
+        code, out, err = indexd(capsys, config, *command)
+        assert code == 0, (command, out, err)

@@ -173,3 +173,12 @@ def test_a_backups_dir_indexd_creates_passes_its_own_production_check(setup: dic
     for folder in (setup["backups"] / "main", setup["backups"], setup["backups"].parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     assert check(setup) == []
+
+
+def test_a_replica_dsn_with_a_password_in_the_file(setup: dict[str, Path]) -> None:
+    text = HARDENED.replace("    password_file: {pw}\n", "    password_file: {pw}\n    replicas:\n"
+                            "      - postgresql://indexd@db2.internal:5432/app?sslmode=verify-full\n"
+                            "      - postgresql://indexd:s3cret@db3.internal:5432/app?sslmode=verify-full\n")
+    found = check(setup, text)
+    assert found == ["databases.main.replicas[1] (line 8): the password is written in the file; take it from the "
+                     "environment (${VAR} or PGPASSWORD), a password_file or ~/.pgpass"]

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Table
-from indexd.advisor.parse import Unusable, analyze
+from indexd.advisor.parse import Unusable, Usage, analyze
 from indexd.advisor.predicates import FixedFilter, Scan
+from indexd.advisor.skips import SkipReason
 from indexd.config.schema import IndexingSettings
 from indexd.statements.statement import Statement
 
@@ -40,6 +41,7 @@ class Skip:
     statement_index: int
     query: str
     reason: str
+    kind: SkipReason = SkipReason.NO_INDEXABLE_PREDICATE
 
 
 @dataclass
@@ -62,33 +64,48 @@ def generate(
             usage = analyze(statement.query, catalog, state_schema)
         except Unusable as exc:
             result.by_statement.append([])
-            result.skipped.append(Skip(i, statement.query, str(exc)))
+            result.skipped.append(Skip(i, statement.query, str(exc), exc.reason))
             continue
         except RecursionError:  # pathologically deep nesting: one statement, not the whole run
             result.by_statement.append([])
-            result.skipped.append(Skip(i, statement.query, "nested too deeply to analyse"))
+            result.skipped.append(Skip(i, statement.query, "nested too deeply to analyse", SkipReason.UNSUPPORTED))
             continue
         if usage.through_view:
             result.through_view.add(i)
-        reasons = list(usage.notes)
+        problems: dict[str, SkipReason] = {}  # of the tables scanned
         found: list[IndexCandidate] = []
         for scan in usage.scans:
             problem = table_problem(scan.table, settings)
             if problem:
-                reasons.append(problem)
+                reason = SkipReason.NOT_INDEXABLE if scan.table.kind not in INDEXABLE_KINDS else SkipReason.SMALL_TABLE
+                problems.setdefault(problem, reason)
                 continue
             shapes = scan_candidates(scan, settings.max_columns, partial=not usage.through_view)
             fresh = [c for c in shapes if not already_indexed(c, catalog)]
             if shapes and not fresh:
-                reasons.append(f"the indexes {scan.table.qualified} would need exist already")
+                problems.setdefault(f"the indexes {scan.table.qualified} would need exist already",
+                                    SkipReason.ALREADY_INDEXED)
             found += [c for c in fresh if c not in found]
         result.by_statement.append(found)
         result.all.update(found)
         if not found:
-            reason = "; ".join(dict.fromkeys(reasons)) or "no usable predicate, join, sort or grouping"
-            result.skipped.append(Skip(i, statement.query, reason))
+            reasons = {**usage.notes, **problems}
+            text = "; ".join(reasons) or "no usable predicate, join, sort or grouping"
+            result.skipped.append(Skip(i, statement.query, text, skip_reason(usage, problems)))
     log.info("%d candidates for %d statements (%d skipped)", len(result.all), len(statements), len(result.skipped))
     return result
+
+
+def skip_reason(usage: Usage, problems: dict[str, SkipReason]) -> SkipReason:
+    """The one named reason of a statement without candidates: its tables' problem first, then what it reads."""
+    if problems:
+        return next(iter(problems.values()))
+    if usage.scans:
+        unknown = SkipReason.UNKNOWN_COLUMN in usage.notes.values()
+        return SkipReason.UNKNOWN_COLUMN if unknown else SkipReason.NO_INDEXABLE_PREDICATE
+    if usage.notes:
+        return next(iter(usage.notes.values()))
+    return SkipReason.WRITE_ONLY if usage.inserts else SkipReason.FUNCTION_ONLY
 
 
 def table_problem(table: Table, settings: IndexingSettings) -> str | None:

@@ -17,6 +17,7 @@ from indexd.advisor.catalog import load_catalog
 from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
+from indexd.advisor.skips import SkipReason
 from indexd.advisor.whatif import WhatIf, require_hypopg
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
@@ -34,6 +35,8 @@ class Skipped:
 
     query: str
     reason: str
+    kind: SkipReason | None = None  # the named reason (None for a declined candidate index)
+    queryid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,17 +79,17 @@ def advise(
     with db.connection() as conn:
         catalog = load_catalog(conn, db.settings.state_schema)
     cands = generate(statements, catalog, settings, db.settings.state_schema)
-    skipped = [Skipped(s.query, s.reason) for s in cands.skipped]
+    skipped = [Skipped(s.query, s.reason, s.kind, statements[s.statement_index].queryid) for s in cands.skipped]
     budget = settings.storage_budget if budget_bytes is None else budget_bytes
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
-                through_view=cands.through_view) as whatif:
+                through_view=cands.through_view, catalog=catalog) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
         writes = write_rates(statements, catalog, whatif.rows_written, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
                            skewed=skewed_columns(catalog))
-        skipped += [Skipped(statements[i].query, f"cannot be costed: {err}")
-                    for i, err in sorted(whatif.stats.errors.items())]
+        skipped += [Skipped(statements[i].query, f"cannot be costed: {err}", whatif.stats.reasons[i],
+                            statements[i].queryid) for i, err in sorted(whatif.stats.errors.items())]
         create_sql = {c.candidate.fingerprint(): c.candidate.create_sql().as_string(whatif.conn)
                       for c in selection.chosen}
         log.info("%s: %d statements, %d candidates, %d EXPLAINs (%d cached), %d recommended",

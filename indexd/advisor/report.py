@@ -8,29 +8,12 @@ from typing import Any
 
 from indexd.advisor.model import IMPROVEMENT, Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
+from indexd.advisor.skips import SkipReason, count_line, skip_counts
 from indexd.advisor.store import query_effects
 from indexd.state.recommendations import Origin
 from indexd.units import human_duration, human_rate, human_size
 
 QUERY_WIDTH = 70
-SKIP_EXAMPLES = 5  # skipped statements shown without --verbose
-
-# (text in a skip reason, the kind of skip it is), first match wins
-_SKIP_KINDS = (
-    ("no usable predicate", "no usable predicate, join, sort or grouping"),
-    ("not found in table", "an unknown column"),
-    ("does not parse", "do not parse"),
-    ("utility statement", "utility statements"),
-    ("min_table_rows", "tables under min_table_rows"),
-    ("exist already", "already served by existing indexes"),
-    ("cannot be costed", "cannot be costed"),
-    ("is a system catalog", "indexd's own or catalog statements"),
-    ("indexd's state schema", "indexd's own or catalog statements"),
-    ("is not a known table", "an unknown table"),
-    ("cannot be indexed", "relations that cannot be indexed"),
-    ("foreign table", "foreign tables"),
-    ("view", "views that cannot be analysed"),
-)
 
 
 def advice_origin(advice: Advice) -> Origin:
@@ -145,12 +128,14 @@ def nothing_reason(advice: Advice) -> str:
     """Why no index is recommended, from the cause that applies (an empty workload, the budget, the thresholds)."""
     if advice.analyzed_statements == 0:
         if not advice.from_workload:
+            if advice.skipped:
+                return "no statement of the --queries workload can be used (see skipped above)"
             return "the --queries workload has no statement"
         return ("no statements captured yet: pg_stat_statements records them as the application runs; "
                 f"let it serve traffic (the look-back is {human_duration(advice.lookback_s)}) and run recommend again, "
                 "or give the statements with --queries PATH")
     if not advice.declined:
-        served = sum(skip_kind(s.reason) == "already served by existing indexes" for s in advice.skipped)
+        served = sum(skip_kind(s) == SkipReason.ALREADY_INDEXED for s in advice.skipped)
         if served and served == len(advice.skipped):
             return "the indexes these statements need exist already"
         return "no statement has a predicate, join, sort or grouping a new index could serve (see skipped above)"
@@ -180,27 +165,16 @@ def _decline_kind(reason: str) -> str:
     return "other"
 
 
-def skip_kind(reason: str) -> str:
-    """The kind of a skip reason, for counting (the reason's text up to a colon when it is no known kind)."""
-    for text, kind in _SKIP_KINDS:
-        if text in reason:
-            return kind
-    return reason.split(":", 1)[0]
+def skip_kind(skip: Skipped) -> SkipReason:
+    """The named reason of a skipped statement (see `skips.SkipReason`)."""
+    return skip.kind or SkipReason.UNCOSTABLE
 
 
 def skipped_lines(skipped: Sequence[Skipped], verbose: bool = False) -> list[str]:
-    """The skipped statements counted by reason, then a few examples (all of them when verbose)."""
-    counts = Counter(skip_kind(s.reason) for s in skipped)
-    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    lines = [f"skipped {len(skipped)} statement{'s' if len(skipped) != 1 else ''}: {kinds}"]
-    if verbose:
-        shown = list(skipped)
-    else:  # one of each kind first, then the rest in order
-        firsts = {skip_kind(s.reason): s for s in reversed(skipped)}
-        shown = [s for s in skipped if firsts[skip_kind(s.reason)] is s][:SKIP_EXAMPLES]
-        shown += [s for s in skipped if s not in shown][: SKIP_EXAMPLES - len(shown)]
-    width = 10**9 if verbose else 50
-    lines.extend(f"  {short(s.query, width)}: {s.reason}" for s in shown)
-    if len(shown) < len(skipped):
-        lines.append(f"  ... {len(skipped) - len(shown)} more: --verbose lists them all")
-    return lines
+    """One line counting the skipped statements by reason; with verbose, each statement under it."""
+    head = f"skipped {len(skipped)} statement{'s' if len(skipped) != 1 else ''}: {count_line(skipped)}"
+    if not verbose:
+        return [f"{head} (--verbose lists them)"]
+    order = list(skip_counts(skipped))
+    ranked = sorted(skipped, key=lambda s: order.index(str(skip_kind(s))))  # stable: the workload's order within
+    return [head, *(f"  [{skip_kind(s)}] {short(s.query, 10**9)}: {s.reason}" for s in ranked)]

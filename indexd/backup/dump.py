@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 
-from indexd import __version__
+from indexd import __version__, events
 from indexd.backup.catalog import (
     backup_folder,
     backup_lock,
@@ -223,8 +223,10 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
     try:
         folder = ensure_private_dir(backup_folder(db))
     except OSError as exc:
-        raise BackupError(f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
-                          "check backups.dir and its permissions") from exc
+        message = (f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
+                   "check backups.dir and its permissions")
+        events.publish(events.BACKUP_FAILED, db.name, message, stage="folder")
+        raise BackupError(message) from exc
     started = now or utcnow()
     bid = backup_id(db.name, started)
     extra = {"job_id": job_id, "database": db.name}
@@ -237,10 +239,13 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
         except (IndexdError, OSError, psycopg2.Error) as exc:
             message = _failed_run(db, folder, bid, started, exc)
             log.error("%s", message, extra=extra)
+            events.publish(events.BACKUP_FAILED, db.name, message, backup_id=bid, stage="dump")
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)
     if info.status == "failed":  # written and listed as failed: retention removes it after the grace period
         log.error("backup %s of %s failed verification: %s", bid, db.name, info.error, extra=extra)
+        events.publish(events.BACKUP_FAILED, db.name, f"backup {bid} failed verification: {info.error}",
+                       backup_id=bid, stage="verify")
         raise BackupError(f"backup {bid} of {db.name} was written but failed verification: {info.error}")
     duration = float(info.manifest.get("duration_s") or 0)
     log.info("backup %s of %s %s, %s in %s", bid, db.name, info.status, human_size(info.size_bytes),

@@ -14,6 +14,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from indexd import events
 from indexd.backup.catalog import find_backup, record_in_catalog
 from indexd.backup.command import CommandFailed
 from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
@@ -157,7 +158,9 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
     problems = checksum_problems(info)
     if problems:
         update_manifest(info, status="failed", error="; ".join(problems))
-        raise BackupError(f"backup {backup_id} cannot be test-restored: " + "; ".join(problems))
+        message = f"backup {backup_id} cannot be test-restored: " + "; ".join(problems)
+        events.publish(events.TEST_RESTORE_FAILED, info.database, message, backup_id=backup_id, stage="checksum")
+        raise BackupError(message)
     dsn, db = server_for(settings, info, target_dsn)
     expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
     when = now or utcnow()
@@ -166,9 +169,15 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
     except CommandFailed as exc:
         if exc.result is not None and not (exc.result.cancelled or exc.result.timed_out):
             _record_test(info, when, monotonic() - started, 0, [f"pg_restore failed: {exc}"])
+        if exc.result is None or not exc.result.cancelled:
+            events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                           f"pg_restore: {exc}", backup_id=backup_id, stage="pg_restore")
         raise
     duration = monotonic() - started
     _record_test(info, when, duration, compared, mismatches)
+    if mismatches:
+        events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                       + "; ".join(mismatches), backup_id=backup_id, stage="row_counts", mismatches=mismatches)
     configured = configured_database(settings, info)
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, backup_id))

@@ -5,13 +5,15 @@ such objects (a database that failed is `{"database", "error"}` there)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexd.advisor import report
 from indexd.advisor.model import IMPROVEMENT_MEANS
-from indexd.advisor.pipeline import advise, check_hypopg
+from indexd.advisor.pipeline import Skipped, advise, check_hypopg
+from indexd.advisor.skips import SkipReason
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
 from indexd.cli.runner import each_database
@@ -30,11 +32,13 @@ def recommend(args: argparse.Namespace) -> int:
     settings = common.load(args)
     databases = common.targets(args, settings)
     statements = None
+    left_out: tuple[Skipped, ...] = ()
     if args.queries:
         loaded = read_queries(Path(args.queries))
         for problem in loaded.problems:
             sys.stderr.write(f"indexd: left out of the workload: {problem}\n")
         statements = loaded.statements
+        left_out = tuple(Skipped(p.first_line, str(p), SkipReason.PARSE_ERROR) for p in loaded.problems)
     if args.budget_mb is not None and args.budget_mb < 0:
         raise UsageError(f"--budget-mb must be 0 or more, not {args.budget_mb}")
     budget = None if args.budget_mb is None else args.budget_mb * 1024 * 1024
@@ -53,6 +57,7 @@ def recommend(args: argparse.Namespace) -> int:
         else:
             work = capture_workload(db, target.indexing)
         advice = advise(db, target.indexing, work, budget)
+        advice = dataclasses.replace(advice, skipped=left_out + advice.skipped)
         ids: dict[str, int] = {}
         if unsaved is None and (advice.recommendations or advice.from_workload):
             migrate(db)  # advice from --queries may be the first thing saved in this database
@@ -81,12 +86,8 @@ def _notes(args: argparse.Namespace, advice: Advice, prefix: str) -> None:
         sys.stderr.write(f"{prefix}{warning}\n")
     if not advice.recommendations:
         sys.stderr.write(f"{prefix}no index recommended: {report.nothing_reason(advice)}\n")
-    if advice.skipped:
-        lines = report.skipped_lines(advice.skipped, verbose=True)
-        if not args.verbose:  # the counts only; the JSON object keeps exactly the contract's keys
-            lines = [lines[0] + " (--verbose lists each one here)"]
-        for line in lines:
-            sys.stderr.write(f"{prefix}{line}\n")
+    for line in report.skipped_lines(advice.skipped, verbose=args.verbose) if advice.skipped else ():
+        sys.stderr.write(f"{prefix}{line}\n")
 
 
 def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], heading: str | None) -> None:

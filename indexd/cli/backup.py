@@ -16,7 +16,7 @@ from indexd.backup.dump import run_backup
 from indexd.backup.manifest import BackupInfo
 from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
-from indexd.cli.common import load, print_json, print_table, targets
+from indexd.cli.common import load, notifying, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
@@ -44,6 +44,9 @@ def backup(args: argparse.Namespace) -> int:
     settings = load(args)
     _setup_logging(args, settings)
     action = {"run": _run, "list": _list, "verify": _verify, "prune": _prune}[args.backup_command]
+    if args.backup_command in ("run", "verify"):  # the ones that can fail a backup or a test restore
+        with notifying(settings):
+            return action(args, settings)
     return action(args, settings)
 
 

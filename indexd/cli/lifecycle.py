@@ -12,7 +12,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from indexd.advisor.model import IMPROVEMENT
-from indexd.cli.common import connected, load, open_database, print_json, print_table, single_target, targets
+from indexd.cli.common import (
+    connected,
+    load,
+    notifying,
+    open_database,
+    print_json,
+    print_table,
+    single_target,
+    targets,
+)
 from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
@@ -153,8 +162,9 @@ def apply(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     settings = load(args)
-    run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
-                        verdict=_apply_verdict)
+    with notifying(settings):
+        run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
+                            verdict=_apply_verdict)
     return run.exit_code
 
 
@@ -182,7 +192,8 @@ def _switch(args: argparse.Namespace, act: str, work: Callable[[Database], str])
         _require_state(db, act)
         print(work(db))
 
-    return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
+    with notifying(settings):
+        return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
 
 
 def pause(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from datetime import time, timedelta
 from typing import Literal
 
 from indexd.errors import UsageError
+from indexd.events import EventName
 
 
 class ByteSize(int):
@@ -216,6 +217,28 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """One receiver of notifications: each event it wants is POSTed to `url` (see indexd/service/notify.py)."""
+
+    # http:// or https://; its path may itself be a secret (Slack's is): logs show scheme and host only
+    url: str = field(repr=False)
+    name: str | None = None  # its label in logs and metrics; default the URL's host
+    token_file: str | None = None  # sent as "Authorization: Bearer <token>", read again at every delivery
+    events: tuple[EventName, ...] = ()  # the events it gets; omitted: every event
+    format: Literal["json", "slack"] = "json"  # slack: {"text": ...}; json: event, database, time, host, details
+    timeout: Duration = timedelta(seconds=5)  # per request: connecting, and each read
+    attempts: int = 5  # tries per event, the first included ...
+    retry_for: Duration = timedelta(minutes=1)  # ... and no retry starts after this long
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+    queue_size: int = 1000  # events waiting per webhook; when full, the oldest is dropped (and counted)
+    drain_timeout: Duration = timedelta(seconds=3)  # at stop (and at the end of a CLI command) waiting ends here
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     """One managed database. `indexing` and `backups` are the global sections merged with this entry's own."""
 
@@ -244,6 +267,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     source: str | None = None  # the file these settings came from (not a key of the file)
 
     def database(self, name: str) -> DatabaseSettings:

@@ -22,6 +22,7 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
 from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError
+from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
@@ -146,6 +147,7 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
                             unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
+        announce.build_finished(db.name, rec, built)
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from indexd.clock import utcnow
 from indexd.db.pool import Database
+from indexd.lifecycle import announce
 from indexd.state import audit
 from indexd.state.pause import Pause, end_active_pauses, insert_pause
 
@@ -27,6 +28,7 @@ def pause(db: Database, duration: timedelta | None, reason: str, actor: str | No
         audit.record_event(conn, schema, action="pause", target=db.name, reason=reason or None,
                            after={"pause_id": made.id, "until": until, "by": who}, actor=who)
     log.warning("indexing on %s %s", db.name, made.describe())
+    announce.pause_started(db.name, made.id, made.describe(), made.until, made.reason, who)
     return made
 
 
@@ -40,4 +42,5 @@ def resume(db: Database, actor: str | None = None, *, now: datetime | None = Non
                                before={"pause_ids": [p.id for p in ended]}, after={"by": who}, actor=who)
     if ended:
         log.warning("indexing on %s resumed by %s", db.name, who)
+        announce.pause_ended(db.name, [p.id for p in ended], who)
     return ended

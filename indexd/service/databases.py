@@ -69,7 +69,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
                 log.info("state schema of %s migrated to version %d", target.name, max(applied))
         if not target.prepared:
             log_missing(target.db)  # what `indexd check` would say is missing: one line each, once
-            target.leadership = Leadership.for_database(target.db)
+            target.leadership = Leadership.for_database(target.db, announce_changes=True)
         target.standby = standby
         target.prepared = True
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from indexd.advisor.pipeline import advise as run_advice
 from indexd.advisor.pipeline import check_hypopg
+from indexd.advisor.skips import count_line, log_new_skips
 from indexd.advisor.store import save_recommendations
 from indexd.backup.catalog import list_backups
 from indexd.backup.catalog import prune as prune_backups
@@ -49,6 +50,7 @@ def capture(env: TaskEnv) -> TaskResult:
         return TaskResult("skipped", f"skipped: {STANDBY}: no snapshot is stored; advice reads pg_stat_statements "
                                      "directly")
     snap = take_snapshot(env.target.db, env.now)
+    env.target.captured_statements = snap.statements
     return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
 
 
@@ -62,14 +64,16 @@ def advise(env: TaskEnv) -> TaskResult:
     if advice.recommendations and not standby:
         save_recommendations(db, advice.recommendations, advice.create_sql,
                              supersede_missing=advice.from_workload)
+    log_new_skips(env.target.name, advice.skipped, env.target.skips_logged)
     if standby:
         statements = "".join(f"; {advice.create_sql[r.candidate.fingerprint()]}" for r in advice.recommendations)
         return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, {len(advice.recommendations)} "
                                 f"recommendation(s), not stored ({STANDBY}){statements}")
     names = ", ".join(r.candidate.name() for r in advice.recommendations[:5])
     more = f": {names}" if names else ""
+    skipped = f"; skipped {len(advice.skipped)}: {count_line(advice.skipped)}" if advice.skipped else ""
     return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, "
-                            f"{len(advice.recommendations)} recommendation(s){more}")
+                            f"{len(advice.recommendations)} recommendation(s){more}{skipped}")
 
 
 def apply(env: TaskEnv) -> TaskResult:

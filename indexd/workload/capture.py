@@ -286,6 +286,18 @@ def _snapshot_counters(conn: PgConnection, state: sql.Identifier, snapshot_id: i
         return _counters(cur.fetchall())
 
 
+def cumulative_workload(db: Database, min_calls: int = 1) -> list[Statement]:
+    """Every statement since pg_stat_statements' last reset, weighted by its cumulative counters."""
+    with db.connection() as conn:
+        return _cumulative(conn, db.settings.state_schema, min_calls)
+
+
+def _cumulative(conn: PgConnection, state_schema: str, min_calls: int) -> list[Statement]:
+    ext = _require_extension(conn)
+    counters = _counters((r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, state_schema))
+    return _statements(counters, min_calls)
+
+
 def workload(
     db: Database, lookback: timedelta, now: datetime | None = None, min_calls: int = 1
 ) -> list[Statement]:
@@ -309,7 +321,7 @@ def workload(
         if len(snaps) < 2:
             log.info("%s: %d snapshot(s) in the last %s; using the cumulative counters since the last reset",
                      db.name, len(snaps), lookback)
-            return _live_statements(conn, db.settings.state_schema, min_calls)
+            return _cumulative(conn, db.settings.state_schema, min_calls)
         (old_id, old_reset), (new_id, new_reset) = snaps[0], snaps[-1]
         old = _snapshot_counters(conn, state, old_id)
         new = _snapshot_counters(conn, state, new_id)
@@ -317,16 +329,3 @@ def workload(
     if reset_between:
         log.info("%s: pg_stat_statements was reset in the look-back; counting only since %s", db.name, new_reset)
     return _statements(workload_deltas(old, new, reset_between), min_calls)
-
-
-def _live_statements(conn: PgConnection, state_schema: str, min_calls: int) -> list[Statement]:
-    ext = _require_extension(conn)
-    counters = _counters((r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, state_schema))
-    return _statements(counters, min_calls)
-
-
-def live_workload(db: Database, min_calls: int = 1) -> list[Statement]:
-    """Every statement since pg_stat_statements was last reset, from its live counters: reads nothing of the state
-    schema and writes nothing (recommend --no-save, a standby)."""
-    with db.connection() as conn:
-        return _live_statements(conn, db.settings.state_schema, min_calls)

@@ -17,9 +17,11 @@ from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.state.migrations import migrate
 from indexd.statements.statement import Statement, Workload
-from indexd.workload.capture import live_workload, take_snapshot, workload
+from indexd.workload.capture import cumulative_workload, take_snapshot, workload
 
 NO_EARLIER_SNAPSHOT = "no earlier snapshot: the workload is every statement since pg_stat_statements was reset"
+NOTHING_IN_SNAPSHOTS = ("the snapshots of the look-back hold no statement yet (capture started recently): the "
+                        "workload is every statement since pg_stat_statements was reset")
 NOT_FROM_SNAPSHOTS = ("read-only: the workload is every statement since pg_stat_statements was reset (no snapshot "
                       "taken or read)")
 
@@ -33,7 +35,8 @@ def capture_workload(db: Database, settings: IndexingSettings, now: datetime | N
     """The look-back's workload from pg_stat_statements, and the seconds it spans.
 
     The state schema is created or upgraded first (snapshots live there). With no snapshot in the look-back one
-    is taken now, and the workload is every statement since pg_stat_statements was last reset (with a warning).
+    is taken now, and the workload is every statement since pg_stat_statements was last reset (with a warning);
+    so it is too when the look-back's snapshots hold no statement yet (a daemon that has just started capturing).
     """
     migrate(db)
     now = now or utcnow()
@@ -43,6 +46,11 @@ def capture_workload(db: Database, settings: IndexingSettings, now: datetime | N
         warnings.append(NO_EARLIER_SNAPSHOT)
     statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
     span = _snapshot_span(db, now - settings.lookback, now) or 0.0
+    if not statements and span > 0:
+        statements = cumulative_workload(db, min_calls=settings.min_calls)
+        span = 0.0
+        if statements:
+            warnings.append(NOTHING_IN_SNAPSHOTS)
     if span <= 0:
         span = _since_stats_reset(db, now)
     return Workload(statements, max(span, 1.0), captured=True, warnings=tuple(warnings))
@@ -60,8 +68,9 @@ def read_workload(db: Database, settings: IndexingSettings, now: datetime | None
         span = _snapshot_span(db, now - settings.lookback, now) or 0.0
         if span > 0:
             statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
-            return Workload(statements, span, captured=True)
-    statements = live_workload(db, min_calls=settings.min_calls)
+            if statements:
+                return Workload(statements, span, captured=True)
+    statements = cumulative_workload(db, min_calls=settings.min_calls)
     span = _since_stats_reset(db, now)
     return Workload(statements, max(span, 1.0), captured=True, warnings=(NOT_FROM_SNAPSHOTS,))
 

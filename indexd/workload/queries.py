@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pglast import parse_sql, split
-from pglast.parser import ParseError
+from pglast.parser import ParseError, scan
 
 from indexd.errors import UsageError
 from indexd.statements.statement import Statement
@@ -35,9 +35,15 @@ class BadStatement:
     path: Path
     line: int
     error: str
+    number: int = 0  # the statement's number in its file (1 = the first), 0 when unknown
+    first_line: str = ""  # the statement's first line
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.error}"
+        where = f"{self.path}:{self.line}"
+        if self.number:
+            first = self.first_line if len(self.first_line) <= 60 else self.first_line[:57] + "..."
+            where += f": statement {self.number}" + (f" {first!r}" if first else "")
+        return f"{where}: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ def load_queries(path: Path) -> list[Statement]:
     """The statements of a .sql file or of every .sql file in a folder (sorted by name).
 
     A statement that does not parse is left out and logged with its file and line; the others are kept.
-    Raises QueryFileError when nothing usable is there.
+    Raises QueryFileError when there is no statement at all (a file of statements that all fail to parse is
+    a workload with nothing to recommend, not an error).
     """
     loaded = read_queries(path)
     for problem in loaded.problems:
@@ -75,9 +82,8 @@ def read_queries(path: Path) -> LoadedQueries:
         found, bad = _read_file(file)
         statements += found
         problems += bad
-    if not statements:
-        detail = "; ".join(str(p) for p in problems[:3])
-        raise QueryFileError(f"no usable statement in {path}" + (f" ({detail})" if detail else ""))
+    if not statements and not problems:
+        raise QueryFileError(f"no statement in {path}")
     return LoadedQueries(statements, problems)
 
 
@@ -91,27 +97,38 @@ def _read_file(path: Path) -> tuple[list[Statement], list[BadStatement]]:
     except ParseError as exc:  # e.g. an unterminated string or dollar quote: no statement boundary is certain
         line = text.count("\n", 0, _error_offset(exc, 0)) + 1
         raise QueryFileError(f"{path}:{line}: cannot split into statements: {exc.args[0]}") from exc
+    pieces = [*slices, *_unsplit_tail(text, slices[-1].stop if slices else 0)]
     statements: list[Statement] = []
     problems: list[BadStatement] = []
-    for piece in slices:
+    number = 0
+    for piece in pieces:
         chunk = text[piece]
         body_start = piece.start + len(_LEADING.match(chunk).group(0))  # type: ignore[union-attr]
         if body_start >= piece.stop:
             continue  # only comments
+        number += 1
         line = text.count("\n", 0, body_start) + 1
         calls, calls_problem = _calls(text[piece.start:body_start])
         body = text[body_start:piece.stop].strip()
+        first = body.splitlines()[0].strip() if body else ""
         if calls_problem:
-            problems.append(BadStatement(path, line, calls_problem))
+            problems.append(BadStatement(path, line, calls_problem, number, first))
             continue
         try:
             parse_sql(body)
         except ParseError as exc:
             at = text.count("\n", 0, body_start + _error_offset(exc, 0)) + 1
-            problems.append(BadStatement(path, at, f"does not parse: {exc.args[0]}"))
+            problems.append(BadStatement(path, at, f"does not parse: {exc.args[0]}", number, first))
             continue
         statements.append(Statement(query=body, calls=calls))
     return statements, problems
+
+
+def _unsplit_tail(text: str, end: int) -> list[slice]:
+    """What the splitter left after its last statement (it stops at an unclosed parenthesis): one more piece, so
+    it is reported rather than lost."""
+    rest = [t for t in scan(text[end:]) if t.name not in ("ASCII_59", "SQL_COMMENT", "C_COMMENT")]
+    return [slice(end + rest[0].start, len(text))] if rest else []
 
 
 def _calls(leading: str) -> tuple[int, str | None]:

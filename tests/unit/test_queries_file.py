@@ -52,26 +52,35 @@ def test_statement_that_does_not_parse_is_reported_with_file_and_line(tmp_path: 
     loaded = read_queries(f)
     assert [s.query for s in loaded.statements] == ["SELECT 1 FROM t WHERE a = 1", "SELECT 2 FROM t"]
     assert len(loaded.problems) == 1
-    assert str(loaded.problems[0]).startswith(f"{f}:3: does not parse: syntax error at or near \"SELEC\"")
+    assert str(loaded.problems[0]).startswith(
+        f"{f}:3: statement 2 'SELEC oops FROM t': does not parse: syntax error at or near \"SELEC\"")
 
 
 def test_bad_weight_is_reported(tmp_path: Path) -> None:
     f = _write(tmp_path / "w.sql", "-- calls: many\nSELECT 1 FROM t;\nSELECT 2 FROM t;")
     loaded = read_queries(f)
     assert [s.query for s in loaded.statements] == ["SELECT 2 FROM t"]
-    assert "w.sql:2: bad weight '-- calls: many'" in str(loaded.problems[0])
+    assert "w.sql:2: statement 1 'SELECT 1 FROM t': bad weight '-- calls: many'" in str(loaded.problems[0])
 
 
 def test_missing_empty_and_unusable_inputs(tmp_path: Path) -> None:
     with pytest.raises(QueryFileError, match="does not exist"):
         load_queries(tmp_path / "nope.sql")
-    with pytest.raises(QueryFileError, match="no usable statement"):
+    with pytest.raises(QueryFileError, match="no statement in"):
         load_queries(_write(tmp_path / "empty.sql", "-- only a comment\n"))
-    with pytest.raises(QueryFileError, match=r"bad\.sql:1: does not parse"):
-        load_queries(_write(tmp_path / "bad.sql", "this is not sql"))
     with pytest.raises(QueryFileError, match=r":2: cannot split into statements"):
         load_queries(_write(tmp_path / "open.sql", "SELECT 1;\nSELECT 'unterminated"))
     empty_dir = tmp_path / "d"
     empty_dir.mkdir()
     with pytest.raises(QueryFileError, match="no .sql files"):
         load_queries(empty_dir)
+
+
+def test_a_file_whose_statements_all_fail_to_parse_is_an_empty_workload_naming_each(tmp_path: Path) -> None:
+    f = _write(tmp_path / "bad.sql", "this is not sql;\n-- calls: 3\nSELECT FROM WHERE;\nSELECT (1; SELECT 2;")
+    loaded = read_queries(f)
+    assert loaded.statements == []
+    assert [str(p).split(": does not parse: ")[0] for p in loaded.problems] == [
+        f"{f}:1: statement 1 'this is not sql'", f"{f}:3: statement 2 'SELECT FROM WHERE'",
+        f"{f}:4: statement 3 'SELECT (1; SELECT 2;'"]  # an unclosed parenthesis: the rest is one statement
+    assert all("syntax error" in p.error for p in loaded.problems)

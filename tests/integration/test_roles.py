@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
@@ -80,9 +81,10 @@ def test_least_privilege_role(pg_cluster: EmbeddedCluster, pg_dbname: str, roles
                                  "FROM hypopg_list_indexes"))
 
         # Scratch databases for test restores (CREATEDB), and cancelling another login's builds.
+        scratch = sql.Identifier(f"scratch_{roles.login}")  # the role's own right, as a test restore uses it
         with db.connection(autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE scratch_{roles.login}")
-            cur.execute(f"DROP DATABASE scratch_{roles.login}")
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(scratch))
+            cur.execute(sql.SQL("DROP DATABASE {}").format(scratch))
             cur.execute("SELECT pg_has_role('pg_signal_backend', 'USAGE')")
             assert cur.fetchone()[0]
 

@@ -24,6 +24,7 @@ from indexd.lifecycle.unused import drop_unused
 from indexd.service.jobs import JobRunner
 from indexd.service.runtime import DatabaseRuntime, Runtime
 from indexd.state.migrations import migrate
+from tests.support.cluster import new_database
 
 DBNAME = "shop"
 REPLAY_TIMEOUT_S = 30.0
@@ -36,7 +37,7 @@ def clusters() -> Iterator[tuple[EmbeddedCluster, EmbeddedCluster]]:
     primary = EmbeddedCluster().start()
     standby = None
     try:
-        primary.create_database(DBNAME)
+        new_database(primary, DBNAME)
         conn = primary.connect(DBNAME)
         with conn.cursor() as cur:
             cur.execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, status int NOT "

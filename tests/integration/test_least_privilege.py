@@ -262,3 +262,17 @@ def test_a_superuser_who_ran_indexd_before_the_roles_file_is_fixed_by_it(
     for command in (["check"], ["recommend", "--json"], ["status"]):
         code, out, err = indexd(capsys, config, *command)
         assert code == 0, (command, out, err)
+
+
+def test_a_role_hypopg_refuses_gets_the_fix_not_silently_less_advice(
+        pg_cluster: EmbeddedCluster, pg_dbname: str, app: Roles, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    apply_roles(pg_cluster, pg_dbname, app)
+    superuser(pg_cluster, pg_dbname, f"REVOKE EXECUTE ON FUNCTION hypopg_reset() FROM PUBLIC, {app.group}")
+    config = write_config(config_dir(tmp_path), login_dsn(pg_cluster, pg_dbname, app), tmp_path, app.password)
+    code, out, err = indexd(capsys, config, "recommend", "--json")
+    assert code == 1 and "Traceback" not in err
+    assert "HypoPG refused the role" in err and "permission denied for function hypopg_reset" in err
+    assert "'indexd check' prints the GRANT statements" in err
+    code, out, _ = indexd(capsys, config, "check")
+    assert code == 1 and f"fix: GRANT EXECUTE ON FUNCTION public.hypopg_reset() TO {app.group};" in out

@@ -93,7 +93,7 @@ class Check:
 
 def decide(r: Readings, needs: Needs) -> list[Check]:
     """Every check, in the order an operator fixes them: server, extensions, role, state schema."""
-    checks = [_version(r), _role_kind(r), *_preload(r), *_extensions(r), _stats_privilege(r)]
+    checks = [_version(r), _role_kind(r), _connected_as(r), *_preload(r), *_extensions(r), _stats_privilege(r)]
     hypo = _hypopg_privileges(r)
     if hypo is not None:
         checks.append(hypo)
@@ -119,6 +119,11 @@ def _role_kind(r: Readings) -> Check:
     detail = ("standby (pg_is_in_recovery): read-only, advice is printed and not stored, nothing is built or "
               "dropped" if r.standby else "primary")
     return Check("server role", True, True, detail)
+
+
+def _connected_as(r: Readings) -> Check:
+    acting = "" if r.role == r.login else f", acting as {quote(r.role)} (its sessions start as that role)"
+    return Check("connected as", True, True, f"{quote(r.login)}{acting}" + (", a superuser" if r.superuser else ""))
 
 
 def _preload(r: Readings) -> list[Check]:

@@ -60,6 +60,7 @@ def test_everything_in_place_is_ready_with_only_optional_pieces_missing() -> Non
     assert [c.name for c in checks if not c.ok] == ["extension pg_qualstats (optional)"]
     assert all(c.status in ("ok", "missing") for c in checks)
     assert by_name(checks)["server role"].detail == "primary"
+    assert by_name(checks)["connected as"].detail == "indexd, acting as indexd_group (its sessions start as that role)"
 
 
 def test_old_server_is_required_and_says_to_upgrade() -> None:

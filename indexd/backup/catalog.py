@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 
 from indexd.backup.manifest import (
     FOREIGN,
@@ -213,6 +214,10 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
             cur.execute("SET LOCAL statement_timeout = '10s'; SET LOCAL lock_timeout = '2s'")
             upsert_backup(conn, db.state_schema, row)
         return True
+    except psycopg2.errors.ReadOnlySqlTransaction:
+        log.info("catalog row for backup %s not written: %s is a standby (read-only); the manifest on disk stands",
+                 info.id, db.name)
+        return False
     except psycopg2.Error as exc:
         log.warning("catalog row for backup %s not written to %s.%s.backups (%s); the manifest on disk stands",
                     info.id, db.name, db.state_schema, first_line(exc))

@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("migrate", "config_cmds:migrate", "create or upgrade the state schema")
     _target(p)
 
+    p = cmd("check", "check:check",
+            "is each database ready for indexd, as the role it connects as? ok/missing per piece, with the fix")
+    _target(p)
+    _json(p)
+
     p = cmd("demo", "service:demo", "the main job on a throw-away PostgreSQL: workload, advice, build, verify, backup")
     p.add_argument("--scenario", choices=["small", "medium", "large"], default="small", help=SCENARIO_HELP)
     p.add_argument("--keep", action="store_true", help="leave the cluster running and print how to connect")

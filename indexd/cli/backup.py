@@ -123,7 +123,9 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         for problem in result.problems:
             print(f"  {problem}", file=sys.stderr)
     if result.ok and args.restore:
-        test = verify.test_restore(settings, args.id)
+        configured = next((d for d in settings.databases if d.name == info.database), None)
+        elsewhere = (configured.backups if configured is not None else settings.backups).verify.restore_dsn
+        test = verify.test_restore(settings, args.id, target_dsn=elsewhere)
         if test.ok:
             print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
                   f"({human_duration(test.duration_s)})")

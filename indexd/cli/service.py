@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from indexd.advisor.model import IMPROVEMENT
 from indexd.cli import common
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
@@ -110,7 +111,7 @@ def _demo_json(result: Any) -> dict[str, Any]:
 def _print_demo(result: Any) -> None:
     print("\nRecommended indexes")
     common.print_table(
-        ["index", "table", "columns", "where", "saves", "est. size"],
+        ["index", "table", "columns", "where", IMPROVEMENT, "est. size"],
         [(r["index"], r["table"], ", ".join(r["columns"]), r["where"], f"{r['improvement_pct']:.1f}%",
           human_size(r["estimated_size_bytes"])) for r in result.recommendations],
     )
@@ -196,6 +197,9 @@ def _print_status(daemons: list[dict[str, Any]], entries: list[dict[str, Any]]) 
 
 
 def _print_db_state(db: dict[str, Any]) -> None:
+    server = db.get("server") or {}
+    if server.get("role") == "standby":
+        print(f"   server: {server['read_only']} (the state below is the primary's, replicated)")
     lead = db["leader"]
     print("   leader: " + (f"pid {lead['pid']} ({lead['application_name']}, {lead['client']}) since "
                            f"{_when(lead['since'])}" if lead else "none (no daemon holds the leader lock)"))
@@ -206,7 +210,7 @@ def _print_db_state(db: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in recs["counts"].items()) or "none"
     print(f"   recommendations: {counts}")
     if recs["open"]:
-        common.print_table(["id", "status", "origin", "attempts", "index", "table", "saves"],
+        common.print_table(["id", "status", "origin", "attempts", "index", "table", IMPROVEMENT],
                            [(r["id"], r["status"], r["origin"], r["attempts"], r["index"], r["table"],
                              f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
                             for r in recs["open"]], indent=TABLE_INDENT)

@@ -93,7 +93,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.VerifySettings, "min_calls"): between(0, 1e12),
     (S.VerifySettings, "min_gain_pct"): PERCENT,
     (S.VerifySettings, "max_regression_pct"): between(0, 10_000),
-    (S.DropUnusedSettings, "unused_for"): span(HOUR, 10 * YEAR),
+    (S.DropUnusedSettings, "unused_for"): span(0, 10 * YEAR),  # 0: never scanned since the statistics began is enough
     (S.IndexingSettings, "storage_budget"): size(0, 1024 * TB),
     (S.IndexingSettings, "max_indexes_per_table"): between(1, 100),
     (S.IndexingSettings, "max_columns"): between(1, 32),

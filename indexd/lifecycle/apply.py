@@ -20,6 +20,7 @@ import psycopg2.errors
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
+from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError
 from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
@@ -93,6 +94,7 @@ def apply(
     A daemon passes the `leadership` it keeps for the database (it stays held afterwards); without one, apply
     tries to take the database's leadership for this run and gives it back at the end.
     """
+    refuse_on_standby(db, "apply")
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
     unapproved = builds_unapproved(ix.mode)

@@ -18,6 +18,7 @@ from indexd.config.schedule import job_specs, trigger
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
+from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.dsn import parse_dsn, redact_dsn
 from indexd.errors import ConfigError, StateMissing
 from indexd.lifecycle.leader import leader_key
@@ -81,14 +82,19 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
     schema = db.settings.state_schema
+    standby = is_standby(db)
     if current_version(db) is None:
-        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
+        where = "on the primary (it reaches this standby by replication)" if standby else "first"
+        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' "
+                           f"{where}")
     with db.connection() as conn:
         leader = _leader(conn, schema)
         pause = active_pause(conn, schema, now)
         runs = _job_runs(conn, schema)
         changes = recent_mutations(conn, schema, limit=10)
     return {
+        # A standby changes nothing; its state tables are the primary's, replicated.
+        "server": {"role": "standby", "read_only": f"{STANDBY}: {WHY}"} if standby else {"role": "primary"},
         "leader": leader,
         "pause": None if pause is None else {"since": pause.paused_at, "until": pause.until,
                                              "reason": pause.reason, "by": pause.paused_by},

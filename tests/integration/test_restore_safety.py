@@ -20,6 +20,7 @@ from indexd.cli import main
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError, UsageError
+from tests.support.cluster import new_database
 
 T0 = datetime(2026, 11, 23, 6, 25, tzinfo=UTC)
 LEFTOVERS = ("SELECT datname FROM pg_database WHERE datname LIKE 'indexd\\_restore\\_%%' "
@@ -49,7 +50,7 @@ def scene(pg_cluster: EmbeddedCluster, pg_dbname: str, pg_conn: Any,
                         backups=backups)
     result = run_backup(settings, settings.databases[0], now=T0)
     existing = f"{pg_dbname}_existing"
-    pg_cluster.create_database(existing, extensions=())
+    new_database(pg_cluster, existing, extensions=())
     pg_cluster.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (9, 'precious')",
                        dbname=existing)
     try:

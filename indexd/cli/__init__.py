@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from indexd import __version__
 from indexd.cli.runner import EXIT_HELP
@@ -21,6 +22,13 @@ config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, 
 """
 
 SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its error line (which quotes the arguments it could not use) cleared of DSN passwords."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_dsn(message))
 
 
 def positive_int(text: str) -> int:
@@ -56,7 +64,7 @@ def _json(p: argparse.ArgumentParser, help_: str = LISTING_JSON_HELP) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="indexd",
         description="Keeps PostgreSQL databases fast and safe to operate: index advice, safe index builds "
         "with verification and revert, verified backups.",

@@ -11,10 +11,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import psycopg2
+
 from indexd import __version__
-from indexd.cli.runner import EXIT_HELP
+from indexd.cli.runner import EXIT_HELP, describe, exit_code_of, is_expected
 from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, else /etc/indexd/indexpilot_config.yaml
@@ -209,6 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IndexdError as exc:
         print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except (psycopg2.Error, OSError) as exc:
+        # What a command acting on one object meets in operation (a server that is down, a refused login, a
+        # missing database): one line, like each_database's. A statement of ours that does not parse is a bug.
+        if not is_expected(exc):
+            raise
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"indexd: {args.command} failed: {describe(exc)}", file=sys.stderr)
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         print("indexd: interrupted", file=sys.stderr)
         return 130

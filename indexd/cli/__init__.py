@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json(b)
     b = _backup_action("verify", "re-check a backup's checksum and contents")
     b.add_argument("id", help="backup id")
-    b.add_argument("--restore", action="store_true", help="also restore it into a scratch database and compare")
+    b.add_argument("--restore", action="store_true",
+                   help="also restore it into a scratch database and compare row counts (on the backup's own "
+                   "server, or backups.verify.restore_dsn's, or --dsn's)")
     _target(b, many=False)
     b = _backup_action("prune", "delete backups the retention policy no longer keeps")
     _target(b)

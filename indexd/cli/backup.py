@@ -20,6 +20,7 @@ from indexd.cli.common import load, notifying, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.errors import UsageError
 from indexd.log import setup_logging
 from indexd.units import human_duration, human_size
 
@@ -115,6 +116,9 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 # ---- verify ---------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     info = find_backup(settings, args.id)
+    if args.database and settings.database(args.database).name != info.database:
+        raise UsageError(f"backup {args.id} belongs to {info.database!r}, not {args.database!r}")
+    server = _test_restore_server(args, settings, info) if args.restore else None
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
         print(f"{args.id}: checksum ok, {result.list_entries} entries readable")
@@ -123,9 +127,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         for problem in result.problems:
             print(f"  {problem}", file=sys.stderr)
     if result.ok and args.restore:
-        configured = next((d for d in settings.databases if d.name == info.database), None)
-        elsewhere = (configured.backups if configured is not None else settings.backups).verify.restore_dsn
-        test = verify.test_restore(settings, args.id, target_dsn=elsewhere)
+        test = verify.test_restore(settings, args.id, target_dsn=server)
         if test.ok:
             print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
                   f"({human_duration(test.duration_s)})")
@@ -138,6 +140,17 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, args.id))
     return 0 if result.ok else 1
+
+
+def _test_restore_server(args: argparse.Namespace, settings: Settings, info: BackupInfo) -> str | None:
+    """Where `verify --restore` makes its scratch database: --dsn's server, else backups.verify.restore_dsn, else
+    (None) the backup's own server, which must then be in the configuration."""
+    configured = next((d for d in settings.databases if d.name == info.database), None)
+    elsewhere = args.dsn or (configured.backups if configured is not None else settings.backups).verify.restore_dsn
+    if configured is None and not elsewhere:
+        raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
+                         "pass --dsn DSN to say which server to test-restore it on")
+    return elsewhere
 
 
 # ---- prune ----------------------------------------------------------------------------------------------

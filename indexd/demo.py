@@ -8,7 +8,9 @@ This module returns data and reports steps through a callback; the CLI prints th
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +50,7 @@ from indexd.workload.lookback import capture_workload
 log = logging.getLogger(__name__)
 
 DEMO_DB = "shop"
+DEMO_NAME = "demo"  # the database's name in the settings: in logs, backup ids and its backups folder
 WARM_UP = timedelta(seconds=2)
 Step = Callable[[str, str, float], None]  # (step name, outcome text, seconds)
 
@@ -67,6 +70,7 @@ class DemoResult:
     backup: dict[str, Any] | None = None
     dsn: str | None = None  # set with --keep
     cluster_dir: str | None = None
+    config: str | None = None  # with --keep: a configuration for the kept cluster, so every command works on it
     stop_command: str | None = None
     elapsed_s: float = 0.0
 
@@ -108,7 +112,7 @@ def demo_settings(dsn: str, backups_dir: Path, now: datetime) -> tuple[Settings,
         verify=VerifySettings(after=timedelta(0), min_calls=10),
     )
     backups = BackupSettings(dir=str(backups_dir))
-    db = DatabaseSettings(name="demo", dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=indexing,
+    db = DatabaseSettings(name=DEMO_NAME, dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=indexing,
                           backups=backups)
     return Settings(databases=(db,), indexing=indexing, backups=backups), db
 
@@ -151,12 +155,34 @@ def run_demo(scenario_name: str = "small", *, keep: bool = False, workload: time
         if keep:
             kept = True
             result.dsn, result.cluster_dir = dsn, str(cluster.base_dir)
+            result.config = str(write_kept_config(cluster.data_dir.parent, dsn))
             result.stop_command = _stop_command(cluster)
     finally:
         if not kept:
             cluster.destroy()
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def write_kept_config(base_dir: Path, dsn: str) -> Path:
+    """A configuration file for a kept demo cluster (inside its folder, removed with it): the demo database under
+    the demo's own name (so its backups are found and verified), in mode approve, no window, the demo's guard
+    sizes and its backups folder, logs on stderr only."""
+    path = base_dir / "indexpilot_config.yaml"
+    text = (
+        "# Written by 'indexd demo --keep' for its throw-away cluster; removed with it.\n"
+        "environment: development\n"
+        f"databases:\n  - name: {DEMO_NAME}\n    dsn: {json.dumps(dsn)}\n"
+        "indexing:\n  mode: approve\n  min_calls: 5\n  windows: []\n"
+        "  throttle: {max_cpu_pct: 100, max_active_backends_pct: 100, max_waiting_backends: 50}\n"
+        "  rate_limit: {per_hour: 50, per_day: 100}\n"
+        f"backups:\n  dir: {json.dumps(str(base_dir / 'backups'))}\n"
+        "logging:\n  file: null\n  format: text\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    return path
 
 
 def _stop_command(cluster: EmbeddedCluster) -> str:

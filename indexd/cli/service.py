@@ -104,7 +104,7 @@ def _demo_json(result: Any) -> dict[str, Any]:
     return {
         "scenario": result.scenario, "elapsed_s": round(result.elapsed_s, 1),
         "recommendations": result.recommendations, "built": result.built, "verdicts": result.verdicts,
-        "backup": result.backup, "comparison": result.comparison(), "dsn": result.dsn,
+        "backup": result.backup, "comparison": result.comparison(), "dsn": result.dsn, "config": result.config,
     }
 
 
@@ -132,11 +132,15 @@ def _print_demo(result: Any) -> None:
         print(f"\nthroughput: {rates[0]:,.0f} -> {rates[1]:,.0f} statements/s ({rates[1] / rates[0]:.2f}x)")
     if result.backup:
         b = result.backup
-        verified = "verified by a test restore" if b.get("restore_verified") else "NOT verified"
-        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']}, {verified}")
+        restored = "test restore ok" if b.get("restore_verified") else "test restore FAILED"
+        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']} (checksum), {restored}")
     print(f"total: {human_duration(result.elapsed_s)}")
     if result.dsn:
         print(f"\nthe cluster is still running: psql '{result.dsn}'")
+        if result.config:
+            print(f"indexd on it (mode approve, no window, its backups): export INDEXD_CONFIG={result.config}")
+            print("  then e.g.: indexd status; indexd recommend; indexd approve ID; indexd apply --now --yes; "
+                  "indexd backup list")
         print(f"stop and remove it with: {result.stop_command}")
 
 

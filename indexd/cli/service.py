@@ -191,7 +191,8 @@ def _print_status(daemons: list[dict[str, Any]], entries: list[dict[str, Any]]) 
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
         elif isinstance(live, str):
             print("   breaker/pool: unknown without the daemon")
-            print(f"   daemon: {live.split(': ', 1)[-1]}")
+            if db.get("leader"):  # who holds the lock and why its daemon was not asked; else `leader:` says it
+                print(f"   daemon: {live.split(': ', 1)[-1]}")
         else:
             print("   breaker/pool: not in the leading daemon's /health for this database")
         if "error" not in db:

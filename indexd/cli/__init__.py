@@ -16,7 +16,7 @@ import psycopg2
 from indexd import __version__
 from indexd.cli.runner import EXIT_HELP, describe, exit_code_of, is_expected
 from indexd.dsn import redact_dsn
-from indexd.errors import IndexdError
+from indexd.errors import ConfigError, IndexdError
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_config_problems(problems: list[str]) -> None:
+    """One problem on the `indexd:` line; several under a heading, one a line, as check-config lists them."""
+    if len(problems) == 1:
+        print(f"indexd: {redact_dsn(problems[0])}", file=sys.stderr)
+        return
+    print(f"indexd: the configuration has {len(problems)} problems:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {redact_dsn(problem)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -212,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader closed the pipe: stop quietly, and keep Python's exit-time flush from complaining again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ConfigError as exc:
+        _print_config_problems(exc.problems)
+        return exc.exit_code
     except IndexdError as exc:
         print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code

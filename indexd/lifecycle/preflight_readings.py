@@ -58,19 +58,25 @@ SELECT 'view', c.relname, format('%%I.%%I', n.nspname, c.relname), has_table_pri
  ORDER BY 1, 2
 """
 # Tables advice may target: the user's own (not catalogs, not the state schema, not an extension's), partitions
-# through their parent (CREATE INDEX on the parent is what indexd runs).
+# through their parent. A partitioned table counts as indexable only when every partition's owner is usable too:
+# its build indexes each partition (ON ONLY the parent, then CONCURRENTLY per partition), as its owner.
 _TABLES = """
 WITH t AS (
-  SELECT c.relowner, pg_has_role(current_user, c.relowner, 'USAGE') AS mine
+  SELECT c.oid, c.relowner
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname <> %s
      AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                     AND d.deptype = 'e'))
-SELECT count(*), count(*) FILTER (WHERE mine),
-       coalesce(array_agg(DISTINCT pg_get_userbyid(relowner)) FILTER (WHERE NOT mine), '{}')
-  FROM t
+                     AND d.deptype = 'e')),
+owner AS (
+  SELECT t.oid, t.relowner AS role FROM t
+  UNION
+  SELECT t.oid, p.relowner FROM t, pg_partition_tree(t.oid) tree JOIN pg_class p ON p.oid = tree.relid),
+usable AS (SELECT oid, role, pg_has_role(current_user, role, 'USAGE') AS mine FROM owner)
+SELECT (SELECT count(*) FROM t),
+       (SELECT count(*) FROM t WHERE NOT EXISTS (SELECT 1 FROM usable u WHERE u.oid = t.oid AND NOT u.mine)),
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable WHERE NOT mine), '{}')
 """
 
 

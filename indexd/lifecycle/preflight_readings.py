@@ -76,7 +76,9 @@ owner AS (
 usable AS (SELECT oid, role, pg_has_role(current_user, role, 'USAGE') AS mine FROM owner)
 SELECT (SELECT count(*) FROM t),
        (SELECT count(*) FROM t WHERE NOT EXISTS (SELECT 1 FROM usable u WHERE u.oid = t.oid AND NOT u.mine)),
-       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable WHERE NOT mine), '{}')
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable WHERE NOT mine), '{}'),
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable JOIN pg_roles r ON r.oid = role
+                  WHERE NOT mine AND r.rolsuper), '{}')
 """
 
 
@@ -105,7 +107,7 @@ def read_readings(conn: PgConnection, state_schema: str) -> Readings:
         cur.execute(_HYPOPG, (list(HYPOPG_FUNCTIONS), list(HYPOPG_VIEWS)))
         hypo = tuple(HypoObject(r[0], r[1], r[2], bool(r[3])) for r in cur.fetchall())
         cur.execute(_TABLES, (state_schema,))
-        tables, indexable, owners = cur.fetchone()
+        tables, indexable, owners, superusers = cur.fetchone()
     created = {r[0]: r[2] for r in ext_rows if r[1]}
     libraries = None if preload is None else tuple(x.strip().strip('"') for x in preload.split(",") if x.strip())
     return Readings(
@@ -114,7 +116,8 @@ def read_readings(conn: PgConnection, state_schema: str) -> Readings:
         created=frozenset(created), standby=bool(standby), login=login, superuser=bool(superuser),
         read_all_stats=bool(read_stats), signal_backend=bool(signal), createdb=bool(createdb or superuser),
         create_on_database=bool(create_db), hypopg=hypo, tables=int(tables), indexable=int(indexable),
-        table_owners=tuple(sorted(owners)), state=read_ownership(conn, state_schema))
+        table_owners=tuple(sorted(owners)), superuser_owners=frozenset(superusers),
+        state=read_ownership(conn, state_schema))
 
 
 def needs_of(db: DatabaseSettings) -> Needs:

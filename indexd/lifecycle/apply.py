@@ -103,11 +103,14 @@ def apply(
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
+    pending: list[StoredRecommendation] = []
     with db.connection() as conn:
         recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+        if not recs:
+            pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                                                           statuses=[Status.PENDING])
     if not recs:
-        waiting = f"{Status.APPROVED} or {Status.PENDING}" if unapproved else Status.APPROVED
-        result.message = f"nothing to build: no {waiting} recommendation"
+        result.message = _nothing_to_build(unapproved, len(pending))
         log.info("apply on %s: %s", db.name, result.message)
         return result
     own = leadership is None
@@ -123,6 +126,16 @@ def apply(
     log.info("apply on %s: built %d, refused %d, failed %d%s", db.name, len(result.built), len(result.refused),
              len(result.failed), " (dry run)" if dry_run else "")
     return result
+
+
+def _nothing_to_build(unapproved: bool, pending: int) -> str:
+    """Why a run found nothing, and what the pending advice it left waits for."""
+    if not unapproved:
+        waits = f" ({pending} pending: 'indexd approve ID' queues one)" if pending else ""
+        return f"nothing to build: no {Status.APPROVED} recommendation{waits}"
+    waits = (f" ({pending} pending wait for a person's approval: advice from a query file, or an index built and "
+             "reverted before; see 'indexd status')") if pending else ""
+    return f"nothing to build: no {Status.APPROVED} recommendation and no {Status.PENDING} one mode auto builds{waits}"
 
 
 def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings, recs: list[StoredRecommendation],

@@ -64,22 +64,26 @@ def short(query: str, width: int = QUERY_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[Any]]:
-    """One row per recommendation: id, origin, index, table, size, improvement, write cost, statements helped."""
-    ids, origin = ids or {}, str(advice_origin(advice))
+def table_rows(advice: Advice, ids: dict[str, int] | None = None,
+               statuses: dict[int, str] | None = None) -> list[list[Any]]:
+    """One row per recommendation: id, status (of the stored row: a shape someone rejected stays rejected),
+    origin, index, table, size, improvement, write cost, statements helped."""
+    ids, statuses, origin = ids or {}, statuses or {}, str(advice_origin(advice))
     rows = []
     for rec in advice.recommendations:
         cand = rec.candidate
         cols = ", ".join(k.label() for k in cand.keys)
         extra = (f" INCLUDE ({', '.join(cand.include)})" if cand.include else "") + (
             f" WHERE {cand.where}" if cand.where else "")
-        rows.append([ids.get(cand.fingerprint()), origin, f"({cols}){extra}", f"{cand.schema}.{cand.table}",
+        rec_id = ids.get(cand.fingerprint())
+        rows.append([rec_id, statuses.get(rec_id) if rec_id is not None else None, origin, f"({cols}){extra}",
+                     f"{cand.schema}.{cand.table}",
                      human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
                      human_rate(rec.write_overhead), len(rec.queries)])
     return rows
 
 
-HEADERS = ("id", "origin", "index", "table", "size", IMPROVEMENT, "write cost", "statements")
+HEADERS = ("id", "status", "origin", "index", "table", "size", IMPROVEMENT, "write cost", "statements")
 
 
 def details(advice: Advice, verbose: bool = False) -> list[str]:

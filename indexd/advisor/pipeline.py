@@ -90,6 +90,7 @@ def advise(
                  db.name, len(statements), len(cands.all), whatif.stats.explains, whatif.stats.cache_hits,
                  len(selection.chosen))
     declined = tuple(Skipped(f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
+                             + (f" INCLUDE ({', '.join(c.include)})" if c.include else "")
                              + (f" WHERE {c.where}" if c.where else ""), why)
                      for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),

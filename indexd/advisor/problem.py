@@ -35,7 +35,9 @@ class CandidateSet(Protocol):
 @dataclass(frozen=True)
 class Eval:
     saved_ms: float  # over the period
-    helped_ms: float  # cost of the statements it helps with no new index, over the period
+    # the time of the statements it helps, over the period, with the set it is added to (not with no new index:
+    # once another index fixed most of a statement, what this one saves is weighed against what is left)
+    helped_ms: float
     regression: int | None  # a statement it would make costlier than the baseline
 
 
@@ -81,7 +83,7 @@ class Problem:
                 return Eval(0.0, 0.0, s)
             if new < old:
                 saved += self.weight[s] * (old - new) / base
-                helped += self.weight[s]
+                helped += self.weight[s] * old / base
         return Eval(saved, helped, None)
 
     def total_saved(self, chosen: Iterable[IndexCandidate], statements: Iterable[int]) -> float | None:

@@ -24,8 +24,11 @@ updates), and indexes are weighed by net gain per byte of their estimated size.
 
 The knee. Greedy takes indexes in falling order of gain per byte; the tail of that order buys little for much
 space. An index is declined when both its net gain per byte is below KNEE_FRACTION (2 %) of the first pick's
-and it saves less than KNEE_MIN_SHARE (1 %) of the whole workload's time. A large win is taken whatever its
-density, and declining one index does not stop the search, so the budget fills while large wins remain.
+and it saves less than KNEE_MIN_SHARE (1 %) of the workload time that remains once the indexes chosen before it
+are in place. A large win is taken whatever its density, and declining one index does not stop the search, so
+the budget fills while large wins remain. (The share is of what remains, not of the whole: when one statement
+dominates the workload, e.g. a correlated subquery the planner prices in the billions, every other index would
+otherwise look negligible next to the one that fixes it.)
 """
 
 from __future__ import annotations
@@ -174,19 +177,19 @@ def _score(problem: Problem, limits: Limits, cand: IndexCandidate, ev: Eval, wri
     return (ev.saved_ms / problem.period_s - write) / max(limits.size(cand), 1)
 
 
-def _past_knee(problem: Problem, ev: Eval, score: float, first: float | None) -> str | None:
-    share = ev.saved_ms / problem.workload_ms
+def _past_knee(ev: Eval, remaining_ms: float, score: float, first: float | None) -> str | None:
+    share = ev.saved_ms / max(remaining_ms, 1e-9)
     if first is None or score >= KNEE_FRACTION * first or share >= KNEE_MIN_SHARE:
         return None
-    return (f"past the knee: saves {100 * share:.2f}% of the workload at {100 * score / first:.2f}% of the first "
-            f"pick's gain per byte (< {100 * KNEE_MIN_SHARE:g}% and < {100 * KNEE_FRACTION:g}%)")
+    return (f"past the knee: saves {100 * share:.2f}% of the remaining workload at {100 * score / first:.2f}% of "
+            f"the first pick's gain per byte (< {100 * KNEE_MIN_SHARE:g}% and < {100 * KNEE_FRACTION:g}%)")
 
 
 def _greedy(problem: Problem, limits: Limits, seeds: list[IndexCandidate],
             rejected: dict[IndexCandidate, str]) -> list[IndexCandidate]:
     """Lazy greedy: scores mostly fall as the set grows, so a re-evaluated best that stays best is taken."""
     chosen: list[IndexCandidate] = []
-    used, first = 0, None
+    used, first, remaining = 0, None, problem.workload_ms
     per_table: dict[tuple[str, str], int] = {}
     heap = []
     for cand in seeds:
@@ -213,12 +216,13 @@ def _greedy(problem: Problem, limits: Limits, seeds: list[IndexCandidate],
         if version != len(chosen):
             heapq.heappush(heap, (-score, fp, len(chosen), cand))
             continue
-        why = limits.refusal(cand, ev, problem.period_s, write) or _past_knee(problem, ev, score, first)
+        why = limits.refusal(cand, ev, problem.period_s, write) or _past_knee(ev, remaining, score, first)
         if why:
             rejected[cand] = why
             continue
         chosen.append(cand)
         first = score if first is None else first
+        remaining -= ev.saved_ms
         used += limits.size(cand)
         per_table[table] = per_table.get(table, 0) + 1
         rejected.pop(cand, None)

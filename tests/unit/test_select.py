@@ -225,17 +225,28 @@ def test_prefers_the_narrowest_index_that_serves_nearly_as_well() -> None:
 def test_knee_declines_a_large_index_for_a_small_saving_but_takes_large_wins() -> None:
     big_small_win, big_large_win, first = cand("t", "a", "x"), cand("u", "b"), cand("v", "c")
     stmts = [Statement("q0", 100, 50_000.0), Statement("q1", 100, 600.0), Statement("q2", 100, 20_000.0),
-             Statement("q3", 100, 29_400.0)]
+             Statement("q3", 100, 129_400.0)]  # q3: no index helps it
     cands = Cands([[first], [big_small_win], [big_large_win], []])
     costs = Costs({0: 1000, 1: 1000, 2: 1000, 3: 1000},
                   {(0, first): 10, (1, big_small_win): 10, (2, big_large_win): 10})
     sizes = {first: 1_000_000, big_small_win: 200_000_000, big_large_win: 500_000_000}
     sel = run(cands, costs, stmts, sizes=sizes)
-    # q1 is 0.6 % of the workload and its index has 0.3 % of the first pick's gain per byte: declined;
-    # q2's index is denser still below the knee, but it saves 20 % of the workload: taken
+    # q1's index saves 0.45 % of what remains after the others and has 0.3 % of the first pick's gain per byte:
+    # declined; q2's index is further still below the density knee, but it saves 13 % of what remains: taken
     assert names(sel) == ["c", "b"]
     assert "knee" in sel.rejected[big_small_win]
     assert sizes[big_large_win] / sizes[first] * KNEE_FRACTION > 1  # it was past the density knee
+
+
+def test_knee_weighs_what_remains_when_one_statement_dominates() -> None:
+    """A correlated subquery priced in the billions is nearly all of the workload: once its index is chosen the
+    others are weighed against what remains, not against it."""
+    monster, others = cand("m", "k"), [cand(f"t{i}", "a") for i in range(3)]
+    stmts = [Statement("q0", 1, 10_000_000.0)] + [Statement(f"q{i + 1}", 10, 30_000.0) for i in range(3)]
+    cands = Cands([[monster]] + [[c] for c in others])
+    costs = Costs(dict.fromkeys(range(4), 1000.0), {(0, monster): 1, **{(i + 1, c): 100 for i, c in enumerate(others)}})
+    sizes = {monster: 100_000, **dict.fromkeys(others, 20_000_000)}
+    assert names(run(cands, costs, stmts, sizes=sizes)) == ["k", "a", "a", "a"]
 
 
 def test_budget_fills_while_large_wins_remain() -> None:

@@ -25,6 +25,7 @@ from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Tabl
 from indexd.advisor.parse import Unusable, analyze
 from indexd.advisor.predicates import FixedFilter, Scan
 from indexd.config.schema import IndexingSettings
+from indexd.statements.indexdef import covers
 from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,10 @@ def table_problem(table: Table, settings: IndexingSettings) -> str | None:
 
 
 def already_indexed(cand: IndexCandidate, catalog: Catalog) -> bool:
-    """An existing valid, complete btree index whose leading keys are exactly these ascending keys."""
-    if cand.where or cand.include or cand.method != "btree":
-        return False
-    if any(k.descending or k.opclass for k in cand.keys):
-        return False
-    wanted = tuple(k.column or k.expression for k in cand.keys)
-    return any(
-        i.schema == cand.schema and i.table == cand.table and i.is_valid and i.where is None and i.method == "btree"
-        and i.keys[: len(wanted)] == wanted and " DESC" not in i.definition and "_pattern_ops" not in i.definition
-        for i in catalog.indexes
-    )
+    """A valid existing index makes this candidate redundant (the one rule: `indexdef.covers`)."""
+    wanted = cand.shape()
+    return any(i.schema == cand.schema and i.table == cand.table and i.is_valid and covers(i.shape(), wanted)
+               for i in catalog.indexes)
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------------

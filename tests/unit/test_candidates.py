@@ -385,6 +385,16 @@ def test_existing_indexes_are_not_proposed_again() -> None:
     result = run("SELECT id FROM users WHERE lower(email) = $1", catalog=catalog)
     assert result.by_statement == [[]]
     assert result.skipped[0].reason == "the indexes public.users would need exist already"
+    # an existing partial index holds too few rows; one with the INCLUDE column serves the covering shape too
+    catalog = Catalog(tables=CATALOG.tables, indexes=(
+        ExistingIndex("public", "users_org_new", "users", ("org_id",), where="status = 'new'",
+                      definition="CREATE INDEX users_org_new ON public.users USING btree (org_id) "
+                                 "WHERE (status = 'new'::text)"),))
+    assert "users(org_id)" in cands("SELECT id FROM users WHERE org_id = $1", catalog=catalog)
+    catalog = Catalog(tables=CATALOG.tables, indexes=(
+        ExistingIndex("public", "users_org", "users", ("org_id", "id"),
+                      definition="CREATE INDEX users_org ON public.users USING btree (org_id DESC, id DESC)"),))
+    assert cands("SELECT id FROM users WHERE org_id = $1", catalog=catalog) == set()
 
 
 @pytest.mark.parametrize("max_columns, expected", [(1, set()), (2, {"users(email, org_id)"})])

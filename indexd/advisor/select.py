@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from indexd.advisor.model import ExistingIndex, IndexCandidate
-from indexd.advisor.problem import CandidateSet, CostFn, Eval, Problem
+from indexd.advisor.problem import NEAR, CandidateSet, CostFn, Eval, Problem
 from indexd.advisor.writes import WriteModel
 from indexd.config.schema import IndexingSettings
 from indexd.statements.indexdef import covers, describe
@@ -166,7 +166,8 @@ def select(
     seeds = problem.preferred(pool, sizes)
     for cand in pool:
         if cand not in seeds:
-            rejected[cand] = "a smaller index serves each of its statements nearly as well (95 % of the best saving)"
+            rejected[cand] = (f"a smaller index serves each of its statements nearly as well ({100 * (1 - NEAR):g} % "
+                              "of the best saving)")
     chosen = _greedy(problem, limits, sorted(seeds, key=IndexCandidate.fingerprint), rejected)
     chosen = _widen(problem, limits, pool, chosen, rejected)
     chosen = _prune(problem, limits, _without_redundant(chosen, rejected), rejected)

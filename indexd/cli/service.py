@@ -121,10 +121,11 @@ def _print_demo(result: Any) -> None:
         [(b["index"], human_size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
          for b in result.built],
     )
-    print("\nStatement shapes, mean time per call (client side, same workload and seed)")
+    print("\nStatement shapes, median time per call, each shape timed alone (one connection, the same statements "
+          "before and after)")
     common.print_table(
         ["shape", "kind", "before ms", "after ms", "speed-up"],
-        [(c["shape"], c["kind"], f"{c['mean_ms_before']:.3f}", f"{c['mean_ms_after']:.3f}",
+        [(c["shape"], c["kind"], f"{c['ms_before']:.3f}", f"{c['ms_after']:.3f}",
           f"{c['speedup']:.1f}x" if c["speedup"] else "-") for c in result.comparison()],
     )
     rates = result.throughput()

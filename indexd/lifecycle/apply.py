@@ -3,7 +3,9 @@ after every guard has been asked again right before it runs. Also the human deci
 
 Modes (indexing.mode): `advise` records advice and builds nothing; `approve` builds only what a person
 approved (`indexd approve ID`); `auto` builds pending (and interrupted) advice of the real workload too. Offline
-advice (`recommend --queries`) is built in no mode before a person approves it.
+advice (`recommend --queries`) is built in no mode before a person approves it. Right before each build the live
+catalog is read again: a recommendation an existing valid index now makes redundant is not built but superseded
+(see redundant.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
+from indexd.lifecycle.redundant import covering_index, supersede
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
 
@@ -157,6 +160,11 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
+        with db.connection() as conn:
+            covering = covering_index(conn, rec)
+        if covering is not None:  # an equivalent index appeared since the advice: nothing to build
+            result.skipped.append(supersede(db, rec, covering, job_id=job_id))
+            continue
         built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
                             unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)

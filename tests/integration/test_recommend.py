@@ -191,9 +191,9 @@ def test_write_heavy_table_gets_nothing_marginal(shop: psycopg2.extensions.conne
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # events takes a flood of inserts; the one read that filters it is rare, so an index there cannot pay
     workload = """
--- calls: 2000000
+-- calls: 20000000
 INSERT INTO events (kind, payload) VALUES ($1, $2);
--- calls: 5
+-- calls: 50
 SELECT count(*) FROM events WHERE kind = $1;
 -- calls: 500
 SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20;

@@ -1,10 +1,17 @@
-.PHONY: deps demo test lint bench
+.PHONY: deps demo test lint bench install uninstall
 
 deps:
 	bash scripts/install-deps.sh
 
 demo: deps
 	python3 -m indexd demo
+
+# As root: indexd as a system service (virtualenv /opt/indexd, user indexd, /etc/indexd, systemd unit).
+install:
+	bash scripts/install.sh
+
+uninstall:
+	bash scripts/install.sh --uninstall
 
 test:
 	bash scripts/install-deps.sh test

@@ -4,8 +4,12 @@ Shapes, per scan (a scan is what one statement reads of one table, see `indexd.a
 - one single-column index for each column (or expression) a predicate uses;
 - equality columns first, the most selective first (pg_stats n_distinct), then ONE range column, or the ORDER BY
   keys in order with their directions, or the GROUP BY keys; at most `max_columns` keys;
-- a covering variant (INCLUDE) when the statement reads at most two further narrow columns of the table, so an
-  index-only scan pays;
+- the leading key alone of every multi-column key list: the narrowest index that may serve (selection keeps it
+  when it serves nearly as well);
+- a covering variant (INCLUDE) when the statement reads at most two further narrow columns of the table and
+  the table's visibility map makes index-only scans real (at least IOS_MIN_VISIBLE of its pages all-visible,
+  pg_class.relallvisible / relpages): on a table whose pages are rarely all-visible an index-only scan visits
+  the heap anyway and the INCLUDE columns only cost space and writes;
 - a partial variant when the statement always filters on a rare value of a category column (one of few values,
   pg_stats most_common_vals/freqs or null_frac): `WHERE status = 'pending'` keeps only the rows it needs;
 - when other statements of the workload filter on a subset of this one's equality columns, the order that leads
@@ -28,12 +32,12 @@ from indexd.advisor.classes import (
     gin_candidates,
     sparse_candidates,
 )
-from indexd.advisor.expressions import canonical
-from indexd.advisor.model import Catalog, Column, ExistingIndex, IndexCandidate, IndexKey, Table
+from indexd.advisor.model import Catalog, Column, IndexCandidate, IndexKey, Table
 from indexd.advisor.parse import Unusable, Usage, analyze
 from indexd.advisor.predicates import ClassUse, FixedFilter, Scan
 from indexd.advisor.skips import SkipReason
 from indexd.config.schema import IndexingSettings
+from indexd.statements.indexdef import covers
 from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ NARROW_BYTES = 16  # ... each at most this wide on average
 _NARROW_TYPES = frozenset({"smallint", "integer", "bigint", "boolean", "date", "real", "double precision",
                            "timestamp without time zone", "timestamp with time zone", "uuid", "oid", "time"})
 INDEXABLE_KINDS = frozenset({"r", "p", "m"})
+IOS_MIN_VISIBLE = 0.5  # all-visible share of a table's pages below which no covering (INCLUDE) variant is made
 
 
 @dataclass(frozen=True)
@@ -175,28 +180,14 @@ def table_problem(table: Table, settings: IndexingSettings) -> str | None:
 
 
 def already_indexed(cand: IndexCandidate, catalog: Catalog) -> bool:
-    """An existing valid, complete index that serves what the candidate would: for a B-tree one whose leading
-    keys are exactly these ascending keys, for another class one on the same key (`classes.existing_serves`)."""
+    """A valid existing index makes this candidate redundant: the one rule (`indexdef.covers`), and for GIN and
+    BRIN also an index on the same key with an operator class at least as capable (`classes.existing_serves`:
+    a default jsonb_ops index serves what jsonb_path_ops would)."""
     on_table = [i for i in catalog.indexes if i.schema == cand.schema and i.table == cand.table]
-    if cand.method != "btree":
-        return existing_serves(cand, on_table)
-    if cand.where or cand.include:
-        return False
-    if any(k.descending or k.opclass for k in cand.keys):
-        return False
-    return any(
-        i.is_valid and i.where is None and i.method == "btree" and _leads_with(i, cand.keys)
-        and " DESC" not in i.definition and "_pattern_ops" not in i.definition
-        for i in on_table
-    )
-
-
-def _leads_with(index: ExistingIndex, keys: tuple[IndexKey, ...]) -> bool:
-    """Whether an existing index's first keys are these (expressions compared in their canonical spelling)."""
-    if len(index.keys) < len(keys):
-        return False
-    return all(theirs == key.column if key.column is not None else canonical(theirs) == canonical(key.expression or "")
-               for theirs, key in zip(index.keys, keys, strict=False))
+    wanted = cand.shape()
+    if any(i.is_valid and covers(i.shape(), wanted) for i in on_table):
+        return True
+    return cand.method != "btree" and existing_serves(cand, on_table)
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
@@ -245,6 +236,7 @@ def key_sets(scan: Scan, max_columns: int,
         if tail and len(tail) <= max_columns:
             sets.append((*equal[: max_columns - len(tail)], *tail))
     sets += [(k,) for k in [*equal, *ranges, *_without(scan.either, [*equal, *ranges])]]
+    sets += [s[:1] for s in sets if len(s) > 1]  # the leading key alone: the narrowest that may serve
     return [s for i, s in enumerate(sets) if s and s not in sets[:i]]
 
 
@@ -254,7 +246,7 @@ def scan_candidates(scan: Scan, max_columns: int, partial: bool = True,
     table = scan.table
     sets = key_sets(scan, max_columns, uses.leads(scan) if uses else ())
     found = [IndexCandidate(table.schema, table.name, keys) for keys in sets]
-    if not scan.modifies and not scan.all_columns and sets:
+    if not scan.modifies and not scan.all_columns and sets and table.visible_fraction >= IOS_MIN_VISIBLE:
         for keys in sets[:2]:
             extra = covering_columns(scan, keys)
             wanted = {k.column for k in keys} | set(extra)

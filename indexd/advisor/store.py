@@ -9,7 +9,6 @@ from typing import Any
 from indexd.advisor.model import Recommendation
 from indexd.db.pool import Database
 from indexd.state import recommendations as stored
-from indexd.state.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,8 @@ def save_recommendations(db: Database, recommendations: tuple[Recommendation, ..
 
     With supersede_missing, undecided workload advice not among these becomes superseded (use it only when the
     advice covered the whole workload). Advice from a query file is saved with origin `queries`: offline advice,
-    never built until a person approves it.
+    never built until a person approves it. The caller has created the state schema (`state.migrations`).
     """
-    migrate(db)
     rows = [to_row(rec, create_sql[rec.candidate.fingerprint()], origin) for rec in recommendations]
     with db.connection() as conn:
         ids = stored.upsert(conn, db.settings.state_schema, rows)

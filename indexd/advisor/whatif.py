@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from pglast.parser import ParseError, parse_sql
 from psycopg2 import sql
 
@@ -60,6 +61,16 @@ WHERE p.proname = %(name)s
 
 class HypoPGMissing(IndexdError):
     """The database has no HypoPG extension, so no what-if cost can be estimated."""
+
+
+class HypoPGDenied(IndexdError):
+    """The role may not use a HypoPG function or view: every candidate set would be lost, so advice stops."""
+
+
+def denied(err: psycopg2.Error, database: str) -> HypoPGDenied:
+    return HypoPGDenied(f"HypoPG refused the role on {database}: {first_line(err)}; 'indexd check' prints the GRANT "
+                        "statements, or re-run sql/roles.sql as a superuser (again after every CREATE EXTENSION "
+                        "hypopg)")
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,9 @@ class WhatIf:
                             "current_setting('cpu_index_tuple_cost')::float8, "
                             "current_setting('cpu_operator_cost')::float8")
                 self.planner_costs = PlannerCosts(*cur.fetchone())
+        except psycopg2.errors.InsufficientPrivilege as err:
+            conn.close()
+            raise denied(err, self.db.name) from err
         except BaseException:
             conn.close()
             raise
@@ -314,7 +328,14 @@ class WhatIf:
         return self._signatures[name]
 
     def _materialize(self, wanted: frozenset[IndexCandidate]) -> None:
-        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible."""
+        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible.
+        HypoPGDenied when the role may not use HypoPG: not one set's fault, every set would be lost."""
+        try:
+            self._make_live(wanted)
+        except psycopg2.errors.InsufficientPrivilege as err:
+            raise denied(err, self.db.name) from err
+
+    def _make_live(self, wanted: frozenset[IndexCandidate]) -> None:
         extra = [c for c in self._alive if c not in wanted]
         missing = sorted((c for c in wanted if c not in self._alive), key=IndexCandidate.fingerprint)
         if not extra and not missing:

@@ -3,7 +3,9 @@ after every guard has been asked again right before it runs. Also the human deci
 
 Modes (indexing.mode): `advise` records advice and builds nothing; `approve` builds only what a person
 approved (`indexd approve ID`); `auto` builds pending (and interrupted) advice of the real workload too. Offline
-advice (`recommend --queries`) is built in no mode before a person approves it.
+advice (`recommend --queries`) is built in no mode before a person approves it. Right before each build the live
+catalog is read again: a recommendation an existing valid index now makes redundant is not built but superseded
+(see redundant.py).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import psycopg2.errors
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
+from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError
+from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
+from indexd.lifecycle.redundant import covering_index, supersede
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
 
@@ -92,6 +97,7 @@ def apply(
     A daemon passes the `leadership` it keeps for the database (it stays held afterwards); without one, apply
     tries to take the database's leadership for this run and gives it back at the end.
     """
+    refuse_on_standby(db, "apply")
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
     unapproved = builds_unapproved(ix.mode)
@@ -100,10 +106,14 @@ def apply(
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
+    pending: list[StoredRecommendation] = []
     with db.connection() as conn:
         recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+        if not recs:
+            pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                                                           statuses=[Status.PENDING])
     if not recs:
-        result.message = f"nothing to build: no {'approved or pending' if unapproved else 'approved'} recommendation"
+        result.message = _nothing_to_build(unapproved, len(pending))
         log.info("apply on %s: %s", db.name, result.message)
         return result
     own = leadership is None
@@ -119,6 +129,16 @@ def apply(
     log.info("apply on %s: built %d, refused %d, failed %d%s", db.name, len(result.built), len(result.refused),
              len(result.failed), " (dry run)" if dry_run else "")
     return result
+
+
+def _nothing_to_build(unapproved: bool, pending: int) -> str:
+    """Why a run found nothing, and what the pending advice it left waits for."""
+    if not unapproved:
+        waits = f" ({pending} pending: 'indexd approve ID' queues one)" if pending else ""
+        return f"nothing to build: no {Status.APPROVED} recommendation{waits}"
+    waits = (f" ({pending} pending wait for a person's approval: advice from a query file, or an index built and "
+             "reverted before; see 'indexd status')") if pending else ""
+    return f"nothing to build: no {Status.APPROVED} recommendation and no {Status.PENDING} one mode auto builds{waits}"
 
 
 def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings, recs: list[StoredRecommendation],
@@ -140,9 +160,15 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
+        with db.connection() as conn:
+            covering = covering_index(conn, rec)
+        if covering is not None:  # an equivalent index appeared since the advice: nothing to build
+            result.skipped.append(supersede(db, rec, covering, job_id=job_id))
+            continue
         built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
                             unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
+        announce.build_finished(db.name, rec, built)
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ they survive a crash in the middle of it.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.errorcodes
@@ -170,7 +171,7 @@ def index_size(conn: PgConnection, schema: str, name: str) -> int | None:
 
 def describe_failure(exc: BaseException, lock_timeout_s: float) -> tuple[str, bool]:
     """A human reason for a failed DDL statement, and whether it is worth retrying later unchanged."""
-    code = getattr(exc, "pgcode", None)
+    code = sqlstate_of(exc)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
         return f"lock timeout after {lock_timeout_s:g}s: the table is busy, will retry later ({first})", True
@@ -181,15 +182,19 @@ def describe_failure(exc: BaseException, lock_timeout_s: float) -> tuple[str, bo
     return f"{code or type(exc).__name__}: {first}", False
 
 
-# What a failed build means for its recommendation (state.recommendations): given back unchanged and retried
-# later (the table was busy), interrupted (the run was cut off: retried, counted), or failed (the index itself).
-Settle = Literal["release", "interrupted", "failed"]
+class Settle(enum.Enum):
+    """What a failed build means for its recommendation (state.recommendations)."""
+
+    RELEASE = enum.auto()  # given back unchanged, retried later: the table was busy
+    INTERRUPT = enum.auto()  # the run was cut off: retried, counted against indexing.build_attempts
+    FAIL = enum.auto()  # the index itself failed
 
 
 @dataclass(frozen=True)
 class BuildFailure:
     reason: str
     settle: Settle
+    lock_timeout: bool = False  # gave up waiting for a lock: its leftover is dropped by the next run (`deferred`)
 
 
 TIMEOUT_SHARE = 0.95  # a cancel after this share of build_timeout is that timeout, not an operator or a stop
@@ -204,26 +209,27 @@ def classify_build_failure(exc: BaseException, *, lock_timeout_s: float, build_t
     code = sqlstate_of(exc)
     reason, _ = describe_failure(exc, lock_timeout_s)
     if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
-        return BuildFailure(reason, "release")
+        return BuildFailure(reason, Settle.RELEASE, lock_timeout=True)
     if code == psycopg2.errorcodes.QUERY_CANCELED:
         first = first_line(exc)
         if duration_s >= TIMEOUT_SHARE * build_timeout_s:
-            return BuildFailure(f"build timeout after {duration_s:.0f}s (indexing.build_timeout): {first}", "failed")
-        return BuildFailure(f"cancelled (by an operator, or indexd stopping): {first}", "interrupted")
+            return BuildFailure(f"build timeout after {duration_s:.0f}s (indexing.build_timeout): {first}",
+                                Settle.FAIL)
+        return BuildFailure(f"cancelled (by an operator, or indexd stopping): {first}", Settle.INTERRUPT)
     if classify(exc).transient:
-        return BuildFailure(reason, "interrupted")
-    return BuildFailure(reason, "failed")
+        return BuildFailure(reason, Settle.INTERRUPT)
+    return BuildFailure(reason, Settle.FAIL)
 
 
 def settle_failure(db: Database, rec_id: int, previous: Status, failure: BuildFailure, max_attempts: int) -> bool:
     """Move a claimed recommendation as its failure says (audit connection, patient); True when it stays in
     the queue (given back, or interrupted below indexing.build_attempts)."""
     schema = db.settings.state_schema
-    if failure.settle == "release":
+    if failure.settle is Settle.RELEASE:
         audit_write(db, lambda c: recommendations.release(c, schema, rec_id, previous, failure.reason),
                     patient=True)
         return True
-    if failure.settle == "interrupted":
+    if failure.settle is Settle.INTERRUPT:
         now = audit_write(db, lambda c: recommendations.mark_interrupted(c, schema, rec_id, failure.reason,
                                                                          max_attempts=max_attempts), patient=True)
         return bool(now == Status.INTERRUPTED)

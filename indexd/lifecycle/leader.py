@@ -18,6 +18,7 @@ import psycopg2
 
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import first_line
+from indexd.lifecycle import announce
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,28 @@ def leader_key(state_schema: str, database_name: str) -> int:
 
 
 class Leadership:
-    """Holds (or tries to hold) the leader lock `key` of one database on a connection of its own."""
+    """Holds (or tries to hold) the leader lock `key` of one database on a connection of its own.
 
-    def __init__(self, db: Database, key: int) -> None:
+    With `announce_changes`, gaining and losing it are published as events (the daemon's long-lived leadership does
+    this; a CLI command's leadership for one run stays quiet)."""
+
+    def __init__(self, db: Database, key: int, *, announce_changes: bool = False) -> None:
         self.db = db
         self.key = key
+        self.announce_changes = announce_changes
         self._conn: PgConnection | None = None
         # The daemon's jobs for one database run in several threads (apply, verify, health); they share this
         # object, so checking, taking and giving up the lock are serialised.
         self._lock = threading.RLock()
 
     @classmethod
-    def for_database(cls, db: Database) -> Leadership:
+    def for_database(cls, db: Database, *, announce_changes: bool = False) -> Leadership:
         """The leadership of `db`, keyed by its state schema and its real database name (not the config's
         name for it, so two daemons configured differently still compete for the same lock)."""
         with db.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT current_database()")
             name = str(cur.fetchone()[0])
-        return cls(db, leader_key(db.settings.state_schema, name))
+        return cls(db, leader_key(db.settings.state_schema, name), announce_changes=announce_changes)
 
     def acquire(self) -> bool:
         """Try once, without waiting; True when this object holds the lock (now or already)."""
@@ -74,6 +79,7 @@ class Leadership:
             return False
         self._conn = conn
         log.info("leadership of %s acquired", self.db.name)
+        self._tell(True, "it holds the database's leader lock")
         return True
 
     def held(self) -> bool:
@@ -97,10 +103,12 @@ class Leadership:
         except psycopg2.Error as exc:
             log.warning("leadership of %s lost: %s", self.db.name, first_line(exc))
             self._drop()
+            self._tell(False, f"its lock connection failed: {first_line(exc)}")
             return False
         if not ok:
             log.warning("leadership of %s lost: the lock is no longer held", self.db.name)
             self._drop()
+            self._tell(False, "the lock is no longer held")
         return ok
 
     def release(self) -> None:
@@ -114,7 +122,12 @@ class Leadership:
             with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             log.info("leadership of %s released", self.db.name)
+            self._tell(False, "released (stopping, or the database left the configuration)")
         self._drop()
+
+    def _tell(self, gained: bool, why: str) -> None:
+        if self.announce_changes:
+            announce.leadership(self.db.name, gained, why)
 
     def _drop(self) -> None:
         if self._conn is not None:

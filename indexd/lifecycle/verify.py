@@ -15,6 +15,8 @@ from psycopg2 import sql
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, VerifySettings
 from indexd.db.pool import Database, PgConnection
+from indexd.db.standby import refuse_on_standby
+from indexd.lifecycle import announce
 from indexd.lifecycle.ddl import OWN_PREFIX
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.leader import Leadership, leading
@@ -131,6 +133,7 @@ def verify_built(
     """Judge every index indexd built at least verify.after ago that has no final verdict yet, store each
     verdict with its evidence, keep the good ones and (with auto_revert) drop the harmful ones through the guards.
     """
+    refuse_on_standby(db, "verify")
     now = now or utcnow()
     ix, schema = db_settings.indexing, db.settings.state_schema
     with db.connection() as conn:
@@ -163,8 +166,13 @@ def _verify_one(db: Database, settings: Settings, ix: IndexingSettings, lead: Le
         action = "kept"
         with db.connection() as conn:
             recommendations.mark_kept(conn, schema, item.recommendation_id, "; ".join(verdict.reasons))
+        announce.verdict(db.name, item.recommendation_id, item.schema, item.table, item.index_name, True,
+                         verdict.reasons)
     elif verdict.verdict == "reverted":
         action = _revert(db, settings, ix, lead, item, verdict, now, job_id, cpu)
+        if action == "dropped" or (action == "none" and verdict.evidence.get("exists") is False):
+            announce.verdict(db.name, item.recommendation_id, item.schema, item.table, item.index_name, False,
+                             verdict.reasons)
     return VerdictRecord(item.recommendation_id, item.schema, item.index_name, verdict.verdict, verdict.reasons,
                          action, verdict.evidence)
 

@@ -25,6 +25,7 @@ from indexd.service import databases
 from indexd.service.http import HttpServer
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
+from indexd.service.notify import NotificationCollector, Notifications
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
 from indexd.service.scheduler import Scheduler
@@ -48,6 +49,8 @@ class IndexdService:
         self.env = os.environ if env is None else env
         self.runtime = Runtime(settings)
         self.metrics = Metrics(self.runtime)
+        self.notifications = Notifications(settings.notifications)
+        self.metrics.registry.register(NotificationCollector(self.notifications))
         self.runner = JobRunner(self.runtime, observe=self._observe)
         self.http = HttpServer(self.runtime, self.metrics)
         self.notifier = notifier or Notifier(self.env)
@@ -74,6 +77,7 @@ class IndexdService:
     def start(self) -> None:
         check_runnable(self.settings)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours to write
+        self.notifications.start()  # first: events of the start-up itself (leadership gained) go out too
         self.http.start(self.settings.http)
         self.scheduler.start()
         for db_settings in self.settings.databases:
@@ -146,6 +150,7 @@ class IndexdService:
                 if target is not None:
                     databases.close_database(target)
         self.runtime.settings = new
+        self.notifications.update(new.notifications)
         for name, db_settings in wanted.items():
             if name not in self.runtime.databases:
                 self._add_database(db_settings)
@@ -169,6 +174,7 @@ class IndexdService:
         deadline = time.monotonic() + databases.SETTLE_S + 3
         for c in closers:
             c.join(max(0.0, deadline - time.monotonic()))
+        self.notifications.close()  # leadership released above is told too; bounded by drain_timeout
         self.http.stop()
         log.info("indexd stopped")
 

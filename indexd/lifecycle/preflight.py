@@ -23,10 +23,11 @@ HYPOPG_FUNCTIONS = ("hypopg", "hypopg_create_index", "hypopg_drop_index", "hypop
 HYPOPG_VIEWS = ("hypopg_list_indexes",)
 ROLES_SQL = "psql -d DB -v app_owner=OWNER -f sql/roles.sql (as a superuser)"
 OPTIONAL_EXTENSIONS = {
-    QUALSTATS: "samples the predicates statements really run with and their selectivity; this indexd does not "
-               "read it (its advice comes from pg_stat_statements and the planner), so nothing is lost without it",
-    TRGM: "lets PostgreSQL serve LIKE '%text%' with GIN trigram indexes; this indexd recommends B-tree indexes "
-          "only, so nothing is lost without it",
+    QUALSTATS: "the real constants behind pg_stat_statements' $1: the advisor costs partial indexes on a rare "
+               "value, skewed values and keys hidden in index expressions (meta ->> $1) with them; without it, "
+               "advice costs the generic plan and says which statements pg_qualstats would sharpen",
+    TRGM: "lets the advisor propose GIN trigram indexes for LIKE/ILIKE '%text%' and similarity searches; without "
+          "it, advice names those statements and the CREATE EXTENSION that would serve them",
 }
 
 

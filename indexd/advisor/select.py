@@ -9,7 +9,9 @@ updates), and indexes are weighed by net gain per byte of their estimated size.
    a prefix of its keys, the same or a weaker predicate, every INCLUDE column stored): the candidate is never
    recommended.
 2. The narrowest index that serves: each statement prefers the smallest candidate that saves nearly as much as
-   its best candidate alone (at least 95 %: `problem.NEAR`); only preferred candidates start the greedy.
+   its best candidate alone (at least 95 %: `problem.NEAR`); only preferred candidates start the greedy. A
+   candidate larger than the whole storage budget is no statement's preference (a BRIN index then serves where
+   the B-tree it would lose to cannot be built).
 3. Greedy by net gain per byte, lazily re-evaluated against the set chosen so far, within the storage budget
    and the per-table limit. An index must save `min_improvement_pct` of its statements' cost, pay for its
    writes (`min_benefit_ratio` times over on a write-heavy table), make no statement costlier than with no new
@@ -161,6 +163,8 @@ def select(
         name = served_by_existing(cand, existing)
         if name:
             rejected[cand] = f"served by existing index {name}"
+        elif limits.size(cand) > budget_bytes:  # never a statement's preference: it could not be built
+            rejected[cand] = "does not fit the storage budget"
         else:
             pool.append(cand)
     seeds = problem.preferred(pool, sizes)

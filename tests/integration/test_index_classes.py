@@ -25,6 +25,7 @@ from indexd.state.migrations import migrate
 from indexd.statements.statement import Statement, Workload
 from indexd.workload.capture import cumulative_workload
 from indexd.workload.lookback import given_workload
+from tests.support.cluster import DEFAULT_EXTENSIONS, new_database
 
 SCHEMA = """
 CREATE EXTENSION pg_trgm;
@@ -67,9 +68,9 @@ Run = Sequence[tuple[str, Sequence[Any]]]
 @pytest.fixture(scope="module")
 def classes_db(pg_cluster: EmbeddedCluster) -> Iterator[tuple[Database, psycopg2.extensions.connection]]:
     name = f"classes_{int(time.time() * 1000) % 100000}"
-    pg_cluster.create_database(name)
+    dsn = new_database(pg_cluster, name, (*DEFAULT_EXTENSIONS, "pg_qualstats"))
     pg_cluster.execute(SCHEMA, dbname=name)
-    db = Database(DatabaseSettings(name="classes", dsn=pg_cluster.dsn(name), pool=PoolSettings(size=2)))
+    db = Database(DatabaseSettings(name="classes", dsn=dsn, pool=PoolSettings(size=2)))
     migrate(db)
     conn = pg_cluster.connect(name)
     try:
@@ -133,12 +134,17 @@ def test_btree_on_a_jsonb_key(classes_db) -> None:
 
 
 def test_partial_index_on_the_rare_value_a_queue_reads(classes_db) -> None:
-    """pg_qualstats shows that `status = $1` is always 'pending' (1 % of the rows): the partial index."""
+    """pg_qualstats shows that `status = $1` is always 'pending' (1 % of the rows): the partial index is a
+    candidate, costed on the real constant. The planner prices (status, created_at) at half its cost (the
+    leading column's correlation), beyond the 95 % of the best saving the selection asks of a smaller index, so
+    the composite is what it recommends, and the partial one is declined for it."""
     db, conn = classes_db
     query = "SELECT id, created_at FROM users WHERE status = %s ORDER BY created_at LIMIT 20"
     advice = live_advice(db, conn, [(query, ("pending",))] * 40)
-    rec = next(r for r in advice.recommendations if r.candidate.where)
-    assert rec.candidate.where == "status = 'pending'" and rec.candidate.keys[0].column == "created_at"
+    partial = "public.users (created_at) WHERE status = 'pending'"
+    assert any(d.query == partial and "smaller index" in d.reason for d in advice.declined), advice.declined
+    rec = next(r for r in advice.recommendations if r.candidate.table == "users")
+    assert [k.column for k in rec.candidate.keys] == ["status", "created_at"]
     assert rec.candidate.name() in plan_with(conn, advice, rec, query, ("pending",))
 
 

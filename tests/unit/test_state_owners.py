@@ -44,6 +44,7 @@ NOT_RECOMMENDATIONS = {
     ("simulate/", "pending"): "the synthetic shop's own orders.status, an application table",
     ("advisor/candidates.py", "pending"): "a docstring's example of an application's partial-index predicate",
     ("advisor/predicates.py", "pending"): "a comment's example of an application's partial-index predicate",
+    ("advisor/qualstats.py", "pending"): "a docstring's example of a dominant constant and its partial index",
     ("backup/", "failed"): "a backup's own status (the backups table and the manifests)",
     ("cli/service.py", "built"): "a JSON key of the demo's summary: how many indexes were built",
 }

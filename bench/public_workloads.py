@@ -9,6 +9,7 @@ indexes as the evaluation platform of Kossmann et al. (PVLDB 2020) loads them. F
 tables' size) indexd (`indexd recommend --queries FILE --budget-mb N --no-save --json`) and the platform's
 algorithms (Extend, DB2Advis, Relaxation, AutoAdmin, Drop; run from an unpacked copy of --platform) propose
 indexes; each set is built for real and the 22 queries run with a statement_timeout (timeouts count at its value).
+TPC-DS (`--workloads tpcds`, 99 queries from DuckDB's TPC-DS extension) runs the same way.
 pgbench: custom read scripts through pg_stat_statements, so indexd sees normalized statements (the daemon's
 path: `indexd recommend --dsn DSN --no-save --json`); the platform's algorithms get the literal statements; TPS
 with no index, indexd's set and each algorithm's set at one budget.
@@ -38,8 +39,8 @@ SERVER = {"shared_buffers": "1GB", "work_mem": "16MB", "maintenance_work_mem": "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.public_workloads", description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="tpch,pgbench", help="comma-separated: tpch, pgbench")
-    ap.add_argument("--sf", type=float, default=0.2, help="TPC-H scale factor (default 0.2)")
+    ap.add_argument("--workloads", default="tpch,pgbench", help="comma-separated: tpch, tpcds, pgbench")
+    ap.add_argument("--sf", type=float, default=0.2, help="TPC-H / TPC-DS scale factor (default 0.2)")
     ap.add_argument("--runs", type=int, default=3, help="timed passes after one warm-up; medians are reported")
     ap.add_argument("--budgets", default="5,10,25,50", help="storage budgets, percent of the tables' size")
     ap.add_argument("--timeout", type=float, default=None,
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     args.algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [a for a in args.algorithms if a not in ise.ALGORITHMS] + [
-        w for w in args.workloads if w not in ("tpch", "pgbench")]
+        w for w in args.workloads if w not in (*report.ANALYTIC, "pgbench")]
     if unknown:
         ap.error(f"unknown algorithm or workload: {', '.join(unknown)}")
     return args
@@ -73,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": host.python_version(),
     }
     with EmbeddedCluster(settings=SERVER) as cluster:
-        if "tpch" in args.workloads:
-            result["tpch"] = analytic.run(args, cluster)
+        for benchmark in report.ANALYTIC:
+            if benchmark in args.workloads:
+                result[benchmark] = analytic.run(args, cluster, benchmark)
         if "pgbench" in args.workloads:
             result["pgbench"] = pgbench.run(args, cluster)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -44,8 +44,9 @@ def _env() -> dict[str, str]:
 
 
 def recommend(dsn: str, budget_bytes: int | None, queries: Path | None = None, timeout: float = 1800) -> Advice:
-    """Run `indexd recommend --dsn DSN [--queries FILE] [--budget-mb N] --no-save --json`; its indexes."""
-    args = [sys.executable, "-m", "indexd", "recommend", "--dsn", dsn, "--no-save", "--json"]
+    """Run `indexd recommend --dsn DSN [--queries FILE] [--budget-mb N] --no-save --json --verbose`; its indexes
+    (--verbose: every statement the advisor skipped is listed with its reason among the notes)."""
+    args = [sys.executable, "-m", "indexd", "recommend", "--dsn", dsn, "--no-save", "--json", "--verbose"]
     if queries is not None:
         args += ["--queries", str(queries)]
     if budget_bytes is not None:

@@ -1,8 +1,10 @@
-"""TPC-H at equal storage budgets: indexd's advice against the platform's algorithms, on real execution times.
+"""TPC-H (or TPC-DS) at equal storage budgets: indexd's advice against the platform's algorithms, on real
+execution times.
 
 For each budget (a share of the tables' size) every tool proposes an index set on the loaded database without
-any index; then each distinct set is built for real, the 22 queries are run (warm-up, then --runs timed passes),
-and the set is dropped. The no-index baseline is measured the same way in the same run.
+any index; then each distinct set is built for real, the 22 queries are run, and the set is dropped
+(bench/public/measure.py says how passes and timeouts count). The no-index baseline is measured the same way in
+the same run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench.public.indexes import IndexDef, dedupe, signature
 from indexd.embedded import EmbeddedCluster
 
 log = logging.getLogger(__name__)
-DBNAME = "bench_tpch"
+TITLES = {"tpch": "TPC-H", "tpcds": "TPC-DS"}
 
 
 @dataclass
@@ -58,19 +60,19 @@ def propose_indexd(dsn: str, budget: int, query_file: Path) -> Proposal:
                     {"budget_mb": budget // 2**20, "reported_s": got.reported_s}, got.notes)
 
 
-def propose_platform(found: ise.Platform, name: str, dsn: str, workload: Any, budget: int) -> Proposal:
+def propose_platform(found: ise.Platform, name: str, dbname: str, dsn: str, workload: Any, budget: int) -> Proposal:
     try:
-        choice = found.choose(name, DBNAME, dsn, workload, budget)
+        choice = found.choose(name, dbname, dsn, workload, budget)
     except Exception as exc:  # the platform's code is not ours: a crash is reported, the others still run
         log.debug("%s failed: %s", name, traceback.format_exc())
         return Proposal([], 0.0, error=f"{type(exc).__name__}: {str(exc).strip()}")
     return Proposal(dedupe(choice.indexes), choice.advise_s, choice.estimated_bytes, choice.parameters)
 
 
-def proposals(args: argparse.Namespace, cluster: EmbeddedCluster, queries: list[tuple[str, str]],
+def proposals(args: argparse.Namespace, cluster: EmbeddedCluster, dbname: str, queries: list[tuple[str, str]],
               budgets: dict[int, int]) -> dict[int, dict[str, Proposal]]:
     """Every tool's index set for every budget, all on the database without indexes."""
-    dsn = cluster.dsn(DBNAME)
+    dsn = cluster.dsn(dbname)
     out: dict[int, dict[str, Proposal]] = {pct: {} for pct in budgets}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
         query_file = Path(tmp) / "workload.sql"
@@ -80,21 +82,22 @@ def proposals(args: argparse.Namespace, cluster: EmbeddedCluster, queries: list[
             print(f"  {pct:>3}% indexd: {len(out[pct]['indexd'].indexes)} indexes "
                   f"in {out[pct]['indexd'].advise_s:.1f} s", flush=True)
     with ise.unpacked(args.platform, "127.0.0.1", cluster.port, cluster.superuser) as found:
-        workload = found.workload(DBNAME, [(int(name[1:]), text) for name, text in queries])
+        workload = found.workload(dbname, [(int(name[1:]), text) for name, text in queries])
         for pct, budget in budgets.items():
             for name in args.algorithms:
-                out[pct][name] = propose_platform(found, name, dsn, workload, budget)
+                out[pct][name] = propose_platform(found, name, dbname, dsn, workload, budget)
                 got = out[pct][name]
                 print(f"  {pct:>3}% {name}: " + (f"failed: {got.error}" if got.error else
                       f"{len(got.indexes)} indexes in {got.advise_s:.1f} s"), flush=True)
     return out
 
 
-def measure_all(cluster: EmbeddedCluster, queries: list[tuple[str, str]], chosen: dict[int, dict[str, Proposal]],
-                timeout_s: float, runs: int) -> tuple[measure.Measurement, dict[Any, measure.Measurement]]:
+def measure_all(cluster: EmbeddedCluster, dbname: str, queries: list[tuple[str, str]],
+                chosen: dict[int, dict[str, Proposal]], timeout_s: float,
+                runs: int) -> tuple[measure.Measurement, dict[Any, measure.Measurement]]:
     """The baseline, then each distinct index set once (equal sets proposed by several tools share one run)."""
-    admin = cluster.connect(DBNAME)
-    dsn = cluster.dsn(DBNAME)
+    admin = cluster.connect(dbname)
+    dsn = cluster.dsn(dbname)
     try:
         base = measure.measure(admin, dsn, [], queries, timeout_s, runs)
         print(f"  no index: {base.total_s:.1f} s, timeouts {base.timeouts or '-'}", flush=True)
@@ -136,12 +139,13 @@ def row(prop: Proposal, got: measure.Measurement | None, base: measure.Measureme
     return out
 
 
-def run(args: argparse.Namespace, cluster: EmbeddedCluster) -> dict[str, Any]:
-    cluster.create_database(DBNAME)
-    admin = cluster.connect(DBNAME)
+def run(args: argparse.Namespace, cluster: EmbeddedCluster, benchmark: str = "tpch") -> dict[str, Any]:
+    dbname = f"bench_{benchmark}"
+    cluster.create_database(dbname)
+    admin = cluster.connect(dbname)
     try:
-        print(f"TPC-H SF {args.sf}: generating and loading", flush=True)
-        data = tpch.build(admin, "tpch", args.sf)
+        print(f"{TITLES[benchmark]} SF {args.sf}: generating and loading", flush=True)
+        data = tpch.build(admin, benchmark, args.sf)
         tables, database = table_bytes(admin)
     finally:
         admin.close()
@@ -150,11 +154,13 @@ def run(args: argparse.Namespace, cluster: EmbeddedCluster) -> dict[str, Any]:
     budgets = {pct: int(tables * pct / 100) for pct in args.budgets}
     print(f"tables {tables / 2**20:.0f} MB, database {database / 2**20:.0f} MB, statement_timeout {timeout_s:g} s; "
           "proposals:", flush=True)
-    chosen = proposals(args, cluster, queries, budgets)
-    print(f"real execution ({args.runs} timed pass(es) after a warm-up):", flush=True)
-    base, done = measure_all(cluster, queries, chosen, timeout_s, args.runs)
+    chosen = proposals(args, cluster, dbname, queries, budgets)
+    how = "one timed pass after a warm-up" if args.runs <= 1 else f"median of {args.runs} passes"
+    print(f"real execution ({how}):", flush=True)
+    base, done = measure_all(cluster, dbname, queries, chosen, timeout_s, args.runs)
     return {
-        "benchmark": "tpch", "scale_factor": args.sf, "queries": len(queries), "generate_s": data.generate_s,
+        "benchmark": benchmark, "title": TITLES[benchmark], "scale_factor": args.sf, "queries": len(queries),
+        "generate_s": data.generate_s,
         "load_s": data.load_s, "table_mb": round(tables / 2**20, 1), "database_mb": round(database / 2**20, 1),
         "statement_timeout_s": timeout_s, "runs": args.runs,
         "no_index": row(Proposal([], 0.0), base, base),

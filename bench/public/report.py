@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+ANALYTIC = ("tpch", "tpcds")
 HEAD = f"  {'tool':<12}{'speed-up':>9}{'workload s':>12}{'index MB':>10}{'est. MB':>9}{'#idx':>6}" \
        f"{'advise s':>10}{'timeouts':>10}"
 
@@ -17,9 +18,9 @@ def _line(name: str, r: dict[str, Any]) -> str:
             f"{len(r['timeouts']):>10}")
 
 
-def show_tpch(res: dict[str, Any]) -> None:
+def show_analytic(res: dict[str, Any]) -> None:
     base = res["no_index"]
-    print(f"\nTPC-H SF {res['scale_factor']} ({res['queries']} queries, tables {res['table_mb']} MB, "
+    print(f"\n{res['title']} SF {res['scale_factor']} ({res['queries']} queries, tables {res['table_mb']} MB, "
           f"statement_timeout {res['statement_timeout_s']:g} s, median of {res['runs']} pass(es)): "
           f"no index {base['workload_s']:.1f} s, timeouts {', '.join(base['timeouts']) or 'none'}")
     for label, budget in res["budgets"].items():
@@ -49,11 +50,12 @@ def show_pgbench(res: dict[str, Any]) -> None:
 
 
 def show(result: dict[str, Any]) -> None:
-    if "tpch" in result:
-        show_tpch(result["tpch"])
+    for part in ANALYTIC:
+        if part in result:
+            show_analytic(result[part])
     if "pgbench" in result:
         show_pgbench(result["pgbench"])
-    for part in ("tpch", "pgbench"):
+    for part in (*ANALYTIC, "pgbench"):
         sets = result.get(part, {})
         for label, budget in sets.get("budgets", {"": {"tools": sets.get("tools", {})}}).items():
             for name, r in budget["tools"].items():

@@ -2,9 +2,10 @@
 
 Every query runs with a statement_timeout; a query that times out counts at the timeout value. With one run the
 timed pass follows a warm-up pass; with several, each query's median over the runs is taken (the first, colder
-pass is the one a median discards). A query that timed out in an earlier pass under the same index set is not run
-again (it would only time out again and cost the shared machine another timeout's worth of CPU): it counts as a
-timeout in each later pass.
+pass is the one a median discards). A query stops being run once it has timed out in a majority of the timed
+passes (its median is the timeout whatever the other passes give), so a query that never finishes costs the
+shared machine no more timeouts than its median needs; with one timed pass, a timeout in the warm-up counts as
+its answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg2
@@ -77,18 +79,19 @@ def measure(admin: psycopg2.extensions.connection, dsn: str, indexes: list[Index
     """Build the set, time the workload (see the module's docstring), drop the set."""
     built = build(admin, indexes)
     load = os.getloadavg()[0]
+    majority = max(runs, 1) // 2 + 1
     try:
-        timed_out: set[str] = set()
         warm = run_pass(dsn, queries, timeout_s) if runs <= 1 else Pass()
-        timed_out |= warm.timeouts
+        counts = Counter(warm.timeouts)
         passes = []
         for _ in range(max(runs, 1)):
-            passes.append(run_pass(dsn, queries, timeout_s, skip=set(timed_out)))
-            timed_out |= passes[-1].timeouts
+            settled = {q for q, n in counts.items() if n >= majority}
+            passes.append(run_pass(dsn, queries, timeout_s, skip=settled))
+            counts.update(passes[-1].timeouts - settled)
     finally:
         drop(admin, built.names)
     per_query = {name: statistics.median(p.seconds[name] for p in passes) for name, _ in queries}
-    timeouts = sorted((q for q in timed_out if per_query[q] >= timeout_s), key=_order)
+    timeouts = sorted((q for q in counts if per_query[q] >= timeout_s), key=_order)
     errs = {**warm.errors, **{k: v for p in passes for k, v in p.errors.items()}}
     return Measurement(built.bytes, built.build_s, per_query, timeouts, errs, [sum(p.seconds.values()) for p in passes],
                        round(load, 2))

@@ -1,5 +1,5 @@
 """indexd's advisor against published index selection algorithms, at equal storage budgets, on real execution
-times of workloads nobody here designed.
+times of public workloads (TPC-H, TPC-DS, pgbench).
 
     python -m bench.public_workloads [--sf 0.2] [--runs 3] [--budgets 5,10,25,50] [--pgbench-scale 50]
                                      [--platform PATH] [--workloads tpch,pgbench]

@@ -37,7 +37,7 @@ _LEADER = """
 SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (
-      SELECT oid FROM pg_database WHERE datname = current_database())
+      SELECT oid FROM pg_database WHERE datname = %s)
   AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
 """
 
@@ -59,11 +59,13 @@ def daemon_health(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
-def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
+def _leader(conn: PgConnection, settings: DatabaseSettings) -> dict[str, Any] | None:
+    """Who holds the database's leader lock. It lives in the server's leadership database (pg_locks shows every
+    database's locks, so any connection to the server can see it)."""
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
-        key = leader_key(state_schema, str(cur.fetchone()[0]))
-        cur.execute(_LEADER, (key,))
+        key = leader_key(settings.state_schema, str(cur.fetchone()[0]))
+        cur.execute(_LEADER, (settings.leadership.database, key))
         row = cur.fetchone()
     if row is None:
         return None
@@ -101,7 +103,7 @@ def _from_database(db: Database, now: datetime) -> dict[str, Any]:
     if current_version(db) is None:
         raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
     with db.connection() as conn:
-        leader = _leader(conn, schema)
+        leader = _leader(conn, db.settings)
         pause = active_pause(conn, schema, now)
         runs = _job_runs(conn, schema)
         changes = recent_mutations(conn, schema, limit=10)

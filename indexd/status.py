@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from indexd.backup.catalog import list_backups
 from indexd.config.listen import listen_address
-from indexd.config.schedule import job_specs, trigger
+from indexd.config.schedule import job_specs
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
@@ -84,7 +84,7 @@ def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
-    return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
+    return {s.job: s.trigger().get_next_fire_time(None, now) for s in job_specs(settings)
             if s.database == database}
 
 

@@ -32,7 +32,6 @@ class IdleQueuePool(QueuePool):
 
     def recreate(self) -> IdleQueuePool:
         """What Engine.dispose() swaps in: the same pool, empty (QueuePool's own would drop `on_return`)."""
-        self.logger.info("Pool recreating")
         return IdleQueuePool(
             self._creator, on_return=self._on_return, pool_size=self._pool.maxsize,
             max_overflow=self._max_overflow, pre_ping=self._pre_ping, use_lifo=self._pool.use_lifo,

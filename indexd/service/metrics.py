@@ -94,7 +94,7 @@ class StateCollector(Collector):
         for t in targets:
             p = t.probe
             up.add_metric([t.name], 1.0 if p.up else 0.0)
-            leader.add_metric([t.name], 1.0 if p.leader else 0.0)
+            leader.add_metric([t.name], 1.0 if t.leader else 0.0)
             paused.add_metric([t.name], 1.0 if p.paused else 0.0)
             if p.paused and p.pause_since is not None:
                 since.add_metric([t.name], p.pause_since.timestamp())

@@ -1,5 +1,6 @@
-"""A periodic, read-only look at each database for health and metrics: reachable, leader, pause, advice
-counts, index builds in progress, last backup. Scrapes read the result; they never touch a database."""
+"""A periodic, read-only look at each database for health and metrics: reachable, pause, advice counts, index
+builds in progress, last backup. Scrapes read the result; they never touch a database. (Leadership is looked at
+for all databases of a server at once, by the daemon's housekeeping: `Coordinator.refresh`.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
 from indexd.errors import first_line
 from indexd.lifecycle.recommendations import load_recommendations
-from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 from indexd.state.pause import active_pause
 
@@ -55,11 +55,6 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             result.recommendations = counts
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
-    try:
-        result.leader = is_leader(target) if result.up else False
-    except Exception as exc:  # noqa: BLE001 - a failed check is a reading: not leader, and why
-        result.leader = False
-        result.error = result.error or f"leadership check failed: {first_line(exc)}"
     result.last_backup = _last_backup(runtime, target)
     return result
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.budget import Budgets
 from indexd.db.pool import Database
+from indexd.lifecycle.coordination import Coordinators
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,6 @@ class Probe:
     at: float = 0.0  # monotonic
     up: bool = False
     error: str | None = None
-    leader: bool = False
     paused: bool = False
     pause_since: datetime | None = None
     pause_until: datetime | None = None
@@ -62,6 +63,7 @@ class DatabaseRuntime:
     settings: DatabaseSettings
     db: Database
     leadership: Any = None  # indexd.lifecycle.leader.Leadership once prepared
+    coordinator: Any = None  # the indexd.lifecycle.coordination.Coordinator of its server (None: one of its own)
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
     closed: bool = False  # removed by a reload or the stop: nothing may open new sessions for it
@@ -78,6 +80,11 @@ class DatabaseRuntime:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    @property
+    def leader(self) -> bool:
+        """Whether its leader lock was held at the last look (no I/O; guards ask the server instead)."""
+        return bool(self.leadership is not None and self.leadership.known())
 
 
 class Runtime:
@@ -97,6 +104,10 @@ class Runtime:
         self.last_reload_error: str | None = None
         self.job_counts: dict[tuple[str, str, str], int] = {}  # (database, job, outcome) -> runs
         self.scheduler_alive: Callable[[], bool] | None = None
+        # Shared by the databases of each server: its connection budget and its leadership session.
+        self.budgets = Budgets(settings.fleet.max_connections_per_server)
+        # One attempt to reach a leadership session: the housekeeping tick tries again a few seconds later.
+        self.coordinators = Coordinators(replace(settings.retry, attempts=1))
 
     def beat_loop(self) -> None:
         self.loop_beat = self.clock()

@@ -106,7 +106,7 @@ def test_one_daemon_runs_200_databases_on_a_few_connections(fleet: tuple[Embedde
     try:
         d.wait_for(lambda: _ready(d), timeout=20, what="/health/ready")
         assert time.monotonic() - started <= 20
-        d.wait_for(lambda: _round_done(d, names), timeout=60, what="the start-up round of every database")
+        d.wait_for(lambda: _round_done(d, names), timeout=90, what="the start-up round of every database")
         for name in names[:3]:
             runs = _health(d)["databases"][name]["last_runs"]
             assert {job: r["outcome"] for job, r in runs.items()} == dict.fromkeys(

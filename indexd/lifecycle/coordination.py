@@ -60,17 +60,31 @@ class Coordinator:
         self._lock = threading.RLock()
         self._names: dict[int, str] = {}  # the keys wanted (taken once, to be kept), with their database's name
         self._known: set[int] = set()  # the keys held at the last look
+        self._failing = False  # the last refresh could not reach the session
 
     @property
     def where(self) -> str:
         return self.db.name
 
+    @property
+    def server(self) -> str:
+        return server_of(self.db.settings.dsn)
+
+    @property
+    def database(self) -> str:
+        return self.db.settings.leadership.database
+
     def backend_pid(self) -> int | None:
-        """The server process of the session (None without one): what `pg_locks` shows as the holder."""
-        with self._lock:
-            if self._conn is None or self._conn.closed:
-                return None
-            return int(self._conn.info.backend_pid)
+        """The server process of the session (None without one): what `pg_locks` shows as the holder. No lock
+        taken: a reading for health, which must not wait behind a slow check."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return None
+        return int(conn.info.backend_pid)
+
+    def held_count(self) -> int:
+        """How many leader locks were held at the last look."""
+        return len(self._known)
 
     # ---- one key ----------------------------------------------------------------------------------------------
     def try_lock(self, key: int, name: str) -> bool:
@@ -111,28 +125,52 @@ class Coordinator:
 
     # ---- every key --------------------------------------------------------------------------------------------
     def refresh(self) -> tuple[list[str], list[str]]:
-        """Look at the session and take every wanted key it lacks, in one round trip; (lost, gained) names."""
+        """Look at the session and take every wanted key it lacks, in one round trip (on a new session when the
+        old one is gone: its locks went with it); (lost, gained) database names since the last look."""
         with self._lock:
-            before = set(self._known)
+            before, session = set(self._known), self._conn
+            if not self._names:  # nothing to hold (all released): no session kept open for nothing
+                self._drop()
+                return [], []
             try:
-                held = self._own_locks()
-                missing = [k for k in self._names if k not in held]
-                if missing:
-                    rows = self._run("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)",
-                                     (missing,))
-                    held |= {int(r[0]) for r in rows}
+                held = self._take_missing()
+                if self._failing:
+                    log.info("leadership session in %s is available again", self.where)
+                self._failing = False
             except Exception as exc:  # noqa: BLE001 - an unreachable server is a reading: nothing held
-                log.warning("leadership session in %s unavailable: %s", self.where, first_line(exc))
+                # Said once per outage (the housekeeping tries every few seconds); then only at debug level.
+                log.log(logging.DEBUG if self._failing else logging.WARNING,
+                        "leadership session in %s unavailable: %s", self.where, first_line(exc))
+                self._failing = True
                 held = set()
             self._known = held & set(self._names)
+            renewed = self._conn is not session  # a new session: everything it holds was taken just now
             lost = sorted(self._names.get(k, str(k)) for k in before - self._known)
-            gained = sorted(self._names[k] for k in self._known - before)
+            gained = sorted(self._names[k] for k in (self._known if renewed else self._known - before))
         if lost:
             log.warning("leadership of %d database(s) lost: %s", len(lost), _some(lost))
         if gained:
             log.info("leadership of %d database(s) acquired (locks in %s): %s", len(gained), self.where,
                      _some(gained))
         return lost, gained
+
+    def _take_missing(self) -> set[int]:
+        """The keys the session holds after taking the wanted ones it lacked (and letting unwanted ones go)."""
+        try:
+            held = self._own_locks()
+        except psycopg2.Error:
+            if self._alive():  # the session is still there: what it holds is unknown, so take nothing now
+                raise
+            held = set()  # it broke and was dropped (its loss logged): a new one holds nothing yet
+        missing = [k for k in self._names if k not in held]
+        if missing:
+            rows = self._run("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)", (missing,))
+            held |= {int(r[0]) for r in rows}
+        unwanted = sorted(held - set(self._names))  # given up while an unlock failed: let it go now
+        if unwanted:
+            self._run("SELECT bool_and(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", (unwanted,))
+            held -= set(unwanted)
+        return held
 
     def close(self) -> None:
         """End the session: every lock it holds goes with it."""

@@ -59,8 +59,8 @@ class IndexdService:
                                    lambda name: refresh(self.runtime, name), workers=self._workers(settings),
                                    housekeeping=self._housekeeping)
         self.runtime.scheduler_alive = self.scheduler.alive
-        # Start-up work (prepare, start-up rounds), a few databases at a time; made in start().
-        self.starter: WorkQueue | None = None
+        # Start-up work (preparing databases, start-up rounds), a few databases at a time.
+        self.starter = WorkQueue(settings.fleet.start_concurrency, "start")
         self.watchdog = Watchdog(self.notifier, lambda: liveness(self.runtime))
 
     def _observe(self, rec: JobRecord) -> None:
@@ -81,10 +81,10 @@ class IndexdService:
     def start(self) -> None:
         check_runnable(self.settings)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours to write
-        logging.getLogger("sqlalchemy.pool").setLevel(logging.WARNING)  # a line per pool disposed, at each stop
+        for pool_logger in ("sqlalchemy.pool", "indexd.db.idlepool"):  # SQLAlchemy's line per pool disposed
+            logging.getLogger(pool_logger).setLevel(logging.WARNING)
         self.http.start(self.settings.http)
         self.scheduler.start()
-        self.starter = WorkQueue(self.settings.fleet.start_concurrency, "start")
         for db_settings in self.settings.databases:
             self._add_database(db_settings)
         self._schedule()
@@ -110,7 +110,6 @@ class IndexdService:
         target.coordinator = self.runtime.coordinators.for_database(target.db)
         with self.runtime.lock:
             self.runtime.databases[db_settings.name] = target
-        assert self.starter is not None
         self.starter.submit(self._prepare, f"preparing {db_settings.name}", target)
 
     def _prepare(self, target: DatabaseRuntime) -> None:
@@ -192,8 +191,7 @@ class IndexdService:
         closed (leadership released), HTTP last so health shows 'stopping' until the end."""
         self.runtime.stopping = True
         self.scheduler.shutdown()
-        if self.starter is not None:
-            self.starter.close()
+        self.starter.close()
         busy = self.runner.busy_databases()  # where a cancelled build may leave something to settle
         databases.stop_jobs(self.runner, self.runtime)
         databases.close_all(self.runtime.database_list(), busy)

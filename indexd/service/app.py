@@ -1,9 +1,10 @@
 """What the daemon runs: per-database pools and leadership, the scheduler, HTTP endpoints, the watchdog.
 
 `IndexdService` implements the start / tick / reload / stop steps that `daemon.Daemon` drives. Start-up order:
-HTTP, scheduler, databases (prepared in the background, `fleet.start_concurrency` at a time: migrate, leadership,
-INVALID leftovers, first probe), job schedules. Stop runs in reverse, each step bounded, so the whole stop fits
-in STOP_BOUND_S (the unit file's TimeoutStopSec leaves room above it).
+HTTP, databases and their job schedules, scheduler, then in the background, `fleet.start_concurrency` at a
+time, a first probe of each database and its preparation (migrate, leadership, INVALID leftovers, probe again).
+Stop runs in reverse, each step bounded, so the whole stop fits in STOP_BOUND_S (the unit file's
+TimeoutStopSec leaves room above it).
 
 The databases of one server share a connection budget (`fleet.max_connections_per_server`) and one leadership
 session; every few seconds the housekeeping closes pooled connections left idle and looks at the leadership
@@ -84,10 +85,14 @@ class IndexdService:
         for pool_logger in ("sqlalchemy.pool", "indexd.db.idlepool"):  # SQLAlchemy's line per pool disposed
             logging.getLogger(pool_logger).setLevel(logging.WARNING)
         self.http.start(self.settings.http)
+        added = [self._add_database(db_settings, prepare=False) for db_settings in self.settings.databases]
+        self._schedule()  # before the scheduler runs: each job added to a running one wakes its thread
         self.scheduler.start()
-        for db_settings in self.settings.databases:
-            self._add_database(db_settings)
-        self._schedule()
+        # A first look at every database (reachable? that is readiness), then the slower preparation of each.
+        for target in added:
+            self.starter.submit(refresh, f"first probe of {target.name}", self.runtime, target.name)
+        for target in added:
+            self.starter.submit(self._prepare, f"preparing {target.name}", target)
         if self.env.get(RUN_AT_START_ENV) == "1":
             log.info("running every job of %d database(s) once, after they are prepared (%s=1)",
                      len(self.runtime.databases), RUN_AT_START_ENV)
@@ -101,7 +106,7 @@ class IndexdService:
         log.info("indexd started: %d database(s), %d scheduled job(s)", len(self.runtime.databases),
                  len(job_specs(self.settings)))
 
-    def _add_database(self, db_settings: DatabaseSettings) -> None:
+    def _add_database(self, db_settings: DatabaseSettings, prepare: bool = True) -> DatabaseRuntime:
         """Open the pool and prepare the database in the background (migrate, leadership, leftovers), so a
         slow or dead server delays neither READY nor the other databases; its first job retries if needed."""
         s = self.settings
@@ -110,7 +115,9 @@ class IndexdService:
         target.coordinator = self.runtime.coordinators.for_database(target.db)
         with self.runtime.lock:
             self.runtime.databases[db_settings.name] = target
-        self.starter.submit(self._prepare, f"preparing {db_settings.name}", target)
+        if prepare:
+            self.starter.submit(self._prepare, f"preparing {db_settings.name}", target)
+        return target
 
     def _prepare(self, target: DatabaseRuntime) -> None:
         databases.prepare(target)

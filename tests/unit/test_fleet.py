@@ -1,5 +1,5 @@
 """Many databases in one daemon, without a server: jobs spread over their interval, probes spread, the fleet and
-leadership keys of the config, the bounded start-up queue, server keys of DSNs."""
+leadership keys of the config, the bounded start-up queue, server keys of DSNs, per-server metrics."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from indexd.config.load import load_settings
 from indexd.config.schedule import OffsetTrigger, job_offset, job_specs, shortest_gap, spread_fraction, trigger
 from indexd.config.schema import DatabaseSettings, FleetSettings, Settings
+from indexd.db.pool import Database
 from indexd.dsn import server_of, with_dbname
 from indexd.errors import ConfigError
+from indexd.service.metrics import Metrics
+from indexd.service.runtime import Runtime
 from indexd.service.scheduler import PROBE_SECONDS, probe_interval
 from indexd.service.workqueue import WorkQueue
 
@@ -188,3 +192,19 @@ def test_a_closed_work_queue_drops_what_has_not_started() -> None:
     assert ran == []
     queue.submit(ran.append, "after close", 99)
     assert queue.pending() == 0 and ran == []
+
+
+def test_metrics_show_each_server_budget_and_leadership_session() -> None:
+    settings = Settings(databases=(DatabaseSettings("a", "postgresql://x@db1:5432/a"),), fleet=FleetSettings(
+        max_connections_per_server=7))
+    rt = Runtime(settings)
+    db = Database(settings.databases[0], budget=rt.budgets.for_server("db1:5432"))  # connects only when used
+    rt.coordinators.for_database(db)
+    try:
+        text = generate_latest(Metrics(rt).registry).decode()
+    finally:
+        db.close()
+    assert 'indexd_server_connections{server="db1:5432",state="limit"} 7.0' in text
+    assert 'indexd_server_connections{server="db1:5432",state="open"} 0.0' in text
+    assert 'indexd_server_connection_evictions_total{server="db1:5432"} 0.0' in text
+    assert 'indexd_leadership_locks{database="postgres",server="db1:5432"} 0.0' in text

@@ -37,8 +37,8 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.ddl import BuildProgress
-from indexd.lifecycle.recommendations import load_recommendations
 from indexd.state.migrations import migrate
+from indexd.state.recommendations import load_recommendations
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP_S = 5.0

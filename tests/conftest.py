@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import psycopg2
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from indexd.config.schema import DatabaseSettings, PoolSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from tests.support.cluster import assert_no_leaked_connections, new_database
 
 _counter = itertools.count()
 
@@ -32,11 +32,8 @@ def pg_cluster() -> Iterator[EmbeddedCluster]:
 
 def _make_db(cluster: EmbeddedCluster, prefix: str) -> Iterator[str]:
     name = f"{prefix}_{next(_counter)}_{int(time.time() * 1000) % 100000}"
-    janitor = DatabaseJanitor(user=cluster.superuser, host="127.0.0.1", port=cluster.port, dbname=name)
-    janitor.init()
+    new_database(cluster, name)  # with pg_stat_statements and hypopg
     try:
-        for ext in ("pg_stat_statements", "hypopg"):
-            cluster.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}", dbname=name)
         yield name
     finally:
         cluster.drop_database(name)
@@ -61,18 +58,6 @@ def pg_conn(pg_cluster: EmbeddedCluster, pg_dbname: str) -> Iterator[psycopg2.ex
         yield conn
     finally:
         conn.close()
-
-
-def indexd_connections(cluster: EmbeddedCluster, dbname: str) -> int:
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'indexd'"
-    return int(cluster.fetch(query, params=(dbname,))[0][0])
-
-
-def assert_no_leaked_connections(cluster: EmbeddedCluster, dbname: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (n := indexd_connections(cluster, dbname)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert n == 0, f"{n} indexd connection(s) to {dbname} still open after the test"
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from indexd.advisor.predicates import (
     index_key,
     output_expression,
 )
+from indexd.advisor.skips import SkipReason, statement_reason
 from indexd.statements.tree import children, walk
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,19 @@ _Outputs = dict[str, Ref | None]
 class Unusable(Exception):
     """The statement as a whole gives the advisor nothing (does not parse, utility statement ...)."""
 
+    def __init__(self, message: str, reason: SkipReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 @dataclass
 class Usage:
     """Everything one statement asks of indexable relations."""
 
     scans: list[Scan] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # relations left out, and why
+    notes: dict[str, SkipReason] = field(default_factory=dict)  # relations left out: why, in words and by name
     through_view: bool = False
+    inserts: bool = False  # an INSERT: it writes rows whatever it reads
 
 
 def analyze(query: str, catalog: Catalog, state_schema: str = "indexd") -> Usage:
@@ -60,9 +66,9 @@ def analyze(query: str, catalog: Catalog, state_schema: str = "indexd") -> Usage
     try:
         parsed = parse_sql(query)
     except ParseError as exc:
-        raise Unusable(f"does not parse: {exc.args[0]}") from None
+        raise Unusable(f"does not parse: {exc.args[0]}", SkipReason.PARSE_ERROR) from None
     if not parsed:
-        raise Unusable("empty statement")
+        raise Unusable("empty statement", SkipReason.PARSE_ERROR)
     walker = Walker(catalog, state_schema)
     for raw in parsed:
         walker.statement(raw.stmt)
@@ -87,9 +93,8 @@ class Walker:
         self.cte_refs: Counter[str] = Counter()
         self.view_depth = 0
 
-    def note(self, text: str) -> None:
-        if text not in self.usage.notes:
-            self.usage.notes.append(text)
+    def note(self, text: str, reason: SkipReason) -> None:
+        self.usage.notes.setdefault(text, reason)
 
     # ---- statements --------------------------------------------------------------------------------------
     def statement(self, node: Any) -> None:
@@ -99,13 +104,15 @@ class Walker:
         elif isinstance(node, (ast.UpdateStmt, ast.DeleteStmt)):
             self.modify(node, None)
         elif isinstance(node, ast.InsertStmt):
+            self.usage.inserts = True
             scope = self.with_clause(node.withClause, None)
             if node.selectStmt is not None:
                 self.select(node.selectStmt, scope)
         elif isinstance(node, ast.MergeStmt):
-            raise Unusable("MERGE statements are not analysed")
+            raise Unusable("MERGE statements are not analysed", SkipReason.UNSUPPORTED)
         else:
-            raise Unusable(f"utility statement ({type(node).__name__})")
+            kind = type(node).__name__
+            raise Unusable(f"utility statement ({kind})", statement_reason(kind))
 
     def modify(self, node: Any, outer: Scope | None) -> None:
         """UPDATE ... [FROM] WHERE and DELETE ... [USING] WHERE: the target is a scan like any other."""
@@ -223,11 +230,11 @@ class Walker:
             return Rel(alias, columns=_renamed(scope.ctes[node.relname].columns, node.alias))
         table = self.catalog.resolve(node.relname, node.schemaname)
         if table is None:
-            self.note(self.unknown_relation(node))
+            self.note(*self.unknown_relation(node))
             return Rel(alias, schema=node.schemaname)
         schema = table.schema if node.alias is None else None
         if table.kind == "f":
-            self.note(f"{table.qualified} is a foreign table")
+            self.note(f"{table.qualified} is a foreign table", SkipReason.NOT_INDEXABLE)
             return Rel(alias, schema=schema)
         if table.kind == "v":
             return self.view(table, alias, node.alias)
@@ -237,26 +244,26 @@ class Walker:
         self.usage.scans.append(scan)
         return Rel(alias, schema=schema, scan=scan)
 
-    def unknown_relation(self, node: Any) -> str:
+    def unknown_relation(self, node: Any) -> tuple[str, SkipReason]:
         name = f"{node.schemaname}.{node.relname}" if node.schemaname else node.relname
         if node.schemaname in ("pg_catalog", "information_schema") or (
             node.schemaname is None and node.relname.startswith("pg_")
         ):
-            return f"{name} is a system catalog"
+            return f"{name} is a system catalog", SkipReason.CATALOG_ONLY
         if node.schemaname == self.state_schema:
-            return f"{name} belongs to indexd's state schema"
-        return f"{name} is not a known table"
+            return f"{name} belongs to indexd's state schema", SkipReason.INDEXD_OWN
+        return f"{name} is not a known table", SkipReason.NOT_A_KNOWN_TABLE
 
     def view(self, table: Table, alias: str, alias_node: Any) -> Rel:
         """A view is its definition: analyse it and map the view's columns onto its base tables."""
         self.usage.through_view = True
         if self.view_depth >= _MAX_VIEW_DEPTH or not table.view_definition:
-            self.note(f"view {table.qualified} cannot be expanded")
+            self.note(f"view {table.qualified} cannot be expanded", SkipReason.NOT_INDEXABLE)
             return Rel(alias)
         try:
             definition = _parse_view(table.view_definition)
         except ParseError:
-            self.note(f"the definition of view {table.qualified} does not parse")
+            self.note(f"the definition of view {table.qualified} does not parse", SkipReason.NOT_INDEXABLE)
             return Rel(alias)
         saved = self.cte_refs
         self.view_depth += 1
@@ -339,7 +346,8 @@ class Walker:
         if rel is None and len(names) == 1 and scope.parent is None and len(scope.rels) == 1:
             rel = scope.rels[0]
         if rel is not None and rel.scan is not None:
-            self.note(f"column {names[-1]} not found in table {rel.scan.table.qualified}")
+            self.note(f"column {names[-1]} not found in table {rel.scan.table.qualified}",
+                      SkipReason.UNKNOWN_COLUMN)
 
     # ---- ORDER BY / GROUP BY -----------------------------------------------------------------------------------
     def key(self, item: Any, targets: Any, scope: Scope, prefer_output: bool) -> tuple[Scan, IndexKey] | None:

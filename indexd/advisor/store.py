@@ -1,36 +1,16 @@
-"""Recommendations in the state schema: saved as 'pending', one live row per index shape (fingerprint).
-
-A live recommendation (pending, approved, building, built, kept) with the same fingerprint is updated in place
-with the newest estimates; its status and decision are left alone. A pending recommendation the newest full
-workload no longer supports becomes 'superseded'.
-"""
+"""Advice into the state schema: the advisor's recommendations converted to plain rows for
+`state.recommendations` (saved as pending, one live row per index shape; see there)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from psycopg2 import sql
-
 from indexd.advisor.model import Recommendation
 from indexd.db.pool import Database
-from indexd.state.migrations import migrate
+from indexd.state import recommendations as stored
 
 log = logging.getLogger(__name__)
-
-
-_UPSERT = """
-INSERT INTO {t} (fingerprint, table_schema, table_name, columns, method, where_clause, include, index_name,
-                 create_sql, estimated_size_bytes, improvement_pct, write_overhead, queries)
-VALUES (%(fingerprint)s, %(schema)s, %(table)s, %(columns)s, %(method)s, %(where)s, %(include)s, %(index_name)s,
-        %(create_sql)s, %(size)s, %(improvement)s, %(write)s, %(queries)s)
-ON CONFLICT (fingerprint) WHERE status IN ('pending', 'approved', 'building', 'built', 'kept')
-DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
-              improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
-              queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql
-RETURNING id
-"""
 
 
 def query_effects(rec: Recommendation) -> list[dict[str, Any]]:
@@ -45,36 +25,31 @@ def query_effects(rec: Recommendation) -> list[dict[str, Any]]:
     return effects
 
 
+def to_row(rec: Recommendation, create_sql: str, origin: stored.Origin) -> stored.NewRecommendation:
+    cand = rec.candidate
+    return stored.NewRecommendation(
+        fingerprint=cand.fingerprint(), table_schema=cand.schema, table_name=cand.table,
+        columns=[k.label() for k in cand.keys], method=cand.method, where_clause=cand.where,
+        include=list(cand.include), index_name=cand.name(), create_sql=create_sql,
+        estimated_size_bytes=rec.estimated_size_bytes, improvement_pct=rec.improvement_pct,
+        write_overhead=rec.write_overhead, queries=query_effects(rec), origin=origin)
+
+
 def save_recommendations(db: Database, recommendations: tuple[Recommendation, ...] | list[Recommendation],
-                         create_sql: dict[str, str], *, supersede_missing: bool = False) -> dict[str, int]:
+                         create_sql: dict[str, str], *, supersede_missing: bool = False,
+                         origin: stored.Origin = stored.Origin.WORKLOAD) -> dict[str, int]:
     """Save (or refresh) these recommendations; returns fingerprint -> recommendation id.
 
-    With supersede_missing, pending recommendations not among these become 'superseded' (use it only when
-    the advice covered the whole workload).
+    With supersede_missing, undecided workload advice not among these becomes superseded (use it only when the
+    advice covered the whole workload). Advice from a query file is saved with origin `queries`: offline advice,
+    never built until a person approves it. The caller has created the state schema (`state.migrations`).
     """
-    migrate(db)
-    table = sql.SQL("{}.recommendations").format(sql.Identifier(db.settings.state_schema))
-    ids: dict[str, int] = {}
-    with db.connection() as conn, conn.cursor() as cur:
-        for rec in recommendations:
-            cand = rec.candidate
-            fp = cand.fingerprint()
-            cur.execute(sql.SQL(_UPSERT).format(t=table), {
-                "fingerprint": fp, "schema": cand.schema, "table": cand.table,
-                "columns": json.dumps([k.label() for k in cand.keys]), "method": cand.method, "where": cand.where,
-                "include": json.dumps(list(cand.include)), "index_name": cand.name(), "create_sql": create_sql[fp],
-                "size": rec.estimated_size_bytes, "improvement": rec.improvement_pct, "write": rec.write_overhead,
-                "queries": json.dumps(query_effects(rec)),
-            })
-            ids[fp] = int(cur.fetchone()[0])
+    rows = [to_row(rec, create_sql[rec.candidate.fingerprint()], origin) for rec in recommendations]
+    with db.connection() as conn:
+        ids = stored.upsert(conn, db.settings.state_schema, rows)
         if supersede_missing:
-            cur.execute(
-                sql.SQL("UPDATE {} SET status = 'superseded', updated_at = now(), "
-                        "reason = 'no longer supported by the workload' "
-                        "WHERE status = 'pending' AND NOT (fingerprint = ANY(%s))").format(table),
-                (list(ids),),
-            )
-            if cur.rowcount:
-                log.info("%s: %d pending recommendation(s) superseded", db.name, cur.rowcount)
+            gone = stored.supersede_unsupported(conn, db.settings.state_schema, ids)
+            if gone:
+                log.info("%s: %d undecided recommendation(s) superseded", db.name, gone)
     log.info("%s: saved %d recommendation(s)", db.name, len(ids))
     return ids

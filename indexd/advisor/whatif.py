@@ -3,24 +3,31 @@
 One `WhatIf` session owns one dedicated connection in a read-only session (EXPLAIN without ANALYZE never runs a
 statement; read-only refuses anything that would). Statements with `$n` parameters are costed as generic plans
 (PREPARE + plan_cache_mode = force_generic_plan + EXPLAIN EXECUTE with NULLs), the way PostgreSQL 16's
-EXPLAIN (GENERIC_PLAN) does. Hypothetical indexes live only in this backend's memory; the session removes them
-when it ends, on success and on error alike.
+EXPLAIN (GENERIC_PLAN) does; `costable` makes pg_stat_statements' normalized text preparable first (typed
+literals, parameter types), and the form PostgreSQL accepted is kept for the statement's later EXPLAINs.
+Hypothetical indexes live only in this backend's memory; the session removes them when it ends, on success and
+on error alike.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import psycopg2
-from pglast.parser import ParseError, parse_sql, scan
+import psycopg2.errors
+from pglast.parser import ParseError, parse_sql
 from psycopg2 import sql
 
-from indexd.advisor.model import IndexCandidate
+from indexd.advisor.costable import RETRY_SQLSTATES, Plannable, attempts, parameter_count, pin_limits
+from indexd.advisor.model import Catalog, IndexCandidate
+from indexd.advisor.paramtypes import Signature
+from indexd.advisor.skips import SkipReason, planner_reason, statement_reason
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import IndexdError, first_line
 
@@ -32,11 +39,28 @@ HYPOPG_HELP = (
 )
 _EXPLAINABLE = {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}
 _PREPARED = "indexd_whatif"
-TYPICAL_LIMIT = 100  # rows a parameterised LIMIT is costed with
+_SIGNATURES = """
+SELECT ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, n) ORDER BY n),
+       p.proargnames, p.proargmodes::text[], p.pronargdefaults,
+       CASE WHEN p.provariadic <> 0 THEN format_type(p.provariadic, NULL) END, format_type(p.prorettype, NULL)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = %(name)s
+  AND CASE WHEN %(schema)s::text IS NULL THEN pg_function_is_visible(p.oid) ELSE n.nspname = %(schema)s END
+"""
 
 
 class HypoPGMissing(IndexdError):
     """The database has no HypoPG extension, so no what-if cost can be estimated."""
+
+
+class HypoPGDenied(IndexdError):
+    """The role may not use a HypoPG function or view: every candidate set would be lost, so advice stops."""
+
+
+def denied(err: psycopg2.Error, database: str) -> HypoPGDenied:
+    return HypoPGDenied(f"HypoPG refused the role on {database}: {first_line(err)}; 'indexd check' prints the GRANT "
+                        "statements, or re-run sql/roles.sql as a superuser (again after every CREATE EXTENSION "
+                        "hypopg)")
 
 
 @dataclass(frozen=True)
@@ -53,49 +77,23 @@ class WhatIfStats:
     cache_hits: int = 0
     hypothetical_created: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, SkipReason] = field(default_factory=dict)  # the named reason of each error
+    # statements prepared, by the form that succeeded: "as given" (LIMIT pins aside), "rewritten" (typed
+    # literals, EXTRACT), "typed by context", "typed by role" (see costable.attempts)
+    by_form: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @functools.lru_cache(maxsize=16384)
-def parameter_count(query: str) -> int:
-    """The highest $n of a statement (0 when it has none); literals and comments are ignored."""
-    highest = 0
-    for token in scan(query):
-        if token.name == "PARAM":
-            highest = max(highest, int(query[token.start + 1 : token.end + 1]))
-    return highest
-
-
-@functools.lru_cache(maxsize=16384)
-def pin_limits(query: str) -> str:
-    """`LIMIT $n` / `OFFSET $n` with typical values the planner can see.
-
-    A generic plan reads an unknown LIMIT as 10 % of the rows, which hides what an index in ORDER BY order is
-    worth to a top-N query. COALESCE(constant, $n) is folded to the constant at planning time, while $n still
-    appears, so PREPARE infers the same parameter types.
-    """
-    tokens = list(scan(query))
-    edits: list[tuple[int, int, str]] = []
-    for before, token in zip(tokens, tokens[1:], strict=False):
-        if token.name == "PARAM" and before.name in ("LIMIT", "OFFSET"):
-            value = TYPICAL_LIMIT if before.name == "LIMIT" else 0
-            param = query[token.start : token.end + 1]
-            edits.append((token.start, token.end + 1, f"COALESCE({value}, {param}::bigint)"))
-    for start, end, text in reversed(edits):
-        query = query[:start] + text + query[end:]
-    return query
-
-
-@functools.lru_cache(maxsize=16384)
-def check_explainable(query: str) -> str | None:
+def check_explainable(query: str) -> tuple[str, SkipReason] | None:
     """Why a statement cannot be what-if costed (None when it can): exactly one SELECT/INSERT/UPDATE/DELETE."""
     try:
         stmts = parse_sql(query)
     except ParseError as exc:
-        return f"does not parse: {exc}"
+        return f"does not parse: {exc}", SkipReason.PARSE_ERROR
     if len(stmts) != 1:
-        return f"{len(stmts)} statements in one text"
+        return f"{len(stmts)} statements in one text", SkipReason.UNSUPPORTED
     kind = type(stmts[0].stmt).__name__
-    return None if kind in _EXPLAINABLE else f"{kind} cannot be explained"
+    return None if kind in _EXPLAINABLE else (f"{kind} cannot be explained", statement_reason(kind))
 
 
 def index_names_in(plan: Any) -> set[str]:
@@ -145,8 +143,10 @@ class WhatIf:
         statement_timeout: timedelta = timedelta(seconds=10),
         max_hypothetical: int = 64,
         through_view: Iterable[int] = (),
+        catalog: Catalog | None = None,
     ) -> None:
         self.db = db
+        self.catalog = catalog or Catalog()
         self.statement_timeout = statement_timeout
         self.max_hypothetical = max_hypothetical
         self.through_view = frozenset(through_view)
@@ -154,6 +154,8 @@ class WhatIf:
         self._conn: PgConnection | None = None
         self._alive: dict[IndexCandidate, str] = {}  # candidate -> hypothetical index name
         self._cache: dict[tuple[int, frozenset[IndexCandidate]], PlanCost | None] = {}
+        self._forms: dict[str, Plannable] = {}  # statement -> the form PostgreSQL prepared
+        self._signatures: dict[tuple[str, ...], list[Signature]] = {}
 
     # ---- session ----------------------------------------------------------------------------------------
     def __enter__(self) -> WhatIf:
@@ -167,6 +169,9 @@ class WhatIf:
                     "set_config('plan_cache_mode', 'force_generic_plan', false), hypopg_reset()",
                     (str(int(self.statement_timeout.total_seconds() * 1000)),),
                 )
+        except psycopg2.errors.InsufficientPrivilege as err:
+            conn.close()
+            raise denied(err, self.db.name) from err
         except BaseException:
             conn.close()
             raise
@@ -218,46 +223,92 @@ class WhatIf:
 
     def _explain(self, statement_index: int, query: str, indexes: frozenset[IndexCandidate]) -> PlanCost | None:
         problem = check_explainable(query)
-        if problem is None:
-            try:
-                self._materialize(indexes)
-            except psycopg2.Error as err:
-                # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
-                log.warning("hypothetical index refused on %s: %s", self.db.name, first_line(err))
-                return None
-            try:
-                plan = self._explain_json(query)
-            except psycopg2.Error as err:
-                if self.conn.closed:
-                    raise
-                problem = first_line(err)
         if problem is not None:
-            log.debug("statement %s cannot be costed: %s", statement_index, problem)
-            self.stats.errors[statement_index] = problem
+            self._failed(statement_index, *problem)
+            return None
+        try:
+            self._materialize(indexes)
+        except psycopg2.Error as err:
+            # A candidate HypoPG cannot create: this set is uncostable, the statement is not at fault.
+            log.warning("hypothetical index refused on %s: %s", self.db.name, first_line(err))
+            return None
+        try:
+            plan = self._explain_json(query)
+        except psycopg2.Error as err:
+            if self.conn.closed:
+                raise
+            self._failed(statement_index, first_line(err), self._reason(query, err))
             return None
         self.stats.explains += 1
         names = index_names_in(plan)
         used = frozenset(c for c in indexes if self._alive.get(c) in names)
         return PlanCost(float(plan[0]["Plan"]["Total Cost"]), used)
 
+    def _failed(self, statement_index: int, problem: str, reason: SkipReason) -> None:
+        log.debug("statement %s cannot be costed (%s): %s", statement_index, reason, problem)
+        self.stats.errors[statement_index] = problem
+        self.stats.reasons[statement_index] = reason
+
+    @staticmethod
+    def _reason(query: str, err: psycopg2.Error) -> SkipReason:
+        # Without parameters the statement is sent exactly as given: its own errors are its own.
+        return planner_reason(err.pgcode, as_given=parameter_count(query) == 0)
+
     def _explain_json(self, query: str) -> Any:
-        params = parameter_count(query)
+        """The plan of the statement's first form PostgreSQL prepares (see `costable.attempts`)."""
+        known = self._forms.get(query)
+        if known is not None:
+            return self._run(known)
+        failure: psycopg2.Error | None = None
+        for number, form in enumerate(attempts(query, self.catalog, self.signatures)):
+            try:
+                plan = self._run(form)
+            except psycopg2.Error as err:
+                if self.conn.closed or err.pgcode not in RETRY_SQLSTATES:
+                    raise
+                failure = err
+                continue
+            self._forms[query] = form
+            self.stats.by_form[_form_label(number, form, query)] += 1
+            return plan
+        assert failure is not None
+        raise failure
+
+    def _run(self, form: Plannable) -> Any:
         with self.conn.cursor() as cur:
-            if params == 0:
-                cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(query))
+            if form.params == 0:
+                cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(form.text))
                 return cur.fetchone()[0]
             # One round trip: forget the previous statement, prepare this one, explain its generic plan.
             # (The query was checked to be exactly one statement, so nothing else can ride along.)
             name = sql.Identifier(_PREPARED)
+            types = sql.SQL("")
+            if form.types is not None:
+                types = sql.SQL("({})").format(sql.SQL(", ").join(sql.SQL(t) for t in form.types))
             cur.execute(sql.Composed([
-                sql.SQL("DEALLOCATE ALL; PREPARE {} AS ").format(name), sql.SQL(pin_limits(query)),
+                sql.SQL("DEALLOCATE ALL; PREPARE {}{} AS ").format(name, types), sql.SQL(form.text),
                 sql.SQL("; EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
-                    name, sql.SQL(", ").join([sql.SQL("NULL")] * params)),
+                    name, sql.SQL(", ").join([sql.SQL("NULL")] * form.params)),
             ]))
             return cur.fetchone()[0]
 
+    def signatures(self, name: tuple[str, ...]) -> list[Signature]:
+        """The candidates of a function name (pg_proc), asked once per session."""
+        if name not in self._signatures:
+            with self.conn.cursor() as cur:
+                cur.execute(_SIGNATURES, {"name": name[-1], "schema": name[-2] if len(name) > 1 else None})
+                self._signatures[name] = [_signature(*row) for row in cur.fetchall()]
+        return self._signatures[name]
+
     def _materialize(self, wanted: frozenset[IndexCandidate]) -> None:
-        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible."""
+        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible.
+        HypoPGDenied when the role may not use HypoPG: not one set's fault, every set would be lost."""
+        try:
+            self._make_live(wanted)
+        except psycopg2.errors.InsufficientPrivilege as err:
+            raise denied(err, self.db.name) from err
+
+    def _make_live(self, wanted: frozenset[IndexCandidate]) -> None:
         extra = [c for c in self._alive if c not in wanted]
         missing = sorted((c for c in wanted if c not in self._alive), key=IndexCandidate.fingerprint)
         if not extra and not missing:
@@ -313,7 +364,7 @@ class WhatIf:
         except psycopg2.Error as err:
             if self.conn.closed:
                 raise
-            self.stats.errors[statement_index] = first_line(err)
+            self._failed(statement_index, first_line(err), self._reason(query, err))
             return None
         stack = [plan[0]["Plan"]]
         while stack:
@@ -328,3 +379,18 @@ class WhatIf:
 
     def cached(self) -> Iterator[tuple[tuple[int, frozenset[IndexCandidate]], PlanCost | None]]:
         yield from self._cache.items()
+
+
+def _form_label(number: int, form: Plannable, query: str) -> str:
+    if number:
+        return "typed by context" if number == 1 else "typed by role"
+    return "as given" if form.text == pin_limits(query) else "rewritten"
+
+
+def _signature(args: list[str], names: list[str] | None, modes: list[str] | None, defaults: int,
+               variadic: str | None, returns: str) -> Signature:
+    """A pg_proc row as a Signature: argument names aligned with the input arguments (OUT ones left out)."""
+    names = names or []
+    if modes:
+        names = [n for n, m in zip(names, modes, strict=False) if m in ("i", "b", "v")]
+    return Signature(tuple(args), tuple(names) + ("",) * (len(args) - len(names)), defaults, variadic, returns)

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 
-from indexd import __version__
+from indexd import __version__, events
 from indexd.backup.catalog import (
     backup_folder,
     backup_lock,
@@ -50,7 +50,7 @@ from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.dsn import redact_dsn
-from indexd.errors import BackupError, IndexdError
+from indexd.errors import BackupError, IndexdError, first_line
 from indexd.private import DIR_MODE, FILE_MODE, ensure_private_dir
 from indexd.units import human_duration, human_size
 
@@ -194,7 +194,8 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
 
 
 def _explain(exc: BaseException, folder: Path) -> str:
-    text = str(exc)
+    """One line: libpq's message without the hint lines it adds (`Is the server running ...`)."""
+    text = first_line(exc) if isinstance(exc, psycopg2.Error) else str(exc)
     full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text
     if full:
         free = shutil.disk_usage(folder).free
@@ -210,7 +211,7 @@ def _failed_run(db: DatabaseSettings, folder: Path, bid: str, started: datetime,
     record_failure(folder, bid, started, message)
     record_in_catalog(db, BackupInfo(id=bid, database=db.name, started_at=started, status="failed",
                                      path=data_path(folder, bid, db.backups.format), format=db.backups.format,
-                                     finished_at=utcnow(), error=message))
+                                     finished_at=utcnow(), error=message), unreachable_level=logging.INFO)
     return message
 
 
@@ -223,8 +224,10 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
     try:
         folder = ensure_private_dir(backup_folder(db))
     except OSError as exc:
-        raise BackupError(f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
-                          "check backups.dir and its permissions") from exc
+        message = (f"cannot use the backup folder {backup_folder(db)} of {db.name}: {exc.strerror}; "
+                   "check backups.dir and its permissions")
+        events.publish(events.BACKUP_FAILED, db.name, message, stage="folder")
+        raise BackupError(message) from exc
     started = now or utcnow()
     bid = backup_id(db.name, started)
     extra = {"job_id": job_id, "database": db.name}
@@ -236,11 +239,14 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
             info = _take(settings, db, folder, bid, started, cancel, job_id)
         except (IndexdError, OSError, psycopg2.Error) as exc:
             message = _failed_run(db, folder, bid, started, exc)
-            log.error("%s", message, extra=extra)
+            log.info("%s", message, extra=extra)  # the caller reports it: the job's ERROR line, the CLI's one line
+            events.publish(events.BACKUP_FAILED, db.name, message, backup_id=bid, stage="dump")
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)
     if info.status == "failed":  # written and listed as failed: retention removes it after the grace period
         log.error("backup %s of %s failed verification: %s", bid, db.name, info.error, extra=extra)
+        events.publish(events.BACKUP_FAILED, db.name, f"backup {bid} failed verification: {info.error}",
+                       backup_id=bid, stage="verify")
         raise BackupError(f"backup {bid} of {db.name} was written but failed verification: {info.error}")
     duration = float(info.manifest.get("duration_s") or 0)
     log.info("backup %s of %s %s, %s in %s", bid, db.name, info.status, human_size(info.size_bytes),

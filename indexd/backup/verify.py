@@ -14,9 +14,10 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from indexd.backup.catalog import find_backup, record_in_catalog
+from indexd import events
+from indexd.backup.catalog import find_backup, record_in_catalog, scan
 from indexd.backup.command import CommandFailed
-from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
+from indexd.backup.manifest import FOREIGN, BackupInfo, checksum_problems, update_manifest
 from indexd.backup.restore import (
     admin_connection,
     configured_database,
@@ -27,7 +28,9 @@ from indexd.backup.restore import (
     scratch_name,
     server_for,
     server_kwargs,
+    superuser_only_extensions,
 )
+from indexd.backup.vetting import require_own
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.errors import BackupError, UsageError
@@ -56,17 +59,18 @@ class RestoreTestResult:
 
 
 def find_in_dir(backups_dir: Path | str, backup_id: str) -> BackupInfo:
+    """The backup with this id among the vetted manifests under `backups_dir` (no path is built from the id)."""
     root = Path(backups_dir)
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        path = folder / f"{backup_id}{MANIFEST_SUFFIX}"
-        if path.is_file():
-            return read_manifest(path)
+    found = [info for folder in (sorted(root.iterdir()) if root.is_dir() else []) if folder.is_dir()
+             for info in scan(folder, leftovers=False) if info.id == backup_id]
+    if found:
+        return min(found, key=lambda b: b.status == FOREIGN)  # ours first: a foreign claim never hides it
     raise UsageError(f"no backup {backup_id!r} under {backups_dir}")
 
 
 def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | None = None) -> VerifyResult:
     """Re-check a backup's checksum(s) and table of contents; record the outcome in its manifest."""
-    info = find_in_dir(backups_dir, backup_id)
+    info = require_own(find_in_dir(backups_dir, backup_id), "verify")
     started = monotonic()
     problems = checksum_problems(info)
     checksum_ok = not problems
@@ -113,10 +117,16 @@ def _restore_and_count(info: BackupInfo, dsn: str, db: DatabaseSettings | None, 
     """pg_restore into a fresh scratch database, count, and always drop the scratch database again."""
     scratch = scratch_name("indexd_verify")
     with admin_connection(dsn, db) as admin:
+        # A role without superuser (sql/roles.sql) cannot create HypoPG or pg_stat_statements: indexd's own tools,
+        # no application data, so the test restore leaves out such extensions (an object needing one still fails).
+        superuser_only = superuser_only_extensions(admin)
         create_database(admin, scratch)
         try:
-            pg_restore_into(info, dsn, db, scratch, jobs=int(info.manifest.get("jobs") or 1), no_owner=True,
-                            cancel=cancel)
+            left_out = pg_restore_into(info, dsn, db, scratch, jobs=int(info.manifest.get("jobs") or 1),
+                                       no_owner=True, cancel=cancel, leave_out=superuser_only)
+            if left_out:
+                log.info("test restore of %s: left out the extension(s) only a superuser may create: %s", info.id,
+                         ", ".join(left_out))
             conn = psycopg2.connect(**server_kwargs(dsn, db, scratch, app="indexd-verify"))
             try:
                 return (scratch, *compare_counts(expected, conn))
@@ -145,12 +155,14 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
 
     The manifest records the outcome (`restore_test`, and verified_at or status failed). A backup that
     pg_restore cannot restore is marked failed too; a cancelled run or an unreachable server marks nothing."""
-    info = find_backup(settings, backup_id)
+    info = require_own(find_backup(settings, backup_id), "test-restore")
     started = monotonic()
     problems = checksum_problems(info)
     if problems:
         update_manifest(info, status="failed", error="; ".join(problems))
-        raise BackupError(f"backup {backup_id} cannot be test-restored: " + "; ".join(problems))
+        message = f"backup {backup_id} cannot be test-restored: " + "; ".join(problems)
+        events.publish(events.TEST_RESTORE_FAILED, info.database, message, backup_id=backup_id, stage="checksum")
+        raise BackupError(message)
     dsn, db = server_for(settings, info, target_dsn)
     expected = (info.manifest.get("row_counts") or []) if _compare_counts(settings, db) else []
     when = now or utcnow()
@@ -159,9 +171,15 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
     except CommandFailed as exc:
         if exc.result is not None and not (exc.result.cancelled or exc.result.timed_out):
             _record_test(info, when, monotonic() - started, 0, [f"pg_restore failed: {exc}"])
+        if exc.result is None or not exc.result.cancelled:
+            events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                           f"pg_restore: {exc}", backup_id=backup_id, stage="pg_restore")
         raise
     duration = monotonic() - started
     _record_test(info, when, duration, compared, mismatches)
+    if mismatches:
+        events.publish(events.TEST_RESTORE_FAILED, info.database, f"test restore of {backup_id} failed: "
+                       + "; ".join(mismatches), backup_id=backup_id, stage="row_counts", mismatches=mismatches)
     configured = configured_database(settings, info)
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, backup_id))

@@ -13,13 +13,14 @@ from typing import Any, Literal, cast
 from indexd.backup import verify
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
 from indexd.backup.dump import run_backup
-from indexd.backup.manifest import BackupInfo
+from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
-from indexd.cli.common import load, print_json, print_table, targets
+from indexd.cli.common import load, notifying, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.errors import UsageError
 from indexd.log import setup_logging
 from indexd.units import human_duration, human_size
 
@@ -44,6 +45,9 @@ def backup(args: argparse.Namespace) -> int:
     settings = load(args)
     _setup_logging(args, settings)
     action = {"run": _run, "list": _list, "verify": _verify, "prune": _prune}[args.backup_command]
+    if args.backup_command in ("run", "verify"):  # the ones that can fail a backup or a test restore
+        with notifying(settings):
+            return action(args, settings)
     return action(args, settings)
 
 
@@ -88,6 +92,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
             "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
             "policy": d.action if d else None, "policy_reason": d.reason if d else None,
+            "foreign": b.status == FOREIGN, "foreign_reason": b.error if b.status == FOREIGN else None,
         })
     if args.json:
         print_json(rows)
@@ -98,14 +103,22 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ["id", "database", "started (UTC)", "size", "status", "verified (UTC)", "policy"],
         [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
-          r["policy"]] for b, r in zip(backups, rows, strict=True)],
+          "never touched" if b.status == FOREIGN else r["policy"]] for b, r in zip(backups, rows, strict=True)],
     )
+    foreign = [b for b in backups if b.status == FOREIGN]
+    if foreign:
+        print(f"\n{len(foreign)} foreign manifest(s): never deleted, verified or restored by indexd")
+        for b in foreign:
+            print(f"  {b.path}: {b.error}")
     return 0
 
 
 # ---- verify ---------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     info = find_backup(settings, args.id)
+    if args.database and settings.database(args.database).name != info.database:
+        raise UsageError(f"backup {args.id} belongs to {info.database!r}, not {args.database!r}")
+    server = _test_restore_server(args, settings, info) if args.restore else None
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
         print(f"{args.id}: checksum ok, {result.list_entries} entries readable")
@@ -114,7 +127,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         for problem in result.problems:
             print(f"  {problem}", file=sys.stderr)
     if result.ok and args.restore:
-        test = verify.test_restore(settings, args.id)
+        test = verify.test_restore(settings, args.id, target_dsn=server)
         if test.ok:
             print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
                   f"({human_duration(test.duration_s)})")
@@ -127,6 +140,17 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, args.id))
     return 0 if result.ok else 1
+
+
+def _test_restore_server(args: argparse.Namespace, settings: Settings, info: BackupInfo) -> str | None:
+    """Where `verify --restore` makes its scratch database: --dsn's server, else backups.verify.restore_dsn, else
+    (None) the backup's own server, which must then be in the configuration."""
+    configured = next((d for d in settings.databases if d.name == info.database), None)
+    elsewhere = args.dsn or (configured.backups if configured is not None else settings.backups).verify.restore_dsn
+    if configured is None and not elsewhere:
+        raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
+                         "pass --dsn DSN to say which server to test-restore it on")
+    return elsewhere
 
 
 # ---- prune ----------------------------------------------------------------------------------------------
@@ -169,5 +193,8 @@ def restore(args: argparse.Namespace) -> int:
     replaced = " (replaced the existing database)" if result.replaced_existing else ""
     print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
           f"{human_duration(result.duration_s)}{replaced}")
+    if result.kept_old:
+        print(f"warning: the previous database is kept as {result.kept_old}: drop it with "
+              f"DROP DATABASE {result.kept_old}", file=sys.stderr)
     return 0
 

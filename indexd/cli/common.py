@@ -72,6 +72,17 @@ def connected(settings: Settings, work: Callable[[Database], T]) -> Callable[[Da
     return run
 
 
+@contextmanager
+def notifying(settings: Settings) -> Iterator[None]:
+    """Deliver the events this command causes to the configured webhooks, in the background while it works;
+    at its end wait for them at most notifications.drain_timeout (a command that changes something notifies
+    like the daemon would)."""
+    from indexd.service.notify import delivering  # heavy: prometheus_client, only for commands that change
+
+    with delivering(settings.notifications):
+        yield
+
+
 def _json_value(value: Any) -> Any:
     """Timestamps as ISO 8601 (`2026-11-23T07:33:51+00:00`), as every listing writes them; the rest as text."""
     if isinstance(value, (datetime, date)):

@@ -11,30 +11,42 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from indexd.cli.common import connected, load, open_database, print_json, print_table, single_target, targets
+from indexd.advisor.model import IMPROVEMENT
+from indexd.cli.common import (
+    connected,
+    load,
+    notifying,
+    open_database,
+    print_json,
+    print_table,
+    single_target,
+    targets,
+)
 from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, each_database
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.errors import StateMissing, UsageError
+from indexd.db.standby import refuse_on_standby
+from indexd.errors import GuardRefusal, StateMissing, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import health
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.health_text import render_text
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
-from indexd.lifecycle.unused import drop_unused
+from indexd.lifecycle.unused import DropOutcome, drop_unused
 from indexd.state.migrations import current_version
 from indexd.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from indexd.lifecycle.findings import HealthReport
-    from indexd.lifecycle.unused import DropOutcome
 
 log = logging.getLogger(__name__)
 
 
-def _require_state(db: Database) -> None:
+def _require_state(db: Database, action: str) -> None:
+    """The state schema must be there, and writable: a standby refuses ("standby: read-only")."""
+    refuse_on_standby(db, action)
     if current_version(db) is None:
         raise StateMissing(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
                          "run 'indexd migrate' first")
@@ -47,7 +59,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
     settings = load(args)
     target = single_target(args, settings)
     with open_database(settings, target) as db:
-        _require_state(db)
+        _require_state(db, verdict)
         fn = lifecycle_apply.approve if verdict == "approve" else lifecycle_apply.reject
         rec = fn(db, args.id, reason=args.reason)
     print(f"recommendation #{rec.id} {rec.status}: {rec.index_name} on {rec.table}")
@@ -73,10 +85,10 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
     for plan in result.plans:
         rec = plan.recommendation
         verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
-        gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
+        improvement = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
         size = human_size(plan.request.table_bytes)
-        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, gain, verdict])
-    print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, improvement, verdict])
+    print_table(["id", "status", "table", "index", "table size", IMPROVEMENT, "verdict"], rows)
 
 
 def _show_result(result: lifecycle_apply.ApplyResult) -> None:
@@ -115,7 +127,7 @@ def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> b
 
 def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
     with open_database(settings, target) as db:
-        _require_state(db)
+        _require_state(db, "apply")
         # A plan is a snapshot: one host CPU sample serves every recommendation in it (the real run samples
         # again before each build).
         snapshot = functools.partial(take_readings, cpu=_SampleOnce())
@@ -150,8 +162,9 @@ def apply(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     settings = load(args)
-    run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
-                        verdict=_apply_verdict)
+    with notifying(settings):
+        run = each_database(targets(args, settings), functools.partial(_apply_one, args, settings), act="apply",
+                            verdict=_apply_verdict)
     return run.exit_code
 
 
@@ -176,10 +189,11 @@ def _switch(args: argparse.Namespace, act: str, work: Callable[[Database], str])
     settings = load(args)
 
     def one(db: Database) -> None:
-        _require_state(db)
+        _require_state(db, act)
         print(work(db))
 
-    return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
+    with notifying(settings):
+        return each_database(targets(args, settings), connected(settings, one), act=act).exit_code
 
 
 def pause(args: argparse.Namespace) -> int:
@@ -212,8 +226,14 @@ class _Health(NamedTuple):
 def _health(args: argparse.Namespace, settings: Settings, db: Database) -> _Health:
     target = db.settings
     report = health.report(db, settings, target)
-    drops = drop_unused(db, settings, target, report) if args.drop_unused else []
-    refused = any(d.outcome == "refused" for d in drops)
+    drops: list[DropOutcome] = []
+    refused = False
+    try:
+        drops = drop_unused(db, settings, target, report) if args.drop_unused else []
+    except GuardRefusal as exc:  # a standby: the report stands, nothing is dropped
+        print(f"indexd: {target.name}: nothing dropped: {exc}", file=sys.stderr)
+        refused = True
+    refused = refused or any(d.outcome == "refused" for d in drops)
     if args.drop_unused and not target.indexing.drop_unused.enabled:
         print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped "
               "(set it to true in the config to allow drops)", file=sys.stderr)

@@ -97,7 +97,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.VerifySettings, "min_calls"): between(0, 1e12),
     (S.VerifySettings, "min_gain_pct"): PERCENT,
     (S.VerifySettings, "max_regression_pct"): between(0, 10_000),
-    (S.DropUnusedSettings, "unused_for"): span(HOUR, 10 * YEAR),
+    (S.DropUnusedSettings, "unused_for"): span(0, 10 * YEAR),  # 0: never scanned since the statistics began is enough
     (S.IndexingSettings, "storage_budget"): size(0, 1024 * TB),
     (S.IndexingSettings, "max_indexes_per_table"): between(1, 100),
     (S.IndexingSettings, "max_columns"): between(1, 32),
@@ -107,8 +107,10 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.IndexingSettings, "lookback"): span(MINUTE, YEAR),
     (S.IndexingSettings, "lock_timeout"): span(10 * MS, HOUR),
     (S.IndexingSettings, "build_timeout"): span(MINUTE, 7 * DAY),
+    (S.IndexingSettings, "build_attempts"): between(1, 10),
     (S.IndexingSettings, "maintenance_work_mem"): size(MB, TB),  # PostgreSQL's own limit is just under 2 TB
     (S.IndexingSettings, "build_throughput"): size(MB, 100 * GB),
+    (S.IndexingSettings, "queries_max_bytes"): size(KB, GB),  # the whole of a `recommend --queries` input
     (S.BackupRetentionSettings, "keep_last"): between(1, 10_000),
     (S.BackupRetentionSettings, "keep_days"): span(0, 100 * YEAR),
     (S.BackupSettings, "jobs"): between(1, 128),
@@ -121,4 +123,13 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.RetentionSettings, "batch_size"): between(1, 1_000_000),
     (S.LoggingSettings, "max_bytes"): size(KB, TB),
     (S.LoggingSettings, "backup_count"): between(1, 1000),
+    (S.NotificationSettings, "queue_size"): between(1, 100_000),
+    (S.NotificationSettings, "drain_timeout"): span(0, 10 * SECOND),  # the stop's bound has room for 10 s
+}
+
+# Sections that are items of a list (each webhook of notifications.webhooks).
+ITEM_RANGES: dict[tuple[type, str], Range] = {
+    (S.WebhookSettings, "timeout"): span(100 * MS, 5 * MINUTE),
+    (S.WebhookSettings, "attempts"): between(1, 20),
+    (S.WebhookSettings, "retry_for"): span(0, DAY),
 }

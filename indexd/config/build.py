@@ -15,13 +15,15 @@ import typing
 from collections.abc import Callable
 from datetime import time, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
 from indexd.config import convert, schema
-from indexd.config.bounds import RANGES, Range
+from indexd.config.bounds import ITEM_RANGES, RANGES, Range
 from indexd.config.listen import parse_listen
 from indexd.config.schema import ByteSize
 from indexd.config.tree import Node, Problems, join
@@ -67,6 +69,16 @@ def dsn(value: str) -> str | None:
     return None
 
 
+def dsn_list(values: tuple[str, ...]) -> str | None:
+    for i, value in enumerate(values):
+        problem = dsn(value)
+        if problem:
+            return f"item {i}: {problem}"
+    if len(set(values)) != len(values):
+        return "the same DSN is listed twice"
+    return None
+
+
 def db_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_-]+", value):
         return None
@@ -101,24 +113,70 @@ def listen(value: str) -> str | None:
     return None
 
 
+def http_url(value: str) -> str | None:
+    """An http(s) URL with a host and no credentials in it. The message never repeats the URL: its path may
+    be a secret (a Slack webhook's is)."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number from 0 to 65535
+    except ValueError:
+        return "not a valid URL (its host or port cannot be read)"
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http:// or https:// URL, not {parts.scheme or 'one without a scheme'!r}"
+    if not parts.hostname:
+        return "the URL names no host"
+    if parts.username is not None or parts.password is not None:
+        return "the URL carries credentials; remove them and put a bearer token in token_file"
+    return None
+
+
+def token_file(value: str) -> str | None:
+    """A readable file holding one token (its content is never repeated)."""
+    try:
+        token = Path(value).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return f"{value} does not exist; create it (mode 600) with the bearer token, or remove token_file"
+    except IsADirectoryError:
+        return f"{value} is a directory, not a file holding the token"
+    except OSError as exc:
+        return f"cannot read {value}: {exc.strerror}"
+    except UnicodeDecodeError:
+        return f"{value} is not UTF-8 text"
+    if not token:
+        return f"{value} is empty; write the bearer token into it"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        return f"{value} holds more than one word or a control character; it must hold the token alone"
+    return None
+
+
+def some_events(value: tuple[str, ...]) -> str | None:
+    return None if value else "names no event; leave events out to send every event"
+
+
 S = schema
 CHECKS: dict[tuple[type, str], Check] = {
     (S.WindowSettings, "timezone"): time_zone,
     (S.BackupSettings, "schedule"): cron,
     (S.BackupSettings, "dir"): file_path,
     (S.BackupVerifySettings, "restore_schedule"): cron,
+    (S.BackupVerifySettings, "restore_dsn"): dsn,
     (S.RetentionSettings, "schedule"): cron,
     (S.LoggingSettings, "file"): file_path,
     (S.HttpSettings, "listen"): listen,
     (S.HttpSettings, "token_file"): file_path,
+    (S.WebhookSettings, "url"): http_url,
+    (S.WebhookSettings, "token_file"): token_file,
+    (S.WebhookSettings, "events"): some_events,
     (S.DatabaseSettings, "password_file"): file_path,
     (S.DatabaseSettings, "name"): db_name,
     (S.DatabaseSettings, "dsn"): dsn,
+    (S.DatabaseSettings, "replicas"): dsn_list,
     (S.DatabaseSettings, "state_schema"): sql_name,
     (S.LeadershipSettings, "database"): pg_database,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})
 CHECKS.update(RANGES)  # every number, duration and size: indexd.config.bounds
+CHECKS.update(ITEM_RANGES)
 
 # Fields whose text needs more than their type says.
 CONVERTERS: dict[tuple[type, str], Callable[[Any], Any]] = {(S.WindowSettings, "days"): convert.to_days}

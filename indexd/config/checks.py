@@ -14,10 +14,11 @@ import re
 import stat as st
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
-from indexd.config.listen import listen_address
+from indexd.config.listen import ListenAddress, listen_address
 from indexd.config.schedule import validate
 from indexd.config.schema import Settings
 from indexd.config.secrets import read_token
@@ -70,6 +71,7 @@ def production_problems(
         problems += _sslmode(db.name, db.dsn, env)
         if db.password_file:
             problems += _password_file(db.name, db.password_file, stat)
+    problems += _webhooks(settings, stat)
     for where, folder in sorted({("backups.dir", settings.backups.dir)} | _db_backup_dirs(settings)):
         problems += _permissions(folder, f"{where} {folder}", stat, missing_ok=True)
     return problems
@@ -82,10 +84,10 @@ def plaintext_passwords(config_path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     problems = []
-    for name, node in _raw_dsns(root):
+    for where, node in _raw_dsns(root):
         if _spells_password(node.value):
             problems.append(
-                f"databases.{name}.dsn (line {node.start_mark.line + 1}): the password is written in the file; "
+                f"{where} (line {node.start_mark.line + 1}): the password is written in the file; "
                 "take it from the environment (${VAR} or PGPASSWORD), a password_file or ~/.pgpass"
             )
     return problems
@@ -106,7 +108,11 @@ def _raw_dsns(root: yaml.Node | None) -> list[tuple[str, yaml.ScalarNode]]:
             name = name_node.value if isinstance(name_node, yaml.ScalarNode) else f"[{i}]"
             dsn = fields.get("dsn")
             if isinstance(dsn, yaml.ScalarNode):
-                found.append((name, dsn))
+                found.append((f"databases.{name}.dsn", dsn))
+            replicas = fields.get("replicas")
+            if isinstance(replicas, yaml.SequenceNode):
+                found += [(f"databases.{name}.replicas[{j}]", r) for j, r in enumerate(replicas.value)
+                          if isinstance(r, yaml.ScalarNode)]
     return found
 
 
@@ -152,13 +158,32 @@ def _sslmode(name: str, dsn: str, env: Mapping[str, str]) -> list[str]:
 
 
 def _password_file(name: str, path: str, stat: StatFn) -> list[str]:
+    return _secret_file(f"databases.{name}.password_file", path, stat)
+
+
+def _secret_file(where: str, path: str, stat: StatFn) -> list[str]:
     try:
         mode = stat(path).st_mode
     except OSError as exc:
-        return [f"databases.{name}.password_file: cannot stat {path}: {exc.strerror}"]
+        return [f"{where}: cannot stat {path}: {exc.strerror}"]
     if mode & (st.S_IRWXG | st.S_IRWXO):
-        return [f"databases.{name}.password_file: {path} is readable by group or others; chmod 600 it"]
+        return [f"{where}: {path} is readable by group or others; chmod 600 it"]
     return []
+
+
+def _webhooks(settings: Settings, stat: StatFn) -> list[str]:
+    """Token files private like password files; no token sent in clear text over the network."""
+    problems = []
+    for i, hook in enumerate(settings.notifications.webhooks):
+        where = f"notifications.webhooks[{i}]"
+        if hook.token_file:
+            problems += _secret_file(f"{where}.token_file", hook.token_file, stat)
+        parts = urlsplit(hook.url)
+        host = parts.hostname or ""
+        if parts.scheme == "http" and not ListenAddress(host, parts.port or 80).is_loopback:
+            problems.append(f"{where}.url: plain http to {host} sends every event"
+                            f"{' and the bearer token' if hook.token_file else ''} in clear text; use https")
+    return problems
 
 
 def _permissions(path: str, what: str, stat: StatFn, missing_ok: bool = False) -> list[str]:

@@ -12,6 +12,7 @@ from datetime import time, timedelta
 from typing import Literal
 
 from indexd.errors import UsageError
+from indexd.events import EventName
 
 
 class ByteSize(int):
@@ -93,7 +94,7 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class WriteGuardSettings:
     writes_per_second: float = 50.0  # a table above this write rate is "write-heavy"
-    min_benefit_ratio: float = 2.0  # there, an index's benefit must exceed its write cost this many times
+    min_benefit_ratio: float = 2.0  # there, an index's improvement must exceed its write cost this many times
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,22 @@ class IndexingSettings:
     storage_budget: ByteSize = ByteSize(2 * 1024**3)
     max_indexes_per_table: int = 3
     max_columns: int = 3
-    min_improvement_pct: float = 10.0  # a recommendation must save at least this much of its statements' cost
+    # An index is recommended only when it saves at least this share of the cost of the statements it helps (its
+    # improvement, the share of the whole workload's cost it saves, is what recommend and status show).
+    min_improvement_pct: float = 10.0
     min_table_rows: int = 1000  # smaller tables are skipped
     min_calls: int = 5  # statements called fewer times are ignored
     lookback: Duration = timedelta(days=7)
     lock_timeout: Duration = timedelta(seconds=5)
     build_timeout: Duration = timedelta(hours=2)
+    # Interrupted builds (connection lost, server restarted, indexd stopped) are tried again; after this many
+    # attempts the recommendation is marked failed instead.
+    build_attempts: int = 3
     maintenance_work_mem: ByteSize = ByteSize(256 * 1024**2)
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.
     build_throughput: ByteSize = ByteSize(32 * 1024**2)
+    queries_max_bytes: ByteSize = ByteSize(64 * 1024**2)  # largest `recommend --queries` input (file or folder)
     windows: tuple[WindowSettings, ...] = (WindowSettings(),)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
@@ -165,6 +172,9 @@ class BackupVerifySettings:
     list_after_backup: bool = True  # pg_restore --list on every new backup
     restore_schedule: str = "30 3 * * 0"  # full test restore into a scratch database
     compare_row_counts: bool = True
+    # The server test restores create their scratch database on (its database part is not used); default: the
+    # backup's own server, where indexd's role then needs CREATEDB.
+    restore_dsn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +243,28 @@ class FleetSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """One receiver of notifications: each event it wants is POSTed to `url` (see indexd/service/notify.py)."""
+
+    # http:// or https://; its path may itself be a secret (Slack's is): logs show scheme and host only
+    url: str = field(repr=False)
+    name: str | None = None  # its label in logs and metrics; default the URL's host
+    token_file: str | None = None  # sent as "Authorization: Bearer <token>", read again at every delivery
+    events: tuple[EventName, ...] = ()  # the events it gets; omitted: every event
+    format: Literal["json", "slack"] = "json"  # slack: {"text": ...}; json: event, database, time, host, details
+    timeout: Duration = timedelta(seconds=5)  # per request: connecting, and each read
+    attempts: int = 5  # tries per event, the first included ...
+    retry_for: Duration = timedelta(minutes=1)  # ... and no retry starts after this long
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+    queue_size: int = 1000  # events waiting per webhook; when full, the oldest is dropped (and counted)
+    drain_timeout: Duration = timedelta(seconds=3)  # at stop (and at the end of a CLI command) waiting ends here
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     """One managed database. `indexing`, `backups` and `leadership` are the global sections merged with this
     entry's own."""
@@ -246,6 +278,9 @@ class DatabaseSettings:
     indexing: IndexingSettings = field(default_factory=IndexingSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
     leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    # The DSNs of this database's streaming replicas (the same database, read through each standby): an index
+    # scanned on any of them is not unused. A replica that cannot be read makes drop_unused drop nothing.
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,6 +297,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     source: str | None = None  # the file these settings came from (not a key of the file)
 
     def database(self, name: str) -> DatabaseSettings:

@@ -2,7 +2,10 @@
 after every guard has been asked again right before it runs. Also the human decisions: approve and reject.
 
 Modes (indexing.mode): `advise` records advice and builds nothing; `approve` builds only what a person
-approved (`indexd approve ID`); `auto` builds pending recommendations too.
+approved (`indexd approve ID`); `auto` builds pending (and interrupted) advice of the real workload too. Offline
+advice (`recommend --queries`) is built in no mode before a person approves it. Right before each build the live
+catalog is read again: a recommendation an existing valid index now makes redundant is not built but superseded
+(see redundant.py).
 """
 
 from __future__ import annotations
@@ -15,25 +18,25 @@ from typing import Protocol
 
 import psycopg2
 import psycopg2.errors
-from psycopg2 import sql
 
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
+from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError
+from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
-from indexd.lifecycle.recommendations import REC_COLUMNS, StoredRecommendation, load_recommendations
-from indexd.state import audit
+from indexd.lifecycle.redundant import covering_index, supersede
+from indexd.state import audit, recommendations
+from indexd.state.recommendations import Status, StoredRecommendation
 
 log = logging.getLogger(__name__)
 
-APPROVABLE = ("pending", "failed", "rejected")
-REJECTABLE = ("pending", "approved", "failed")
 
 
 class ReadingsFn(Protocol):
@@ -70,8 +73,9 @@ class ApplyResult:
         return bool(self.refused) and not self.built and not self.failed and not self.skipped
 
 
-def buildable_statuses(mode: str) -> tuple[str, ...]:
-    return {"approve": ("approved",), "auto": ("approved", "pending")}.get(mode, ())
+def builds_unapproved(mode: str) -> bool | None:
+    """None: the mode builds nothing; else whether it also builds workload advice nobody approved (auto)."""
+    return {"approve": False, "auto": True}.get(mode)
 
 
 def apply(
@@ -93,18 +97,23 @@ def apply(
     A daemon passes the `leadership` it keeps for the database (it stays held afterwards); without one, apply
     tries to take the database's leadership for this run and gives it back at the end.
     """
+    refuse_on_standby(db, "apply")
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
-    statuses = buildable_statuses(ix.mode)
-    if not statuses:
+    unapproved = builds_unapproved(ix.mode)
+    if unapproved is None:
         result.message = (f"indexing.mode is {ix.mode}: recommendations are only recorded, nothing is built "
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
+    pending: list[StoredRecommendation] = []
     with db.connection() as conn:
-        recs = load_recommendations(conn, db.settings.state_schema, statuses=statuses)
+        recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+        if not recs:
+            pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                                                           statuses=[Status.PENDING])
     if not recs:
-        result.message = f"nothing to build: no {' or '.join(statuses)} recommendation"
+        result.message = _nothing_to_build(unapproved, len(pending))
         log.info("apply on %s: %s", db.name, result.message)
         return result
     own = leadership is None
@@ -120,6 +129,16 @@ def apply(
     log.info("apply on %s: built %d, refused %d, failed %d%s", db.name, len(result.built), len(result.refused),
              len(result.failed), " (dry run)" if dry_run else "")
     return result
+
+
+def _nothing_to_build(unapproved: bool, pending: int) -> str:
+    """Why a run found nothing, and what the pending advice it left waits for."""
+    if not unapproved:
+        waits = f" ({pending} pending: 'indexd approve ID' queues one)" if pending else ""
+        return f"nothing to build: no {Status.APPROVED} recommendation{waits}"
+    waits = (f" ({pending} pending wait for a person's approval: advice from a query file, or an index built and "
+             "reverted before; see 'indexd status')") if pending else ""
+    return f"nothing to build: no {Status.APPROVED} recommendation and no {Status.PENDING} one mode auto builds{waits}"
 
 
 def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings, recs: list[StoredRecommendation],
@@ -141,49 +160,51 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
-        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership)
+        with db.connection() as conn:
+            covering = covering_index(conn, rec)
+        if covering is not None:  # an equivalent index appeared since the advice: nothing to build
+            result.skipped.append(supersede(db, rec, covering, job_id=job_id))
+            continue
+        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
+                            unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
+        announce.build_finished(db.name, rec, built)
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------
 
 
-def _decide_recommendation(db: Database, rec_id: int, verdict: str, allowed_from: tuple[str, ...], reason: str,
+def _decide_recommendation(db: Database, rec_id: int, decision: Status, reason: str,
                            actor: str | None) -> StoredRecommendation:
     schema, who = db.settings.state_schema, actor or audit.current_actor()
-    new_status = "approved" if verdict == "approve" else "rejected"
+    action = "approve" if decision == Status.APPROVED else "reject"
     with db.connection() as conn:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT status FROM {}.recommendations WHERE id = %s FOR UPDATE").format(
-                sql.Identifier(schema)), (rec_id,))
-            row = cur.fetchone()
-            if row is None:
-                raise UsageError(f"no recommendation #{rec_id} in database {db.name} (see 'indexd status')")
-            if row[0] not in allowed_from:
-                raise UsageError(f"recommendation #{rec_id} is {row[0]}: only {', '.join(allowed_from)} "
-                                 f"recommendations can be {new_status}")
-            try:
-                cur.execute(sql.SQL(
-                    "UPDATE {}.recommendations SET status = %s, decided_by = %s, decided_at = now(),"
-                    " reason = %s, updated_at = now() WHERE id = %s RETURNING {}").format(
-                    sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, REC_COLUMNS))),
-                    (new_status, who, reason or None, rec_id))
-            except psycopg2.errors.UniqueViolation as exc:
-                raise UsageError(f"recommendation #{rec_id} cannot be {new_status}: another live recommendation "
-                                 "is for the same index") from exc
-            rec = StoredRecommendation(*cur.fetchone())
-        audit.record_event(conn, schema, action=verdict, target=f"{rec.table_schema}.{rec.index_name}",
-                           reason=reason or None, before={"status": row[0]}, after={"status": new_status},
-                           recommendation_id=rec_id, actor=who)
-    log.info("recommendation #%s %s by %s", rec_id, new_status, who)
+        try:
+            done = recommendations.decide(conn, schema, rec_id, decision, actor=who, reason=reason or None)
+        except psycopg2.errors.UniqueViolation as exc:
+            raise UsageError(f"recommendation #{rec_id} cannot be {decision}: another live recommendation "
+                             "is for the same index") from exc
+        if done.previous is None:
+            raise UsageError(f"no recommendation #{rec_id} in database {db.name} (see 'indexd status')")
+        if done.row is None:
+            allowed = ", ".join(s for s in Status if s in recommendations.decidable_from(decision))
+            raise UsageError(f"recommendation #{rec_id} is {done.previous}: only {allowed} recommendations can be "
+                             f"{decision}")
+        rec = done.row
+        audit.record_event(conn, schema, action=action, target=f"{rec.table_schema}.{rec.index_name}",
+                           reason=reason or None, before={"status": str(done.previous)},
+                           after={"status": str(decision)}, recommendation_id=rec_id, actor=who)
+    log.info("recommendation #%s %s by %s", rec_id, decision, who)
     return rec
 
 
 def approve(db: Database, rec_id: int, *, reason: str = "", actor: str | None = None) -> StoredRecommendation:
-    """Approve a pending (or failed, or rejected) recommendation for building; audited."""
-    return _decide_recommendation(db, rec_id, "approve", APPROVABLE, reason, actor)
+    """Approve a recommendation for building (pending, or failed, rejected or interrupted again); audited. The
+    only way offline advice (from a query file) is ever built."""
+    return _decide_recommendation(db, rec_id, Status.APPROVED, reason, actor)
 
 
 def reject(db: Database, rec_id: int, *, reason: str = "", actor: str | None = None) -> StoredRecommendation:
-    """Reject a pending, approved or failed recommendation: it will not be built; audited."""
-    return _decide_recommendation(db, rec_id, "reject", REJECTABLE, reason, actor)
+    """Reject a recommendation not built yet (pending, approved, failed or interrupted): it will not be built;
+    audited."""
+    return _decide_recommendation(db, rec_id, Status.REJECTED, reason, actor)

@@ -3,8 +3,9 @@
 The statement runs on a dedicated autocommit connection with lock_timeout (so the build gives up rather than
 queue the application behind it), statement_timeout and maintenance_work_mem set, and is audited before and
 after on a separate connection, so the audit survives a crash in the middle. A failed build leaves an INVALID
-index behind: it is dropped at once when possible, else by `cleanup_invalid` on the next start. An index on a
-partitioned table cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
+index behind: it is dropped at once, except after a lock timeout (the drop would wait for the same locks a
+second time: see `deferred`), and else by `cleanup_invalid` in the next run. An index on a partitioned table
+cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
 
 These functions check the guards only between the steps of a partitioned build: `apply` asks every guard
 right before it calls them.
@@ -22,29 +23,29 @@ from pglast.parser import ParseError
 from psycopg2 import sql
 
 from indexd.clock import utcnow
-from indexd.config.schema import DatabaseSettings
+from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
 from indexd.lifecycle.ddl import (
+    BuildFailure,
     BuildResult,
     ProgressCallback,
     ProgressPoller,
+    Settle,
     audit_write,
-    describe_failure,
+    classify_build_failure,
     index_size,
     index_state,
     prepare_session,
+    settle_failure,
 )
+from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
-from indexd.lifecycle.recommendations import (
-    StoredRecommendation,
-    claim_for_build,
-    finish_build,
-)
-from indexd.state import audit
+from indexd.state import audit, recommendations
 from indexd.state.pause import active_pause
+from indexd.state.recommendations import Status, StoredRecommendation
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +98,21 @@ def build_index(
     job_id: str | None = None,
     progress: ProgressCallback | None = None,
     leadership: Leadership | None = None,
+    unapproved: bool = False,
 ) -> BuildResult:
     """Build one recommended index with CREATE INDEX CONCURRENTLY; never raises for a failed build.
 
-    On success: ANALYZE the table, record the size, status `built`. On lock timeout: status back to what it
-    was (retried on a later run). On any failure the INVALID leftover is dropped (audited). On a partitioned
-    table the build goes partition by partition (see partitioned.py), stopping when a pause begins or the
-    `leadership` it runs under is lost.
+    The recommendation is claimed first (approved, or with `unapproved` (mode auto) workload advice nobody
+    decided on). On success: ANALYZE the table, record the size, status `built`. On lock timeout: status back
+    to what it was (retried on a later run); a run cut off (connection lost, server restart, cancel) leaves it
+    `interrupted`, queued again until indexing.build_attempts; any other failure is the index's own: `failed`.
+    The INVALID leftover of a failure is dropped (audited), after a lock timeout by the next run's cleanup
+    (see `deferred`). On a partitioned table the build goes partition by
+    partition (see partitioned.py), stopping when a pause begins or the `leadership` it runs under is lost.
     """
     check_create_sql(rec)
     schema, ix = db.settings.state_schema, settings.indexing
-    previous = audit_write(db, lambda c: claim_for_build(c, schema, rec.id))
+    previous = audit_write(db, lambda c: recommendations.claim(c, schema, rec.id, unapproved=unapproved))
     if previous is None:
         return BuildResult(rec.table_schema, rec.index_name, "skipped", "another build or decision took it first",
                            recommendation_id=rec.id)
@@ -117,17 +122,21 @@ def build_index(
             return _build_on(db, conn, rec, settings, previous, job_id, progress, leadership)
         finally:
             conn.close()
-    except psycopg2.Error as exc:  # before the build started (connecting, preparing): give the claim back
-        reason, _ = describe_failure(exc, ix.lock_timeout.total_seconds())
-        log.warning("could not start building %s: %s", rec.index_name, reason)
+    except psycopg2.Error as exc:  # before the build started (connecting, preparing): nothing of the index ran
+        failure = classify_build_failure(exc, lock_timeout_s=ix.lock_timeout.total_seconds(),
+                                         build_timeout_s=ix.build_timeout.total_seconds(), duration_s=0.0)
+        if failure.settle is Settle.FAIL:  # not the index's fault: it was never tried
+            failure = BuildFailure(failure.reason, Settle.RELEASE)
+        log.warning("could not start building %s: %s", rec.index_name, failure.reason)
+        again = True
         with contextlib.suppress(psycopg2.Error):
-            audit_write(db, lambda c: finish_build(c, schema, rec.id, previous, reason=reason))
-        return BuildResult(rec.table_schema, rec.index_name, "failed", reason, recommendation_id=rec.id,
-                           retry_later=True)
+            again = settle_failure(db, rec.id, previous, failure, ix.build_attempts)
+        return BuildResult(rec.table_schema, rec.index_name, "failed", failure.reason, recommendation_id=rec.id,
+                           retry_later=again)
 
 
 def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, settings: DatabaseSettings,
-              previous: str, job_id: str | None, progress: ProgressCallback | None,
+              previous: Status, job_id: str | None, progress: ProgressCallback | None,
               leadership: Leadership | None) -> BuildResult:
     schema, ix = db.settings.state_schema, settings.indexing
     lock_s = ix.lock_timeout.total_seconds()
@@ -137,7 +146,7 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
     if settled is not None:
         return settled
     if is_partitioned(conn, rec.table_schema, rec.table_name):
-        return build_partitioned(db, conn, rec, pid=pid, lock_s=lock_s, previous=previous, job_id=job_id,
+        return build_partitioned(db, conn, rec, pid=pid, settings=ix, previous=previous, job_id=job_id,
                                  progress=progress, checkpoint=still_allowed(db, leadership))
     before = {"action": "create_index", "index_schema": rec.table_schema, "index_name": rec.index_name,
               "backend_pid": pid,
@@ -151,11 +160,13 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
         with ProgressPoller(db, pid, rec.index_name, progress), conn.cursor() as cur:
             cur.execute(rec.create_sql)
     except psycopg2.Error as exc:
-        return _build_failed(db, conn, rec, exc, previous, intent, time.monotonic() - started, lock_s, job_id)
+        failure = classify_build_failure(exc, lock_timeout_s=lock_s, build_timeout_s=ix.build_timeout.total_seconds(),
+                                         duration_s=time.monotonic() - started)
+        return _build_failed(db, conn, rec, failure, previous, intent, time.monotonic() - started, ix, job_id)
     duration = time.monotonic() - started
     _analyze(conn, rec)
     size = index_size(conn, rec.table_schema, rec.index_name)
-    audit_write(db, lambda c: finish_build(c, schema, rec.id, "built"), patient=True)
+    audit_write(db, lambda c: recommendations.mark_built(c, schema, rec.id), patient=True)
     audit_write(db, lambda c: audit.record_outcome(c, schema, intent, outcome="succeeded", duration_s=duration,
                                               after={"size_bytes": size, "valid": True}),
                 patient=True)
@@ -163,14 +174,14 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
     return BuildResult(rec.table_schema, rec.index_name, "succeeded", None, duration, size, rec.id, intent)
 
 
-def _settle_existing(db: Database, conn: PgConnection, rec: StoredRecommendation, previous: str,
+def _settle_existing(db: Database, conn: PgConnection, rec: StoredRecommendation, previous: Status,
                      job_id: str | None) -> BuildResult | None:
     """An index of the recommended name already there: valid, the work is done; INVALID (an earlier build's
     leftover), it is dropped first. None: go on building."""
     schema = db.settings.state_schema
     existing = index_state(conn, rec.table_schema, rec.index_name)
     if existing is not None and existing.valid:
-        audit_write(db, lambda c: finish_build(c, schema, rec.id, "built"))
+        audit_write(db, lambda c: recommendations.mark_built(c, schema, rec.id))
         return BuildResult(rec.table_schema, rec.index_name, "skipped", "the index already exists and is valid",
                            size_bytes=index_size(conn, rec.table_schema, rec.index_name), recommendation_id=rec.id)
     if existing is not None:
@@ -178,10 +189,23 @@ def _settle_existing(db: Database, conn: PgConnection, rec: StoredRecommendation
                                           reason="INVALID leftover of an earlier build", recommendation_id=rec.id)
         if not dropped.ok:
             reason = f"an INVALID leftover of an earlier build could not be dropped: {dropped.reason}"
-            audit_write(db, lambda c: finish_build(c, schema, rec.id, previous, reason=reason))
+            audit_write(db, lambda c: recommendations.release(c, schema, rec.id, previous, reason))
             return BuildResult(rec.table_schema, rec.index_name, "failed", reason, recommendation_id=rec.id,
                                retry_later=True)
     return None
+
+
+def _leftover_after_failure(db: Database, conn: PgConnection, rec: StoredRecommendation, failure: BuildFailure,
+                            job_id: str | None) -> None:
+    """Drop the INVALID leftover of a failed build now, or, when the build gave up at lock_timeout, leave it
+    (audited as deferred) to the next run's cleanup instead of waiting for the same locks again."""
+    if not failure.lock_timeout:
+        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {failure.reason}",
+                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+    elif index_state(conn, rec.table_schema, rec.index_name) is not None:
+        defer_drop(db, rec.table_schema, rec.index_name,
+                   why=f"INVALID leftover of a build that gave up: {failure.reason}", recommendation_id=rec.id,
+                   job_id=job_id)
 
 
 def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
@@ -195,20 +219,18 @@ def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
                     rec.index_name, str(exc).strip())
 
 
-def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, exc: psycopg2.Error, previous: str,
-                  intent: int, duration: float, lock_s: float, job_id: str | None) -> BuildResult:
-    schema = db.settings.state_schema
-    reason, retry = describe_failure(exc, lock_s)
+def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, failure: BuildFailure,
+                  previous: Status, intent: int, duration: float, ix: IndexingSettings,
+                  job_id: str | None) -> BuildResult:
+    schema, reason, retry = db.settings.state_schema, failure.reason, failure.settle is not Settle.FAIL
     log.warning("building %s.%s failed: %s", rec.table_schema, rec.index_name, reason)
-    status = previous if retry else "failed"
     try:
         audit_write(db, lambda c: audit.record_outcome(c, schema, intent, outcome="failed", duration_s=duration,
                                                   reason=reason), patient=True)
-        audit_write(db, lambda c: finish_build(c, schema, rec.id, status, reason=reason), patient=True)
+        retry = settle_failure(db, rec.id, previous, failure, ix.build_attempts)
     except psycopg2.Error:
         log.error("could not record the failed build of %s; start-up cleanup will", rec.index_name, exc_info=True)
     if not conn.closed:
-        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {reason}",
-                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+        _leftover_after_failure(db, conn, rec, failure, job_id)
     return BuildResult(rec.table_schema, rec.index_name, "failed", reason, duration, None, rec.id, intent, retry)
 

@@ -3,7 +3,8 @@
 INVALID leftovers of our builds are dropped (ours only: named indexd_*, never anyone else's), and so are the
 pieces of a partitioned build that did not finish: its parent index (INVALID, perhaps with some partitions'
 indexes attached; dropping it takes them along) and per-partition indexes (`indexd_p$...`) never attached.
-Then intents without an outcome get one, and recommendations stuck in `building` move to built or failed.
+Then intents without an outcome get one, and recommendations stuck in `building` move to built (the index is
+there and valid) or to interrupted: their run was cut off, they are queued again (up to indexing.build_attempts).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle.ddl import OWN_PREFIX, index_state
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX
-from indexd.lifecycle.recommendations import finish_build, load_recommendations
-from indexd.state import audit
+from indexd.state import audit, recommendations
+from indexd.state.recommendations import Status
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def cleanup_invalid(db: Database, *, job_id: str | None = None) -> list[str]:
 
     Drops (audited) our leftovers (see the module) that no backend is building, then records the outcome of
     builds and drops whose process died before it could, and moves recommendations stuck in `building` to
-    built or failed. Returns the dropped indexes "schema.name".
+    built or interrupted. Returns the dropped indexes "schema.name".
     """
     with db.connection(autocommit=True) as conn:
         busy = _in_flight(conn, db.settings.state_schema)
@@ -93,11 +94,14 @@ def _settle_interrupted(db: Database) -> None:
             done = (found is not None and found.valid) if creating else found is None
             audit.record_outcome(conn, state, intent_id, outcome="succeeded" if done else "failed",
                                  reason="finished; recorded after an interruption" if done else INTERRUPTED)
-        for rec in load_recommendations(conn, state, statuses=("building",)):
+        for rec in recommendations.load_recommendations(conn, state, statuses=[Status.BUILDING]):
             found = index_state(conn, rec.table_schema, rec.index_name)
             if found is not None and found.building:
                 continue
-            built = found is not None and found.valid
-            finish_build(conn, state, rec.id, "built" if built else "failed", reason=None if built else INTERRUPTED)
-            log.warning("cleanup: recommendation #%s was left building; now %s", rec.id,
-                        "built" if built else "failed")
+            if found is not None and found.valid:
+                recommendations.mark_built(conn, state, rec.id)
+                now = Status.BUILT
+            else:
+                now = recommendations.mark_interrupted(conn, state, rec.id, INTERRUPTED,
+                                                       max_attempts=db.settings.indexing.build_attempts)
+            log.warning("cleanup: recommendation #%s was left building; now %s", rec.id, now)

@@ -13,6 +13,9 @@ and real name), on one connection: the `Coordinator`. Its guarantees are those o
   on, and the locks are taken again on a new session by the next `acquire` or `refresh`.
 * `holds` asks the server each time (the callers check right before they mutate); `known` is the answer of the
   last look, for health and metrics, without I/O.
+* A key taken with `announce` (the daemon's) has every change of it published as an event (leadership_gained,
+  leadership_lost), one per database: a lost session is a leadership_lost for each database it held. The
+  events are published after the session's lock is let go.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from indexd.db.deadline import SOCKET_DEADLINES
 from indexd.db.pool import Database, PgConnection
 from indexd.dsn import server_of, with_dbname
 from indexd.errors import first_line
+from indexd.lifecycle import announce
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class Coordinator:
         self._lock = threading.RLock()
         self._names: dict[int, str] = {}  # the keys wanted (taken once, to be kept), with their database's name
         self._known: set[int] = set()  # the keys held at the last look
+        self._announced: set[int] = set()  # the wanted keys whose changes are published as events
+        self._told: list[tuple[str, bool, str]] = []  # changes noted under the lock, published after it
         self._failing = False  # the last refresh could not reach the session
 
     @property
@@ -87,15 +93,21 @@ class Coordinator:
         return len(self._known)
 
     # ---- one key ----------------------------------------------------------------------------------------------
-    def try_lock(self, key: int, name: str) -> bool:
+    def try_lock(self, key: int, name: str, *, announce: bool = False) -> bool:
         """Take `key` for database `name` without waiting; True when held (now or already). From then on `refresh`
-        takes it again after a lost session, until `unlock`. Raises when the server cannot be reached."""
-        with self._lock:
-            self._names[key] = name
-            if self._holds(key):
-                return True
-            got = bool(self._run("SELECT pg_try_advisory_lock(%s)", (key,))[0][0])
-            self._note(key, got)
+        takes it again after a lost session, until `unlock`; with `announce`, its changes are published. Raises
+        when the server cannot be reached."""
+        try:
+            with self._lock:
+                self._names[key] = name
+                if announce:
+                    self._announced.add(key)
+                if self._holds(key):
+                    return True
+                got = bool(self._run("SELECT pg_try_advisory_lock(%s)", (key,))[0][0])
+                self._note(key, got, "it holds the database's leader lock")
+        finally:
+            self._tell()
         if got:
             log.info("leadership of %s acquired (lock in %s)", name, self.where)
         else:
@@ -104,8 +116,11 @@ class Coordinator:
 
     def holds(self, key: int) -> bool:
         """Whether our session is alive and holds `key`, asked of the server now."""
-        with self._lock:
-            return self._holds(key)
+        try:
+            with self._lock:
+                return self._holds(key)
+        finally:
+            self._tell()
 
     def known(self, key: int) -> bool:
         """Whether `key` was held at the last look (no I/O)."""
@@ -114,12 +129,14 @@ class Coordinator:
     def unlock(self, key: int) -> None:
         """Give `key` up and stop wanting it (closing the session would release it too)."""
         with self._lock:
-            name = self._names.pop(key, str(key))
             held = self._alive() and key in self._known
-            self._known.discard(key)
+            self._note(key, False, "released (stopping, or the database left the configuration)")
+            name = self._names.pop(key, str(key))
+            self._announced.discard(key)
             if held:
                 with contextlib.suppress(psycopg2.Error):
                     self._run("SELECT pg_advisory_unlock(%s)", (key,))
+        self._tell()
         if held:
             log.info("leadership of %s released", name)
 
@@ -130,8 +147,10 @@ class Coordinator:
         with self._lock:
             before, session = set(self._known), self._conn
             if not self._names:  # nothing to hold (all released): no session kept open for nothing
-                self._drop()
+                self._drop("released")
                 return [], []
+            if not self._alive():
+                self._drop("its leadership session is gone")  # said lost before a new session takes them
             try:
                 held = self._take_missing()
                 if self._failing:
@@ -143,7 +162,9 @@ class Coordinator:
                         "leadership session in %s unavailable: %s", self.where, first_line(exc))
                 self._failing = True
                 held = set()
-            self._known = held & set(self._names)
+            for key in sorted(set(self._known) | held):
+                self._note(key, key in held and key in self._names,
+                           "it holds the database's leader lock" if key in held else "the lock is no longer held")
             renewed = self._conn is not session  # a new session: everything it holds was taken just now
             lost = sorted(self._names.get(k, str(k)) for k in before - self._known)
             gained = sorted(self._names[k] for k in (self._known if renewed else self._known - before))
@@ -152,6 +173,7 @@ class Coordinator:
         if gained:
             log.info("leadership of %d database(s) acquired (locks in %s): %s", len(gained), self.where,
                      _some(gained))
+        self._tell()
         return lost, gained
 
     def _take_missing(self) -> set[int]:
@@ -177,22 +199,26 @@ class Coordinator:
         with self._lock:
             if self._known:
                 log.info("leadership of %d database(s) released", len(self._known))
+            self._drop("released (stopping)")
             self._names.clear()
-            self._drop()
+            self._announced.clear()
+        self._tell()
         self.db.close()
 
     # ---- the session ------------------------------------------------------------------------------------------
     def _holds(self, key: int) -> bool:
         if not self._alive():
-            self._note(key, False)
+            self._note(key, False, "its leadership session is gone")
             return False
+        why = "the lock is no longer held"
         try:
             ok = bool(self._run(_HOLDS, (key,))[0][0])
-        except psycopg2.Error:
+        except psycopg2.Error as exc:
             ok = False  # not sure we hold it: then we do not (a broken session was dropped by _run)
+            why = f"its leadership session failed: {first_line(exc)}"
         if not ok and key in self._known:
-            log.warning("leadership of %s lost: the lock is no longer held", self._names.get(key, key))
-        self._note(key, ok)
+            log.warning("leadership of %s lost: %s", self._names.get(key, key), why)
+        self._note(key, ok, why)
         return ok
 
     def _own_locks(self) -> set[int]:
@@ -232,20 +258,33 @@ class Coordinator:
         if self._known:
             log.warning("leadership session in %s lost (%s): leadership of %d database(s) lost at once",
                         self.where, first_line(exc), len(self._known))
-        self._drop()
+        self._drop(f"its leadership session failed: {first_line(exc)}")
 
-    def _drop(self) -> None:
-        self._known.clear()
+    def _drop(self, why: str) -> None:
+        for key in sorted(self._known):
+            self._note(key, False, why)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
         self._conn = None
 
-    def _note(self, key: int, held: bool) -> None:
+    def _note(self, key: int, held: bool, why: str) -> None:
+        """Record whether `key` is held; a change of an announced key is kept to be published (`_tell`)."""
+        if held == (key in self._known):
+            return
         if held:
             self._known.add(key)
         else:
             self._known.discard(key)
+        if key in self._announced:
+            self._told.append((self._names.get(key, str(key)), held, why))
+
+    def _tell(self) -> None:
+        """Publish the changes noted so far, outside the session's lock (a sink never waits behind a check)."""
+        with self._lock:
+            told, self._told = self._told, []
+        for name, gained, why in told:
+            announce.leadership(name, gained, why)
 
 
 def _some(names: list[str], shown: int = 5) -> str:

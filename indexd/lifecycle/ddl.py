@@ -8,6 +8,7 @@ they survive a crash in the middle of it.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -20,7 +21,10 @@ import psycopg2.errorcodes
 import psycopg2.errors
 
 from indexd.db.pool import Database, PgConnection
+from indexd.db.retry import classify, sqlstate_of
 from indexd.errors import first_line
+from indexd.state import recommendations
+from indexd.state.recommendations import Status
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +171,7 @@ def index_size(conn: PgConnection, schema: str, name: str) -> int | None:
 
 def describe_failure(exc: BaseException, lock_timeout_s: float) -> tuple[str, bool]:
     """A human reason for a failed DDL statement, and whether it is worth retrying later unchanged."""
-    code = getattr(exc, "pgcode", None)
+    code = sqlstate_of(exc)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
         return f"lock timeout after {lock_timeout_s:g}s: the table is busy, will retry later ({first})", True
@@ -176,6 +180,61 @@ def describe_failure(exc: BaseException, lock_timeout_s: float) -> tuple[str, bo
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) and code is None:
         return f"connection lost during the build: {first}", False
     return f"{code or type(exc).__name__}: {first}", False
+
+
+class Settle(enum.Enum):
+    """What a failed build means for its recommendation (state.recommendations)."""
+
+    RELEASE = enum.auto()  # given back unchanged, retried later: the table was busy
+    INTERRUPT = enum.auto()  # the run was cut off: retried, counted against indexing.build_attempts
+    FAIL = enum.auto()  # the index itself failed
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    reason: str
+    settle: Settle
+    lock_timeout: bool = False  # gave up waiting for a lock: its leftover is dropped by the next run (`deferred`)
+
+
+TIMEOUT_SHARE = 0.95  # a cancel after this share of build_timeout is that timeout, not an operator or a stop
+
+
+def classify_build_failure(exc: BaseException, *, lock_timeout_s: float, build_timeout_s: float,
+                           duration_s: float) -> BuildFailure:
+    """Why a CREATE INDEX statement failed, by SQLSTATE (db.retry's classes): a lock timeout is given back;
+    a lost connection, a server shutting down or a cancel (an operator, indexd stopping) interrupted the run;
+    anything else (permission, duplicate key, a bad definition, the build timeout) is the index's own failure.
+    A cancel and the statement timeout share one SQLSTATE: the time the statement ran tells them apart."""
+    code = sqlstate_of(exc)
+    reason, _ = describe_failure(exc, lock_timeout_s)
+    if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
+        return BuildFailure(reason, Settle.RELEASE, lock_timeout=True)
+    if code == psycopg2.errorcodes.QUERY_CANCELED:
+        first = first_line(exc)
+        if duration_s >= TIMEOUT_SHARE * build_timeout_s:
+            return BuildFailure(f"build timeout after {duration_s:.0f}s (indexing.build_timeout): {first}",
+                                Settle.FAIL)
+        return BuildFailure(f"cancelled (by an operator, or indexd stopping): {first}", Settle.INTERRUPT)
+    if classify(exc).transient:
+        return BuildFailure(reason, Settle.INTERRUPT)
+    return BuildFailure(reason, Settle.FAIL)
+
+
+def settle_failure(db: Database, rec_id: int, previous: Status, failure: BuildFailure, max_attempts: int) -> bool:
+    """Move a claimed recommendation as its failure says (audit connection, patient); True when it stays in
+    the queue (given back, or interrupted below indexing.build_attempts)."""
+    schema = db.settings.state_schema
+    if failure.settle is Settle.RELEASE:
+        audit_write(db, lambda c: recommendations.release(c, schema, rec_id, previous, failure.reason),
+                    patient=True)
+        return True
+    if failure.settle is Settle.INTERRUPT:
+        now = audit_write(db, lambda c: recommendations.mark_interrupted(c, schema, rec_id, failure.reason,
+                                                                         max_attempts=max_attempts), patient=True)
+        return bool(now == Status.INTERRUPTED)
+    audit_write(db, lambda c: recommendations.mark_failed(c, schema, rec_id, failure.reason), patient=True)
+    return False
 
 
 class ProgressPoller:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from psycopg2 import sql
-
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database, PgConnection
@@ -24,6 +22,8 @@ from indexd.lifecycle.findings import (
     find_unused,
     quote_ident,
 )
+from indexd.lifecycle.replica_scans import combine, read_replicas
+from indexd.state.recommendations import own_index_builds
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ def _own_indexes(conn: PgConnection, state_schema: str) -> dict[tuple[str, str],
                     (f"{quote_ident(state_schema)}.recommendations", f"{quote_ident(state_schema)}.mutation_log"))
         if None in cur.fetchone():
             return {}
-        cur.execute(sql.SQL(
-            "SELECT r.table_schema, r.index_name, max(m.at) FROM {0}.recommendations r"
-            " LEFT JOIN {0}.mutation_log m ON m.recommendation_id = r.id AND m.action = 'create_index'"
-            " AND m.phase = 'outcome' AND m.outcome = 'succeeded'"
-            " WHERE r.index_name LIKE 'indexd\\_%%' AND r.status NOT IN ('pending', 'approved', 'rejected')"
-            " GROUP BY 1, 2").format(sql.Identifier(state_schema)))
-        return {(r[0], r[1]): r[2] for r in cur.fetchall()}
+    return own_index_builds(conn, state_schema)
 
 
 def _vector(text: str | None) -> tuple[str, ...]:
@@ -123,15 +117,18 @@ def report(
     now = now or utcnow()
     with db.connection() as conn:
         indexes = read_indexes(conn, db.settings.state_schema)
-        stats_since, standbys = read_stats_since(conn)
+        stats_since, streaming = read_stats_since(conn)
         block_size, inputs = bloat.read_inputs(conn, [ix.oid for ix in indexes if ix.is_valid and not ix.partitioned])
         estimates = bloat.estimates(conn, inputs, block_size, min_bloat_ratio, min_bloat_bytes)
+    # Scans on the configured replicas count too: an index only a read replica uses is not unused.
+    seen = combine(indexes, stats_since, streaming, read_replicas(db_settings))
     result = HealthReport(
         database=db_settings.name,
         generated_at=now,
-        stats_since=stats_since,
-        unused=find_unused(indexes, stats_since, now, db_settings.indexing.drop_unused.unused_for, standbys),
-        duplicate=find_duplicates(indexes),
+        stats_since=seen.stats_since,
+        unused=find_unused(seen.indexes, seen.stats_since, now, db_settings.indexing.drop_unused.unused_for,
+                           seen.uncounted),
+        duplicate=find_duplicates(seen.indexes),
         invalid=find_invalid(indexes),
         bloated=bloat_findings(indexes, estimates, min_bloat_ratio, min_bloat_bytes),
         indexes_checked=len(indexes),

@@ -10,8 +10,9 @@ The procedure keeps every lock short:
 
 The whole build is one create_index intent and one outcome in the audit log; each step (statement, duration)
 is listed in the outcome's `after`. Between steps the pause and leadership are read again: when either says
-stop, or a step fails, everything created so far is dropped (each drop audited) and the recommendation goes
-back to be retried (a lock timeout or a pause) or to failed. Per-partition indexes are named
+stop, or a step fails, everything created so far is dropped (each drop audited; after a lock timeout by the
+next run's cleanup, see `deferred`) and the recommendation goes back to be retried (a lock timeout or a pause),
+is interrupted (a lost connection, a cancel) or fails. Per-partition indexes are named
 `indexd_p$<partition>_<hash>`: no advisor name contains "$", so start-up cleanup can tell them apart.
 """
 
@@ -30,20 +31,25 @@ from pglast import ast, parse_sql
 from pglast.stream import RawStream
 from psycopg2 import sql
 
+from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
 from indexd.lifecycle.ddl import (
+    BuildFailure,
     BuildResult,
     ProgressCallback,
     ProgressPoller,
+    Settle,
     audit_write,
-    describe_failure,
+    classify_build_failure,
     index_size,
     index_state,
+    settle_failure,
 )
+from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
-from indexd.lifecycle.recommendations import StoredRecommendation, finish_build
-from indexd.state import audit
+from indexd.state import audit, recommendations
+from indexd.state.recommendations import Status, StoredRecommendation
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +198,16 @@ class _Run:
 
     steps: list[dict[str, Any]]
     created: list[tuple[str, str]]  # (schema, index) in creation order
+    step_started: float = 0.0  # monotonic start of the running step (a failure's duration is that step's)
 
 
 class _Stopped(Exception):
     """A checkpoint said stop between two steps (a pause, lost leadership)."""
 
 
-def build_partitioned(db: Database, conn: PgConnection, rec: StoredRecommendation, *, pid: int, lock_s: float,
-                      previous: str, job_id: str | None, progress: ProgressCallback | None,
-                      checkpoint: Checkpoint) -> BuildResult:
+def build_partitioned(db: Database, conn: PgConnection, rec: StoredRecommendation, *, pid: int,
+                      settings: IndexingSettings, previous: Status, job_id: str | None,
+                      progress: ProgressCallback | None, checkpoint: Checkpoint) -> BuildResult:
     """Build `rec` on its partitioned table with the ON ONLY / CONCURRENTLY / ATTACH procedure (see the module);
     never raises for a failed build. `conn` is the prepared autocommit session (timeouts set) of backend `pid`."""
     state = db.settings.state_schema
@@ -212,7 +219,7 @@ def build_partitioned(db: Database, conn: PgConnection, rec: StoredRecommendatio
     except BuildError as exc:
         refusal = str(exc)
         log.warning("not building %s: %s", rec.index_name, refusal)
-        audit_write(db, lambda c: finish_build(c, state, rec.id, "failed", reason=refusal))
+        audit_write(db, lambda c: recommendations.mark_failed(c, state, rec.id, refusal))
         return BuildResult(rec.table_schema, rec.index_name, "failed", refusal, recommendation_id=rec.id)
     _drop_leftovers(db, conn, steps[1:], rec, job_id)
     texts = [s.render(body).as_string(conn) for s in steps]
@@ -228,8 +235,10 @@ def build_partitioned(db: Database, conn: PgConnection, rec: StoredRecommendatio
     try:
         _run_steps(db, conn, steps, texts, run, pid, progress, checkpoint)
     except (psycopg2.Error, _Stopped) as exc:
-        return _undo(db, rec, run, exc, previous, intent, time.monotonic() - started, lock_s, job_id)
-    return _finish(db, conn, rec, run, intent, time.monotonic() - started)
+        outcome = "refused" if isinstance(exc, _Stopped) else "failed"
+        return _undo(db, rec, run, _failure(exc, run, settings), outcome, previous, intent,
+                     time.monotonic() - started, settings, job_id)
+    return _finish(db, conn, rec, run, intent, time.monotonic() - started, previous, settings)
 
 
 def _run_steps(db: Database, conn: PgConnection, steps: list[Step], texts: list[str], run: _Run, pid: int,
@@ -241,7 +250,7 @@ def _run_steps(db: Database, conn: PgConnection, steps: list[Step], texts: list[
             stop = checkpoint()
             if stop:
                 raise _Stopped(stop)
-        began = time.monotonic()
+        began = run.step_started = time.monotonic()
         if step.kind == "create_concurrently":
             done += 1
             log.info("building %s: partition %d of %d, %s.%s", steps[0].index, done, leaves, step.schema, step.table)
@@ -258,12 +267,13 @@ def _run_steps(db: Database, conn: PgConnection, steps: list[Step], texts: list[
 
 
 def _finish(db: Database, conn: PgConnection, rec: StoredRecommendation, run: _Run, intent: int,
-            duration: float) -> BuildResult:
+            duration: float, previous: Status, settings: IndexingSettings) -> BuildResult:
     state = db.settings.state_schema
     found = index_state(conn, rec.table_schema, rec.index_name)
     if found is None or not found.valid:  # every partition has its index attached: PostgreSQL says valid
         reason = "the partitioned index is still INVALID after every partition's index was attached"
-        return _undo(db, rec, run, BuildError(reason), "failed", intent, duration, 0.0, None)
+        return _undo(db, rec, run, BuildFailure(reason, Settle.FAIL), "failed", previous, intent, duration, settings,
+                     None)
     try:
         with conn.cursor() as cur:  # on a partitioned table, ANALYZE covers the partitions too
             cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(rec.table_schema),
@@ -271,7 +281,7 @@ def _finish(db: Database, conn: PgConnection, rec: StoredRecommendation, run: _R
     except psycopg2.Error as exc:
         log.warning("ANALYZE of %s after building %s failed: %s", rec.table, rec.index_name, str(exc).strip())
     size = index_size(conn, rec.table_schema, rec.index_name)
-    audit_write(db, lambda c: finish_build(c, state, rec.id, "built"), patient=True)
+    audit_write(db, lambda c: recommendations.mark_built(c, state, rec.id), patient=True)
     audit_write(db, lambda c: audit.record_outcome(
         c, state, intent, outcome="succeeded", duration_s=duration,
         after={"size_bytes": size, "valid": True, "partitioned": True, "steps": run.steps}), patient=True)
@@ -280,22 +290,29 @@ def _finish(db: Database, conn: PgConnection, rec: StoredRecommendation, run: _R
     return BuildResult(rec.table_schema, rec.index_name, "succeeded", None, duration, size, rec.id, intent)
 
 
-def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException, previous: str, intent: int,
-          duration: float, lock_s: float, job_id: str | None) -> BuildResult:
-    """Drop what this build created (the parent's index first: its drop takes the attached ones along),
-    record the outcome, and give the recommendation back (retried later) or fail it.
-
-    Dropping the parent's index locks every partition for a moment: while the application holds one of them
-    (the very lock that may have stopped the build) it times out, and the INVALID parent index with whatever
-    is attached to it is left for `cleanup_invalid`, which `apply` runs before its next build."""
-    state = db.settings.state_schema
+def _failure(exc: BaseException, run: _Run, settings: IndexingSettings) -> BuildFailure:
+    """What stopped the build: a checkpoint (a pause, lost leadership: given back, retried later), a refused
+    plan (failed), or a failed statement, classified as a plain build's."""
     if isinstance(exc, _Stopped):
-        reason, retry, outcome = f"stopped between partitions: {exc}", True, "refused"
-    elif isinstance(exc, BuildError):
-        reason, retry, outcome = str(exc), False, "failed"
-    else:
-        reason, retry = describe_failure(exc, lock_s)
-        outcome = "failed"
+        return BuildFailure(f"stopped between partitions: {exc}", Settle.RELEASE)
+    if isinstance(exc, BuildError):
+        return BuildFailure(str(exc), Settle.FAIL)
+    return classify_build_failure(exc, lock_timeout_s=settings.lock_timeout.total_seconds(),
+                                  build_timeout_s=settings.build_timeout.total_seconds(),
+                                  duration_s=time.monotonic() - run.step_started)
+
+
+def _undo(db: Database, rec: StoredRecommendation, run: _Run, failure: BuildFailure, outcome: str,
+          previous: Status, intent: int, duration: float, settings: IndexingSettings,
+          job_id: str | None) -> BuildResult:
+    """Drop what this build created (the parent's index first: its drop takes the attached ones along),
+    record the outcome, and settle the recommendation as the failure says (given back, interrupted, failed).
+
+    After a lock timeout nothing is dropped now: a drop would wait for the same locks a second time, so it is
+    recorded as deferred (see `deferred`) and left to `cleanup_invalid`, which `apply` runs before the first
+    build of its next run. Otherwise, dropping the parent's index locks every partition for a moment: should
+    it time out, the INVALID parent index with whatever is attached to it is left to that cleanup as well."""
+    state, reason, retry = db.settings.state_schema, failure.reason, failure.settle is not Settle.FAIL
     log.warning("building partitioned %s.%s stopped: %s; dropping what it created", rec.table_schema,
                 rec.index_name, reason)
     dropped: list[str] = []
@@ -303,6 +320,11 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException
     for n, (schema, name) in enumerate(run.created):
         if n and not _detached(db, schema, name):
             continue  # gone with the parent's index, or attached to it and left with it (for start-up cleanup)
+        if failure.lock_timeout:  # a drop now would wait for the same locks again: the next run's cleanup
+            defer_drop(db, schema, name, why=f"half-built partitioned index of a build that gave up: {reason}",
+                       recommendation_id=rec.id, job_id=job_id)
+            left.append(f"{schema}.{name}")
+            continue
         result = drop_index_concurrently(db, schema, name, reason=f"half-built partitioned index: {reason}",
                                          recommendation_id=rec.id, job_id=job_id, if_exists=True)
         (dropped if result.ok else left).append(f"{schema}.{name}")
@@ -310,8 +332,7 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, exc: BaseException
     try:
         audit_write(db, lambda c: audit.record_outcome(c, state, intent, outcome=outcome, duration_s=duration,
                                                        reason=reason, after=after), patient=True)
-        audit_write(db, lambda c: finish_build(c, state, rec.id, previous if retry else "failed", reason=reason),
-                    patient=True)
+        retry = settle_failure(db, rec.id, previous, failure, settings.build_attempts)
     except psycopg2.Error:
         log.error("could not record the stopped build of %s; start-up cleanup will", rec.index_name, exc_info=True)
     return BuildResult(rec.table_schema, rec.index_name, "failed", reason, duration, None, rec.id, intent, retry)

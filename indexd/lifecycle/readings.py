@@ -21,9 +21,9 @@ from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle import guards
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings
 from indexd.lifecycle.leader import Leadership
-from indexd.lifecycle.recommendations import StoredRecommendation
 from indexd.state import audit
 from indexd.state.pause import active_pause
+from indexd.state.recommendations import StoredRecommendation
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from psycopg2 import sql
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, VerifySettings
 from indexd.db.pool import Database, PgConnection
+from indexd.db.standby import refuse_on_standby
+from indexd.lifecycle import announce
 from indexd.lifecycle.ddl import OWN_PREFIX
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.readings import CpuSampler, drop_decision, host_cpu_pct
-from indexd.lifecycle.recommendations import set_status
 from indexd.lifecycle.verdict import (
     SnapshotRow,
     Verdict,
@@ -29,24 +30,12 @@ from indexd.lifecycle.verdict import (
     target_keys,
     window_stats,
 )
+from indexd.state import recommendations
+from indexd.state.recommendations import BuiltIndex
 from indexd.state.verdicts import insert_verdict
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class BuiltIndex:
-    """A recommendation indexd built, waiting for (or retrying) its verdict."""
-
-    recommendation_id: int
-    schema: str
-    table: str
-    index_name: str
-    queries: Any
-    build_started: datetime  # the create_index intent: the "before" window ends here
-    built_at: datetime  # its successful outcome: the "after" window starts here
-    pending_revert: bool  # judged 'reverted' earlier, the drop has not happened yet
 
 
 @dataclass(frozen=True)
@@ -62,35 +51,11 @@ class VerdictRecord:
     evidence: dict[str, Any]
 
 
-_BUILT = """
-SELECT r.id, r.table_schema, r.table_name, r.index_name, r.queries,
-       coalesce(b.started, b.built, r.updated_at), coalesce(b.built, r.updated_at),
-       coalesce(v.verdict = 'reverted', false)
-  FROM {s}.recommendations r
-  LEFT JOIN LATERAL (
-       SELECT max(m.at) FILTER (WHERE m.phase = 'intent') AS started,
-              max(m.at) FILTER (WHERE m.phase = 'outcome' AND m.outcome = 'succeeded') AS built
-         FROM {s}.mutation_log m WHERE m.recommendation_id = r.id AND m.action = 'create_index') b ON true
-  LEFT JOIN LATERAL (
-       SELECT verdict FROM {s}.index_verdicts WHERE recommendation_id = r.id AND verdict <> 'inconclusive'
-        ORDER BY decided_at DESC, id DESC LIMIT 1) v ON true
- WHERE r.status = 'built' AND coalesce(b.built, r.updated_at) <= %s
-   AND (v.verdict IS NULL OR (v.verdict = 'reverted' AND %s))
- ORDER BY r.id
-"""
-
 _SNAPSHOT_ROWS = """
 SELECT s.id, s.taken_at, s.stats_reset, ss.queryid, ss.userid, ss.toplevel, ss.query, ss.calls, ss.total_exec_time
   FROM {s}.snapshots s JOIN {s}.statement_snapshots ss ON ss.snapshot_id = s.id
  WHERE s.taken_at >= %s AND s.taken_at <= %s AND (ss.queryid = ANY(%s) OR ss.query ILIKE %s)
 """
-
-
-def built_indexes(conn: PgConnection, schema: str, ready_before: datetime, auto_revert: bool) -> list[BuiltIndex]:
-    """Built recommendations old enough for a verdict and without a final one (or with a revert still to do)."""
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL(_BUILT).format(s=sql.Identifier(schema)), (ready_before, auto_revert))
-        return [BuiltIndex(*row) for row in cur.fetchall()]
 
 
 def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids: set[int],
@@ -168,10 +133,11 @@ def verify_built(
     """Judge every index indexd built at least verify.after ago that has no final verdict yet, store each
     verdict with its evidence, keep the good ones and (with auto_revert) drop the harmful ones through the guards.
     """
+    refuse_on_standby(db, "verify")
     now = now or utcnow()
     ix, schema = db_settings.indexing, db.settings.state_schema
     with db.connection() as conn:
-        items = built_indexes(conn, schema, now - ix.verify.after, ix.verify.auto_revert)
+        items = recommendations.awaiting_verdict(conn, schema, now - ix.verify.after, ix.verify.auto_revert)
     records: list[VerdictRecord] = []
     if not items:
         log.info("verify on %s: nothing to judge", db.name)
@@ -199,9 +165,14 @@ def _verify_one(db: Database, settings: Settings, ix: IndexingSettings, lead: Le
     if verdict.verdict == "kept":
         action = "kept"
         with db.connection() as conn:
-            set_status(conn, schema, item.recommendation_id, "kept", "; ".join(verdict.reasons))
+            recommendations.mark_kept(conn, schema, item.recommendation_id, "; ".join(verdict.reasons))
+        announce.verdict(db.name, item.recommendation_id, item.schema, item.table, item.index_name, True,
+                         verdict.reasons)
     elif verdict.verdict == "reverted":
         action = _revert(db, settings, ix, lead, item, verdict, now, job_id, cpu)
+        if action == "dropped" or (action == "none" and verdict.evidence.get("exists") is False):
+            announce.verdict(db.name, item.recommendation_id, item.schema, item.table, item.index_name, False,
+                             verdict.reasons)
     return VerdictRecord(item.recommendation_id, item.schema, item.index_name, verdict.verdict, verdict.reasons,
                          action, verdict.evidence)
 
@@ -212,12 +183,12 @@ def _revert(db: Database, settings: Settings, ix: IndexingSettings, lead: Leader
     schema, why = db.settings.state_schema, "; ".join(verdict.reasons)
     if verdict.evidence.get("exists") is False:  # gone already: nothing to drop
         with db.connection() as conn:
-            set_status(conn, schema, item.recommendation_id, "reverted", why)
+            recommendations.mark_reverted(conn, schema, item.recommendation_id, why)
         return "none"
     if not ix.verify.auto_revert:
         with db.connection() as conn:
-            set_status(conn, schema, item.recommendation_id, "built",
-                       f"verdict reverted ({why}); verify.auto_revert is off, so the index stays")
+            stays = f"verdict reverted ({why}); verify.auto_revert is off, so the index stays"
+            recommendations.note_built_reason(conn, schema, item.recommendation_id, stays)
         return "revert_off"
     if not item.index_name.startswith(OWN_PREFIX):
         log.warning("not reverting %s.%s: not an index indexd names", item.schema, item.index_name)
@@ -232,5 +203,5 @@ def _revert(db: Database, settings: Settings, ix: IndexingSettings, lead: Leader
     if not result.ok:
         return "revert_failed"
     with db.connection() as conn:
-        set_status(conn, schema, item.recommendation_id, "reverted", why)
+        recommendations.mark_reverted(conn, schema, item.recommendation_id, why)
     return "dropped"

@@ -29,6 +29,7 @@ from indexd.service import databases
 from indexd.service.http import HttpServer
 from indexd.service.jobs import JobRunner
 from indexd.service.metrics import Metrics
+from indexd.service.notify import NotificationCollector, Notifications
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
 from indexd.service.scheduler import Scheduler
@@ -53,6 +54,8 @@ class IndexdService:
         self.env = os.environ if env is None else env
         self.runtime = Runtime(settings)
         self.metrics = Metrics(self.runtime)
+        self.notifications = Notifications(settings.notifications)
+        self.metrics.registry.register(NotificationCollector(self.notifications))
         self.runner = JobRunner(self.runtime, observe=self._observe)
         self.http = HttpServer(self.runtime, self.metrics)
         self.notifier = notifier or Notifier(self.env)
@@ -84,6 +87,7 @@ class IndexdService:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours to write
         for pool_logger in ("sqlalchemy.pool", "indexd.db.idlepool"):  # SQLAlchemy's line per pool disposed
             logging.getLogger(pool_logger).setLevel(logging.WARNING)
+        self.notifications.start()  # first: events of the start-up itself (leadership gained) go out too
         self.http.start(self.settings.http)
         added = [self._add_database(db_settings, prepare=False) for db_settings in self.settings.databases]
         self._schedule()  # before the scheduler runs: each job added to a running one wakes its thread
@@ -183,6 +187,7 @@ class IndexdService:
                     databases.close_database(target)
         self.runtime.settings = new
         self.runtime.budgets.resize(new.fleet.max_connections_per_server)
+        self.notifications.update(new.notifications)
         for name, db_settings in wanted.items():
             if name not in self.runtime.databases:
                 self._add_database(db_settings)
@@ -203,6 +208,7 @@ class IndexdService:
         databases.stop_jobs(self.runner, self.runtime)
         databases.close_all(self.runtime.database_list(), busy)
         self.runtime.coordinators.close()  # ends the leadership sessions: every lock left goes with them
+        self.notifications.close()  # leadership released above is told too; bounded by drain_timeout
         self.http.stop()
         log.info("indexd stopped")
 

@@ -1,6 +1,7 @@
 """Prometheus metrics on a registry of our own. A custom collector reads the live state at scrape time
 (pool statistics, breaker, probe readings, backups); job durations are a histogram observed as runs end.
 Names follow Prometheus conventions: base units (seconds, bytes), `_total` for counters, a `database` label.
+A job's name is the label `job_name`: `job` and `instance` are the scrape target's own labels in Prometheus.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from indexd import __version__
+from indexd.config.schedule import job_specs
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
+from indexd.state.recommendations import QUEUED, Status
 
 BREAKER_STATES = ("closed", "half_open", "open")
-REC_STATUSES = ("pending", "approved", "building", "built", "failed", "kept", "reverted", "rejected")
+JOB_OUTCOMES = ("ok", "failed", "skipped")
 JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
@@ -108,6 +111,9 @@ class StateCollector(Collector):
                                  labels=["database", "status"])
         pending = GaugeMetricFamily("indexd_recommendations_pending", "recommendations waiting for a decision or a "
                                     "build", labels=["database"])
+        saving = GaugeMetricFamily("indexd_recommendations_pending_saving_ratio",
+                                   "estimated share of the workload's cost the pending recommendations would save "
+                                   "(0..1)", labels=["database"])
         progress = GaugeMetricFamily("indexd_index_build_progress_ratio", "index builds in progress (0..1)",
                                      labels=["database", "index"])
         age = GaugeMetricFamily("indexd_probe_age_seconds", "seconds since the database was last probed",
@@ -119,35 +125,44 @@ class StateCollector(Collector):
             paused.add_metric([t.name], 1.0 if p.paused else 0.0)
             if p.paused and p.pause_since is not None:
                 since.add_metric([t.name], p.pause_since.timestamp())
-            for status in REC_STATUSES:
+            for status in Status:
                 recs.add_metric([t.name, status], p.recommendations.get(status, 0))
-            pending.add_metric([t.name], p.recommendations.get("pending", 0) + p.recommendations.get("approved", 0))
+            pending.add_metric([t.name], sum(p.recommendations.get(s, 0) for s in QUEUED))
+            saving.add_metric([t.name], min(1.0, p.pending_saving_pct / 100))
             for index, ratio in sorted(p.builds.items()):
                 progress.add_metric([t.name, index], ratio)
             if p.at:
                 age.add_metric([t.name], self.runtime.clock() - p.at)
-        yield from (up, leader, paused, since, recs, pending, progress, age)
+        yield from (up, leader, paused, since, recs, pending, saving, progress, age)
 
     def _jobs(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
-        runs = CounterMetricFamily("indexd_job_runs", "job runs by outcome", labels=["database", "job", "outcome"])
+        runs = CounterMetricFamily("indexd_job_runs", "job runs by outcome", labels=["database", "job_name", "outcome"])
         with self.runtime.lock:
             counts = dict(self.runtime.job_counts)
-        for (database, job, outcome), n in sorted(counts.items()):
-            runs.add_metric([database, job, outcome], n)
+        # Every outcome of every scheduled job (and of any job that ran), zeros included from the start: a series
+        # born at 1 would hide its first run from rate() and increase(), a first failure above all.
+        pairs = {(d, j) for d, j, _ in counts} | {(s.database, s.job) for s in job_specs(self.runtime.settings)}
+        for database, job in sorted(pairs):
+            for outcome in JOB_OUTCOMES:
+                runs.add_metric([database, job, outcome], counts.get((database, job, outcome), 0))
         yield runs
         built = CounterMetricFamily("indexd_indexes_built", "indexes built by this process", labels=["database"])
         reverted = CounterMetricFamily("indexd_indexes_reverted", "indexes reverted by this process",
                                        labels=["database"])
         failed = CounterMetricFamily("indexd_index_build_failures", "index builds that failed", labels=["database"])
         last_ok = GaugeMetricFamily("indexd_job_last_success_timestamp_seconds", "when each job last succeeded",
-                                    labels=["database", "job"])
+                                    labels=["database", "job_name"])
+        captured = GaugeMetricFamily("indexd_statements_captured", "statements in the last workload snapshot",
+                                     labels=["database"])
         for t in targets:
             built.add_metric([t.name], t.counters.get("indexes_built", 0))
             reverted.add_metric([t.name], t.counters.get("indexes_reverted", 0))
             failed.add_metric([t.name], t.counters.get("index_build_failures", 0))
             for job, at in sorted(t.last_success.items()):
                 last_ok.add_metric([t.name, job], at.timestamp())
-        yield from (built, reverted, failed, last_ok)
+            if t.captured_statements is not None:
+                captured.add_metric([t.name], t.captured_statements)
+        yield from (built, reverted, failed, last_ok, captured)
 
     def _backups(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
         last = GaugeMetricFamily("indexd_backup_last_success_timestamp_seconds", "when the last good backup finished",
@@ -178,7 +193,7 @@ class Metrics:
     def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StateCollector(runtime))
-        self.job_duration = Histogram("indexd_job_duration_seconds", "job run duration", ["database", "job"],
+        self.job_duration = Histogram("indexd_job_duration_seconds", "job run duration", ["database", "job_name"],
                                       buckets=JOB_BUCKETS, registry=self.registry)
 
     def observe(self, rec: JobRecord) -> None:

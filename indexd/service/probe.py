@@ -5,19 +5,22 @@ for all databases of a server at once, by the daemon's housekeeping: `Coordinato
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
 from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
 from indexd.errors import first_line
-from indexd.lifecycle.recommendations import load_recommendations
+from indexd.lifecycle import announce
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
-from indexd.state.pause import active_pause
+from indexd.state.pause import active_pause, ran_out
+from indexd.state.recommendations import QUEUED, load_recommendations
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = timedelta(seconds=5)
+_EXPIRY_LOCK = threading.Lock()  # a job's refresh and the scheduled probe must not announce the same pause twice
 
 # Index builds of indexd's own sessions in progress, with the fraction done of the current phase's blocks
 # (falling back to tuples) -- PostgreSQL reports nothing finer.
@@ -45,21 +48,19 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
         if target.prepared:  # the state schema exists: pause and advice can be read
             with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
                 pause = active_pause(conn, schema, utcnow())
-                recs = load_recommendations(conn, schema, statuses=_STATUSES)
+                recs = load_recommendations(conn, schema)
             if pause is not None:
                 result.paused, result.pause_since, result.pause_until = True, pause.paused_at, pause.until
                 result.pause_reason = pause.reason
             counts: dict[str, int] = {}
             for rec in recs:
-                counts[rec.status] = counts.get(rec.status, 0) + 1
+                counts[str(rec.status)] = counts.get(str(rec.status), 0) + 1
             result.recommendations = counts
+            result.pending_saving_pct = sum(r.improvement_pct or 0.0 for r in recs if r.status in QUEUED)
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
     result.last_backup = _last_backup(runtime, target)
     return result
-
-
-_STATUSES = ("pending", "approved", "rejected", "building", "built", "failed", "kept", "reverted", "superseded")
 
 
 def _last_backup(runtime: Runtime, target: DatabaseRuntime) -> dict[str, object] | None:
@@ -90,4 +91,25 @@ def refresh(runtime: Runtime, database: str) -> None:
             log.info("database %s is reachable again", database)
         else:
             log.warning("database %s is unreachable: %s", database, reading.error)
+    _announce_expiry(target, reading)
     target.probe = reading
+
+
+def _announce_expiry(target: DatabaseRuntime, reading: Probe) -> None:
+    """Timed pauses that ran out since the last look are events too (`resume` publishes its own). The leader
+    alone tells (as the housekeeping last found it), and only when no other pause still holds indexing; the first
+    look only sets the mark."""
+    if not (reading.up and target.prepared):
+        return
+    with _EXPIRY_LOCK:
+        since, now = target.pauses_checked_at, utcnow()
+        if since is not None and target.leader and not reading.paused:
+            try:
+                with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
+                    ended = ran_out(conn, target.settings.state_schema, since, now)
+            except Exception as exc:  # noqa: BLE001 - looked at again on the next probe
+                log.debug("expired pauses of %s not read: %s", target.name, first_line(exc))
+                return
+            for gone in ended:
+                announce.pause_ended(target.name, [gone.id], None, until=gone.until)
+        target.pauses_checked_at = now

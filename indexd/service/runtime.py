@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from indexd.advisor.skips import SeenShapes
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.budget import Budgets
 from indexd.db.pool import Database
@@ -53,6 +54,7 @@ class Probe:
     pause_until: datetime | None = None
     pause_reason: str | None = None
     recommendations: dict[str, int] = field(default_factory=dict)  # status -> count
+    pending_saving_pct: float = 0.0  # workload cost the pending and approved recommendations would save, summed
     mutations: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> count
     builds: dict[str, float] = field(default_factory=dict)  # index name -> progress ratio
     last_backup: dict[str, Any] | None = None  # id, finished_at, size_bytes, duration_s, status
@@ -66,12 +68,16 @@ class DatabaseRuntime:
     coordinator: Any = None  # the indexd.lifecycle.coordination.Coordinator of its server (None: one of its own)
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
+    standby: bool = False  # its server is a hot standby: read-only, nothing is written or built (db/standby.py)
     closed: bool = False  # removed by a reload or the stop: nothing may open new sessions for it
     prepare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     probe: Probe = field(default_factory=Probe)
     last_runs: dict[str, JobRecord] = field(default_factory=dict)
     last_success: dict[str, datetime] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # indexes_built, indexes_reverted, ...
+    skips_logged: SeenShapes = field(default_factory=SeenShapes)  # statement shapes whose skip was logged
+    captured_statements: int | None = None  # statements in the last workload snapshot this process took
+    pauses_checked_at: datetime | None = None  # timed pauses that ran out before this were announced
 
     def count(self, key: str, n: int = 1) -> None:
         if n:

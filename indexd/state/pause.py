@@ -43,6 +43,16 @@ def active_pause(conn: PgConnection, schema: str, now: datetime) -> Pause | None
     return None if row is None else Pause(*row)
 
 
+def ran_out(conn: PgConnection, schema: str, after: datetime, now: datetime) -> list[Pause]:
+    """The pauses nobody resumed whose duration ran out in (after, now], oldest end first."""
+    statement = sql.SQL(
+        "SELECT {} FROM {}.pause WHERE resumed_at IS NULL AND until > %s AND until <= %s ORDER BY until, id"
+    ).format(_COLUMNS, sql.Identifier(schema))
+    with conn.cursor() as cur:
+        cur.execute(statement, (after, now))
+        return [Pause(*row) for row in cur.fetchall()]
+
+
 def insert_pause(conn: PgConnection, schema: str, *, paused_at: datetime, until: datetime | None, reason: str,
                  paused_by: str) -> Pause:
     """A new pause row (not committed: the caller audits it in the same transaction)."""

@@ -286,6 +286,18 @@ def _snapshot_counters(conn: PgConnection, state: sql.Identifier, snapshot_id: i
         return _counters(cur.fetchall())
 
 
+def cumulative_workload(db: Database, min_calls: int = 1) -> list[Statement]:
+    """Every statement since pg_stat_statements' last reset, weighted by its cumulative counters."""
+    with db.connection() as conn:
+        return _cumulative(conn, db.settings.state_schema, min_calls)
+
+
+def _cumulative(conn: PgConnection, state_schema: str, min_calls: int) -> list[Statement]:
+    ext = _require_extension(conn)
+    counters = _counters((r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, state_schema))
+    return _statements(counters, min_calls)
+
+
 def workload(
     db: Database, lookback: timedelta, now: datetime | None = None, min_calls: int = 1
 ) -> list[Statement]:
@@ -307,13 +319,9 @@ def workload(
         )
         snaps = cur.fetchall()
         if len(snaps) < 2:
-            ext = _require_extension(conn)
             log.info("%s: %d snapshot(s) in the last %s; using the cumulative counters since the last reset",
                      db.name, len(snaps), lookback)
-            counters = _counters(
-                (r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in _live_rows(conn, ext, db.settings.state_schema)
-            )
-            return _statements(counters, min_calls)
+            return _cumulative(conn, db.settings.state_schema, min_calls)
         (old_id, old_reset), (new_id, new_reset) = snaps[0], snaps[-1]
         old = _snapshot_counters(conn, state, old_id)
         new = _snapshot_counters(conn, state, new_id)

@@ -15,23 +15,22 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_build_support import (  # noqa: E402
+from indexd.advisor.model import IndexCandidate, IndexKey
+from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings
+from indexd.db.pool import Database
+from indexd.embedded import EmbeddedCluster
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid
+from indexd.state.migrations import migrate
+from indexd.state.recommendations import load_recommendations
+from tests.support.cluster import new_database
+from tests.support.lifecycle import (
     audit_rows,
     index_valid,
     insert_recommendation,
     make_table,
     rec_status,
 )
-
-from indexd.advisor.model import IndexCandidate, IndexKey  # noqa: E402
-from indexd.config.schema import DatabaseSettings, IndexingSettings, PoolSettings  # noqa: E402
-from indexd.db.pool import Database  # noqa: E402
-from indexd.embedded import EmbeddedCluster  # noqa: E402
-from indexd.lifecycle.build import build_index  # noqa: E402
-from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid  # noqa: E402
-from indexd.lifecycle.recommendations import load_recommendations  # noqa: E402
-from indexd.state.migrations import migrate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # An index whose key is computed slowly (2 ms a row): a build that lasts seconds on a small table.
@@ -43,7 +42,7 @@ import sys
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
 from indexd.lifecycle.build import build_index
-from indexd.lifecycle.recommendations import load_recommendations
+from indexd.state.recommendations import load_recommendations
 db = Database(DatabaseSettings(name="main", dsn=sys.argv[1]))
 with db.connection() as conn:
     rec = load_recommendations(conn, "indexd", ids=(int(sys.argv[2]),))[0]
@@ -64,6 +63,12 @@ def _wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def _attempts(conn, rec_id: int) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT attempts FROM indexd.recommendations WHERE id = %s", (rec_id,))
+        return int(cur.fetchone()[0])
 
 
 def _building(conn) -> bool:
@@ -91,7 +96,8 @@ def test_process_killed_mid_build_leaves_an_invalid_index_that_cleanup_removes(d
 
     assert cleanup_invalid(database) == [f"public.{SLOW.name()}"]
     assert index_valid(pg_conn, "public", SLOW.name()) is None
-    assert rec_status(pg_conn, rec_id) == "failed"
+    # the run was cut off, not the index: queued again, one attempt counted
+    assert rec_status(pg_conn, rec_id) == "interrupted" and _attempts(pg_conn, rec_id) == 1
     create = audit_rows(pg_conn, "create_index")
     assert [(r["phase"], r["outcome"]) for r in create] == [("intent", "started"), ("outcome", "failed")]
     assert create[1]["reason"] == INTERRUPTED
@@ -101,7 +107,7 @@ def test_process_killed_mid_build_leaves_an_invalid_index_that_cleanup_removes(d
 
 @pytest.fixture
 def own_db(own_cluster: EmbeddedCluster):
-    dsn = own_cluster.create_database("app", extensions=())
+    dsn = new_database(own_cluster, "app", extensions=())
     ix = replace(IndexingSettings(), lock_timeout=timedelta(seconds=2))
     db = Database(DatabaseSettings(name="app", dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=ix))
     migrate(db)
@@ -127,12 +133,12 @@ def test_server_restart_mid_build_is_recorded_and_the_leftover_removed(own_clust
     own_cluster.restart("fast")
     builder.join(timeout=60)
     result = out["result"]
-    assert result.outcome == "failed" and "connection lost" in (result.reason or "")
+    assert result.outcome == "failed" and "connection lost" in (result.reason or "") and result.retry_later
     conn = own_cluster.connect("app")
     try:
         create = audit_rows(conn, "create_index")
         assert [(r["phase"], r["outcome"]) for r in create] == [("intent", "started"), ("outcome", "failed")]
-        assert rec_status(conn, rec_id) == "failed"
+        assert rec_status(conn, rec_id) == "interrupted" and _attempts(conn, rec_id) == 1
         assert index_valid(conn, "public", SLOW.name()) is False  # the build's own drop could not run
         assert cleanup_invalid(own_db) == [f"public.{SLOW.name()}"]
         assert index_valid(conn, "public", SLOW.name()) is None

@@ -15,8 +15,8 @@ from indexd.db.deadline import SOCKET_DEADLINES
 from indexd.db.pool import CHECK_BYPASS
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections
-from tests.faults.helpers import app_database, later, make_database, retry
+from tests.support.cluster import assert_no_leaked_connections
+from tests.support.faults import app_database, later, make_database, retry
 
 
 def test_frozen_server_bounds_checkout_and_connect_then_recovers(own_cluster: EmbeddedCluster) -> None:

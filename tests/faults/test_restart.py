@@ -10,8 +10,8 @@ import pytest
 from indexd.db.pool import CHECK_BYPASS
 from indexd.db.retry import RetryHooks
 from indexd.embedded import EmbeddedCluster
-from tests.conftest import assert_no_leaked_connections
-from tests.faults.helpers import app_database, make_database
+from tests.support.cluster import assert_no_leaked_connections
+from tests.support.faults import app_database, make_database
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])

@@ -10,8 +10,8 @@ import pytest
 from indexd.config.schema import CircuitBreakerSettings
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections
-from tests.faults.helpers import app_database, later, make_database, retry
+from tests.support.cluster import assert_no_leaked_connections
+from tests.support.faults import app_database, later, make_database, retry
 
 
 def test_refused_at_start_gives_up_within_max_elapsed_then_works(own_cluster: EmbeddedCluster) -> None:

@@ -12,7 +12,7 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.state.migrations import migrate
-from tests.conftest import assert_no_leaked_connections
+from tests.support.cluster import assert_no_leaked_connections
 
 
 @pytest.fixture

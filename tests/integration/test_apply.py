@@ -8,7 +8,18 @@ import threading
 from datetime import timedelta
 
 import pytest
-from test_build_support import (
+
+from indexd.advisor.pipeline import advise
+from indexd.advisor.store import save_recommendations
+from indexd.clock import utcnow
+from indexd.config.schema import RateLimitSettings, Settings
+from indexd.db.pool import Database
+from indexd.errors import UsageError
+from indexd.lifecycle.apply import apply, approve, reject
+from indexd.lifecycle.readings import take_readings
+from indexd.statements.statement import Statement
+from indexd.workload.lookback import given_workload
+from tests.support.lifecycle import (
     audit_rows,
     candidate,
     index_valid,
@@ -16,13 +27,6 @@ from test_build_support import (
     make_table,
     rec_status,
 )
-
-from indexd.clock import utcnow
-from indexd.config.schema import RateLimitSettings, Settings
-from indexd.db.pool import Database
-from indexd.errors import UsageError
-from indexd.lifecycle.apply import apply, approve, reject
-from indexd.lifecycle.readings import take_readings
 
 CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)  # host CPU injected; the rest is real
 
@@ -76,7 +80,8 @@ def test_approve_and_reject_are_audited_and_checked(make_db, pg_conn) -> None:
     make_table(pg_conn, "public", "t", rows=10)
     rec_id = insert_recommendation(pg_conn, candidate("public", "t", "a"), status="pending")
     assert approve(db, rec_id, reason="looks right", actor="ann@ops pid 1").status == "approved"
-    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, failed, rejected"):
+    with pytest.raises(UsageError, match=r"#\d+ is approved: only pending, rejected, failed, interrupted "
+                                         "recommendations can be approved"):
         approve(db, rec_id)
     assert reject(db, rec_id, reason="not now").status == "rejected"
     with pytest.raises(UsageError, match="no recommendation #999999"):
@@ -203,3 +208,30 @@ def _until(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def test_an_equivalent_index_built_after_the_advice_supersedes_the_build(make_db, pg_conn) -> None:
+    """Advice for (a), then someone builds (a, b) before apply: (a) is redundant now; it is not built but
+    superseded, with the existing index named, in the audit log too. An unrelated index does not stop a build."""
+    db = make_db("auto")
+    make_table(pg_conn, "public", "t", columns=("a", "b", "c"), rows=50_000)
+    work = given_workload([Statement("SELECT id FROM t WHERE a = $1", calls=500),
+                           Statement("SELECT id FROM t WHERE c = $1", calls=500)], db.settings.indexing)
+    advice = advise(db, db.settings.indexing, work)
+    ids = save_recommendations(db, advice.recommendations, advice.create_sql)
+    by_column = {r.candidate.keys[0].column: ids[r.candidate.fingerprint()] for r in advice.recommendations}
+    assert set(by_column) == {"a", "c"}
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE INDEX dba_t_a_b ON t (a, b)")
+        cur.execute("CREATE INDEX dba_t_b ON t (b)")
+    result = run(db, job_id="j1")
+    assert [b.recommendation_id for b in result.built] == [by_column["c"]]
+    (skipped,) = result.skipped
+    assert skipped.recommendation_id == by_column["a"] and "public.dba_t_a_b" in (skipped.reason or "")
+    assert rec_status(pg_conn, by_column["a"]) == "superseded"
+    assert index_valid(pg_conn, "public", skipped.index_name) is None  # never built
+    (row,) = [r for r in audit_rows(pg_conn, "supersede") if r["phase"] == "outcome"]
+    assert row["outcome"] == "skipped" and "dba_t_a_b" in row["reason"]
+    assert row["recommendation_id"] == by_column["a"] and row["after"]["status"] == "superseded"
+    assert len([r for r in audit_rows(pg_conn, "create_index") if r["phase"] == "intent"]) == 1
+    assert run(db).built == []  # superseded is never built again

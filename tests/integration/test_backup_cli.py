@@ -54,6 +54,7 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     assert run.returncode == 1, run.stderr  # 'broken' fails ...
     assert "main: backup main-" in run.stdout and "verified" in run.stdout  # ... 'main' is still backed up
     assert "indexd: broken: backup failed: " in run.stderr and "no_such_database" in run.stderr
+    assert len([line for line in run.stderr.splitlines() if "broken" in line]) == 1, run.stderr  # once, one line
     listed = json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)
     assert [(b["database"], b["status"], b["policy"]) for b in listed] == [("main", "verified", "keep")]
     backup_id = listed[0]["id"]
@@ -65,6 +66,26 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     verified = indexd("--config", str(config), "backup", "verify", backup_id, "--restore")
     assert verified.returncode == 0, verified.stderr
     assert "checksum ok" in verified.stdout and "test restore ok" in verified.stdout
+
+    wrong = indexd("--config", str(config), "backup", "verify", backup_id, "--database", "broken")
+    assert wrong.returncode == 2 and f"backup {backup_id} belongs to 'main', not 'broken'" in wrong.stderr
+
+
+def test_verify_restore_of_a_database_not_configured_names_its_own_option(config: Path, tmp_path: Path,
+                                                                          pg_cluster: EmbeddedCluster) -> None:
+    """The backup's database left the configuration: --dsn says where to test-restore it, and the error says so."""
+    settings = load_settings(str(config))
+    backup_id = run_backup(settings, settings.database("main")).id
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"databases: []\nbackups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n")
+    refused = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore")
+    assert refused.returncode == 2, refused.stderr
+    assert "pass --dsn DSN to say which server to test-restore it on" in refused.stderr
+    assert "checksum ok" not in refused.stdout  # refused before doing anything
+    elsewhere = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore",
+                       "--dsn", pg_cluster.dsn("postgres"))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "test restore ok" in elsewhere.stdout
 
 
 
@@ -112,3 +133,15 @@ def test_scripts(config: Path, pg_cluster: EmbeddedCluster, pg_dbname: str) -> N
         assert pg_cluster.fetch("SELECT count(*) FROM t", target)[0][0] == 500
     finally:
         pg_cluster.drop_database(target)
+
+
+def test_an_unreachable_server_is_one_line_without_libpq_hints(tmp_path: Path) -> None:
+    path = tmp_path / "down.yaml"
+    path.write_text("databases:\n  - name: down\n    dsn: postgresql://postgres:s3cret@127.0.0.1:1/app\n"
+                    f"backups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n"
+                    "retry:\n  attempts: 1\n")
+    run = indexd("--config", str(path), "backup", "run")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith("indexd: down: backup failed: ") and "Connection refused" in run.stderr
+    assert "Is the server running" not in run.stderr and "s3cret" not in run.stderr

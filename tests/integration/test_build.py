@@ -6,7 +6,14 @@ import threading
 import time
 
 import pytest
-from test_build_support import (
+
+from indexd.db.pool import Database
+from indexd.lifecycle.build import build_index
+from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.ddl import BuildProgress
+from indexd.lifecycle.drop import drop_index_concurrently
+from indexd.state.recommendations import load_recommendations
+from tests.support.lifecycle import (
     audit_rows,
     candidate,
     index_valid,
@@ -14,13 +21,6 @@ from test_build_support import (
     make_table,
     rec_status,
 )
-
-from indexd.db.pool import Database
-from indexd.lifecycle.build import build_index
-from indexd.lifecycle.cleanup import cleanup_invalid
-from indexd.lifecycle.ddl import BuildProgress
-from indexd.lifecycle.drop import drop_index_concurrently
-from indexd.lifecycle.recommendations import load_recommendations
 
 
 def _rec(db: Database, rec_id: int):
@@ -170,7 +170,7 @@ def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: D
 def test_create_sql_must_match_the_recommendation() -> None:
     from indexd.errors import BuildError
     from indexd.lifecycle.build import check_create_sql
-    from indexd.lifecycle.recommendations import StoredRecommendation
+    from indexd.state.recommendations import StoredRecommendation
 
     def rec(create_sql: str) -> StoredRecommendation:
         return StoredRecommendation(1, "approved", "f", "public", "t", ["a"], "btree", None, [], "indexd_t_a_1",

@@ -6,11 +6,10 @@ import signal
 import time
 from pathlib import Path
 
-from test_daemon_support import DaemonProcess, daemon_config, free_port
-
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.databases import STOP_BOUND_S
 from indexd.simulate import drive, setup
+from tests.support.daemon import DaemonProcess, daemon_config
 
 SECRET = "pw-never-logged"
 
@@ -58,7 +57,7 @@ def test_daemon_lifecycle(pg_cluster: EmbeddedCluster, pg_dbname: str, tmp_path:
             assert code == 200 and body["status"] == "ok", (path, body)
         code, metrics = d.get("/metrics")
         assert code == 200 and 'indexd_database_up{database="main"} 1.0' in metrics
-        assert 'indexd_job_runs_total{database="main",job="backup",outcome="ok"} 1.0' in metrics
+        assert 'indexd_job_runs_total{database="main",job_name="backup",outcome="ok"} 1.0' in metrics
         d.wait_message("WATCHDOG=1", timeout=10)
 
         _reload_keeps_old_config_when_bad(d, config)

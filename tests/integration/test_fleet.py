@@ -16,10 +16,10 @@ from typing import Any
 
 import psutil
 import pytest
-from test_daemon_support import DaemonProcess, fleet_config, free_port
 
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.lifecycle.leader import leader_key
+from tests.support.daemon import DaemonProcess, fleet_config
 
 N = 200
 TEMPLATE = "fleet_template"

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon_support import daemon_config, free_port, http_get, wait_until
 
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config, http_get, wait_until
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_endpoints_answer_for_a_healthy_database(service_factory, pg_cluster: Em
     svc.runner.run("health", "main")
     runs = http_get(port, "/health")[1]["databases"]["main"]["last_runs"]
     assert runs["health"]["outcome"] == "ok" and runs["health"]["job_id"].startswith("health-main-")
-    assert 'indexd_job_runs_total{database="main",job="health",outcome="ok"} 1.0' in http_get(port, "/metrics")[1]
+    assert 'indexd_job_runs_total{database="main",job_name="health",outcome="ok"} 1.0' in http_get(port, "/metrics")[1]
 
 
 def test_unreachable_database_is_not_ready_but_alive(service_factory, pg_cluster: EmbeddedCluster) -> None:
@@ -96,5 +96,5 @@ def test_one_failing_database_never_stops_the_others(service_factory, pg_cluster
     assert failed is not None and failed.outcome == "failed"
     assert ok is not None and ok.outcome == "ok"
     metrics = http_get(port, "/metrics")[1]
-    assert 'indexd_job_runs_total{database="dead",job="capture",outcome="failed"} 1.0' in metrics
-    assert 'indexd_job_runs_total{database="main",job="capture",outcome="ok"} 1.0' in metrics
+    assert 'indexd_job_runs_total{database="dead",job_name="capture",outcome="failed"} 1.0' in metrics
+    assert 'indexd_job_runs_total{database="main",job_name="capture",outcome="ok"} 1.0' in metrics

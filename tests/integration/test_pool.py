@@ -13,7 +13,7 @@ from indexd.db.pool import Database
 from indexd.db.retry import RetryHooks
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections
+from tests.support.cluster import assert_no_leaked_connections
 
 FAST = RetrySettings(attempts=4, initial_delay=timedelta(seconds=0.05), max_delay=timedelta(seconds=0.2),
                      max_elapsed=timedelta(seconds=3))

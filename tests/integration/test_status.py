@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_daemon_support import daemon_config, free_port
-
 from indexd.config.load import load_settings
-from indexd.embedded import EmbeddedCluster
+from indexd.embedded import EmbeddedCluster, free_port
 from indexd.service.app import IndexdService
+from tests.support.daemon import daemon_config
 
 
 def _status(config: Path, *extra: str) -> tuple[int, str, str]:
@@ -42,12 +41,14 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
     assert code == 0, err
     (db,) = json.loads(out)
     assert db["database"] == "main"
-    assert db["leader"] is None and db["pause"] is None and db["daemon"] == "daemon not reachable"
+    assert db["leader"] is None and db["pause"] is None
+    assert db["daemon"] == "daemon not reachable: no process holds the leader lock: no daemon leads this database"
     assert set(db["next_runs"]) >= {"capture", "advise", "apply", "verify", "backup"}
     assert "topsecret" not in out
     code, text, err = _status(cfg)
     assert code == 0, err
     assert "leader: none" in text and "daemon: not reachable (not running" in text and "topsecret" not in text
+    assert "no daemon leads" not in text  # the leader line says it: once
     # Every line of a database's section, its tables included, sits indented under the "== name" heading.
     section = text.split("== main", 1)[1].splitlines()[1:]
     assert section and all(line.startswith("   ") for line in section if line), text

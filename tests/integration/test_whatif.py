@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg2.extensions
 import pytest
 
+from indexd.advisor.costable import parameter_count
 from indexd.advisor.model import IndexCandidate, IndexKey
-from indexd.advisor.whatif import HypoPGMissing, WhatIf, parameter_count
+from indexd.advisor.whatif import HypoPGMissing, WhatIf
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 

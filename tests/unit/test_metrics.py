@@ -51,7 +51,7 @@ def test_database_series_read_live_state(runtime: Runtime) -> None:
     target = runtime.databases["main"]
     target.leadership = _HeldAtLastLook()
     target.probe = Probe(at=runtime.clock(), up=True, paused=True, pause_since=T0,
-                         recommendations={"pending": 3, "approved": 1, "built": 2},
+                         recommendations={"pending": 3, "approved": 1, "built": 2}, pending_saving_pct=37.5,
                          builds={"indexd_orders_customer_id_1": 0.25},
                          last_backup={"last_success": T0, "last_size_bytes": 1234, "last_duration_s": 2.5,
                                       "last_verified": T0, "consecutive_failures": 0})
@@ -62,6 +62,7 @@ def test_database_series_read_live_state(runtime: Runtime) -> None:
     assert m["indexd_paused"][db] == 1
     assert m["indexd_paused_since_timestamp_seconds"][db] == T0.timestamp()
     assert m["indexd_recommendations_pending"][db] == 4
+    assert m["indexd_recommendations_pending_saving_ratio"][db] == 0.375
     assert m["indexd_recommendations"][(("database", "main"), ("status", "built"))] == 2
     assert m["indexd_index_build_progress_ratio"][(("database", "main"), ("index", "indexd_orders_customer_id_1"))] \
         == 0.25
@@ -89,19 +90,34 @@ def test_job_runs_and_durations(runtime: Runtime) -> None:
     runtime.databases["main"].count("indexes_built", 2)
     runtime.databases["main"].count("indexes_reverted")
     m = _scrape(metrics)
-    key = (("database", "main"), ("job", "capture"), ("outcome", "ok"))
+    key = (("database", "main"), ("job_name", "capture"), ("outcome", "ok"))
     assert m["indexd_job_runs_total"][key] == 2
-    assert m["indexd_job_runs_total"][(("database", "main"), ("job", "capture"), ("outcome", "failed"))] == 1
-    assert m["indexd_job_duration_seconds_count"][(("database", "main"), ("job", "capture"))] == 3
-    assert m["indexd_job_duration_seconds_sum"][(("database", "main"), ("job", "capture"))] == pytest.approx(2.4)
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "capture"), ("outcome", "failed"))] == 1
+    # Outcomes that never happened are zero series, for jobs not run yet too, so rates see the first run.
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "capture"), ("outcome", "skipped"))] == 0
+    assert m["indexd_job_runs_total"][(("database", "main"), ("job_name", "advise"), ("outcome", "failed"))] == 0
+    assert m["indexd_job_duration_seconds_count"][(("database", "main"), ("job_name", "capture"))] == 3
+    assert m["indexd_job_duration_seconds_sum"][(("database", "main"), ("job_name", "capture"))] == pytest.approx(2.4)
     assert m["indexd_indexes_built_total"][(("database", "main"),)] == 2
     assert m["indexd_indexes_reverted_total"][(("database", "main"),)] == 1
-    assert m["indexd_job_last_success_timestamp_seconds"][(("database", "main"), ("job", "capture"))] \
+    assert m["indexd_job_last_success_timestamp_seconds"][(("database", "main"), ("job_name", "capture"))] \
         == T0.timestamp()
+    assert "indexd_statements_captured" not in m  # no snapshot taken yet
+    runtime.databases["main"].captured_statements = 42
+    assert _scrape(metrics)["indexd_statements_captured"][(("database", "main"),)] == 42
 
 
 def test_names_follow_conventions(runtime: Runtime) -> None:
-    names = set(_scrape(Metrics(runtime)))
+    metrics = Metrics(runtime)
+    rec = JobRecord("capture", "main", "capture-main-x", T0, 0.1, "ok", "")
+    runtime.record_run(rec)
+    metrics.observe(rec)
+    scraped = _scrape(metrics)
+    # Prometheus owns `job` and `instance` (the scrape target's labels); a series of ours carrying either would
+    # have it renamed to exported_job / exported_instance.
+    labels = {name for series in scraped.values() for key in series for name, _ in key}
+    assert "job_name" in labels and not labels & {"job", "instance"}
+    names = set(scraped)
     assert all(n.startswith("indexd_") for n in names)
     for name in names:
         if name.endswith("_created"):

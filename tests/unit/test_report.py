@@ -3,43 +3,45 @@
 from __future__ import annotations
 
 from indexd.advisor.pipeline import Advice, Skipped
-from indexd.advisor.report import SKIP_EXAMPLES, nothing_reason, skip_kind, skipped_lines
+from indexd.advisor.report import nothing_reason, skip_kind, skipped_lines
+from indexd.advisor.skips import SkipReason, skip_counts
 
 NO_PREDICATE = "no usable predicate, join, sort or grouping"
 
 
 def _skipped() -> list[Skipped]:
-    return ([Skipped(f"SELECT count(*) FROM t{i}", NO_PREDICATE) for i in range(30)]
-            + [Skipped("VACUUM t", "utility statement (VacuumStmt)")]
+    return ([Skipped(f"SELECT count(*) FROM t{i}", NO_PREDICATE, SkipReason.NO_INDEXABLE_PREDICATE)
+             for i in range(30)]
+            + [Skipped("VACUUM t", "utility statement (VacuumStmt)", SkipReason.UTILITY)]
             + [Skipped(f"SELECT * FROM small{i} WHERE a = $1",
-                       f"public.small{i} has 5 rows, fewer than min_table_rows (1000)") for i in range(4)])
+                       f"public.small{i} has 5 rows, fewer than min_table_rows (1000)", SkipReason.SMALL_TABLE)
+               for i in range(4)])
 
 
-def test_skipped_statements_are_counted_by_reason_with_one_example_of_each() -> None:
+def test_skipped_statements_are_counted_by_named_reason_on_one_line() -> None:
     lines = skipped_lines(_skipped())
-    assert lines[0] == ("skipped 35 statements: 30 no usable predicate, join, sort or grouping, "
-                        "4 tables under min_table_rows, 1 utility statements")
-    examples = lines[1:-1]
-    assert len(examples) == SKIP_EXAMPLES
-    assert any("VACUUM" in e for e in examples) and any("small0" in e for e in examples)
-    assert lines[-1] == f"  ... {35 - SKIP_EXAMPLES} more: --verbose lists them all"
-    assert "--json" not in "\n".join(lines)
+    assert lines == ["skipped 35 statements: 30 no_indexable_predicate, 4 small_table, 1 utility "
+                     "(--verbose lists them)"]
+    assert skip_counts(_skipped()) == {"no_indexable_predicate": 30, "small_table": 4, "utility": 1}
 
 
-def test_verbose_lists_every_skipped_statement() -> None:
+def test_verbose_lists_every_skipped_statement_under_its_reason() -> None:
     lines = skipped_lines(_skipped(), verbose=True)
-    assert len(lines) == 1 + 35 and not any("more:" in line for line in lines)
-    assert lines[1] == f"  SELECT count(*) FROM t0: {NO_PREDICATE}"
+    assert lines[0] == "skipped 35 statements: 30 no_indexable_predicate, 4 small_table, 1 utility"
+    assert len(lines) == 1 + 35
+    assert lines[1] == f"  [no_indexable_predicate] SELECT count(*) FROM t0: {NO_PREDICATE}"
+    assert lines[31] == "  [small_table] SELECT * FROM small0 WHERE a = $1: public.small0 has 5 rows, fewer than " \
+                        "min_table_rows (1000)"
+    assert lines[-1] == "  [utility] VACUUM t: utility statement (VacuumStmt)"
 
 
-def test_few_skipped_statements_are_all_shown_without_a_more_line() -> None:
-    lines = skipped_lines([Skipped("VACUUM t", "utility statement (VacuumStmt)")])
-    assert lines == ["skipped 1 statement: 1 utility statements", "  VACUUM t: utility statement (VacuumStmt)"]
+def test_one_skipped_statement() -> None:
+    lines = skipped_lines([Skipped("VACUUM t", "utility statement (VacuumStmt)", SkipReason.UTILITY)])
+    assert lines == ["skipped 1 statement: 1 utility (--verbose lists them)"]
 
 
-def test_unknown_reasons_are_counted_by_their_text_before_a_colon() -> None:
-    assert skip_kind("does not parse: syntax error at or near") == "do not parse"
-    assert skip_kind("something new: details") == "something new"
+def test_a_skip_without_a_named_reason_counts_as_uncostable() -> None:
+    assert skip_kind(Skipped("SELECT 1", "whatever")) == SkipReason.UNCOSTABLE
 
 
 def _advice(declined: list[tuple[str, str]], **kw: object) -> Advice:
@@ -59,5 +61,6 @@ def test_nothing_recommended_gives_the_true_reason() -> None:
     assert nothing_reason(mixed) == ("of 3 candidate index(es), 2 are served by existing indexes, "
                                      "1 save less than they would cost in index maintenance on writes")
     served = Advice("main", 1, 0.0, skipped=(Skipped("SELECT 1 FROM t WHERE a = 1",
-                                                      "the indexes public.t would need exist already"),))
+                                                      "the indexes public.t would need exist already",
+                                                      SkipReason.ALREADY_INDEXED),))
     assert nothing_reason(served) == "the indexes these statements need exist already"

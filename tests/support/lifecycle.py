@@ -1,4 +1,4 @@
-"""Shared helpers (not tests) for the lifecycle's integration and fault tests: tables and recommendation rows."""
+"""Tables, recommendation rows, audit rows and index validity for the lifecycle's integration and fault tests."""
 
 from __future__ import annotations
 

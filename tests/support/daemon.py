@@ -1,4 +1,4 @@
-"""Helpers to run the daemon as a real subprocess (`python -m indexd run`) with a fake NOTIFY_SOCKET."""
+"""The daemon as a real subprocess (`python -m indexd run`) with a fake NOTIFY_SOCKET, and HTTP polling helpers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-from indexd.embedded import free_port
 
 
 def daemon_config(path: Path, dsn: str, *, port: int, backups_dir: Path, extra: str = "", name: str = "main") -> Path:
@@ -176,9 +174,6 @@ class DaemonProcess:
             self._log.close()
             self.sock.close()
         return code, time.monotonic() - t0
-
-
-__all__ = ["DaemonProcess", "daemon_config", "fleet_config", "free_port", "http_get", "wait_until"]
 
 
 def wait_until(check: Any, timeout: float = 30, what: str = "condition") -> Any:

@@ -1,0 +1,514 @@
+"""The table `recommendations` and the lifecycle of its rows, as one state machine.
+
+`Status` is the one type of a recommendation's status and `TRANSITIONS` the one table of the moves allowed
+between them; sql/040_recommendation_lifecycle.sql holds the same status list in its CHECK constraint and the
+same `LIVE` list in its unique index (a test compares them). Every write to the table is here: saving advice,
+the human decisions, claiming a row for a build and settling it, the verdicts of verification.
+
+Every move is checked twice. In Python, against TRANSITIONS, before it is asked for: asking for a move the
+table forbids is a bug (IllegalTransition). In the database, by the UPDATE itself: it moves a row only while
+the row is *currently* in one of the move's source statuses, read under FOR UPDATE in the same statement, so
+two processes can never both move it (the second finds the first one's status and moves nothing).
+
+The main road is pending -> (approved ->) building -> built -> kept; a build that does not finish leaves
+`building` for failed (the index itself), interrupted (its run was cut off: claimed again later, until
+indexing.build_attempts runs made it failed) or back to where it came from (a lock timeout). TRANSITIONS has
+every other move.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+
+from indexd.db.pool import PgConnection
+from indexd.errors import IndexdError
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"  # recommended; mode auto builds it, mode approve waits for a person
+    APPROVED = "approved"  # a person approved it: the next apply builds it
+    REJECTED = "rejected"  # a person rejected it: never built
+    BUILDING = "building"  # claimed by one build
+    BUILT = "built"  # built and valid, waiting for its verdict
+    KEPT = "kept"  # verification kept it
+    REVERTED = "reverted"  # dropped again: verification found it harmful, or it went unused
+    FAILED = "failed"  # the index itself failed (permission, duplicate key, definition, timeout) or too many runs
+    INTERRUPTED = "interrupted"  # its run was interrupted (connection, server restart, indexd stopped): queued again
+    SUPERSEDED = "superseded"  # no longer supported by the workload, or made redundant before it was built
+
+
+class Origin(enum.StrEnum):
+    WORKLOAD = "workload"  # pg_stat_statements: the database's real workload
+    QUERIES = "queries"  # a query file (`recommend --queries`): offline advice, built only once a person approves
+
+
+S = Status
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.PENDING: frozenset({S.APPROVED, S.REJECTED, S.BUILDING, S.SUPERSEDED}),
+    S.APPROVED: frozenset({S.BUILDING, S.REJECTED, S.SUPERSEDED}),
+    S.REJECTED: frozenset({S.APPROVED}),
+    # back to pending/approved/interrupted: a claim given back unchanged (lock timeout, a pause between partitions)
+    S.BUILDING: frozenset({S.BUILT, S.FAILED, S.INTERRUPTED, S.PENDING, S.APPROVED}),
+    S.BUILT: frozenset({S.KEPT, S.REVERTED}),
+    S.KEPT: frozenset({S.REVERTED}),
+    S.REVERTED: frozenset(),
+    S.FAILED: frozenset({S.APPROVED, S.REJECTED}),
+    S.INTERRUPTED: frozenset({S.BUILDING, S.APPROVED, S.REJECTED, S.SUPERSEDED, S.FAILED}),
+    S.SUPERSEDED: frozenset(),
+}
+LIVE = frozenset({S.PENDING, S.APPROVED, S.BUILDING, S.BUILT, S.KEPT, S.INTERRUPTED})  # one per index shape
+QUEUED = frozenset({S.PENDING, S.APPROVED, S.INTERRUPTED})  # waiting for a build (approved, or as the mode says)
+OPEN = QUEUED | {S.BUILDING}  # advice not settled yet, as `status` lists it
+NEVER_BUILT = frozenset({S.PENDING, S.APPROVED, S.REJECTED})  # no build was ever started for these
+
+
+class IllegalTransition(IndexdError):
+    """A status change TRANSITIONS does not allow: a bug in the caller, never a user's mistake."""
+
+    def __init__(self, rec_id: int | None, source: Status, target: Status) -> None:
+        self.rec_id, self.source, self.target = rec_id, source, target
+        which = f"recommendation #{rec_id}" if rec_id is not None else "a recommendation"
+        super().__init__(f"{which} cannot go from {source} to {target}")
+
+
+def check_transition(source: Status, target: Status, rec_id: int | None = None) -> None:
+    """Raise IllegalTransition unless TRANSITIONS allows source -> target."""
+    if target not in TRANSITIONS[source]:
+        raise IllegalTransition(rec_id, source, target)
+
+
+def sources_of(target: Status) -> frozenset[Status]:
+    """Every status a row may reach `target` from."""
+    return frozenset(s for s, allowed in TRANSITIONS.items() if target in allowed)
+
+
+def _in(column: str, statuses: Iterable[Status]) -> sql.Composed:
+    """`column IN ('a', 'b')` in Status order: the same text as the migrations' lists."""
+    ordered = [s for s in Status if s in set(statuses)]
+    return sql.SQL("{} IN ({})").format(sql.SQL(column), sql.SQL(", ").join(map(sql.Literal, ordered)))
+
+
+# ---- reading ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredRecommendation:
+    """One row of the table, as the lifecycle reads it."""
+
+    id: int
+    status: Status
+    fingerprint: str
+    table_schema: str
+    table_name: str
+    columns: list[Any]
+    method: str
+    where_clause: str | None
+    include: list[Any]
+    index_name: str
+    create_sql: str
+    estimated_size_bytes: int | None
+    improvement_pct: float | None
+    write_overhead: float | None
+    queries: list[Any]
+    reason: str | None = None
+    origin: Origin = Origin.WORKLOAD
+    attempts: int = 0  # interrupted builds so far
+    decided_by: str | None = None  # who approved or rejected it last
+
+    @property
+    def table(self) -> str:
+        return f"{self.table_schema}.{self.table_name}"
+
+
+_COLUMNS = ("id", "status", "fingerprint", "table_schema", "table_name", "columns", "method", "where_clause",
+            "include", "index_name", "create_sql", "estimated_size_bytes", "improvement_pct", "write_overhead",
+            "queries", "reason", "origin", "attempts", "decided_by")
+# A person approved it: approved, or queued again after an interrupted run of an approved build (its last
+# decision, the only one that leaves decided_at set on a row that can be building or interrupted, was approve).
+_APPROVED = sql.SQL("({a} OR ({i} AND {p}decided_at IS NOT NULL))")
+
+
+def _approved(prefix: str = "") -> sql.Composed:
+    return _APPROVED.format(a=_in(f"{prefix}status", [S.APPROVED]), i=_in(f"{prefix}status", [S.INTERRUPTED]),
+                            p=sql.SQL(prefix))
+
+
+def _row(values: tuple[Any, ...]) -> StoredRecommendation:
+    fields = dict(zip(_COLUMNS, values, strict=True))
+    fields["status"], fields["origin"] = Status(fields["status"]), Origin(fields["origin"])
+    return StoredRecommendation(**fields)
+
+
+def _select(conn: PgConnection, schema: str, where: sql.Composable, params: list[Any]) -> list[StoredRecommendation]:
+    statement = sql.SQL("SELECT {} FROM {}.recommendations WHERE {} ORDER BY improvement_pct DESC NULLS LAST, id"
+                        ).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(schema), where)
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return [_row(row) for row in cur.fetchall()]
+
+
+def load_recommendations(conn: PgConnection, schema: str, *, statuses: Iterable[Status] | None = None,
+                         ids: Iterable[int] | None = None) -> list[StoredRecommendation]:
+    """Recommendations by status and/or id, the most beneficial first."""
+    where: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    if statuses is not None:
+        where.append(sql.SQL("status = ANY(%s)"))
+        params.append([str(s) for s in statuses])
+    if ids is not None:
+        where.append(sql.SQL("id = ANY(%s)"))
+        params.append(list(ids))
+    return _select(conn, schema, sql.SQL(" AND ").join(where), params)
+
+
+def load_buildable(conn: PgConnection, schema: str, *, unapproved: bool) -> list[StoredRecommendation]:
+    """What a build run may take, the most beneficial first: what a person approved, and with `unapproved`
+    (mode auto) also pending or interrupted advice of the real workload (offline advice always waits for a
+    person, and so does an index shape indexd built and reverted before)."""
+    return _select(conn, schema, _buildable(schema, "recommendations."), [unapproved])
+
+
+def _buildable(schema: str, prefix: str) -> sql.Composed:
+    return sql.SQL("{queued} AND ({approved} OR (%s AND {unapproved}))").format(
+        queued=_in(f"{prefix}status", QUEUED), approved=_approved(prefix), unapproved=_auto(schema, prefix))
+
+
+def _auto(schema: str, prefix: str) -> sql.Composed:
+    """What mode auto builds without a person: workload advice for a shape that was never reverted. A revert (a
+    verdict, or an unused drop) says building it again would not help; without this the next advice would
+    queue it again, and auto would build and revert it on every cycle."""
+    return sql.SQL("{p}origin = {w} AND NOT EXISTS (SELECT 1 FROM {s}.recommendations o"
+                   " WHERE o.fingerprint = {p}fingerprint AND {reverted})").format(
+        p=sql.SQL(prefix), w=sql.Literal(Origin.WORKLOAD), s=sql.Identifier(schema),
+        reverted=_in("o.status", [S.REVERTED]))
+
+
+def status_of(conn: PgConnection, schema: str, rec_id: int, *, lock: bool = False) -> Status | None:
+    """The row's status now (None: no such row); `lock` keeps it locked until the transaction ends."""
+    statement = sql.SQL("SELECT status FROM {}.recommendations WHERE id = %s{}").format(
+        sql.Identifier(schema), sql.SQL(" FOR UPDATE") if lock else sql.SQL(""))
+    with conn.cursor() as cur:
+        cur.execute(statement, (rec_id,))
+        row = cur.fetchone()
+    return None if row is None else Status(row[0])
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """A recommendation indexd built, waiting for (or retrying) its verdict."""
+
+    recommendation_id: int
+    schema: str
+    table: str
+    index_name: str
+    queries: Any
+    build_started: datetime  # the create_index intent: the "before" window ends here
+    built_at: datetime  # its successful outcome: the "after" window starts here
+    pending_revert: bool  # judged 'reverted' earlier, the drop has not happened yet
+
+
+_AWAITING_VERDICT = """
+SELECT r.id, r.table_schema, r.table_name, r.index_name, r.queries,
+       coalesce(b.started, b.built, r.updated_at), coalesce(b.built, r.updated_at),
+       coalesce(v.verdict = 'reverted', false)
+  FROM {s}.recommendations r
+  LEFT JOIN LATERAL (
+       SELECT max(m.at) FILTER (WHERE m.phase = 'intent') AS started,
+              max(m.at) FILTER (WHERE m.phase = 'outcome' AND m.outcome = 'succeeded') AS built
+         FROM {s}.mutation_log m WHERE m.recommendation_id = r.id AND m.action = 'create_index') b ON true
+  LEFT JOIN LATERAL (
+       SELECT verdict FROM {s}.index_verdicts WHERE recommendation_id = r.id AND verdict <> 'inconclusive'
+        ORDER BY decided_at DESC, id DESC LIMIT 1) v ON true
+ WHERE r.status = {built} AND coalesce(b.built, r.updated_at) <= %s
+   AND (v.verdict IS NULL OR (v.verdict = 'reverted' AND %s))
+ ORDER BY r.id
+"""
+
+
+def awaiting_verdict(conn: PgConnection, schema: str, ready_before: datetime,
+                     auto_revert: bool) -> list[BuiltIndex]:
+    """Built recommendations old enough for a verdict and without a final one (or with a revert still to do)."""
+    statement = sql.SQL(_AWAITING_VERDICT).format(s=sql.Identifier(schema), built=sql.Literal(S.BUILT))
+    with conn.cursor() as cur:
+        cur.execute(statement, (ready_before, auto_revert))
+        return [BuiltIndex(*row) for row in cur.fetchall()]
+
+
+def own_index_builds(conn: PgConnection, schema: str) -> dict[tuple[str, str], datetime | None]:
+    """indexd's indexes by (schema, name) with their build time: recommendations a build was started for."""
+    statement = sql.SQL(
+        "SELECT r.table_schema, r.index_name, max(m.at) FROM {0}.recommendations r"
+        " LEFT JOIN {0}.mutation_log m ON m.recommendation_id = r.id AND m.action = 'create_index'"
+        " AND m.phase = 'outcome' AND m.outcome = 'succeeded'"
+        " WHERE r.index_name LIKE 'indexd\\_%%' AND NOT {1} GROUP BY 1, 2").format(
+        sql.Identifier(schema), _in("r.status", NEVER_BUILT))
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        return {(r[0], r[1]): r[2] for r in cur.fetchall()}
+
+
+# ---- saving advice ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRecommendation:
+    """Advice to save: an index shape (fingerprint) with its estimates, as plain values."""
+
+    fingerprint: str
+    table_schema: str
+    table_name: str
+    columns: list[str]
+    method: str
+    where_clause: str | None
+    include: list[str]
+    index_name: str
+    create_sql: str
+    estimated_size_bytes: int | None
+    improvement_pct: float | None
+    write_overhead: float | None
+    queries: list[dict[str, Any]]
+    origin: Origin = Origin.WORKLOAD
+
+
+# A live row of the same shape is refreshed in place (status and decision untouched); the real workload's
+# support outranks a query file's, never the other way round. A shape a person rejected (and nobody revived)
+# is not queued again: the rejection stands, and its id is returned (`approve` changes a person's mind). A
+# shape indexd built and reverted before is queued again with a reason saying it waits for a person (`_auto`).
+_UPSERT = """
+WITH rejected AS (
+  SELECT max(id) AS id FROM {s}.recommendations
+   WHERE fingerprint = %(fingerprint)s AND {rejected}
+     AND NOT EXISTS (SELECT 1 FROM {s}.recommendations WHERE fingerprint = %(fingerprint)s AND {live})),
+saved AS (
+  INSERT INTO {s}.recommendations AS r (fingerprint, table_schema, table_name, columns, method, where_clause,
+                                        include, index_name, create_sql, estimated_size_bytes, improvement_pct,
+                                        write_overhead, queries, origin, reason)
+  SELECT %(fingerprint)s, %(table_schema)s, %(table_name)s, %(columns)s, %(method)s, %(where_clause)s,
+         %(include)s, %(index_name)s, %(create_sql)s, %(estimated_size_bytes)s, %(improvement_pct)s,
+         %(write_overhead)s, %(queries)s, %(origin)s,
+         (SELECT 'built and reverted before (recommendation #' || max(id) || '): mode auto builds it again only'
+                 ' once a person approves it'
+            FROM {s}.recommendations WHERE fingerprint = %(fingerprint)s AND {reverted})
+   WHERE (SELECT id FROM rejected) IS NULL
+  ON CONFLICT (fingerprint) WHERE {live}
+  DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
+                improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
+                queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql,
+                origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE r.origin END
+  RETURNING id)
+SELECT id FROM saved UNION ALL SELECT id FROM rejected WHERE id IS NOT NULL
+"""
+
+
+def upsert(conn: PgConnection, schema: str, recommendations: Iterable[NewRecommendation]) -> dict[str, int]:
+    """Save new advice as pending, or refresh the live row of the same shape; returns fingerprint -> id (a
+    shape a person rejected keeps its rejected row, whose id this returns)."""
+    statement = sql.SQL(_UPSERT).format(s=sql.Identifier(schema), live=_in("status", LIVE),
+                                        rejected=_in("status", [S.REJECTED]), reverted=_in("status", [S.REVERTED]),
+                                        w=sql.Literal(Origin.WORKLOAD))
+    ids: dict[str, int] = {}
+    with conn.cursor() as cur:
+        for rec in recommendations:
+            values = {**rec.__dict__, "columns": json.dumps(rec.columns), "include": json.dumps(rec.include),
+                      "queries": json.dumps(rec.queries), "origin": str(rec.origin)}
+            cur.execute(statement, values)
+            ids[rec.fingerprint] = int(cur.fetchone()[0])
+    return ids
+
+
+def supersede_unsupported(conn: PgConnection, schema: str, supported: Iterable[str]) -> int:
+    """Workload advice nobody decided on yet (pending, or interrupted without approval) whose shape is not among
+    `supported` fingerprints becomes superseded; returns how many. Offline advice is left alone."""
+    sources = (S.PENDING, S.INTERRUPTED)
+    for source in sources:
+        check_transition(source, S.SUPERSEDED)
+    statement = sql.SQL(
+        "UPDATE {}.recommendations SET status = {}, updated_at = now(), reason = 'no longer supported by the"
+        " workload' WHERE origin = {} AND ({} OR ({} AND decided_at IS NULL)) AND NOT (fingerprint = ANY(%s))").format(
+        sql.Identifier(schema), sql.Literal(S.SUPERSEDED),
+        sql.Literal(Origin.WORKLOAD), _in("status", [S.PENDING]), _in("status", [S.INTERRUPTED]))
+    with conn.cursor() as cur:
+        cur.execute(statement, (list(supported),))
+        return int(cur.rowcount)
+
+
+# ---- moving one row -----------------------------------------------------------------------------------------
+
+_MOVE = """
+UPDATE {s}.recommendations r SET status = {status}, updated_at = now(){assign}
+  FROM (SELECT id, status, decided_at, origin, fingerprint FROM {s}.recommendations WHERE id = %(id)s FOR UPDATE) p
+ WHERE r.id = p.id AND p.status = ANY(%(sources)s){condition}
+RETURNING p.status, r.status
+"""
+
+
+def _move(conn: PgConnection, schema: str, rec_id: int, sources: Iterable[Status], targets: Iterable[Status], *,
+          status: sql.Composable | None = None, assign: sql.Composable | None = None,
+          condition: sql.Composable | None = None, params: dict[str, Any] | None = None,
+          strict: bool = True) -> tuple[Status, Status] | None:
+    """Move one row from one of `sources` to one of `targets` (`status`: an expression choosing among them; by
+    default the one target) in one statement; returns (the status it left, the one it got), or None when it was
+    in none of `sources`. Then, when `strict`, a row whose present status could not reach any target at all is a bug in
+    the caller: IllegalTransition (a row already in a target, or moved on legally meanwhile, is left alone)."""
+    sources, targets = frozenset(sources), frozenset(targets)
+    for source in sources:
+        for target in targets:
+            check_transition(source, target, rec_id)
+    if status is None:
+        (only,) = targets
+        status = sql.Literal(only)
+    statement = sql.SQL(_MOVE).format(s=sql.Identifier(schema), status=status, assign=assign or sql.SQL(""),
+                                      condition=condition or sql.SQL(""))
+    with conn.cursor() as cur:
+        cur.execute(statement, {**(params or {}), "id": rec_id, "sources": [str(s) for s in sources]})
+        row = cur.fetchone()
+    if row is not None:
+        moved = Status(row[0]), Status(row[1])
+        check_transition(*moved, rec_id)
+        return moved
+    current = status_of(conn, schema, rec_id)
+    if current is None:
+        raise IndexdError(f"no recommendation #{rec_id} in {schema}.recommendations")
+    if strict and current not in targets and not targets & TRANSITIONS[current]:
+        raise IllegalTransition(rec_id, current, min(targets))
+    return None
+
+
+def claim(conn: PgConnection, schema: str, rec_id: int, *, unapproved: bool) -> Status | None:
+    """Take a queued recommendation for a build (-> building); the status it left, or None when it is not
+    buildable now (another process claimed it first, a person rejected it meanwhile, or it waits for an approval
+    that `unapproved` (mode auto) does not stand in for)."""
+    condition = sql.SQL(" AND ({} OR (%(unapproved)s AND {}))").format(_approved("p."), _auto(schema, "p."))
+    moved = _move(conn, schema, rec_id, QUEUED, [S.BUILDING], condition=condition,
+                  params={"unapproved": unapproved}, strict=False)
+    return None if moved is None else moved[0]
+
+
+def release(conn: PgConnection, schema: str, rec_id: int, back_to: Status, reason: str) -> None:
+    """Give a claim back unchanged (building -> the status it was claimed from): the build did not happen for a
+    reason that says nothing about the index (a lock timeout, a pause or lost leadership between partitions)."""
+    if back_to not in QUEUED:
+        raise IllegalTransition(rec_id, S.BUILDING, back_to)
+    _move(conn, schema, rec_id, [S.BUILDING], [back_to], assign=sql.SQL(", reason = %(reason)s"),
+          params={"reason": reason})
+
+
+def mark_built(conn: PgConnection, schema: str, rec_id: int) -> None:
+    """building -> built: the index exists and is valid."""
+    _move(conn, schema, rec_id, [S.BUILDING], [S.BUILT])
+
+
+def mark_failed(conn: PgConnection, schema: str, rec_id: int, reason: str) -> None:
+    """building -> failed: the index itself failed; it stays failed, with its reason, until a person acts."""
+    _move(conn, schema, rec_id, [S.BUILDING], [S.FAILED], assign=sql.SQL(", reason = %(reason)s"),
+          params={"reason": reason})
+
+
+def mark_interrupted(conn: PgConnection, schema: str, rec_id: int, reason: str, *, max_attempts: int) -> Status:
+    """building -> interrupted, one more attempt counted: the run was interrupted, the index may well build
+    next time. The attempt that reaches `max_attempts` makes it failed instead, with a reason saying so.
+    Returns the status the row has now."""
+    reached = sql.SQL("r.attempts + 1 >= %(max)s")
+    status = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(reached, sql.Literal(S.FAILED),
+                                                                 sql.Literal(S.INTERRUPTED))
+    assign = sql.SQL(", attempts = r.attempts + 1, reason = CASE WHEN {} THEN 'interrupted ' || r.attempts + 1"
+                     " || ' time(s), the limit of indexing.build_attempts: ' || %(reason)s ELSE %(reason)s END"
+                     ).format(reached)
+    moved = _move(conn, schema, rec_id, [S.BUILDING], [S.INTERRUPTED, S.FAILED], status=status, assign=assign,
+                  params={"reason": reason, "max": max(1, max_attempts)})
+    if moved is not None:
+        return moved[1]
+    current = status_of(conn, schema, rec_id)
+    assert current is not None  # _move raised otherwise
+    return current
+
+
+def mark_superseded(conn: PgConnection, schema: str, rec_id: int, reason: str) -> Status | None:
+    """queued (pending, approved or interrupted) -> superseded: made redundant before it was built (an existing
+    index serves everything it would). Returns the status it left, or None when it was not queued any more
+    (another process claimed it, a person rejected it)."""
+    moved = _move(conn, schema, rec_id, QUEUED, [S.SUPERSEDED], assign=sql.SQL(", reason = %(reason)s"),
+                  params={"reason": reason[:REASON_CHARS]}, strict=False)
+    return None if moved is None else moved[0]
+
+
+REASON_CHARS = 1000  # verification's reasons can be long; the row keeps their start, the verdict all of them
+
+
+def mark_kept(conn: PgConnection, schema: str, rec_id: int, reason: str) -> None:
+    """built -> kept: verification found the index worth keeping."""
+    _move(conn, schema, rec_id, [S.BUILT], [S.KEPT], assign=sql.SQL(", reason = %(reason)s"),
+          params={"reason": reason[:REASON_CHARS]})
+
+
+def mark_reverted(conn: PgConnection, schema: str, rec_id: int, reason: str) -> None:
+    """built -> reverted: verification judged the index harmful and it is gone."""
+    _move(conn, schema, rec_id, [S.BUILT], [S.REVERTED], assign=sql.SQL(", reason = %(reason)s"),
+          params={"reason": reason[:REASON_CHARS]})
+
+
+def note_built_reason(conn: PgConnection, schema: str, rec_id: int, reason: str) -> None:
+    """Record why a built recommendation stays built (a verdict that could not be acted on); no status change."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {}.recommendations SET reason = %s, updated_at = now() WHERE id = %s AND {}")
+                    .format(sql.Identifier(schema), _in("status", [S.BUILT])), (reason[:REASON_CHARS], rec_id))
+
+
+def revert_index(conn: PgConnection, schema: str, index_schema: str, index_name: str, reason: str) -> int:
+    """Every built or kept recommendation of this index -> reverted (the index was dropped as unused);
+    returns how many rows moved."""
+    sources = (S.BUILT, S.KEPT)
+    for source in sources:
+        check_transition(source, S.REVERTED)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {}.recommendations SET status = {}, reason = %s, updated_at = now()"
+                            " WHERE table_schema = %s AND index_name = %s AND {}").format(
+            sql.Identifier(schema), sql.Literal(S.REVERTED), _in("status", sources)),
+            (reason[:REASON_CHARS], index_schema, index_name))
+        return int(cur.rowcount)
+
+
+# ---- a person's decision ------------------------------------------------------------------------------------
+
+DECISIONS = (S.APPROVED, S.REJECTED)
+
+
+def decidable_from(decision: Status) -> frozenset[Status]:
+    """What a person may approve or reject: what TRANSITIONS allows, but never a row a build holds (its claim
+    is given back to `approved` by the build itself, not by a person)."""
+    return sources_of(decision) - {S.BUILDING}
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision found and did: `previous` None means there is no such recommendation, `row` None that
+    the decision is not allowed from `previous` (see `decidable_from`)."""
+
+    previous: Status | None
+    row: StoredRecommendation | None
+
+
+def decide(conn: PgConnection, schema: str, rec_id: int, decision: Status, *, actor: str,
+           reason: str | None) -> Decided:
+    """Approve or reject a recommendation, in the caller's transaction (the row stays locked until it ends, so
+    the caller can audit the decision beside it). Approving also starts its attempts afresh: a person has
+    looked at why it failed. A unique violation (another live row for the same index) is the caller's to
+    report."""
+    if decision not in DECISIONS:
+        raise ValueError(f"a decision is approved or rejected, not {decision}")
+    previous = status_of(conn, schema, rec_id, lock=True)
+    if previous is None or previous not in decidable_from(decision):
+        return Decided(previous, None)
+    fresh = ", attempts = 0" if decision == S.APPROVED else ""
+    _move(conn, schema, rec_id, [previous], [decision],
+          assign=sql.SQL(", decided_by = %(actor)s, decided_at = now(), reason = %(reason)s" + fresh),
+          params={"actor": actor, "reason": reason})
+    (row,) = load_recommendations(conn, schema, ids=(rec_id,))
+    return Decided(previous, row)

@@ -16,7 +16,7 @@ from indexd.db.budget import ServerBudget
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import ConnectionFailed
-from tests.conftest import assert_no_leaked_connections, indexd_connections
+from tests.support.cluster import assert_no_leaked_connections, indexd_connections
 
 
 @pytest.fixture

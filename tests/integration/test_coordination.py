@@ -7,18 +7,21 @@ from dataclasses import replace
 
 import pytest
 
+from indexd import events
 from indexd.config.schema import DatabaseSettings, LeadershipSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from indexd.events import Event
 from indexd.lifecycle.coordination import Coordinator, Coordinators, coordination_database
 from indexd.lifecycle.leader import Leadership
+from tests.support.cluster import new_database
 
 
 @pytest.fixture
 def two_dbs(pg_cluster: EmbeddedCluster, pg_dbname: str,
             db_settings: DatabaseSettings) -> Iterator[tuple[Database, Database]]:
     other = f"{pg_dbname}_b"
-    pg_cluster.create_database(other, extensions=())
+    new_database(pg_cluster, other, extensions=())
     a = Database(db_settings)
     b = Database(replace(db_settings, name="second", dsn=pg_cluster.dsn(other)))
     try:
@@ -71,6 +74,51 @@ def test_one_session_holds_every_database_and_losing_it_loses_them_all(
         assert coord.backend_pid() is None and _sessions_in(pg_cluster, "postgres") == 0
     finally:
         coords.close()
+
+
+def test_a_lost_session_is_told_once_for_each_database_the_daemon_led(
+        pg_cluster: EmbeddedCluster, two_dbs: tuple[Database, Database]) -> None:
+    a, b = two_dbs
+    told: list[Event] = []
+    events.subscribe(told.append)
+    coord = Coordinator(coordination_database(a))
+    loud_a = Leadership.for_database(a, coord, announce_changes=True)
+    loud_b = Leadership.for_database(b, coord, announce_changes=True)
+    try:
+        assert loud_a.acquire() and loud_b.acquire() and loud_a.acquire()  # held already: told once
+        assert [(e.name, e.database) for e in told] == [("leadership_gained", a.name), ("leadership_gained", b.name)]
+        told.clear()
+        pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(coord.backend_pid(),))
+        assert not loud_b.held() and not loud_a.held()  # the first check finds the session gone
+        assert sorted((e.name, e.database) for e in told) == [("leadership_lost", a.name), ("leadership_lost", b.name)]
+        assert all("session failed" in e.summary for e in told)
+        told.clear()
+        assert coord.refresh() == ([], sorted([a.name, b.name]))
+        assert sorted((e.name, e.database) for e in told) == [("leadership_gained", a.name),
+                                                              ("leadership_gained", b.name)]
+        told.clear()
+        loud_a.release()
+        coord.refresh()  # nothing changed for b: nothing to tell
+        assert [(e.name, e.database) for e in told] == [("leadership_lost", a.name)]
+        assert "released" in told[0].summary
+    finally:
+        events.unsubscribe(told.append)
+        coord.close()
+
+
+def test_a_commands_leadership_stays_quiet(two_dbs: tuple[Database, Database], pg_cluster: EmbeddedCluster) -> None:
+    a, _ = two_dbs
+    told: list[Event] = []
+    events.subscribe(told.append)
+    try:
+        with Leadership.for_database(a) as quiet:
+            assert quiet.acquire()
+            pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(quiet.coordinator.backend_pid(),))
+            assert not quiet.held()
+            assert quiet.acquire()
+    finally:
+        events.unsubscribe(told.append)
+    assert told == []
 
 
 def test_a_second_process_takes_only_what_the_first_lost(two_dbs: tuple[Database, Database],

@@ -19,6 +19,7 @@ import pytest
 
 from indexd.embedded import EmbeddedCluster, free_port
 from indexd.lifecycle.leader import leader_key
+from tests.support.cluster import new_database
 from tests.support.daemon import DaemonProcess, fleet_config
 
 N = 200
@@ -43,7 +44,7 @@ def fleet() -> Iterator[tuple[EmbeddedCluster, list[str]]]:
     cluster = EmbeddedCluster(base_dir=base, settings={"max_connections": "100"})
     cluster.start()
     try:
-        cluster.create_database(TEMPLATE)  # pg_stat_statements and hypopg, copied into each database
+        new_database(cluster, TEMPLATE)  # pg_stat_statements and hypopg, copied into each database
         names = [f"tenant_{i:03d}" for i in range(N)]
         cluster.clone_databases(TEMPLATE, names)
         yield cluster, names

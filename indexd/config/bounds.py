@@ -66,6 +66,10 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.PoolSettings, "timeout"): span(100 * MS, HOUR),
     (S.PoolSettings, "recycle"): span(0, 30 * DAY),  # 0: connections are never recycled for age
     (S.PoolSettings, "recycle_jitter"): between(0, 0.5),
+    (S.PoolSettings, "idle_timeout"): span(0, DAY),  # 0: idle connections stay open
+    (S.FleetSettings, "max_connections_per_server"): between(1, 10_000),
+    (S.FleetSettings, "start_concurrency"): between(1, 64),
+    (S.FleetSettings, "spread"): span(0, DAY),
     (S.TimeoutSettings, "connect"): span(SECOND, 10 * MINUTE),
     (S.TimeoutSettings, "statement"): span(100 * MS, 7 * DAY),
     (S.TimeoutSettings, "lock"): span(10 * MS, HOUR),

@@ -91,6 +91,12 @@ def sql_name(value: str) -> str | None:
     return f"expected a plain SQL name (letters, digits, '_', at most 63), got {value!r}"
 
 
+def pg_database(value: str) -> str | None:
+    if not value or "\0" in value or len(value.encode()) > 63:
+        return f"expected the name of a database on the server (1 to 63 bytes), got {value!r}"
+    return None
+
+
 def file_path(value: str) -> str | None:
     if not value.strip():
         return "must not be empty (leave the key out, or null where it is optional)"
@@ -166,6 +172,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.DatabaseSettings, "dsn"): dsn,
     (S.DatabaseSettings, "replicas"): dsn_list,
     (S.DatabaseSettings, "state_schema"): sql_name,
+    (S.LeadershipSettings, "database"): pg_database,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})
 CHECKS.update(RANGES)  # every number, duration and size: indexd.config.bounds

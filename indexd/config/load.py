@@ -40,7 +40,7 @@ CONFIG_NAME = "indexpilot_config.yaml"
 SYSTEM_CONFIG = Path("/etc/indexd") / CONFIG_NAME
 ENV_PREFIX = "INDEXD_"
 SEED_VARIABLES = {"LOG_LEVEL": ("logging", "level"), "ENVIRONMENT": ("environment",)}
-MERGED_SECTIONS = ("indexing", "backups")  # global sections a database entry may override key by key
+MERGED_SECTIONS = ("indexing", "backups", "leadership")  # global sections a database entry may override key by key
 
 
 def find_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -92,7 +92,8 @@ def settings_for_dsn(dsn: str, base: Settings | None = None) -> Settings:
         if db.dsn == dsn:
             return replace(base, databases=(db,))
     name = re.sub(r"[^A-Za-z0-9_-]", "_", parse_dsn(dsn).get("dbname") or "default")
-    db = DatabaseSettings(name=name, dsn=dsn, indexing=base.indexing, backups=base.backups)
+    db = DatabaseSettings(name=name, dsn=dsn, indexing=base.indexing, backups=base.backups,
+                          leadership=base.leadership)
     return replace(base, databases=(db,))
 
 

@@ -34,6 +34,8 @@ class PoolSettings:
     recycle: Duration = timedelta(hours=1)  # 0: never replaced for its age
     recycle_jitter: float = 0.1  # ±10 %
     pre_ping: bool = True
+    # A pooled connection unused this long is closed, so an idle database holds no connection (0: kept open).
+    idle_timeout: Duration = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,29 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class LeadershipSettings:
+    """Where the leader locks of a server's databases are held: one session per server, in this database of it.
+
+    Every daemon (and every `apply` from the command line) must name the same database for a server, or two of
+    them could lead one database; the default `postgres` exists on every server whatever the config lists."""
+
+    database: str = "postgres"
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """Many databases in one daemon: a connection budget per server, bounded start-up, jobs spread out."""
+
+    # Connections indexd opens to one server (host:port) at a time, pooled and dedicated, over all its
+    # databases; the leadership session comes on top. Idle ones are closed to make room when it is reached.
+    max_connections_per_server: int = 10
+    start_concurrency: int = 4  # databases prepared (migrated, leadership set up) at the same time at start
+    # Each database's jobs run at a fixed offset after their cron time, drawn from its name, up to the job's
+    # interval or this, whichever is shorter, so a hundred databases do not all start a job in the same second.
+    spread: Duration = timedelta(hours=1)  # 0: exactly at the cron times
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     """One receiver of notifications: each event it wants is POSTed to `url` (see indexd/service/notify.py)."""
 
@@ -241,7 +266,8 @@ class NotificationSettings:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """One managed database. `indexing` and `backups` are the global sections merged with this entry's own."""
+    """One managed database. `indexing`, `backups` and `leadership` are the global sections merged with this
+    entry's own."""
 
     name: str
     dsn: str
@@ -251,6 +277,7 @@ class DatabaseSettings:
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     indexing: IndexingSettings = field(default_factory=IndexingSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
     # The DSNs of this database's streaming replicas (the same database, read through each standby): an index
     # scanned on any of them is not unused. A replica that cannot be read makes drop_unused drop nothing.
     replicas: tuple[str, ...] = ()
@@ -265,6 +292,8 @@ class Settings:
     indexing: IndexingSettings = field(default_factory=IndexingSettings)
     bypass: BypassSettings = field(default_factory=BypassSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)

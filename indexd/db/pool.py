@@ -2,7 +2,9 @@
 
 Callers get plain psycopg2 connections (the pool's DBAPI connection) for speed; SQLAlchemy gives us the pool
 mechanics (timeout, overflow, invalidation, events); each connection's jittered max lifetime is our own
-(`indexd.db.lifetime`). Around them: a circuit breaker per database,
+(`indexd.db.lifetime`), and so is closing connections left idle (`indexd.db.idlepool`, `close_idle`) and the
+cap on connections per server shared by its databases (`indexd.db.budget`). Around them: a circuit breaker per
+database,
 retries of transient failures (`indexd.db.retry`), a check on checkout with a client-side deadline, and
 usage statistics for the metrics layer.
 
@@ -25,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any, TypeAlias, TypeVar
 
@@ -40,10 +40,13 @@ from sqlalchemy.pool import QueuePool
 
 from indexd.config.schema import CircuitBreakerSettings, DatabaseSettings, RetrySettings
 from indexd.db.breaker import CircuitBreaker
+from indexd.db.budget import ServerBudget
 from indexd.db.connect import connect_once
 from indexd.db.conninfo import connect_kwargs
 from indexd.db.deadline import SOCKET_DEADLINES
+from indexd.db.idlepool import IdleQueuePool
 from indexd.db.lifetime import ConnectionExpired, Lifetime
+from indexd.db.poolstats import Counters, PoolStats
 from indexd.db.retry import RetryHooks, classify, retry_call
 from indexd.dsn import redact_dsn
 from indexd.errors import ConnectionFailed
@@ -67,50 +70,6 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return classify(exc).connection
 
 
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of one database's pool, for metrics and `status`."""
-
-    database: str
-    size: int  # connections held by the pool now (idle + checked out)
-    checked_out: int
-    overflow: int  # connections beyond pool.size now
-    checkouts: int
-    waits: int  # checkouts that found every connection busy
-    timeouts: int  # checkouts that gave up after pool.timeout
-    invalidations: int  # connections dropped as broken (failed check, connection error)
-    connects: int
-    reconnects: int  # connections made to replace invalidated ones
-    connect_failures: int
-    retries: int
-    giveups: int
-    recycles: int  # connections replaced at the end of their own lifetime (pool.recycle ± jitter)
-    breaker_state: str
-    breaker_opens: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values = dict.fromkeys(
-            ("checkouts", "waits", "timeouts", "invalidations", "connects", "reconnects", "connect_failures",
-             "retries", "giveups", "recycles", "pending_replacements"), 0)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.values[name] += n
-
-    def connected(self) -> None:
-        with self._lock:
-            self.values["connects"] += 1
-            if self.values["pending_replacements"] > 0:
-                self.values["pending_replacements"] -= 1
-                self.values["reconnects"] += 1
-
-
 class Database:
     """A managed database: its settings, its pool, and the resilient ways to use it."""
 
@@ -124,6 +83,7 @@ class Database:
         hooks: RetryHooks | None = None,
         reset_on_return: str | None = "rollback",
         check_bypass: float = CHECK_BYPASS,
+        budget: ServerBudget | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -135,23 +95,26 @@ class Database:
         )
         self._hooks = hooks or RetryHooks()
         self._check_bypass = check_bypass
-        self._counters = _Counters()
+        self._counters = Counters()
         self._connect_kwargs = connect_kwargs(settings)  # validates the DSN and password file now
         self._connect_timeout = max(1.0, settings.timeouts.connect.total_seconds())
         pool = settings.pool
         self._lifetime = Lifetime(pool.recycle.total_seconds(), pool.recycle_jitter, self._hooks.clock,
                                   self._hooks.rand)
-        self.engine = create_engine(
-            "postgresql+psycopg2://",
-            creator=self._new_connection,
-            poolclass=QueuePool,
+        # A server's budget caps the connections of all its databases together (None: no cap, as on the CLI).
+        self.budget = budget
+        self.engine = create_engine("postgresql+psycopg2://", pool=IdleQueuePool(
+            self._new_connection,
             pool_size=pool.size,
             max_overflow=pool.max_overflow,
-            pool_timeout=pool.timeout.total_seconds(),
-            pool_recycle=-1,  # each connection's own jittered lifetime instead: indexd.db.lifetime
-            pool_pre_ping=False,  # our own check in _on_checkout: deadline-bounded, counted, no BEGIN
-            pool_reset_on_return=reset_on_return,
-        )
+            timeout=pool.timeout.total_seconds(),
+            recycle=-1,  # each connection's own jittered lifetime instead: indexd.db.lifetime
+            pre_ping=False,  # our own check in _on_checkout: deadline-bounded, counted, no BEGIN
+            reset_on_return=reset_on_return,
+            on_return=budget.notify if budget is not None else None,
+        ))
+        if budget is not None:
+            budget.register(self.name, self._idle_pool)
         event.listen(self.engine, "connect", self._on_connect)
         event.listen(self.engine, "checkout", self._on_checkout)
         event.listen(self.engine, "invalidate", self._on_invalidate)
@@ -161,8 +124,21 @@ class Database:
         return f"Database({self.name!r}, {redact_dsn(self.settings.dsn)})"
 
     # ---- raw connections and pool events --------------------------------------------------------------
+    def _idle_pool(self) -> IdleQueuePool:
+        pool = self.engine.pool  # Engine.dispose() swaps in a fresh one: always ask for the current pool
+        assert isinstance(pool, IdleQueuePool)
+        return pool
+
     def _new_connection(self) -> PgConnection:
         """One attempt (the pool's creator); breaker and retries sit around checkouts, not here."""
+        if self.budget is None:
+            return self._connect()
+        with self.budget.slot(f"database {self.name}", self.settings.pool.timeout.total_seconds()) as keep:
+            conn = self._connect()
+            keep(conn)  # the slot stays taken while this connection is open, whoever closes it
+        return conn
+
+    def _connect(self) -> PgConnection:
         try:
             # Re-read per connection, so a rotated password_file is picked up without a restart.
             conn = connect_once(self.name, connect_kwargs(self.settings), self._connect_timeout)
@@ -404,5 +380,14 @@ class Database:
             breaker_opens=self.breaker.opens, **v,
         )
 
+    def close_idle(self) -> int:
+        """Close pooled connections unused for `pool.idle_timeout` (0: never); how many were closed."""
+        idle = self.settings.pool.idle_timeout.total_seconds()
+        closed = self._idle_pool().close_idle(idle) if idle > 0 else 0
+        self._counters.add("idle_closes", closed)
+        return closed
+
     def close(self) -> None:
+        if self.budget is not None:
+            self.budget.unregister(self.name)
         self.engine.dispose()

@@ -23,7 +23,7 @@ from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
 from indexd.db.standby import refuse_on_standby
-from indexd.errors import UsageError
+from indexd.errors import UsageError, first_line
 from indexd.lifecycle import announce
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
@@ -31,7 +31,7 @@ from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.readings import take_readings
-from indexd.lifecycle.redundant import covering_index, supersede
+from indexd.lifecycle.redundant import Covering, covering_index, supersede
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
 
@@ -160,8 +160,7 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
         if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
             cleanup_invalid(db, job_id=job_id)
             cleaned = True
-        with db.connection() as conn:
-            covering = covering_index(conn, rec)
+        covering = _covering(db, rec)
         if covering is not None:  # an equivalent index appeared since the advice: nothing to build
             result.skipped.append(supersede(db, rec, covering, job_id=job_id))
             continue
@@ -169,6 +168,18 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
                             unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
         announce.build_finished(db.name, rec, built)
+
+
+def _covering(db: Database, rec: StoredRecommendation) -> Covering | None:
+    """The existing index that makes `rec` redundant, if any. When another session holds its table's lock past
+    lock_timeout, the check is left out and the build, under the same lock_timeout, decides (and fails to be
+    tried again later while the lock stays)."""
+    try:
+        with db.connection() as conn:
+            return covering_index(conn, rec)
+    except psycopg2.errors.LockNotAvailable as exc:
+        log.info("redundancy of #%s %s not checked: %s", rec.id, rec.index_name, first_line(exc))
+        return None
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------

@@ -1,28 +1,24 @@
-"""Leadership: mutating jobs for a database run only in the process holding its advisory lock.
+"""Leadership: mutating jobs for a database run only in the process holding its leader lock.
 
-The lock is a session-level `pg_try_advisory_lock` held on a dedicated connection. PostgreSQL releases it when
-that session ends, so a lost connection means lost leadership: `held()` checks the connection (and the lock
-on it) with a cheap query under a short statement_timeout, and callers stop mutating as soon as it says False.
-Several daemons may run against one database for high availability; only one of them changes anything.
+The lock is a session-level `pg_try_advisory_lock` keyed by the database (`leader_key`), held in its server's
+leadership database (`leadership.database`) on the one session all databases of that server share
+(`indexd.lifecycle.coordination`). PostgreSQL releases it when that session ends, so a lost connection means lost
+leadership: `held()` asks the server each time, and callers stop mutating as soon as it says False. Several
+daemons may run against one database for high availability; only one of them changes anything.
+
+The daemon's leaderships announce their changes (`announce_changes`): gaining and losing a database's lock are
+published as events by the coordinator that sees them, one per database, so a lost session is a
+`leadership_lost` for every database it led. A CLI command's leadership for one run stays quiet.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
-import threading
 from collections.abc import Iterator
 
-import psycopg2
-
-from indexd.db.pool import Database, PgConnection
-from indexd.errors import first_line
-from indexd.lifecycle import announce
-
-log = logging.getLogger(__name__)
-
-CHECK_TIMEOUT_MS = 2000
+from indexd.db.pool import Database
+from indexd.lifecycle.coordination import Coordinator, coordination_database
 
 
 def leader_key(state_schema: str, database_name: str) -> int:
@@ -32,108 +28,48 @@ def leader_key(state_schema: str, database_name: str) -> int:
 
 
 class Leadership:
-    """Holds (or tries to hold) the leader lock `key` of one database on a connection of its own.
+    """Holds (or tries to hold) the leader lock `key` of one database, through its server's coordinator.
 
-    With `announce_changes`, gaining and losing it are published as events (the daemon's long-lived leadership does
-    this; a CLI command's leadership for one run stays quiet)."""
+    Without a coordinator given, it makes one of its own (its own session, ended by `release`): what a one-off
+    command such as `apply` needs. The daemon shares one coordinator per server between its databases. With
+    `announce_changes`, gaining and losing the lock are published as events. Checking, taking and giving up the
+    lock are serialised by the coordinator (the daemon's jobs for one database run in several threads)."""
 
-    def __init__(self, db: Database, key: int, *, announce_changes: bool = False) -> None:
+    def __init__(self, db: Database, key: int, coordinator: Coordinator | None = None, *,
+                 announce_changes: bool = False) -> None:
         self.db = db
         self.key = key
         self.announce_changes = announce_changes
-        self._conn: PgConnection | None = None
-        # The daemon's jobs for one database run in several threads (apply, verify, health); they share this
-        # object, so checking, taking and giving up the lock are serialised.
-        self._lock = threading.RLock()
+        self._own = coordinator is None
+        self.coordinator = coordinator or Coordinator(coordination_database(db))
 
     @classmethod
-    def for_database(cls, db: Database, *, announce_changes: bool = False) -> Leadership:
+    def for_database(cls, db: Database, coordinator: Coordinator | None = None, *,
+                     announce_changes: bool = False) -> Leadership:
         """The leadership of `db`, keyed by its state schema and its real database name (not the config's
         name for it, so two daemons configured differently still compete for the same lock)."""
         with db.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT current_database()")
             name = str(cur.fetchone()[0])
-        return cls(db, leader_key(db.settings.state_schema, name), announce_changes=announce_changes)
+        return cls(db, leader_key(db.settings.state_schema, name), coordinator, announce_changes=announce_changes)
 
     def acquire(self) -> bool:
-        """Try once, without waiting; True when this object holds the lock (now or already)."""
-        with self._lock:
-            return self._acquire()
-
-    def _acquire(self) -> bool:
-        if self._held():
-            return True
-        self._drop()
-        conn = self.db.dedicated_connection(autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(CHECK_TIMEOUT_MS),))
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
-                got = bool(cur.fetchone()[0])
-        except BaseException:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            log.debug("leadership of %s is held by another process", self.db.name)
-            return False
-        self._conn = conn
-        log.info("leadership of %s acquired", self.db.name)
-        self._tell(True, "it holds the database's leader lock")
-        return True
+        """Try once, without waiting; True when this process holds the lock (now or already)."""
+        return self.coordinator.try_lock(self.key, self.db.name, announce=self.announce_changes)
 
     def held(self) -> bool:
-        """Whether we still hold the lock: the connection answers and its session still has the lock."""
-        with self._lock:
-            return self._held()
+        """Whether we still hold the lock: the session answers and still has the lock."""
+        return self.coordinator.holds(self.key)
 
-    def _held(self) -> bool:
-        conn = self._conn
-        if conn is None or conn.closed:
-            return False
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND pid = pg_backend_pid() AND objsubid = 1"
-                    " AND ((classid::bigint << 32) | objid::bigint) = %s::bigint)",
-                    (self.key,),
-                )
-                ok = bool(cur.fetchone()[0])
-        except psycopg2.Error as exc:
-            log.warning("leadership of %s lost: %s", self.db.name, first_line(exc))
-            self._drop()
-            self._tell(False, f"its lock connection failed: {first_line(exc)}")
-            return False
-        if not ok:
-            log.warning("leadership of %s lost: the lock is no longer held", self.db.name)
-            self._drop()
-            self._tell(False, "the lock is no longer held")
-        return ok
+    def known(self) -> bool:
+        """Whether the lock was held at the last look (no I/O: for health and metrics, never for a guard)."""
+        return self.coordinator.known(self.key)
 
     def release(self) -> None:
-        """Give the lock up (closing the session releases it even if the unlock fails)."""
-        with self._lock:
-            self._release()
-
-    def _release(self) -> None:
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-            log.info("leadership of %s released", self.db.name)
-            self._tell(False, "released (stopping, or the database left the configuration)")
-        self._drop()
-
-    def _tell(self, gained: bool, why: str) -> None:
-        if self.announce_changes:
-            announce.leadership(self.db.name, gained, why)
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-        self._conn = None
+        """Give the lock up (ending the session releases it even if the unlock fails)."""
+        self.coordinator.unlock(self.key)
+        if self._own:
+            self.coordinator.close()
 
     def __enter__(self) -> Leadership:
         return self

@@ -22,6 +22,7 @@ from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.preflight_readings import log_missing
 from indexd.service.runtime import DatabaseRuntime, Runtime
+from indexd.service.workqueue import WorkQueue
 from indexd.state.migrations import migrate
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 JOB_GRACE_S = 10.0  # running jobs may finish on their own this long after a stop request ...
 CANCEL_GRACE_S = 20.0  # ... then backups and index builds are cancelled and get this long to unwind
 SETTLE_S = 10.0  # per database, at stop: INVALID leftovers of cancelled builds dropped
+CLOSE_WORKERS = 8  # databases closed at the same time at stop
 STOP_BOUND_S = JOB_GRACE_S + CANCEL_GRACE_S + SETTLE_S + 5.0  # the whole stop (one database), HTTP and pools
 
 
@@ -69,7 +71,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
                 log.info("state schema of %s migrated to version %d", target.name, max(applied))
         if not target.prepared:
             log_missing(target.db)  # what `indexd check` would say is missing: one line each, once
-            target.leadership = Leadership.for_database(target.db, announce_changes=True)
+            target.leadership = Leadership.for_database(target.db, target.coordinator, announce_changes=True)
         target.standby = standby
         target.prepared = True
 
@@ -101,11 +103,27 @@ def stop_jobs(runner: JobRunner, runtime: Runtime) -> None:
         return
     log.warning("stopping: cancelling running jobs: %s", ", ".join(runner.running()))
     runner.cancel.set()
+    busy = runner.busy_databases()
     for target in runtime.database_list():
-        cancel_own_builds(target)
+        if target.name in busy:  # an index build runs inside a job of its database
+            cancel_own_builds(target)
     if not runner.wait_idle(CANCEL_GRACE_S):
         log.error("stopping: jobs still running after the grace period, leaving them: %s",
                   ", ".join(runner.running()))
+
+
+def close_all(targets: list[DatabaseRuntime], settle: set[str]) -> bool:
+    """Close every database, CLOSE_WORKERS at a time, within SETTLE_S and a little; settle (as leader) those named
+    in `settle`: the ones whose jobs were running at the stop, where a cancelled build may have left something.
+    False when some were still closing at the end of the bound."""
+    closers = WorkQueue(CLOSE_WORKERS, "close")
+    for target in targets:
+        closers.submit(close_database, f"closing {target.name}", target, target.name in settle)
+    done = closers.wait_idle(SETTLE_S + 3)
+    closers.close()
+    if not done:
+        log.warning("stopping: %d database(s) still closing at the end of the stop bound", closers.pending())
+    return done
 
 
 def _own_client_ports() -> set[int]:

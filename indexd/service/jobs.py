@@ -45,6 +45,11 @@ class JobRunner:
         with self._cond:
             return sorted(self._running.values())
 
+    def busy_databases(self) -> set[str]:
+        """The databases with a job running now."""
+        with self._cond:
+            return {entry.split(":", 1)[0] for entry in self._running.values()}
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no job runs (or timeout); True when idle."""
         deadline = monotonic() + timeout
@@ -75,7 +80,8 @@ class JobRunner:
 
     def _run(self, job: str, target: DatabaseRuntime, job_id: str) -> JobRecord:
         started, t0 = self.clock(), monotonic()
-        row = _record_start(target, job, job_id, started)
+        # Not prepared yet (the state schema may not exist): the whole run is written when it ends instead.
+        row = _record_start(target, job, job_id, started) if target.prepared else None
         logged = False
         try:
             result = self._decide(job, target, job_id, started)

@@ -41,6 +41,7 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("indexd_main_loop_age_seconds", "seconds since the main loop last ran",
                                 value=rt.loop_age())
         yield from self._pool(targets)
+        yield from self._servers(rt)
         yield from self._probe(targets)
         yield from self._jobs(targets)
         yield from self._backups(targets)
@@ -79,6 +80,26 @@ class StateCollector(Collector):
             opens.add_metric([t.name], s.breaker_opens)
         yield from (conns, limit, *families.values(), breaker, opens)
 
+    def _servers(self, rt: Runtime) -> Iterator[Metric]:
+        """Each server's connection budget, shared by its databases, and its leadership session."""
+        conns = GaugeMetricFamily("indexd_server_connections", "connections indexd holds on a server (pooled and "
+                                  "dedicated) by state", labels=["server", "state"])
+        counters = {k: CounterMetricFamily(f"indexd_server_connection_{k}", doc, labels=["server"]) for k, doc in (
+            ("waits", "connection attempts that found the server's budget full"),
+            ("evictions", "idle connections closed to make room in the server's budget"),
+            ("timeouts", "connection attempts that gave up waiting for the server's budget"))}
+        for budget in rt.budgets.all():
+            stats = budget.stats()
+            for state in ("open", "limit", "peak"):
+                conns.add_metric([budget.server, state], stats[state])
+            for key, fam in counters.items():
+                fam.add_metric([budget.server], stats[key])
+        held = GaugeMetricFamily("indexd_leadership_locks", "leader locks held by the server's leadership session",
+                                 labels=["server", "database"])
+        for coord in rt.coordinators.all():
+            held.add_metric([coord.server, coord.database], coord.held_count())
+        yield from (conns, *counters.values(), held)
+
     def _probe(self, targets: list[DatabaseRuntime]) -> Iterator[Metric]:
         up = GaugeMetricFamily("indexd_database_up", "1 when the last probe reached the database", labels=["database"])
         leader = GaugeMetricFamily("indexd_leader", "1 when this process holds the database's leader lock",
@@ -100,7 +121,7 @@ class StateCollector(Collector):
         for t in targets:
             p = t.probe
             up.add_metric([t.name], 1.0 if p.up else 0.0)
-            leader.add_metric([t.name], 1.0 if p.leader else 0.0)
+            leader.add_metric([t.name], 1.0 if t.leader else 0.0)
             paused.add_metric([t.name], 1.0 if p.paused else 0.0)
             if p.paused and p.pause_since is not None:
                 since.add_metric([t.name], p.pause_since.timestamp())

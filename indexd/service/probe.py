@@ -1,5 +1,6 @@
-"""A periodic, read-only look at each database for health and metrics: reachable, leader, pause, advice
-counts, index builds in progress, last backup. Scrapes read the result; they never touch a database."""
+"""A periodic, read-only look at each database for health and metrics: reachable, pause, advice counts, index
+builds in progress, last backup. Scrapes read the result; they never touch a database. (Leadership is looked at
+for all databases of a server at once, by the daemon's housekeeping: `Coordinator.refresh`.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from indexd.backup.catalog import backup_readings
 from indexd.clock import utcnow
 from indexd.errors import first_line
 from indexd.lifecycle import announce
-from indexd.service.databases import is_leader
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 from indexd.state.pause import active_pause, ran_out
 from indexd.state.recommendations import QUEUED, load_recommendations
@@ -59,11 +59,6 @@ def probe_database(runtime: Runtime, target: DatabaseRuntime) -> Probe:
             result.pending_saving_pct = sum(r.improvement_pct or 0.0 for r in recs if r.status in QUEUED)
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a reading, not an error
         result.error = first_line(exc)
-    try:
-        result.leader = is_leader(target) if result.up else False
-    except Exception as exc:  # noqa: BLE001 - a failed check is a reading: not leader, and why
-        result.leader = False
-        result.error = result.error or f"leadership check failed: {first_line(exc)}"
     result.last_backup = _last_backup(runtime, target)
     return result
 
@@ -102,12 +97,13 @@ def refresh(runtime: Runtime, database: str) -> None:
 
 def _announce_expiry(target: DatabaseRuntime, reading: Probe) -> None:
     """Timed pauses that ran out since the last look are events too (`resume` publishes its own). The leader
-    alone tells, and only when no other pause still holds indexing; the first look only sets the mark."""
+    alone tells (as the housekeeping last found it), and only when no other pause still holds indexing; the first
+    look only sets the mark."""
     if not (reading.up and target.prepared):
         return
     with _EXPIRY_LOCK:
         since, now = target.pauses_checked_at, utcnow()
-        if since is not None and reading.leader and not reading.paused:
+        if since is not None and target.leader and not reading.paused:
             try:
                 with target.db.connection(statement_timeout=PROBE_TIMEOUT) as conn:
                     ended = ran_out(conn, target.settings.state_schema, since, now)

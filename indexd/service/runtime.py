@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from indexd.advisor.skips import SeenShapes
 from indexd.config.schema import DatabaseSettings, Settings
+from indexd.db.budget import Budgets
 from indexd.db.pool import Database
+from indexd.lifecycle.coordination import Coordinators
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,6 @@ class Probe:
     at: float = 0.0  # monotonic
     up: bool = False
     error: str | None = None
-    leader: bool = False
     paused: bool = False
     pause_since: datetime | None = None
     pause_until: datetime | None = None
@@ -64,6 +65,7 @@ class DatabaseRuntime:
     settings: DatabaseSettings
     db: Database
     leadership: Any = None  # indexd.lifecycle.leader.Leadership once prepared
+    coordinator: Any = None  # the indexd.lifecycle.coordination.Coordinator of its server (None: one of its own)
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
     standby: bool = False  # its server is a hot standby: read-only, nothing is written or built (db/standby.py)
@@ -85,6 +87,11 @@ class DatabaseRuntime:
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def leader(self) -> bool:
+        """Whether its leader lock was held at the last look (no I/O; guards ask the server instead)."""
+        return bool(self.leadership is not None and self.leadership.known())
+
 
 class Runtime:
     """The running service's state; `lock` guards the dicts that jobs update from several threads."""
@@ -103,6 +110,10 @@ class Runtime:
         self.last_reload_error: str | None = None
         self.job_counts: dict[tuple[str, str, str], int] = {}  # (database, job, outcome) -> runs
         self.scheduler_alive: Callable[[], bool] | None = None
+        # Shared by the databases of each server: its connection budget and its leadership session.
+        self.budgets = Budgets(settings.fleet.max_connections_per_server)
+        # One attempt to reach a leadership session: the housekeeping tick tries again a few seconds later.
+        self.coordinators = Coordinators(replace(settings.retry, attempts=1))
 
     def beat_loop(self) -> None:
         self.loop_beat = self.clock()

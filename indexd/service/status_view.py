@@ -8,11 +8,16 @@ from typing import Any
 
 from indexd.dsn import redact_dsn
 from indexd.service.runtime import DatabaseRuntime, Runtime
+from indexd.service.scheduler import probe_interval
 from indexd.units import human_duration
 
 LOOP_MAX_AGE_S = 30.0  # the main loop turns every second or so
 SCHEDULER_MAX_AGE_S = 30.0  # the heartbeat job runs every 5 s on an executor of its own
-PROBE_MAX_AGE_S = 60.0
+PROBE_MAX_AGE_S = 60.0  # at least; a large fleet's probes are further apart: three probe intervals
+
+
+def probe_max_age(rt: Runtime) -> float:
+    return max(PROBE_MAX_AGE_S, 3 * probe_interval(len(rt.databases)))
 
 
 def liveness(rt: Runtime, scheduler_alive: Callable[[], bool] | None = None) -> tuple[bool, str]:
@@ -39,7 +44,7 @@ def liveness(rt: Runtime, scheduler_alive: Callable[[], bool] | None = None) -> 
 def database_ready(rt: Runtime, t: DatabaseRuntime) -> dict[str, Any]:
     p = t.probe
     breaker = t.db.stats().breaker_state
-    fresh = p.at and rt.clock() - p.at <= PROBE_MAX_AGE_S
+    fresh = p.at and rt.clock() - p.at <= probe_max_age(rt)
     ready = bool(p.up and fresh and breaker != "open")
     out: dict[str, Any] = {"ready": ready, "reachable": p.up, "breaker": breaker}
     if not fresh:
@@ -65,7 +70,7 @@ def database_details(rt: Runtime, t: DatabaseRuntime) -> dict[str, Any]:
     backup = dict(p.last_backup) if p.last_backup else None
     return {
         **database_ready(rt, t),
-        "leader": p.leader,
+        "leader": t.leader,
         "paused": p.paused,
         "pause": {"since": p.pause_since, "until": p.pause_until, "reason": p.pause_reason} if p.paused else None,
         "pool": t.db.stats().as_dict(),
@@ -94,4 +99,16 @@ def health_details(rt: Runtime) -> dict[str, Any]:
         "reloads": dict(rt.reloads),
         "last_reload_error": rt.last_reload_error,
         "databases": {t.name: database_details(rt, t) for t in rt.database_list()},
+        "servers": servers(rt),
     }
+
+
+def servers(rt: Runtime) -> dict[str, Any]:
+    """Per server: its connection budget (pooled and dedicated connections open now, the peak, the waits) and
+    the leadership sessions in it."""
+    out: dict[str, Any] = {b.server: {"connections": b.stats()} for b in rt.budgets.all()}
+    for coord in rt.coordinators.all():
+        entry = out.setdefault(coord.server, {})
+        entry.setdefault("leadership", []).append({"database": coord.database, "session_pid": coord.backend_pid(),
+                                                   "held": coord.held_count()})
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg2 import sql
 
 from indexd.backup.catalog import list_backups
-from indexd.config.schedule import job_specs, trigger
+from indexd.config.schedule import job_specs
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
@@ -36,17 +36,19 @@ _LEADER = """
 SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start, inet_server_port()
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (
-      SELECT oid FROM pg_database WHERE datname = current_database())
+      SELECT oid FROM pg_database WHERE datname = %s)
   AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
 """
 
 
-def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
-    """The leader lock's holder; its `holder` (for finding its process) is taken out by `DaemonFinder`."""
+def _leader(conn: PgConnection, settings: DatabaseSettings) -> dict[str, Any] | None:
+    """The leader lock's holder; its `holder` (for finding its process) is taken out by `DaemonFinder`. The lock
+    lives in the server's leadership database (`leadership.database`); pg_locks shows every database's locks, so
+    this connection to the managed database sees it, and the holder is that leadership session."""
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
-        key = leader_key(state_schema, str(cur.fetchone()[0]))
-        cur.execute(_LEADER, (key,))
+        key = leader_key(settings.state_schema, str(cur.fetchone()[0]))
+        cur.execute(_LEADER, (settings.leadership.database, key))
         row = cur.fetchone()
     if row is None:
         return None
@@ -65,7 +67,7 @@ def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
 
 
 def next_runs(settings: Settings, database: str, now: datetime) -> dict[str, datetime | None]:
-    return {s.job: trigger(s.cron).get_next_fire_time(None, now) for s in job_specs(settings)
+    return {s.job: s.trigger().get_next_fire_time(None, now) for s in job_specs(settings)
             if s.database == database}
 
 
@@ -88,7 +90,7 @@ def _from_database(db: Database, now: datetime) -> dict[str, Any]:
         raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' "
                            f"{where}")
     with db.connection() as conn:
-        leader = _leader(conn, schema)
+        leader = _leader(conn, db.settings)
         pause = active_pause(conn, schema, now)
         runs = _job_runs(conn, schema)
         changes = recent_mutations(conn, schema, limit=10)

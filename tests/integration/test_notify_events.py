@@ -29,7 +29,7 @@ from indexd.lifecycle.apply import apply
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.pause import pause, resume
 from indexd.lifecycle.readings import take_readings
-from indexd.service.databases import ensure_prepared
+from indexd.service.databases import ensure_prepared, is_leader
 from indexd.service.notify import Notifications
 from indexd.service.probe import refresh
 from indexd.service.runtime import DatabaseRuntime, Runtime
@@ -147,7 +147,8 @@ def test_a_timed_pause_that_runs_out_is_told_by_the_leading_daemon(
     target = runtime.databases["main"] = DatabaseRuntime(quiet, db)
     ensure_prepared(target)
     try:
-        refresh(runtime, "main")  # the first look takes leadership and sets the mark
+        assert is_leader(target)  # as preparing does in the daemon (its housekeeping keeps it)
+        refresh(runtime, "main")  # the first look sets the mark
         made = pause(db, timedelta(milliseconds=600), "short", "ann@ops")
         refresh(runtime, "main")  # still paused: nothing to tell
         time.sleep(0.8)

@@ -58,6 +58,31 @@ http:
     return path
 
 
+def fleet_config(path: Path, databases: list[tuple[str, str]], *, port: int, backups_dir: Path,
+                 extra: str = "") -> Path:
+    """A config listing many databases (name, dsn): advise mode, no backups, the default pool and fleet keys."""
+    entries = "".join(f"  - name: {name}\n    dsn: {dsn}\n" for name, dsn in databases)
+    path.write_text(
+        f"""
+databases:
+{entries}
+indexing:
+  mode: advise
+backups:
+  enabled: false
+  dir: {backups_dir}
+logging:
+  file: null
+  format: json
+http:
+  listen: 127.0.0.1:{port}
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
 class DaemonProcess:
     """One `indexd run` subprocess, its notify socket and its log."""
 

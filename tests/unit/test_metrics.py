@@ -39,10 +39,18 @@ def _scrape(metrics: Metrics) -> dict[str, dict[tuple[tuple[str, str], ...], flo
     return out
 
 
+class _HeldAtLastLook:
+    """What the daemon's leadership says without I/O (`Leadership.known`): held at the last look."""
+
+    def known(self) -> bool:
+        return True
+
+
 def test_database_series_read_live_state(runtime: Runtime) -> None:
     metrics = Metrics(runtime)
     target = runtime.databases["main"]
-    target.probe = Probe(at=runtime.clock(), up=True, leader=True, paused=True, pause_since=T0,
+    target.leadership = _HeldAtLastLook()
+    target.probe = Probe(at=runtime.clock(), up=True, paused=True, pause_since=T0,
                          recommendations={"pending": 3, "approved": 1, "built": 2}, pending_saving_pct=37.5,
                          builds={"indexd_orders_customer_id_1": 0.25},
                          last_backup={"last_success": T0, "last_size_bytes": 1234, "last_duration_s": 2.5,

@@ -37,7 +37,7 @@ def test_prometheus_scrapes_the_service(pg_cluster: EmbeddedCluster, pg_dbname: 
         svc.start()
         try:
             t0 = time.monotonic()
-            result = wait_until(lambda: prom.query('indexd_database_up{database="main"}'), timeout=30,
+            result = wait_until(lambda: prom.query('indexd_database_up{database="main"}'), timeout=60,
                                 what="Prometheus to scrape indexd")
             assert float(result[0]["value"][1]) == 1.0
             assert time.monotonic() - t0 < 20

@@ -71,7 +71,11 @@ class PrometheusServer:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 return dict(json.loads(resp.read().decode()))
         except urllib.error.HTTPError as exc:
-            return dict(json.loads(exc.read().decode() or "{}"))
+            text = exc.read().decode()
+            try:
+                return dict(json.loads(text or "{}"))
+            except ValueError:  # not JSON: "Service Unavailable" while Prometheus is still starting
+                return {"status": "error", "error": text.strip()[:200]}
         except OSError:
             return {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -15,6 +16,15 @@ from indexd.events import Event
 from indexd.lifecycle.coordination import Coordinator, Coordinators, coordination_database
 from indexd.lifecycle.leader import Leadership
 from tests.support.cluster import new_database
+
+
+def _terminate(cluster: EmbeddedCluster, pid: int | None) -> None:
+    """End a backend and wait until it is gone: its advisory locks are released only when it has exited."""
+    assert cluster.fetch("SELECT pg_terminate_backend(%s)", params=(pid,)) == [(True,)]
+    deadline = time.monotonic() + 10
+    while cluster.fetch("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", params=(pid,)) != [(0,)]:
+        assert time.monotonic() < deadline, f"backend {pid} still there 10 s after pg_terminate_backend"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -51,7 +61,7 @@ def test_one_session_holds_every_database_and_losing_it_loses_them_all(
         assert _sessions_in(pg_cluster, "postgres") == 1 and coord.held_count() == 2
 
         pid = coord.backend_pid()
-        assert pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(pid,)) == [(True,)]
+        _terminate(pg_cluster, pid)
         assert not lead_a.held()  # the first check finds the session gone ...
         assert not lead_b.known() and coord.held_count() == 0  # ... and with it every leadership
         assert not lead_b.held()
@@ -61,7 +71,7 @@ def test_one_session_holds_every_database_and_losing_it_loses_them_all(
         assert lead_a.held() and lead_b.held() and coord.backend_pid() not in (None, pid)
 
         pid = coord.backend_pid()  # lost again, noticed by the housekeeping this time: taken back at once
-        pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(pid,))
+        _terminate(pg_cluster, pid)
         assert coord.refresh() == ([], sorted([a.name, b.name]))
         assert lead_a.held() and lead_b.held() and coord.backend_pid() not in (None, pid)
 
@@ -88,7 +98,7 @@ def test_a_lost_session_is_told_once_for_each_database_the_daemon_led(
         assert loud_a.acquire() and loud_b.acquire() and loud_a.acquire()  # held already: told once
         assert [(e.name, e.database) for e in told] == [("leadership_gained", a.name), ("leadership_gained", b.name)]
         told.clear()
-        pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(coord.backend_pid(),))
+        _terminate(pg_cluster, coord.backend_pid())
         assert not loud_b.held() and not loud_a.held()  # the first check finds the session gone
         assert sorted((e.name, e.database) for e in told) == [("leadership_lost", a.name), ("leadership_lost", b.name)]
         assert all("session failed" in e.summary for e in told)
@@ -113,7 +123,7 @@ def test_a_commands_leadership_stays_quiet(two_dbs: tuple[Database, Database], p
     try:
         with Leadership.for_database(a) as quiet:
             assert quiet.acquire()
-            pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(quiet.coordinator.backend_pid(),))
+            _terminate(pg_cluster, quiet.coordinator.backend_pid())
             assert not quiet.held()
             assert quiet.acquire()
     finally:
@@ -131,7 +141,7 @@ def test_a_second_process_takes_only_what_the_first_lost(two_dbs: tuple[Database
         assert lead_a.acquire() and lead_b.acquire()
         assert not other_b.acquire()
         assert second.refresh() == ([], [])
-        pg_cluster.fetch("SELECT pg_terminate_backend(%s)", params=(first.backend_pid(),))
+        _terminate(pg_cluster, first.backend_pid())
         assert second.refresh() == ([], [b.name])  # b is free now: the second process leads it
         # The first finds its session gone: a new one takes back what nobody holds, b is lost to the second.
         assert first.refresh() == ([b.name], [a.name])

@@ -21,7 +21,7 @@ from typing import Any
 from indexd.advisor.pipeline import advise
 from indexd.advisor.store import save_recommendations
 from indexd.backup.dump import run_backup
-from indexd.backup.verify import test_restore
+from indexd.backup.scratch import test_restore
 from indexd.config.schema import (
     BackupSettings,
     DatabaseSettings,
@@ -258,4 +258,5 @@ def _backup(settings: Settings, db_settings: DatabaseSettings, result: DemoResul
         r = test_restore(settings, b.id)
         result.backup["restore_verified"] = r.ok
         result.backup["tables_compared"] = r.tables_compared
-        out.append(f"{r.tables_compared} tables restored and counted, {'ok' if r.ok else 'MISMATCH'}")
+        result.backup["restore_test"] = r.result
+        out.append(f"{r.tables_compared} tables restored and counted: {r.result}" + ("" if r.ok else f" ({r.detail})"))

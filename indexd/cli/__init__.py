@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = _backup_action("verify", "re-check a backup's checksum and contents")
     b.add_argument("id", help="backup id")
     b.add_argument("--restore", action="store_true", help="also restore it into a scratch database and compare")
+    b.add_argument("--target-dsn", metavar="DSN",
+                   help="server to test-restore on, as for restore (default: the backup's own server, from the "
+                   "config, or --dsn)")
     _target(b, many=False)
     b = _backup_action("prune", "delete backups the retention policy no longer keeps")
     _target(b)

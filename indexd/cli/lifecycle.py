@@ -125,6 +125,8 @@ def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> b
 def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
     with open_database(settings, target) as db:
         _require_state(db)
+        if not args.dry_run:  # what an interrupted run left is settled first, so its recommendations are planned
+            lifecycle_apply.settle_records(db)
         # A plan is a snapshot: one host CPU sample serves every recommendation in it (the real run samples
         # again before each build).
         snapshot = functools.partial(take_readings, cpu=_SampleOnce())

@@ -22,12 +22,13 @@ from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle import announce
+from indexd.lifecycle.baseline import snapshot_around_build
 from indexd.lifecycle.build import build_index
-from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.cleanup import anything_to_settle, cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
-from indexd.lifecycle.leader import Leadership
-from indexd.lifecycle.readings import take_readings
+from indexd.lifecycle.leader import Leadership, leading
+from indexd.lifecycle.readings import drop_decision, take_readings
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
 
@@ -101,18 +102,20 @@ def apply(
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
-    with db.connection() as conn:
-        recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
-    if not recs:
-        waiting = f"{Status.APPROVED} or {Status.PENDING}" if unapproved else Status.APPROVED
-        result.message = f"nothing to build: no {waiting} recommendation"
-        log.info("apply on %s: %s", db.name, result.message)
-        return result
     own = leadership is None
     lead = Leadership.for_database(db) if leadership is None else leadership
     try:
         if own:
             lead.acquire()  # when another process leads, the leader guard refuses each build below
+        if not dry_run and lead.held():
+            _settle(db, settings, db_settings, lead, now or clock(), job_id)
+        with db.connection() as conn:
+            recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+        if not recs:
+            waiting = f"{Status.APPROVED} or {Status.PENDING}" if unapproved else Status.APPROVED
+            result.message = f"nothing to build: no {waiting} recommendation"
+            log.info("apply on %s: %s", db.name, result.message)
+            return result
         _apply_each(db, settings, db_settings, recs, lead, result, now=now, ignore_window=ignore_window,
                     dry_run=dry_run, job_id=job_id, readings_fn=readings_fn, progress=progress, clock=clock)
     finally:
@@ -123,11 +126,38 @@ def apply(
     return result
 
 
+def settle_records(db: Database, *, leadership: Leadership | None = None) -> None:
+    """The bookkeeping part of what every apply round does first, on its own and changing no index: `apply` on
+    the command line runs it before showing its plan, so a recommendation an interrupted run left in building is
+    in the plan again (the real run drops the leftovers). Only as leader."""
+    with leading(db, leadership) as lead:
+        if lead.held() and anything_to_settle(db):
+            cleanup_invalid(db, drop=False)
+
+
+def _settle(db: Database, settings: Settings, db_settings: DatabaseSettings, lead: Leadership,
+            now: datetime, job_id: str | None) -> None:
+    """First thing in every round, as leader: settle what an interrupted run left (a recommendation stuck in
+    building, an INVALID index of ours), as the daemon does at start-up. The leftovers are dropped only when
+    the guards allow a drop now (pause, bypass, load, leadership; not the window: they only cost); else they wait
+    for a later round, and a build of the same index drops its own leftover first."""
+    if not anything_to_settle(db):
+        return
+    decision = drop_decision(db, settings, db_settings.indexing, lead, now, table="indexd leftovers",
+                             index_name="INVALID leftovers", respect_window=False)
+    if not decision.allowed:
+        log.info("leftovers of interrupted builds on %s not dropped now: %s", db.name, "; ".join(decision.reasons))
+    dropped = cleanup_invalid(db, job_id=job_id, drop=decision.allowed)
+    if dropped:
+        log.info("apply on %s: dropped %d INVALID leftover(s) of interrupted builds: %s", db.name, len(dropped),
+                 ", ".join(dropped))
+
+
 def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings, recs: list[StoredRecommendation],
                 leadership: Leadership, result: ApplyResult, *, now: datetime | None, ignore_window: bool,
                 dry_run: bool, job_id: str | None, readings_fn: ReadingsFn, progress: ProgressCallback | None,
                 clock: Callable[[], datetime]) -> None:
-    ix, cleaned = db_settings.indexing, False
+    ix, snapped = db_settings.indexing, False
     for rec in recs:
         at = now or clock()
         request, readings = readings_fn(db, rec, ix, leadership, at, ignore_window=ignore_window)
@@ -139,13 +169,15 @@ def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings,
             result.refused.append((rec.id, decision.reasons))
             log.info("not building #%s %s: %s", rec.id, rec.index_name, "; ".join(decision.reasons))
             continue
-        if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
-            cleanup_invalid(db, job_id=job_id)
-            cleaned = True
+        if not snapped:  # the edge of the "before" window of this round's builds
+            snapshot_around_build(db, "before building")
+            snapped = True
         built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
                             unapproved=bool(builds_unapproved(ix.mode)))
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
         announce.build_finished(db.name, rec, built)
+        if built.outcome == "succeeded":  # the edge of its "after" window (and the next build's "before")
+            snapshot_around_build(db, f"after building {built.index_name}")
 
 
 # ---- approve / reject ----------------------------------------------------------------------------------

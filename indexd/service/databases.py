@@ -18,6 +18,7 @@ import psutil
 
 from indexd.errors import ConnectionFailed, first_line
 from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership
 from indexd.service.runtime import DatabaseRuntime, Runtime
 from indexd.state.migrations import migrate
@@ -57,6 +58,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
         if applied:
             log.info("state schema of %s migrated to version %d", target.name, max(applied))
         target.leadership = Leadership.for_database(target.db, announce_changes=True)
+        target.latency = LatencyProbe(target.db)
         target.prepared = True
 
 

@@ -64,6 +64,7 @@ class DatabaseRuntime:
     settings: DatabaseSettings
     db: Database
     leadership: Any = None  # indexd.lifecycle.leader.Leadership once prepared
+    latency: Any = None  # indexd.lifecycle.latency.LatencyProbe once prepared: its baseline spans apply runs
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
     closed: bool = False  # removed by a reload or the stop: nothing may open new sessions for it

@@ -67,7 +67,8 @@ def advise(env: TaskEnv) -> TaskResult:
 
 def apply(env: TaskEnv) -> TaskResult:
     t = env.target
-    result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
+    result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership,
+                       probe=t.latency, cancel=env.cancel)
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
     built = [b for b in result.built if b.outcome == "succeeded"]

@@ -48,9 +48,10 @@ SERVER_SETTINGS: dict[str, str] = {
 
 # Superuser over loopback trusts; every other role must give its password, so wrong passwords can be tested.
 HBA = """\
-local   all   all                       trust
-host    all   postgres   127.0.0.1/32   trust
-host    all   all        127.0.0.1/32   scram-sha-256
+local   all           all                       trust
+host    all           postgres   127.0.0.1/32   trust
+host    replication   postgres   127.0.0.1/32   trust
+host    all           all        127.0.0.1/32   scram-sha-256
 """
 
 
@@ -175,6 +176,23 @@ class EmbeddedCluster:
             timeout=timeout + 10,
         )
         return self
+
+    def make_standby(self, timeout: float = 120) -> EmbeddedCluster:
+        """A hot standby of this running cluster, started: `pg_basebackup -R` over loopback as the cluster's OS
+        user, then a port and socket folder of its own. The caller destroys it (before this one, ideally)."""
+        standby = EmbeddedCluster(superuser=self.superuser)
+        assert standby.base_dir is not None
+        os.chmod(standby.base_dir, 0o755)
+        standby._chown(standby.base_dir)
+        standby.socket_dir.mkdir(exist_ok=True)
+        standby._chown(standby.socket_dir)
+        self._cmd([str(self.bindir / "pg_basebackup"), "-D", str(standby.data_dir), "-h", "127.0.0.1", "-p",
+                   str(self.port), "-U", self.superuser, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+                  timeout=timeout)
+        # The copied settings name this cluster's port and socket folder: the last line of a key wins.
+        with open(standby.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as fh:
+            fh.write(f"port = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n")
+        return standby.start(timeout)
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:
         if not self.is_running():

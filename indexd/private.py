@@ -15,11 +15,24 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
+def _make_missing(path: Path) -> None:
+    """Create every missing folder of `path`, each exactly 0700 (mkdir -p would give the parents the umask's
+    mode, 0755: a backups.dir indexd created would then fail its own production check); existing ones stay."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made by another process meanwhile: not ours to change
+        os.chmod(folder, DIR_MODE)  # exactly 0700, whatever the umask
+
+
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700 for the last component; tighten it if it already exists.
+    """Create `path` with mode 0700, and its missing parents too (backups.dir above a database's folder); tighten
+    the last component if it already exists.
 
     Only for folders that are indexd's own (a backup folder per database), never for one it may share."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    _make_missing(path)
     if (path.stat().st_mode & 0o777) != DIR_MODE:
         os.chmod(path, DIR_MODE)
     return path
@@ -29,8 +42,7 @@ def create_private_dir(path: Path) -> Path:
     """Create a missing `path` (and parents) with mode 0700 for the last component; leave an existing one as it
     is (a log file's folder may be a shared one such as /var/log, whose mode is not ours to change)."""
     if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        os.chmod(path, DIR_MODE)  # exactly 0700, whatever the umask
+        _make_missing(path)
     return path
 
 

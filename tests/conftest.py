@@ -12,7 +12,7 @@ import pytest
 from indexd.config.schema import DatabaseSettings, PoolSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
-from tests.support.cluster import assert_no_leaked_connections
+from tests.support.cluster import assert_no_leaked_connections, new_database
 
 _counter = itertools.count()
 
@@ -32,7 +32,7 @@ def pg_cluster() -> Iterator[EmbeddedCluster]:
 
 def _make_db(cluster: EmbeddedCluster, prefix: str) -> Iterator[str]:
     name = f"{prefix}_{next(_counter)}_{int(time.time() * 1000) % 100000}"
-    cluster.create_database(name)  # with pg_stat_statements and hypopg
+    new_database(cluster, name)  # with pg_stat_statements and hypopg
     try:
         yield name
     finally:

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
+# The one name of improvement_pct wherever advice is shown (recommend, status, apply, demo), and what it means.
+IMPROVEMENT = "improvement"
+IMPROVEMENT_MEANS = ("improvement: the share of the whole workload's cost (its statements' time) the index saves; "
+                     "an index is recommended only when it saves at least indexing.min_improvement_pct of the cost "
+                     "of the statements it helps")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -164,6 +170,6 @@ class QueryEffect:
 class Recommendation:
     candidate: IndexCandidate
     estimated_size_bytes: int
-    improvement_pct: float  # share of the whole workload's weighted cost this index saves
+    improvement_pct: float  # share of the whole workload's weighted cost this index saves (IMPROVEMENT_MEANS)
     write_overhead: float  # estimated extra cost per second of writes on the table, relative units
     queries: tuple[QueryEffect, ...] = ()

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from indexd.advisor.model import Recommendation
+from indexd.advisor.model import IMPROVEMENT, Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.skips import SkipReason, count_line, skip_counts
 from indexd.advisor.store import query_effects
@@ -79,7 +79,7 @@ def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[A
     return rows
 
 
-HEADERS = ("id", "origin", "index", "table", "size", "improvement", "write cost", "statements")
+HEADERS = ("id", "origin", "index", "table", "size", IMPROVEMENT, "write cost", "statements")
 
 
 def details(advice: Advice, verbose: bool = False) -> list[str]:
@@ -146,7 +146,8 @@ def nothing_reason(advice: Advice) -> str:
                 f"index ({human_size(smallest)}): raise --budget-mb or indexing.storage_budget")
     texts = {
         "budget": f"do not fit the storage budget ({human_size(advice.budget_bytes or 0)})",
-        "improvement": f"save less than min_improvement_pct ({advice.min_improvement_pct:g}%) of their cost",
+        "improvement": f"save less than min_improvement_pct ({advice.min_improvement_pct:g}%) of the cost of the "
+                       "statements they help",
         "writes": "save less than they would cost in index maintenance on writes",
         "existing": "are served by existing indexes",
         "regression": "would make a statement costlier",

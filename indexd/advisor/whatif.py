@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from pglast.parser import ParseError, parse_sql
 from psycopg2 import sql
 
@@ -50,6 +51,16 @@ WHERE p.proname = %(name)s
 
 class HypoPGMissing(IndexdError):
     """The database has no HypoPG extension, so no what-if cost can be estimated."""
+
+
+class HypoPGDenied(IndexdError):
+    """The role may not use a HypoPG function or view: every candidate set would be lost, so advice stops."""
+
+
+def denied(err: psycopg2.Error, database: str) -> HypoPGDenied:
+    return HypoPGDenied(f"HypoPG refused the role on {database}: {first_line(err)}; 'indexd check' prints the GRANT "
+                        "statements, or re-run sql/roles.sql as a superuser (again after every CREATE EXTENSION "
+                        "hypopg)")
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,9 @@ class WhatIf:
                     "set_config('plan_cache_mode', 'force_generic_plan', false), hypopg_reset()",
                     (str(int(self.statement_timeout.total_seconds() * 1000)),),
                 )
+        except psycopg2.errors.InsufficientPrivilege as err:
+            conn.close()
+            raise denied(err, self.db.name) from err
         except BaseException:
             conn.close()
             raise
@@ -287,7 +301,14 @@ class WhatIf:
         return self._signatures[name]
 
     def _materialize(self, wanted: frozenset[IndexCandidate]) -> None:
-        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible."""
+        """Make exactly `wanted` the live hypothetical indexes, reusing what is already there when possible.
+        HypoPGDenied when the role may not use HypoPG: not one set's fault, every set would be lost."""
+        try:
+            self._make_live(wanted)
+        except psycopg2.errors.InsufficientPrivilege as err:
+            raise denied(err, self.db.name) from err
+
+    def _make_live(self, wanted: frozenset[IndexCandidate]) -> None:
         extra = [c for c in self._alive if c not in wanted]
         missing = sorted((c for c in wanted if c not in self._alive), key=IndexCandidate.fingerprint)
         if not extra and not missing:

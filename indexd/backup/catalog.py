@@ -16,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 
 from indexd.backup.manifest import (
+    FOREIGN,
     MANIFEST_SUFFIX,
     PARTIAL_PREFIX,
     PARTIAL_SUFFIX,
     BackupInfo,
     check_name,
-    read_manifest,
 )
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.backup.trial import last_trial
+from indexd.backup.vetting import require_own, vet_manifest
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.conninfo import connect_kwargs
@@ -58,8 +60,8 @@ def _mtime(path: Path) -> datetime:
 
 
 def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
-    """The backups in one database's folder: every readable manifest, and (for retention) partial or
-    orphaned dumps that have none, as status 'partial'."""
+    """The backups in one database's folder: every readable manifest (foreign ones as status 'foreign', see
+    `vetting`), and (for retention) partial or orphaned dumps that have none, as status 'partial'."""
     if not folder.is_dir():
         return []
     found: dict[str, BackupInfo] = {}
@@ -68,11 +70,11 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
     named = {p.name[: -len(MANIFEST_SUFFIX)] for p in manifests}
     for path in manifests:
         try:
-            info = read_manifest(path)
+            info = vet_manifest(folder, path)
         except BackupError as exc:
             log.warning("%s", exc)
             continue
-        found[info.id] = info
+        found[info.id if info.status != FOREIGN else f"{path.name} (foreign)"] = info
     if not leftovers:
         return list(found.values())
     for path in sorted(folder.iterdir()):
@@ -85,8 +87,10 @@ def scan(folder: Path, *, leftovers: bool = True) -> list[BackupInfo]:
                 continue
         else:
             continue
+        linked = path.is_symlink()  # a link is never followed, nor removed as if it were our leftover
         found.setdefault(f"{bid} (leftover {name})", BackupInfo(
-            id=bid, database=folder.name, started_at=_mtime(path), status="partial", path=path,
+            id=bid, database=folder.name, started_at=_mtime(path), status=FOREIGN if linked else "partial",
+            path=path, error="a leftover that is a symbolic link" if linked else None,
         ))
     return list(found.values())
 
@@ -104,10 +108,11 @@ def list_backups(settings: Settings, database: str | None = None) -> list[Backup
 
 
 def find_backup(settings: Settings, backup_id: str) -> BackupInfo:
-    """The backup with this id, from its manifest alone (works when the source database is gone)."""
-    for info in list_backups(settings):
-        if info.id == backup_id:
-            return info
+    """The backup with this id, from its manifest alone (works when the source database is gone). A foreign
+    manifest claiming the id of one of ours never hides ours; alone, it is returned (and refused by its users)."""
+    found = sorted((b for b in list_backups(settings) if b.id == backup_id), key=lambda b: b.status == FOREIGN)
+    if found:
+        return found[0]
     dirs = ", ".join(str(r) for r in backup_roots(settings))
     raise UsageError(f"no backup {backup_id!r} in {dirs} (see 'indexd backup list')")
 
@@ -137,7 +142,8 @@ def remove_path(path: Path) -> None:
 
 
 def delete_backup(info: BackupInfo) -> None:
-    """The manifest goes first (the backup stops existing at once), then its data."""
+    """The manifest goes first (the backup stops existing at once), then its data. Never a foreign one."""
+    require_own(info, "delete")
     if info.manifest_path is not None:
         with contextlib.suppress(FileNotFoundError):
             info.manifest_path.unlink()
@@ -152,7 +158,7 @@ def prune(db: DatabaseSettings, *, now: datetime | None = None, dry_run: bool = 
     folder = backup_folder(db)
     decisions = decide(scan(folder), now or utcnow(), policy_from_settings(db.backups))
     for d in decisions:
-        if d.keep or dry_run:
+        if d.keep or dry_run or d.backup.status == FOREIGN:
             continue
         log.info("deleting backup %s of %s: %s", d.backup.id, db.name, d.reason)
         delete_backup(d.backup)
@@ -212,6 +218,10 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
             cur.execute("SET LOCAL statement_timeout = '10s'; SET LOCAL lock_timeout = '2s'")
             upsert_backup(conn, db.state_schema, row)
         return True
+    except psycopg2.errors.ReadOnlySqlTransaction:
+        log.info("catalog row for backup %s not written: %s is a standby (read-only); the manifest on disk stands",
+                 info.id, db.name)
+        return False
     except psycopg2.Error as exc:
         log.warning("catalog row for backup %s not written to %s.%s.backups (%s); the manifest on disk stands",
                     info.id, db.name, db.state_schema, first_line(exc))

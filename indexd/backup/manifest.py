@@ -30,6 +30,10 @@ _CHUNK = 1024 * 1024
 _YAML_SECRET = re.compile(r"^(\s*[A-Za-z_]*(?:password|secret|token)[A-Za-z_]*\s*:\s*)(\S.*)$",
                           re.IGNORECASE | re.MULTILINE)
 GOOD_STATUSES = ("completed", "verified")
+FOREIGN = "foreign"  # a manifest indexd did not write as it stands: listed, never deleted, verified or restored
+FORMATS = ("custom", "directory")
+_ID_TIME = "%Y%m%dT%H%M%SZ"
+_ID_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,22 @@ class BackupInfo:
 
     @property
     def manifest_path(self) -> Path | None:
-        return manifest_path(self.path.parent, self.id) if self.status != "partial" else None
+        # A foreign entry's id is untrusted text: no path is ever built from it.
+        return manifest_path(self.path.parent, self.id) if self.status not in ("partial", FOREIGN) else None
 
 
 def backup_id(database: str, at: datetime) -> str:
-    return f"{database}-{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    return f"{database}-{at.astimezone(UTC).strftime(_ID_TIME)}"
+
+
+def is_backup_id(bid: str, database: str) -> bool:
+    """True when `bid` has exactly the shape `backup_id(database, ...)` gives: `<database>-YYYYMMDDTHHMMSSZ`."""
+    try:
+        check_name(database)
+    except BackupError:
+        return False
+    prefix = f"{database}-"
+    return bid.startswith(prefix) and _ID_STAMP.fullmatch(bid[len(prefix):]) is not None
 
 
 def check_name(database: str) -> str:
@@ -142,14 +157,20 @@ def _time(value: Any) -> datetime | None:
 
 
 def info_from_manifest(path: Path, data: dict[str, Any]) -> BackupInfo:
+    """The backup a manifest describes; its data path is built only from an id of indexd's own shape."""
     bid = str(data["id"])
+    database = str(data["database"])
+    if not is_backup_id(bid, database):
+        raise ValueError(f"id {bid!r} is not a backup id of database {database!r} (<database>-YYYYMMDDTHHMMSSZ)")
     fmt = str(data.get("format", "custom"))
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is none of {', '.join(FORMATS)}")
     started = _time(data.get("started_at"))
     if started is None:
         raise ValueError("manifest has no started_at")
     return BackupInfo(
         id=bid,
-        database=str(data["database"]),
+        database=database,
         started_at=started,
         status=str(data.get("status", "completed")),
         path=data_path(path.parent, bid, fmt),
@@ -188,6 +209,8 @@ def manifest_time(value: datetime) -> str:
 
 def checksum_problems(info: BackupInfo) -> list[str]:
     """Re-check a backup's data against its manifest: empty when every file and the digest match."""
+    if info.status == FOREIGN:
+        return [f"backup {info.id!r}: manifest {info.path} is foreign ({info.error}), its data is not read"]
     if not info.path.exists():
         return [f"backup {info.id}: {info.path} is missing"]
     digest, files = checksum_files(info.path)

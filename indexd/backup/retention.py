@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from indexd.backup.manifest import BackupInfo
+from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.config.schema import BackupSettings
 from indexd.units import human_duration
 
@@ -81,6 +81,8 @@ class Decision:
 
 
 def _decide_bad(backup: BackupInfo, age: timedelta, policy: RetentionPolicy) -> Decision:
+    if backup.status == FOREIGN:
+        return Decision(backup, True, f"foreign ({backup.error or 'not written by indexd'}): never deleted")
     what = {"partial": "partial leftover", "failed": "failed backup"}.get(backup.status, f"{backup.status} backup")
     if backup.status == "completed":
         # Completed but never verified: not counted, yet not thrown away while it is within the age window.

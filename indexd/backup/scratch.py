@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extensions
 
 from indexd import events
@@ -39,6 +38,7 @@ from indexd.backup.restore import (
     server_for,
     server_kwargs,
 )
+from indexd.backup.vetting import require_own
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.conninfo import connect_kwargs
@@ -80,7 +80,7 @@ class _Run:
 
 
 _SERVER = """
-SELECT r.rolsuper, current_user,
+SELECT r.rolsuper, current_user, r.rolsuper OR r.rolcreatedb,
        coalesce((SELECT json_object_agg(name, ok) FROM (
                    SELECT name, bool_or(trusted OR NOT superuser) AS ok FROM pg_available_extension_versions
                     GROUP BY name) x), '{}')
@@ -88,18 +88,18 @@ SELECT r.rolsuper, current_user,
 """
 
 
-def restore_server(admin: PgConn) -> tuple[toc.RestoreServer, str]:
-    """What the connected role may create on this server, and its name."""
+def restore_server(admin: PgConn) -> tuple[toc.RestoreServer, str, bool]:
+    """What the connected role may create on this server, its name, and whether it may create databases."""
     with admin.cursor() as cur:
         cur.execute(_SERVER)
-        superuser, role, available = cur.fetchone()
+        superuser, role, createdb, available = cur.fetchone()
 
     def creatable(name: str) -> str | None:
         if name not in available:
             return "not installed on the restore server"
         return None if superuser or available[name] else "only a superuser may create it"
 
-    return toc.RestoreServer(bool(superuser), creatable), str(role)
+    return toc.RestoreServer(bool(superuser), creatable), str(role), bool(createdb)
 
 
 def _no_createdb(role: str) -> str:
@@ -116,13 +116,13 @@ def _scratch_database(dsn: str, db: DatabaseSettings | None) -> Iterator[tuple[P
     except BackupError as exc:
         raise _NotRun(str(exc)) from exc
     with stack:
-        server, role = restore_server(admin)
+        server, role, createdb = restore_server(admin)
+        if not createdb:
+            raise _NotRun(_no_createdb(role))
         scratch = scratch_name("indexd_verify")
         try:
             create_database(admin, scratch)
-        except psycopg2.errors.InsufficientPrivilege as exc:
-            raise _NotRun(_no_createdb(role)) from exc
-        except psycopg2.Error as exc:
+        except (psycopg2.Error, BackupError) as exc:
             raise _NotRun(f"cannot create the scratch database {scratch}: {first_line(exc)}") from exc
         try:
             yield admin, server, scratch
@@ -272,7 +272,7 @@ def test_restore(settings: Settings, backup_id: str, *, target_dsn: str | None =
 
     A checksum mismatch marks the backup failed and raises BackupError; a cancelled run records nothing and
     raises CommandFailed; everything else is a result (see backup/trial.py)."""
-    info = find_backup(settings, backup_id)
+    info = require_own(find_backup(settings, backup_id), "test-restore")
     started, when = monotonic(), now or utcnow()
     problems = checksum_problems(info)
     if problems:

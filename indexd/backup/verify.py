@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from indexd.backup.manifest import MANIFEST_SUFFIX, BackupInfo, checksum_problems, read_manifest, update_manifest
+from indexd.backup.catalog import scan
+from indexd.backup.manifest import FOREIGN, BackupInfo, checksum_problems, update_manifest
 from indexd.backup.restore import pg_restore_list
 from indexd.backup.trial import last_trial, status_after
+from indexd.backup.vetting import require_own
 from indexd.clock import monotonic, utcnow
 from indexd.errors import BackupError, UsageError
 
@@ -37,17 +39,18 @@ class VerifyResult:
 
 
 def find_in_dir(backups_dir: Path | str, backup_id: str) -> BackupInfo:
+    """The backup with this id among the vetted manifests under `backups_dir` (no path is built from the id)."""
     root = Path(backups_dir)
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        path = folder / f"{backup_id}{MANIFEST_SUFFIX}"
-        if path.is_file():
-            return read_manifest(path)
+    found = [info for folder in (sorted(root.iterdir()) if root.is_dir() else []) if folder.is_dir()
+             for info in scan(folder, leftovers=False) if info.id == backup_id]
+    if found:
+        return min(found, key=lambda b: b.status == FOREIGN)  # ours first: a foreign claim never hides it
     raise UsageError(f"no backup {backup_id!r} under {backups_dir}")
 
 
 def verify_backup(backups_dir: Path | str, backup_id: str, *, now: datetime | None = None) -> VerifyResult:
     """Re-check a backup's checksum(s) and table of contents; record the outcome in its manifest."""
-    info = find_in_dir(backups_dir, backup_id)
+    info = require_own(find_in_dir(backups_dir, backup_id), "verify")
     started = monotonic()
     problems = checksum_problems(info)
     checksum_ok = not problems

@@ -9,11 +9,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+import psycopg2
 
 from indexd import __version__
-from indexd.cli.runner import EXIT_HELP
+from indexd.cli.runner import EXIT_HELP, describe, exit_code_of, is_expected
 from indexd.dsn import redact_dsn
 from indexd.errors import IndexdError
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, else /etc/indexd/indexpilot_config.yaml
@@ -21,6 +26,13 @@ config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, 
 """
 
 SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its error line (which quotes the arguments it could not use) cleared of DSN passwords."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_dsn(message))
 
 
 def positive_int(text: str) -> int:
@@ -56,7 +68,7 @@ def _json(p: argparse.ArgumentParser, help_: str = LISTING_JSON_HELP) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="indexd",
         description="Keeps PostgreSQL databases fast and safe to operate: index advice, safe index builds "
         "with verification and revert, verified backups.",
@@ -138,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json(b)
     b = _backup_action("verify", "re-check a backup's checksum and contents")
     b.add_argument("id", help="backup id")
-    b.add_argument("--restore", action="store_true", help="also restore it into a scratch database and compare")
+    b.add_argument("--restore", action="store_true",
+                   help="also restore it into a scratch database and compare row counts (on the backup's own "
+                   "server, or backups.verify.restore_dsn's, or --target-dsn's or --dsn's)")
     b.add_argument("--target-dsn", metavar="DSN",
-                   help="server to test-restore on, as for restore (default: the backup's own server, from the "
-                   "config, or --dsn)")
+                   help="server to test-restore on, as for restore (default: --dsn's, else "
+                   "backups.verify.restore_dsn, else the backup's own server from the config)")
     _target(b, many=False)
     b = _backup_action("prune", "delete backups the retention policy no longer keeps")
     _target(b)
@@ -164,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("migrate", "config_cmds:migrate", "create or upgrade the state schema")
     _target(p)
+
+    p = cmd("check", "check:check",
+            "is each database ready for indexd, as the role it connects as? ok/missing per piece, with the fix")
+    _target(p)
+    _json(p)
 
     p = cmd("demo", "service:demo", "the main job on a throw-away PostgreSQL: workload, advice, build, verify, backup")
     p.add_argument("--scenario", choices=["small", "medium", "large"], default="small", help=SCENARIO_HELP)
@@ -199,6 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IndexdError as exc:
         print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except (psycopg2.Error, OSError) as exc:
+        # What a command acting on one object meets in operation (a server that is down, a refused login, a
+        # missing database): one line, like each_database's. A statement of ours that does not parse is a bug.
+        if not is_expected(exc):
+            raise
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"indexd: {args.command} failed: {describe(exc)}", file=sys.stderr)
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         print("indexd: interrupted", file=sys.stderr)
         return 130

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexd.advisor import report
+from indexd.advisor.model import IMPROVEMENT_MEANS
 from indexd.advisor.pipeline import Skipped, advise, check_hypopg
 from indexd.advisor.skips import SkipReason
 from indexd.advisor.store import save_recommendations
 from indexd.cli import common
 from indexd.cli.runner import each_database
+from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.errors import UsageError
 from indexd.state.migrations import migrate
-from indexd.workload.lookback import capture_workload, given_workload
+from indexd.workload.lookback import capture_workload, given_workload, read_workload
 from indexd.workload.queries import read_queries
 
 if TYPE_CHECKING:
@@ -32,7 +34,9 @@ def recommend(args: argparse.Namespace) -> int:
     statements = None
     left_out: tuple[Skipped, ...] = ()
     if args.queries:
-        loaded = read_queries(Path(args.queries))
+        # One reading serves every selected database: it must fit the smallest of their limits.
+        limit = min(int(db.indexing.queries_max_bytes) for db in databases)
+        loaded = read_queries(Path(args.queries), limit)
         for problem in loaded.problems:
             sys.stderr.write(f"indexd: left out of the workload: {problem}\n")
         statements = loaded.statements
@@ -45,21 +49,29 @@ def recommend(args: argparse.Namespace) -> int:
     def one(db: Database) -> dict[str, Any]:
         target = db.settings
         check_hypopg(db)  # before anything is captured or written
-        if statements is None:
-            work = capture_workload(db, target.indexing)
-        else:
+        standby = is_standby(db)
+        # Why nothing is written (None: the advice is stored): --no-save, or a standby, which is read-only.
+        unsaved = f"{STANDBY} ({WHY})" if standby else ("--no-save" if args.no_save else None)
+        if statements is not None:
             work = given_workload(statements, target.indexing)
+        elif unsaved is not None:
+            work = read_workload(db, target.indexing, snapshots=not standby)
+        else:
+            work = capture_workload(db, target.indexing)
         advice = advise(db, target.indexing, work, budget)
         advice = dataclasses.replace(advice, skipped=left_out + advice.skipped)
         ids: dict[str, int] = {}
-        if not args.no_save and (advice.recommendations or advice.from_workload):
+        if unsaved is None and (advice.recommendations or advice.from_workload):
             migrate(db)  # advice from --queries may be the first thing saved in this database
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
                                        supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
+        prefix = f"indexd: {db.name}: " if several else "indexd: "
         if args.json:
-            _notes(args, advice, f"indexd: {db.name}: " if several else "indexd: ")
+            _notes(args, advice, prefix)
         else:
             _show(args, advice, ids, heading=f"== {db.name}" if several else None)
+        if standby:
+            sys.stderr.write(f"{prefix}advice not stored: {unsaved}\n")
         return report.advice_json(advice, ids)
 
     run = each_database(databases, common.connected(settings, one), act="recommend")
@@ -85,6 +97,7 @@ def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], heading
         print(heading)
     if advice.recommendations:
         common.print_table(report.HEADERS, report.table_rows(advice, ids))
+        print(IMPROVEMENT_MEANS)
     for line in report.details(advice, verbose=args.verbose):
         print(line)
     print(report.summary(advice))

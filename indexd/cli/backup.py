@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 from indexd.backup import trial, verify
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
 from indexd.backup.dump import run_backup
-from indexd.backup.manifest import BackupInfo
+from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
 from indexd.backup.scratch import test_restore
@@ -21,6 +21,7 @@ from indexd.cli.common import load, notifying, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
+from indexd.errors import UsageError
 from indexd.log import setup_logging
 from indexd.units import human_duration, human_size
 
@@ -96,6 +97,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             "test_restore_at": test.at.isoformat() if test and test.at else None,
             "test_restore_result": test.result if test else None, "test_restore_detail": test.detail if test else None,
             "path": str(b.path), "policy": d.action if d else None, "policy_reason": d.reason if d else None,
+            "foreign": b.status == FOREIGN, "foreign_reason": b.error if b.status == FOREIGN else None,
         })
     if args.json:
         print_json(rows)
@@ -106,9 +108,15 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ["id", "database", "started (UTC)", "size", "status", "checksum ok (UTC)", "test restore (UTC)", "policy"],
         [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
-          _test_cell(r), r["policy"]] for b, r in zip(backups, rows, strict=True)],
+          _test_cell(r), "never touched" if b.status == FOREIGN else r["policy"]]
+         for b, r in zip(backups, rows, strict=True)],
     )
     _explain_tests(rows)
+    foreign = [b for b in backups if b.status == FOREIGN]
+    if foreign:
+        print(f"\n{len(foreign)} foreign manifest(s): never deleted, verified or restored by indexd")
+        for b in foreign:
+            print(f"  {b.path}: {b.error}")
     return 0
 
 
@@ -132,6 +140,9 @@ def _explain_tests(rows: list[dict[str, Any]]) -> None:
 # ---- verify ---------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     info = find_backup(settings, args.id)
+    if args.database and settings.database(args.database).name != info.database:
+        raise UsageError(f"backup {args.id} belongs to {info.database!r}, not {args.database!r}")
+    server = _test_restore_server(args, settings, info) if args.restore else None
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
         error = find_backup(settings, args.id).error
@@ -143,16 +154,16 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {problem}", file=sys.stderr)
     ok = result.ok
     if result.ok and args.restore:
-        ok = _test_restore(args, settings)
+        ok = _test_restore(args, settings, server)
     configured = next((d for d in settings.databases if d.name == info.database), None)
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, args.id))
     return 0 if ok else 1
 
 
-def _test_restore(args: argparse.Namespace, settings: Settings) -> bool:
-    """The test restore into a scratch database, on --target-dsn's server (or --dsn's, or the backup's own)."""
-    test = test_restore(settings, args.id, target_dsn=args.target_dsn or getattr(args, "dsn", None))
+def _test_restore(args: argparse.Namespace, settings: Settings, server: str | None) -> bool:
+    """The test restore into a scratch database on `server` (None: the backup's own), and what it found."""
+    test = test_restore(settings, args.id, target_dsn=server)
     took = human_duration(test.duration_s)
     if test.result == trial.Result.ERROR:
         print(f"{args.id}: test restore could not run ({took}); the backup is not in question and stays "
@@ -164,6 +175,18 @@ def _test_restore(args: argparse.Namespace, settings: Settings) -> bool:
         for problem in test.mismatches:
             print(f"  {problem}", file=sys.stderr)
     return test.ok
+
+
+def _test_restore_server(args: argparse.Namespace, settings: Settings, info: BackupInfo) -> str | None:
+    """Where `verify --restore` makes its scratch database: --target-dsn's server (as for restore), else --dsn's,
+    else backups.verify.restore_dsn, else (None) the backup's own server, which must then be in the configuration."""
+    configured = next((d for d in settings.databases if d.name == info.database), None)
+    elsewhere = args.target_dsn or args.dsn or \
+        (configured.backups if configured is not None else settings.backups).verify.restore_dsn
+    if configured is None and not elsewhere:
+        raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
+                         "pass --target-dsn DSN (or --dsn) to say which server to test-restore it on")
+    return elsewhere
 
 
 # ---- prune ----------------------------------------------------------------------------------------------
@@ -206,5 +229,8 @@ def restore(args: argparse.Namespace) -> int:
     replaced = " (replaced the existing database)" if result.replaced_existing else ""
     print(f"restored {result.backup_id} into {result.target_db} with {result.jobs} job(s) in "
           f"{human_duration(result.duration_s)}{replaced}")
+    if result.kept_old:
+        print(f"warning: the previous database is kept as {result.kept_old}: drop it with "
+              f"DROP DATABASE {result.kept_old}", file=sys.stderr)
     return 0
 

@@ -15,7 +15,7 @@ from indexd.config.load import find_config, load_settings
 from indexd.config.schema import Settings
 from indexd.db.conninfo import connect_kwargs
 from indexd.dsn import redact_dsn
-from indexd.errors import ConfigError
+from indexd.errors import ConfigError, GuardRefusal
 from indexd.log import setup_logging
 
 if TYPE_CHECKING:
@@ -72,14 +72,24 @@ def _report_problems(path: object, problems: list[str], production: bool = False
 def migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the state schema in each target database; one failing database does not stop the rest."""
     # heavy: the state schema's modules load SQLAlchemy (the pool); check-config never needs them
-    from indexd.state.migrations import current_version
+    from indexd.db.standby import STANDBY, is_standby
+    from indexd.lifecycle.preflight_readings import log_missing
+    from indexd.state.migrations import current_version, migrations
     from indexd.state.migrations import migrate as apply_migrations
 
     settings = load(args)
     setup_logging(replace(settings.logging, file=None, format="text", level=_cli_level(args)))
 
     def one(db: Database) -> None:
+        if is_standby(db):
+            version, newest = current_version(db), max(m.version for m in migrations())
+            if version != newest:
+                raise GuardRefusal(f"{STANDBY}: the state schema is at version {version or 'none'}; run "
+                                   "'indexd migrate' on the primary, it reaches this standby by replication")
+            print(f"{db.name}: up to date (version {version}; {STANDBY}, replicated from the primary)")
+            return
         applied = apply_migrations(db)
+        log_missing(db)  # what `indexd check` would say is missing: one WARNING line each
         if applied:
             print(f"{db.name}: applied {', '.join(f'{v:03d}' for v in applied)}")
             return

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
+from indexd.advisor.model import IMPROVEMENT
 from indexd.cli.common import (
     connected,
     load,
@@ -25,7 +26,8 @@ from indexd.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, ea
 from indexd.config.convert import to_duration
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
-from indexd.errors import StateMissing, UsageError
+from indexd.db.standby import refuse_on_standby
+from indexd.errors import GuardRefusal, StateMissing, UsageError
 from indexd.lifecycle import apply as lifecycle_apply
 from indexd.lifecycle import health
 from indexd.lifecycle import pause as lifecycle_pause
@@ -33,18 +35,19 @@ from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.health_text import render_text
 from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
-from indexd.lifecycle.unused import drop_unused
+from indexd.lifecycle.unused import DropOutcome, drop_unused
 from indexd.state.migrations import current_version
 from indexd.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from indexd.lifecycle.findings import HealthReport
-    from indexd.lifecycle.unused import DropOutcome
 
 log = logging.getLogger(__name__)
 
 
-def _require_state(db: Database) -> None:
+def _require_state(db: Database, action: str) -> None:
+    """The state schema must be there, and writable: a standby refuses ("standby: read-only")."""
+    refuse_on_standby(db, action)
     if current_version(db) is None:
         raise StateMissing(f"database {db.name} has no indexd state schema {db.settings.state_schema!r} yet: "
                          "run 'indexd migrate' first")
@@ -57,7 +60,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
     settings = load(args)
     target = single_target(args, settings)
     with open_database(settings, target) as db:
-        _require_state(db)
+        _require_state(db, verdict)
         fn = lifecycle_apply.approve if verdict == "approve" else lifecycle_apply.reject
         rec = fn(db, args.id, reason=args.reason)
     print(f"recommendation #{rec.id} {rec.status}: {rec.index_name} on {rec.table}")
@@ -87,10 +90,10 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
                                        if plan.pause_s else "")
         else:
             verdict = "refused: " + "; ".join(plan.decision.reasons + ([plan.when] if plan.when else []))
-        gain = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
+        improvement = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
         size = human_size(plan.request.table_bytes)
-        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, gain, verdict])
-    print_table(["id", "status", "table", "index", "table size", "gain", "verdict"], rows)
+        rows.append([rec.id, rec.status, rec.table, rec.index_name, size, improvement, verdict])
+    print_table(["id", "status", "table", "index", "table size", IMPROVEMENT, "verdict"], rows)
 
 
 def _show_result(result: lifecycle_apply.ApplyResult) -> None:
@@ -129,7 +132,7 @@ def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> b
 
 def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
     with open_database(settings, target) as db:
-        _require_state(db)
+        _require_state(db, "apply")
         if not args.dry_run:  # what an interrupted run left is settled first, so its recommendations are planned
             lifecycle_apply.settle_records(db)
         # A plan is a snapshot: one host CPU sample serves every recommendation in it (the real run samples
@@ -196,7 +199,7 @@ def _switch(args: argparse.Namespace, act: str, work: Callable[[Database], str])
     settings = load(args)
 
     def one(db: Database) -> None:
-        _require_state(db)
+        _require_state(db, act)
         print(work(db))
 
     with notifying(settings):
@@ -233,8 +236,14 @@ class _Health(NamedTuple):
 def _health(args: argparse.Namespace, settings: Settings, db: Database) -> _Health:
     target = db.settings
     report = health.report(db, settings, target)
-    drops = drop_unused(db, settings, target, report) if args.drop_unused else []
-    refused = any(d.outcome == "refused" for d in drops)
+    drops: list[DropOutcome] = []
+    refused = False
+    try:
+        drops = drop_unused(db, settings, target, report) if args.drop_unused else []
+    except GuardRefusal as exc:  # a standby: the report stands, nothing is dropped
+        print(f"indexd: {target.name}: nothing dropped: {exc}", file=sys.stderr)
+        refused = True
+    refused = refused or any(d.outcome == "refused" for d in drops)
     if args.drop_unused and not target.indexing.drop_unused.enabled:
         print(f"indexd: {target.name}: indexing.drop_unused.enabled is false: nothing dropped "
               "(set it to true in the config to allow drops)", file=sys.stderr)

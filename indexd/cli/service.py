@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from indexd.advisor.model import IMPROVEMENT
 from indexd.cli import common
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
@@ -110,7 +111,7 @@ def _demo_json(result: Any) -> dict[str, Any]:
 def _print_demo(result: Any) -> None:
     print("\nRecommended indexes")
     common.print_table(
-        ["index", "table", "columns", "where", "saves", "est. size"],
+        ["index", "table", "columns", "where", IMPROVEMENT, "est. size"],
         [(r["index"], r["table"], ", ".join(r["columns"]), r["where"], f"{r['improvement_pct']:.1f}%",
           human_size(r["estimated_size_bytes"])) for r in result.recommendations],
     )
@@ -141,20 +142,23 @@ def _print_demo(result: Any) -> None:
 
 def status(args: argparse.Namespace) -> int:
     """Per database: leader, breaker, pool, pause, jobs, advice, recent changes, backups. A database that cannot
-    be read still shows what needs no connection (next runs, backups on disk, the daemon's view), with its error."""
+    be read still shows what needs no connection (next runs, backups on disk), with its error. The daemon asked
+    for pool and breaker is the one holding the database's leader lock, never whatever answers on a port."""
     # heavy: status reads the state, lifecycle and backup modules (SQLAlchemy through the pool), only for `status`
-    from indexd.status import daemon_health, database_state, local_state
+    from indexd.status.report import DaemonFinder, database_state, local_state
 
     settings = common.load(args)
     databases = common.targets(args, settings)
-    now, health = utcnow(), daemon_health(settings)
+    now, finder = utcnow(), DaemonFinder.for_settings(settings)
     run = each_database(databases, lambda dbs: database_state(settings, dbs, now), act="status")
-    entries = [{"database": db.name, **local_state(settings, db, health, now), **state}
-               for db, state in zip(databases, run.listing(dict), strict=True)]
+    entries = []
+    for db, state in zip(databases, run.listing(dict), strict=True):
+        leading = finder.leader_of(state)  # takes the lock holder's address out of the state
+        entries.append({"database": db.name, **local_state(settings, db, leading, now), **state})
     if args.json:
         common.print_json(entries)
     else:
-        _print_status(health, entries)
+        _print_status(finder.daemons(), entries)
     return run.exit_code
 
 
@@ -165,13 +169,13 @@ def _when(value: Any) -> str:
     return "-" if value is None else (value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value))
 
 
-def _print_status(health: dict[str, Any] | None, entries: list[dict[str, Any]]) -> None:
-    if health is None:
-        print("daemon: not reachable (not running, or its http endpoint is off); the readings below come from "
-              "the database alone")
-    else:
-        print(f"daemon: {health.get('status')}, up {human_duration(health.get('uptime_s') or 0)}, "
-              f"config {health.get('config')}")
+def _print_status(daemons: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    if not daemons:
+        print("daemon: not reachable (not running, not on this host, or its http endpoint is off); the readings "
+              "below come from the database alone")
+    for d in daemons:
+        print(f"daemon: pid {d.get('pid')}, {d.get('status')}, up {human_duration(d.get('uptime_s') or 0)}, "
+              f"config {d.get('config')}")
     for db in entries:
         print(f"\n== {db['database']}  ({db['dsn']})")
         if "error" in db:
@@ -181,8 +185,11 @@ def _print_status(health: dict[str, Any] | None, entries: list[dict[str, Any]]) 
             pool = live.get("pool") or {}
             print(f"   breaker {live.get('breaker')}, pool {pool.get('checked_out', 0)} in use of "
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
-        else:
+        elif isinstance(live, str):
             print("   breaker/pool: unknown without the daemon")
+            print(f"   daemon: {live.split(': ', 1)[-1]}")
+        else:
+            print("   breaker/pool: not in the leading daemon's /health for this database")
         if "error" not in db:
             _print_db_state(db)
         _print_jobs(db)
@@ -190,6 +197,9 @@ def _print_status(health: dict[str, Any] | None, entries: list[dict[str, Any]]) 
 
 
 def _print_db_state(db: dict[str, Any]) -> None:
+    server = db.get("server") or {}
+    if server.get("role") == "standby":
+        print(f"   server: {server['read_only']} (the state below is the primary's, replicated)")
     lead = db["leader"]
     print("   leader: " + (f"pid {lead['pid']} ({lead['application_name']}, {lead['client']}) since "
                            f"{_when(lead['since'])}" if lead else "none (no daemon holds the leader lock)"))
@@ -200,7 +210,7 @@ def _print_db_state(db: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in recs["counts"].items()) or "none"
     print(f"   recommendations: {counts}")
     if recs["open"]:
-        common.print_table(["id", "status", "origin", "attempts", "index", "table", "saves"],
+        common.print_table(["id", "status", "origin", "attempts", "index", "table", IMPROVEMENT],
                            [(r["id"], r["status"], r["origin"], r["attempts"], r["index"], r["table"],
                              f"{r['improvement_pct']:.1f}%" if r["improvement_pct"] is not None else None)
                             for r in recs["open"]], indent=TABLE_INDENT)

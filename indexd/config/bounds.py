@@ -97,7 +97,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.VerifySettings, "min_calls"): between(0, 1e12),
     (S.VerifySettings, "min_gain_pct"): PERCENT,
     (S.VerifySettings, "max_regression_pct"): between(0, 10_000),
-    (S.DropUnusedSettings, "unused_for"): span(HOUR, 10 * YEAR),
+    (S.DropUnusedSettings, "unused_for"): span(0, 10 * YEAR),  # 0: never scanned since the statistics began is enough
     (S.IndexingSettings, "storage_budget"): size(0, 1024 * TB),
     (S.IndexingSettings, "max_indexes_per_table"): between(1, 100),
     (S.IndexingSettings, "max_columns"): between(1, 32),
@@ -110,6 +110,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.IndexingSettings, "build_attempts"): between(1, 10),
     (S.IndexingSettings, "maintenance_work_mem"): size(MB, TB),  # PostgreSQL's own limit is just under 2 TB
     (S.IndexingSettings, "build_throughput"): size(MB, 100 * GB),
+    (S.IndexingSettings, "queries_max_bytes"): size(KB, GB),  # the whole of a `recommend --queries` input
     (S.BackupRetentionSettings, "keep_last"): between(1, 10_000),
     (S.BackupRetentionSettings, "keep_days"): span(0, 100 * YEAR),
     (S.BackupSettings, "jobs"): between(1, 128),

@@ -69,6 +69,16 @@ def dsn(value: str) -> str | None:
     return None
 
 
+def dsn_list(values: tuple[str, ...]) -> str | None:
+    for i, value in enumerate(values):
+        problem = dsn(value)
+        if problem:
+            return f"item {i}: {problem}"
+    if len(set(values)) != len(values):
+        return "the same DSN is listed twice"
+    return None
+
+
 def db_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9_-]+", value):
         return None
@@ -143,6 +153,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.BackupSettings, "schedule"): cron,
     (S.BackupSettings, "dir"): file_path,
     (S.BackupVerifySettings, "restore_schedule"): cron,
+    (S.BackupVerifySettings, "restore_dsn"): dsn,
     (S.RetentionSettings, "schedule"): cron,
     (S.LoggingSettings, "file"): file_path,
     (S.HttpSettings, "listen"): listen,
@@ -153,6 +164,7 @@ CHECKS: dict[tuple[type, str], Check] = {
     (S.DatabaseSettings, "password_file"): file_path,
     (S.DatabaseSettings, "name"): db_name,
     (S.DatabaseSettings, "dsn"): dsn,
+    (S.DatabaseSettings, "replicas"): dsn_list,
     (S.DatabaseSettings, "state_schema"): sql_name,
 }
 CHECKS.update({(S.IndexingSchedules, f.name): cron for f in dataclasses.fields(S.IndexingSchedules)})

@@ -84,10 +84,10 @@ def plaintext_passwords(config_path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     problems = []
-    for name, node in _raw_dsns(root):
+    for where, node in _raw_dsns(root):
         if _spells_password(node.value):
             problems.append(
-                f"databases.{name}.dsn (line {node.start_mark.line + 1}): the password is written in the file; "
+                f"{where} (line {node.start_mark.line + 1}): the password is written in the file; "
                 "take it from the environment (${VAR} or PGPASSWORD), a password_file or ~/.pgpass"
             )
     return problems
@@ -108,7 +108,11 @@ def _raw_dsns(root: yaml.Node | None) -> list[tuple[str, yaml.ScalarNode]]:
             name = name_node.value if isinstance(name_node, yaml.ScalarNode) else f"[{i}]"
             dsn = fields.get("dsn")
             if isinstance(dsn, yaml.ScalarNode):
-                found.append((name, dsn))
+                found.append((f"databases.{name}.dsn", dsn))
+            replicas = fields.get("replicas")
+            if isinstance(replicas, yaml.SequenceNode):
+                found += [(f"databases.{name}.replicas[{j}]", r) for j, r in enumerate(replicas.value)
+                          if isinstance(r, yaml.ScalarNode)]
     return found
 
 

@@ -103,7 +103,7 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class WriteGuardSettings:
     writes_per_second: float = 50.0  # a table above this write rate is "write-heavy"
-    min_benefit_ratio: float = 2.0  # there, an index's benefit must exceed its write cost this many times
+    min_benefit_ratio: float = 2.0  # there, an index's improvement must exceed its write cost this many times
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ class IndexingSettings:
     storage_budget: ByteSize = ByteSize(2 * 1024**3)
     max_indexes_per_table: int = 3
     max_columns: int = 3
-    min_improvement_pct: float = 10.0  # a recommendation must save at least this much of its statements' cost
+    # An index is recommended only when it saves at least this share of the cost of the statements it helps (its
+    # improvement, the share of the whole workload's cost it saves, is what recommend and status show).
+    min_improvement_pct: float = 10.0
     min_table_rows: int = 1000  # smaller tables are skipped
     min_calls: int = 5  # statements called fewer times are ignored
     lookback: Duration = timedelta(days=7)
@@ -150,6 +152,7 @@ class IndexingSettings:
     # Table bytes CREATE INDEX CONCURRENTLY gets through per second (two scans and a sort): a cautious figure
     # used to decide whether a build still fits in what is left of a maintenance window.
     build_throughput: ByteSize = ByteSize(32 * 1024**2)
+    queries_max_bytes: ByteSize = ByteSize(64 * 1024**2)  # largest `recommend --queries` input (file or folder)
     windows: tuple[WindowSettings, ...] = (WindowSettings(),)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
@@ -178,6 +181,9 @@ class BackupVerifySettings:
     list_after_backup: bool = True  # pg_restore --list on every new backup
     restore_schedule: str = "30 3 * * 0"  # full test restore into a scratch database
     compare_row_counts: bool = True
+    # The server test restores create their scratch database on (its database part is not used); default: the
+    # backup's own server, where indexd's role then needs CREATEDB.
+    restore_dsn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,9 @@ class DatabaseSettings:
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     indexing: IndexingSettings = field(default_factory=IndexingSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    # The DSNs of this database's streaming replicas (the same database, read through each standby): an index
+    # scanned on any of them is not unused. A replica that cannot be read makes drop_unused drop nothing.
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import psycopg2.errors
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings
 from indexd.db.pool import Database
+from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError
 from indexd.lifecycle import announce
 from indexd.lifecycle.baseline import snapshot_around_build
@@ -103,6 +104,7 @@ def apply(
     (whose baseline outlives a run); without them, apply tries to take the database's leadership for this run
     and gives it back at the end, and starts a probe of its own. `cancel` ends any wait at once.
     """
+    refuse_on_standby(db, "apply")
     ix = db_settings.indexing
     result = ApplyResult(db.name, ix.mode)
     unapproved = builds_unapproved(ix.mode)

@@ -3,8 +3,9 @@
 The statement runs on a dedicated autocommit connection with lock_timeout (so the build gives up rather than
 queue the application behind it), statement_timeout and maintenance_work_mem set, and is audited before and
 after on a separate connection, so the audit survives a crash in the middle. A failed build leaves an INVALID
-index behind: it is dropped at once when possible, else by `cleanup_invalid` on the next start. An index on a
-partitioned table cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
+index behind: it is dropped at once, except after a lock timeout (the drop would wait for the same locks a
+second time: see `deferred`), and else by `cleanup_invalid` in the next run. An index on a partitioned table
+cannot be built CONCURRENTLY: `partitioned.py` builds it partition by partition.
 
 These functions check the guards only between the steps of a partitioned build: `apply` asks every guard
 right before it calls them.
@@ -38,6 +39,7 @@ from indexd.lifecycle.ddl import (
     prepare_session,
     settle_failure,
 )
+from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.latency import BuildWatch, LatencyProbe, partition_gate
 from indexd.lifecycle.leader import Leadership
@@ -108,7 +110,8 @@ def build_index(
     decided on). On success: ANALYZE the table, record the size, status `built`. On lock timeout: status back
     to what it was (retried on a later run); a run cut off (connection lost, server restart, cancel) leaves it
     `interrupted`, queued again until indexing.build_attempts; any other failure is the index's own: `failed`.
-    The INVALID leftover of a failure is dropped (audited). On a partitioned table the build goes partition by
+    The INVALID leftover of a failure is dropped (audited), after a lock timeout by the next run's cleanup
+    (see `deferred`). On a partitioned table the build goes partition by
     partition (see partitioned.py), stopping when a pause begins or the `leadership` it runs under is lost.
     With a latency `probe`, a plain build is cancelled (and given back) when the latency stays critical, and a
     partitioned one holds back between partitions while it is high (latency.py).
@@ -201,6 +204,19 @@ def _settle_existing(db: Database, conn: PgConnection, rec: StoredRecommendation
     return None
 
 
+def _leftover_after_failure(db: Database, conn: PgConnection, rec: StoredRecommendation, failure: BuildFailure,
+                            job_id: str | None) -> None:
+    """Drop the INVALID leftover of a failed build now, or, when the build gave up at lock_timeout, leave it
+    (audited as deferred) to the next run's cleanup instead of waiting for the same locks again."""
+    if not failure.lock_timeout:
+        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {failure.reason}",
+                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+    elif index_state(conn, rec.table_schema, rec.index_name) is not None:
+        defer_drop(db, rec.table_schema, rec.index_name,
+                   why=f"INVALID leftover of a build that gave up: {failure.reason}", recommendation_id=rec.id,
+                   job_id=job_id)
+
+
 def _analyze(conn: PgConnection, rec: StoredRecommendation) -> None:
     """Fresh statistics for the planner (expression indexes get their own); a failure costs only freshness."""
     try:
@@ -224,7 +240,6 @@ def _build_failed(db: Database, conn: PgConnection, rec: StoredRecommendation, f
     except psycopg2.Error:
         log.error("could not record the failed build of %s; start-up cleanup will", rec.index_name, exc_info=True)
     if not conn.closed:
-        drop_index_concurrently(db, rec.table_schema, rec.index_name, reason=f"INVALID leftover: {reason}",
-                                recommendation_id=rec.id, job_id=job_id, if_exists=True)
+        _leftover_after_failure(db, conn, rec, failure, job_id)
     return BuildResult(rec.table_schema, rec.index_name, "failed", reason, duration, None, rec.id, intent, retry)
 

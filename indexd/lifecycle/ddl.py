@@ -194,6 +194,7 @@ class Settle(enum.Enum):
 class BuildFailure:
     reason: str
     settle: Settle
+    lock_timeout: bool = False  # gave up waiting for a lock: its leftover is dropped by the next run (`deferred`)
 
 
 TIMEOUT_SHARE = 0.95  # a cancel after this share of build_timeout is that timeout, not an operator or a stop
@@ -208,7 +209,7 @@ def classify_build_failure(exc: BaseException, *, lock_timeout_s: float, build_t
     code = sqlstate_of(exc)
     reason, _ = describe_failure(exc, lock_timeout_s)
     if code == psycopg2.errorcodes.LOCK_NOT_AVAILABLE:
-        return BuildFailure(reason, Settle.RELEASE)
+        return BuildFailure(reason, Settle.RELEASE, lock_timeout=True)
     if code == psycopg2.errorcodes.QUERY_CANCELED:
         first = first_line(exc)
         if duration_s >= TIMEOUT_SHARE * build_timeout_s:

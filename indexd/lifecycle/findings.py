@@ -146,8 +146,9 @@ def find_unused(indexes: Iterable[IndexInfo], stats_since: datetime | None, now:
             action = (f"keep watching: unused for {evidence['covered_days']} days of statistics, "
                       f"fewer than the {evidence['unused_for_days']} days drop_unused.unused_for asks")
         elif standbys:
-            action = (f"check the {standbys} standby(s) first: scans there are not counted here; drop it if "
-                      "pg_stat_user_indexes shows none there either")
+            action = (f"check the {standbys} standby(s) first: scans there are not counted here (list each in "
+                      "databases[].replicas, readable, to count them); drop it if pg_stat_user_indexes shows none "
+                      "there either")
         else:
             action = "drop it: never scanned in the time the statistics cover"
         found.append(Finding("unused", ix.schema, ix.table, ix.name, ix.size_bytes, evidence, action,

@@ -212,10 +212,11 @@ def check_write(request: BuildRequest, settings: IndexingSettings, readings: Rea
     busy = f"{request.table} is write-heavy ({rate:.1f} writes/s > {guard.writes_per_second:g})"
     if request.write_overhead is None:
         return [_Refusal(f"{busy} and the index's write cost is unknown", None)]
-    benefit, needed = request.improvement_pct or 0.0, request.write_overhead * guard.min_benefit_ratio
-    if benefit > needed:
+    improvement, needed = request.improvement_pct or 0.0, request.write_overhead * guard.min_benefit_ratio
+    if improvement > needed:
         return []
-    return [_Refusal(f"{busy}: its benefit {benefit:.1f}% does not exceed its write cost {request.write_overhead:g}"
+    return [_Refusal(f"{busy}: its improvement {improvement:.1f}% does not exceed its write cost "
+                     f"{request.write_overhead:g}"
                      f" x {guard.min_benefit_ratio:g} = {needed:.1f}", None)]
 
 

@@ -22,6 +22,7 @@ from indexd.lifecycle.findings import (
     find_unused,
     quote_ident,
 )
+from indexd.lifecycle.replica_scans import combine, read_replicas
 from indexd.state.recommendations import own_index_builds
 
 log = logging.getLogger(__name__)
@@ -116,15 +117,18 @@ def report(
     now = now or utcnow()
     with db.connection() as conn:
         indexes = read_indexes(conn, db.settings.state_schema)
-        stats_since, standbys = read_stats_since(conn)
+        stats_since, streaming = read_stats_since(conn)
         block_size, inputs = bloat.read_inputs(conn, [ix.oid for ix in indexes if ix.is_valid and not ix.partitioned])
         estimates = bloat.estimates(conn, inputs, block_size, min_bloat_ratio, min_bloat_bytes)
+    # Scans on the configured replicas count too: an index only a read replica uses is not unused.
+    seen = combine(indexes, stats_since, streaming, read_replicas(db_settings))
     result = HealthReport(
         database=db_settings.name,
         generated_at=now,
-        stats_since=stats_since,
-        unused=find_unused(indexes, stats_since, now, db_settings.indexing.drop_unused.unused_for, standbys),
-        duplicate=find_duplicates(indexes),
+        stats_since=seen.stats_since,
+        unused=find_unused(seen.indexes, seen.stats_since, now, db_settings.indexing.drop_unused.unused_for,
+                           seen.uncounted),
+        duplicate=find_duplicates(seen.indexes),
         invalid=find_invalid(indexes),
         bloated=bloat_findings(indexes, estimates, min_bloat_ratio, min_bloat_bytes),
         indexes_checked=len(indexes),

@@ -10,10 +10,10 @@ The procedure keeps every lock short:
 
 The whole build is one create_index intent and one outcome in the audit log; each step (statement, duration)
 is listed in the outcome's `after`. Between steps the pause and leadership are read again: when either says
-stop, or a step fails, everything created so far is dropped (each drop audited) and the recommendation goes
-back to be retried (a lock timeout or a pause), is interrupted (a lost connection, a cancel) or fails.
-Per-partition indexes are named `indexd_p$<partition>_<hash>`: no advisor name contains "$", so start-up
-cleanup can tell them apart.
+stop, or a step fails, everything created so far is dropped (each drop audited; after a lock timeout by the
+next run's cleanup, see `deferred`) and the recommendation goes back to be retried (a lock timeout or a pause),
+is interrupted (a lost connection, a cancel) or fails. Per-partition indexes are named
+`indexd_p$<partition>_<hash>`: no advisor name contains "$", so start-up cleanup can tell them apart.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from indexd.lifecycle.ddl import (
     index_state,
     settle_failure,
 )
+from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
@@ -307,9 +308,10 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, failure: BuildFail
     """Drop what this build created (the parent's index first: its drop takes the attached ones along),
     record the outcome, and settle the recommendation as the failure says (given back, interrupted, failed).
 
-    Dropping the parent's index locks every partition for a moment: while the application holds one of them
-    (the very lock that may have stopped the build) it times out, and the INVALID parent index with whatever
-    is attached to it is left for `cleanup_invalid`, which `apply` runs before its next build."""
+    After a lock timeout nothing is dropped now: a drop would wait for the same locks a second time, so it is
+    recorded as deferred (see `deferred`) and left to `cleanup_invalid`, which `apply` runs before the first
+    build of its next run. Otherwise, dropping the parent's index locks every partition for a moment: should
+    it time out, the INVALID parent index with whatever is attached to it is left to that cleanup as well."""
     state, reason, retry = db.settings.state_schema, failure.reason, failure.settle is not Settle.FAIL
     log.warning("building partitioned %s.%s stopped: %s; dropping what it created", rec.table_schema,
                 rec.index_name, reason)
@@ -318,6 +320,11 @@ def _undo(db: Database, rec: StoredRecommendation, run: _Run, failure: BuildFail
     for n, (schema, name) in enumerate(run.created):
         if n and not _detached(db, schema, name):
             continue  # gone with the parent's index, or attached to it and left with it (for start-up cleanup)
+        if failure.lock_timeout:  # a drop now would wait for the same locks again: the next run's cleanup
+            defer_drop(db, schema, name, why=f"half-built partitioned index of a build that gave up: {reason}",
+                       recommendation_id=rec.id, job_id=job_id)
+            left.append(f"{schema}.{name}")
+            continue
         result = drop_index_concurrently(db, schema, name, reason=f"half-built partitioned index: {reason}",
                                          recommendation_id=rec.id, job_id=job_id, if_exists=True)
         (dropped if result.ok else left).append(f"{schema}.{name}")

@@ -10,11 +10,13 @@ from datetime import datetime
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.db.pool import Database
+from indexd.db.standby import refuse_on_standby
 from indexd.errors import StateMissing
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.findings import Finding, HealthReport
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.readings import CpuSampler, drop_decision, host_cpu_pct
+from indexd.lifecycle.replica_scans import read_replicas
 from indexd.state import recommendations
 from indexd.state.migrations import current_version
 
@@ -41,12 +43,18 @@ SELECT CASE WHEN c.relkind = 'I' THEN (SELECT coalesce(sum(pg_stat_get_numscans(
 
 
 def _still_unused(db: Database, schema: str, name: str) -> bool:
-    """Re-read right before dropping: the index is still there, still unscanned, still enforcing nothing."""
+    """Re-read right before dropping: the index is still there, still unscanned (on every configured replica
+    too, each of which must answer), still enforcing nothing."""
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_stat_clear_snapshot()")
         cur.execute(_STILL_UNUSED, (schema, name))
         row = cur.fetchone()
-    return bool(row and row[0])
+    if not (row and row[0]):
+        return False
+    for replica in read_replicas(db.settings):
+        if replica.error is not None or replica.scans.get((schema, name), 0):
+            return False
+    return True
 
 
 def _mark_reverted(db: Database, schema: str, name: str, reason: str) -> None:
@@ -76,6 +84,7 @@ def drop_unused(
     if not opts.enabled:
         log.info("drop of unused indexes on %s: disabled (indexing.drop_unused.enabled)", db.name)
         return []
+    refuse_on_standby(db, "drop of unused indexes")
     if current_version(db) is None:
         raise StateMissing(f"database {db.name} has no indexd state schema yet (the audit log): run 'indexd migrate'")
     outcomes: list[DropOutcome] = []

@@ -15,6 +15,7 @@ from psycopg2 import sql
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, IndexingSettings, Settings, VerifySettings
 from indexd.db.pool import Database, PgConnection
+from indexd.db.standby import refuse_on_standby
 from indexd.lifecycle import announce
 from indexd.lifecycle.ddl import OWN_PREFIX
 from indexd.lifecycle.drop import drop_index_concurrently
@@ -169,6 +170,7 @@ def verify_built(
     """Judge every index indexd built at least verify.after ago that has no final verdict yet, store each
     verdict with its evidence, keep the good ones and (with auto_revert) drop the harmful ones through the guards.
     """
+    refuse_on_standby(db, "verify")
     now = now or utcnow()
     ix, schema = db_settings.indexing, db.settings.state_schema
     with db.connection() as conn:

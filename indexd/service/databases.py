@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from indexd.db.standby import STANDBY, is_standby
 from indexd.errors import ConnectionFailed, first_line
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership
+from indexd.lifecycle.preflight_readings import log_missing
 from indexd.service.runtime import DatabaseRuntime, Runtime
 from indexd.state.migrations import migrate
 
@@ -48,17 +50,29 @@ def prepare(target: DatabaseRuntime) -> bool:
 
 
 def ensure_prepared(target: DatabaseRuntime) -> None:
-    """Migrate the state schema and make the leadership object, once (the lock keeps two threads apart)."""
+    """Migrate the state schema, log what the preflight finds missing and make the leadership object, once (the
+    lock keeps two threads apart). A standby is not migrated (it is read-only; the primary's schema reaches it):
+    it is asked again before each job, so a promoted standby is migrated then."""
     with target.prepare_lock:
-        if target.prepared:
+        if target.prepared and not target.standby:
             return
         if target.closed:
             raise ConnectionFailed(f"database {target.name} is being closed")
-        applied = migrate(target.db)
-        if applied:
-            log.info("state schema of %s migrated to version %d", target.name, max(applied))
-        target.leadership = Leadership.for_database(target.db, announce_changes=True)
-        target.latency = LatencyProbe(target.db)
+        standby = is_standby(target.db)
+        if target.prepared and standby:
+            return
+        if standby:
+            log.warning("%s is a hot standby (%s): advice is logged, not stored; nothing is built, reverted or "
+                        "dropped; backups run", target.name, STANDBY)
+        else:
+            applied = migrate(target.db)
+            if applied:
+                log.info("state schema of %s migrated to version %d", target.name, max(applied))
+        if not target.prepared:
+            log_missing(target.db)  # what `indexd check` would say is missing: one line each, once
+            target.leadership = Leadership.for_database(target.db, announce_changes=True)
+            target.latency = LatencyProbe(target.db)
+        target.standby = standby
         target.prepared = True
 
 
@@ -74,7 +88,7 @@ def is_leader(target: DatabaseRuntime) -> bool:
 def ensure_settled(target: DatabaseRuntime, job_id: str | None = None) -> None:
     """Once per process, as leader: drop INVALID leftovers of interrupted builds, settle their audit rows."""
     with target.prepare_lock:
-        if target.settled:
+        if target.settled or target.standby:  # a standby's leftovers are the primary's to settle
             return
         dropped = cleanup_invalid(target.db, job_id=job_id)
         target.settled = True

@@ -117,12 +117,17 @@ class JobRunner:
 
 
 def _record_start(target: DatabaseRuntime, job: str, job_id: str, started: datetime) -> int | None:
-    """A job_runs row for this run; None (logged) when the state schema cannot be reached."""
+    """A job_runs row for this run; None (logged) when the state schema cannot be reached, or (silently) on a
+    standby, where nothing can be written (the log keeps the run)."""
+    if target.standby:
+        return None
     schema = target.settings.state_schema
     return _write(target, lambda conn: job_runs.start_run(conn, schema, job=job, job_id=job_id, started_at=started))
 
 
 def _record_finish(target: DatabaseRuntime, row: int | None, rec: JobRecord) -> None:
+    if target.standby:
+        return
     schema = target.settings.state_schema
     if row is None:
         _write(target, lambda conn: job_runs.record_run(conn, schema, job=rec.job, job_id=rec.job_id,

@@ -67,6 +67,7 @@ class DatabaseRuntime:
     latency: Any = None  # indexd.lifecycle.latency.LatencyProbe once prepared: its baseline spans apply runs
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
+    standby: bool = False  # its server is a hot standby: read-only, nothing is written or built (db/standby.py)
     closed: bool = False  # removed by a reload or the stop: nothing may open new sessions for it
     prepare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     probe: Probe = field(default_factory=Probe)

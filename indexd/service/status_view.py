@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ def health_details(rt: Runtime) -> dict[str, Any]:
     live, why = liveness(rt)
     ready, _ = readiness(rt)
     return {
+        "pid": os.getpid(),  # lets `status` tell this daemon from anything else answering on a port
         "status": "ok" if live and ready else ("degraded" if live else "failing"),
         "live": live,
         "live_detail": why,

@@ -19,6 +19,7 @@ from indexd.backup.catalog import prune as prune_backups
 from indexd.backup.dump import run_backup
 from indexd.backup.scratch import test_restore
 from indexd.config.schema import Settings
+from indexd.db.standby import STANDBY
 from indexd.lifecycle.apply import apply as run_apply
 from indexd.lifecycle.health import report
 from indexd.lifecycle.verify import verify_built
@@ -26,7 +27,7 @@ from indexd.service.runtime import DatabaseRuntime
 from indexd.state.history import prune_history
 from indexd.units import human_duration, human_size
 from indexd.workload.capture import take_snapshot
-from indexd.workload.lookback import capture_workload
+from indexd.workload.lookback import capture_workload, read_workload
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,29 @@ class TaskEnv:
 
 
 def capture(env: TaskEnv) -> TaskResult:
+    if env.target.standby:
+        return TaskResult("skipped", f"skipped: {STANDBY}: no snapshot is stored; advice reads pg_stat_statements "
+                                     "directly")
     snap = take_snapshot(env.target.db, env.now)
     env.target.captured_statements = snap.statements
     return TaskResult("ok", f"snapshot {snap.id}: {snap.statements} statements")
 
 
 def advise(env: TaskEnv) -> TaskResult:
-    db, indexing = env.target.db, env.target.settings.indexing
+    """The look-back's advice, stored as pending; on a standby the standby's own workload, advised and logged
+    (with each index's CREATE statement, for the primary) but not stored."""
+    db, indexing, standby = env.target.db, env.target.settings.indexing, env.target.standby
     check_hypopg(db)  # before anything is captured or written
-    advice = run_advice(db, indexing, capture_workload(db, indexing, env.now))
-    if advice.recommendations:
+    work = read_workload(db, indexing, env.now, snapshots=False) if standby else capture_workload(db, indexing, env.now)
+    advice = run_advice(db, indexing, work)
+    if advice.recommendations and not standby:
         save_recommendations(db, advice.recommendations, advice.create_sql,
                              supersede_missing=advice.from_workload)
     log_new_skips(env.target.name, advice.skipped, env.target.skips_logged)
+    if standby:
+        statements = "".join(f"; {advice.create_sql[r.candidate.fingerprint()]}" for r in advice.recommendations)
+        return TaskResult("ok", f"{advice.analyzed_statements} statements analyzed, {len(advice.recommendations)} "
+                                f"recommendation(s), not stored ({STANDBY}){statements}")
     names = ", ".join(r.candidate.name() for r in advice.recommendations[:5])
     more = f": {names}" if names else ""
     skipped = f"; skipped {len(advice.skipped)}: {count_line(advice.skipped)}" if advice.skipped else ""
@@ -107,8 +118,12 @@ def backup_verify(env: TaskEnv) -> TaskResult:
     good = [b for b in list_backups(env.settings, env.target.name) if b.status in ("completed", "verified")]
     if not good:
         return TaskResult("skipped", "skipped: no completed backup to test-restore")
+    elsewhere = env.target.settings.backups.verify.restore_dsn
+    if env.target.standby and not elsewhere:
+        return TaskResult("skipped", f"skipped: {STANDBY}: no scratch database can be created here; set "
+                                     "backups.verify.restore_dsn to test-restore on another server")
     latest = max(good, key=lambda b: b.started_at)
-    res = test_restore(env.settings, latest.id, now=env.now, cancel=env.cancel)
+    res = test_restore(env.settings, latest.id, target_dsn=elsewhere, now=env.now, cancel=env.cancel)
     if not res.ok:  # a data problem (the backup is now failed), or the test could not run here (it is not)
         return TaskResult("failed", f"test restore of {latest.id} {res.result} (backup {res.status}): {res.detail}")
     return TaskResult("ok", f"backup {latest.id} restored into a scratch database: {res.result}, {res.detail} "
@@ -116,7 +131,9 @@ def backup_verify(env: TaskEnv) -> TaskResult:
 
 
 def prune(env: TaskEnv) -> TaskResult:
-    deleted = prune_history(env.target.db, env.settings.retention, now=env.now, cancel=env.cancel)
+    # A standby's history is the primary's (replicated): pruned there, never here.
+    deleted = {} if env.target.standby else prune_history(env.target.db, env.settings.retention, now=env.now,
+                                                          cancel=env.cancel)
     decisions = prune_backups(env.target.settings, now=env.now) if env.target.settings.backups.enabled else []
     gone = sum(1 for d in decisions if not d.keep)
     rows = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) or "no rows"

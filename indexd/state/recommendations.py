@@ -171,14 +171,23 @@ def load_recommendations(conn: PgConnection, schema: str, *, statuses: Iterable[
 def load_buildable(conn: PgConnection, schema: str, *, unapproved: bool) -> list[StoredRecommendation]:
     """What a build run may take, the most beneficial first: what a person approved, and with `unapproved`
     (mode auto) also pending or interrupted advice of the real workload (offline advice always waits for a
-    person)."""
-    return _select(conn, schema, _buildable(""), [unapproved])
+    person, and so does an index shape indexd built and reverted before)."""
+    return _select(conn, schema, _buildable(schema, "recommendations."), [unapproved])
 
 
-def _buildable(prefix: str) -> sql.Composed:
-    return sql.SQL("{queued} AND ({approved} OR (%s AND {p}origin = {w}))").format(
-        queued=_in(f"{prefix}status", QUEUED), approved=_approved(prefix), p=sql.SQL(prefix),
-        w=sql.Literal(Origin.WORKLOAD))
+def _buildable(schema: str, prefix: str) -> sql.Composed:
+    return sql.SQL("{queued} AND ({approved} OR (%s AND {unapproved}))").format(
+        queued=_in(f"{prefix}status", QUEUED), approved=_approved(prefix), unapproved=_auto(schema, prefix))
+
+
+def _auto(schema: str, prefix: str) -> sql.Composed:
+    """What mode auto builds without a person: workload advice for a shape that was never reverted. A revert (a
+    verdict, or an unused drop) says building it again would not help; without this the next advice would
+    queue it again, and auto would build and revert it on every cycle."""
+    return sql.SQL("{p}origin = {w} AND NOT EXISTS (SELECT 1 FROM {s}.recommendations o"
+                   " WHERE o.fingerprint = {p}fingerprint AND {reverted})").format(
+        p=sql.SQL(prefix), w=sql.Literal(Origin.WORKLOAD), s=sql.Identifier(schema),
+        reverted=_in("o.status", [S.REVERTED]))
 
 
 def status_of(conn: PgConnection, schema: str, rec_id: int, *, lock: bool = False) -> Status | None:
@@ -269,26 +278,40 @@ class NewRecommendation:
 
 
 # A live row of the same shape is refreshed in place (status and decision untouched); the real workload's
-# support outranks a query file's, never the other way round.
+# support outranks a query file's, never the other way round. A shape a person rejected (and nobody revived)
+# is not queued again: the rejection stands, and its id is returned (`approve` changes a person's mind). A
+# shape indexd built and reverted before is queued again with a reason saying it waits for a person (`_auto`).
 _UPSERT = """
-INSERT INTO {s}.recommendations AS r (fingerprint, table_schema, table_name, columns, method, where_clause,
-                                      include, index_name, create_sql, estimated_size_bytes, improvement_pct,
-                                      write_overhead, queries, origin)
-VALUES (%(fingerprint)s, %(table_schema)s, %(table_name)s, %(columns)s, %(method)s, %(where_clause)s, %(include)s,
-        %(index_name)s, %(create_sql)s, %(estimated_size_bytes)s, %(improvement_pct)s, %(write_overhead)s,
-        %(queries)s, %(origin)s)
-ON CONFLICT (fingerprint) WHERE {live}
-DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
-              improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
-              queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql,
-              origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE r.origin END
-RETURNING id
+WITH rejected AS (
+  SELECT max(id) AS id FROM {s}.recommendations
+   WHERE fingerprint = %(fingerprint)s AND {rejected}
+     AND NOT EXISTS (SELECT 1 FROM {s}.recommendations WHERE fingerprint = %(fingerprint)s AND {live})),
+saved AS (
+  INSERT INTO {s}.recommendations AS r (fingerprint, table_schema, table_name, columns, method, where_clause,
+                                        include, index_name, create_sql, estimated_size_bytes, improvement_pct,
+                                        write_overhead, queries, origin, reason)
+  SELECT %(fingerprint)s, %(table_schema)s, %(table_name)s, %(columns)s, %(method)s, %(where_clause)s,
+         %(include)s, %(index_name)s, %(create_sql)s, %(estimated_size_bytes)s, %(improvement_pct)s,
+         %(write_overhead)s, %(queries)s, %(origin)s,
+         (SELECT 'built and reverted before (recommendation #' || max(id) || '): mode auto builds it again only'
+                 ' once a person approves it'
+            FROM {s}.recommendations WHERE fingerprint = %(fingerprint)s AND {reverted})
+   WHERE (SELECT id FROM rejected) IS NULL
+  ON CONFLICT (fingerprint) WHERE {live}
+  DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
+                improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
+                queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql,
+                origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE r.origin END
+  RETURNING id)
+SELECT id FROM saved UNION ALL SELECT id FROM rejected WHERE id IS NOT NULL
 """
 
 
 def upsert(conn: PgConnection, schema: str, recommendations: Iterable[NewRecommendation]) -> dict[str, int]:
-    """Save new advice as pending, or refresh the live row of the same shape; returns fingerprint -> id."""
+    """Save new advice as pending, or refresh the live row of the same shape; returns fingerprint -> id (a
+    shape a person rejected keeps its rejected row, whose id this returns)."""
     statement = sql.SQL(_UPSERT).format(s=sql.Identifier(schema), live=_in("status", LIVE),
+                                        rejected=_in("status", [S.REJECTED]), reverted=_in("status", [S.REVERTED]),
                                         w=sql.Literal(Origin.WORKLOAD))
     ids: dict[str, int] = {}
     with conn.cursor() as cur:
@@ -320,7 +343,7 @@ def supersede_unsupported(conn: PgConnection, schema: str, supported: Iterable[s
 
 _MOVE = """
 UPDATE {s}.recommendations r SET status = {status}, updated_at = now(){assign}
-  FROM (SELECT id, status, decided_at, origin FROM {s}.recommendations WHERE id = %(id)s FOR UPDATE) p
+  FROM (SELECT id, status, decided_at, origin, fingerprint FROM {s}.recommendations WHERE id = %(id)s FOR UPDATE) p
  WHERE r.id = p.id AND p.status = ANY(%(sources)s){condition}
 RETURNING p.status, r.status
 """
@@ -362,8 +385,7 @@ def claim(conn: PgConnection, schema: str, rec_id: int, *, unapproved: bool) -> 
     """Take a queued recommendation for a build (-> building); the status it left, or None when it is not
     buildable now (another process claimed it first, a person rejected it meanwhile, or it waits for an approval
     that `unapproved` (mode auto) does not stand in for)."""
-    condition = sql.SQL(" AND ({} OR (%(unapproved)s AND p.origin = {}))").format(
-        _approved("p."), sql.Literal(Origin.WORKLOAD))
+    condition = sql.SQL(" AND ({} OR (%(unapproved)s AND {}))").format(_approved("p."), _auto(schema, "p."))
     moved = _move(conn, schema, rec_id, QUEUED, [S.BUILDING], condition=condition,
                   params={"unapproved": unapproved}, strict=False)
     return None if moved is None else moved[0]

@@ -22,6 +22,8 @@ from indexd.workload.capture import cumulative_workload, take_snapshot, workload
 NO_EARLIER_SNAPSHOT = "no earlier snapshot: the workload is every statement since pg_stat_statements was reset"
 NOTHING_IN_SNAPSHOTS = ("the snapshots of the look-back hold no statement yet (capture started recently): the "
                         "workload is every statement since pg_stat_statements was reset")
+NOT_FROM_SNAPSHOTS = ("read-only: the workload is every statement since pg_stat_statements was reset (no snapshot "
+                      "taken or read)")
 
 
 def given_workload(statements: list[Statement], settings: IndexingSettings) -> Workload:
@@ -52,6 +54,38 @@ def capture_workload(db: Database, settings: IndexingSettings, now: datetime | N
     if span <= 0:
         span = _since_stats_reset(db, now)
     return Workload(statements, max(span, 1.0), captured=True, warnings=tuple(warnings))
+
+
+def read_workload(db: Database, settings: IndexingSettings, now: datetime | None = None, *,
+                  snapshots: bool = True) -> Workload:
+    """The workload, writing nothing (recommend --no-save, a standby): the look-back's snapshots when `snapshots`
+    and the state schema holds two or more of them, else every statement since pg_stat_statements was reset.
+
+    A standby passes snapshots=False: its state schema is the primary's, with the primary's snapshots, while its
+    own pg_stat_statements counts the statements run on the standby."""
+    now = now or utcnow()
+    if snapshots and _snapshots_readable(db):
+        span = _snapshot_span(db, now - settings.lookback, now) or 0.0
+        if span > 0:
+            statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
+            if statements:
+                return Workload(statements, span, captured=True)
+    statements = cumulative_workload(db, min_calls=settings.min_calls)
+    span = _since_stats_reset(db, now)
+    return Workload(statements, max(span, 1.0), captured=True, warnings=(NOT_FROM_SNAPSHOTS,))
+
+
+def _snapshots_readable(db: Database) -> bool:
+    """Whether the state schema has a snapshots table this role may read (no migration is run to make one)."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(format('%%I.snapshots', %s::text))", (db.settings.state_schema,))
+        found = cur.fetchone()[0]
+        if found is None:
+            return False
+        cur.execute("SELECT has_table_privilege(%s::regclass, 'SELECT') AND has_table_privilege("
+                    "to_regclass(format('%%I.statement_snapshots', %s::text)), 'SELECT')",
+                    (found, db.settings.state_schema))
+        return bool(cur.fetchone()[0])
 
 
 def _snapshot_span(db: Database, start: datetime, end: datetime) -> float | None:

@@ -20,6 +20,7 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.state.migrations import migrate
 from tests.faults.test_build_faults import SLOW, _attempts, _building, _slow_table, _wait_for
+from tests.support.cluster import new_database
 from tests.support.lifecycle import audit_rows, index_valid, rec_status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def app(own_cluster: EmbeddedCluster, tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A database with a slow-to-index table, an approved recommendation for it, and a config to apply it."""
-    dsn = own_cluster.create_database("app")
+    dsn = new_database(own_cluster, "app")
     db = Database(DatabaseSettings(name="app", dsn=dsn))
     try:
         migrate(db)

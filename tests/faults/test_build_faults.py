@@ -23,6 +23,7 @@ from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid
 from indexd.state.migrations import migrate
 from indexd.state.recommendations import load_recommendations
+from tests.support.cluster import new_database
 from tests.support.lifecycle import (
     audit_rows,
     index_valid,
@@ -106,7 +107,7 @@ def test_process_killed_mid_build_leaves_an_invalid_index_that_cleanup_removes(d
 
 @pytest.fixture
 def own_db(own_cluster: EmbeddedCluster):
-    dsn = own_cluster.create_database("app", extensions=())
+    dsn = new_database(own_cluster, "app", extensions=())
     ix = replace(IndexingSettings(), lock_timeout=timedelta(seconds=2))
     db = Database(DatabaseSettings(name="app", dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=ix))
     migrate(db)

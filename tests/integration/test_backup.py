@@ -23,6 +23,7 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError
 from indexd.state.migrations import migrate
+from tests.support.cluster import new_database
 
 T0 = datetime(2026, 11, 23, 6, 25, tzinfo=UTC)
 HOSTILE_TABLE = 'Ünïcode "quoted" table'
@@ -121,7 +122,7 @@ def test_directory_format_with_two_jobs(pg_cluster: EmbeddedCluster, pg_dbname: 
 
 def test_hostile_database_names(pg_cluster: EmbeddedCluster, tmp_path: Path, restored: list[str]) -> None:
     source = 'we"ird db'
-    pg_cluster.create_database(source, extensions=())
+    new_database(pg_cluster, source, extensions=())
     restored.append(source)
     conn = pg_cluster.connect(source)
     try:

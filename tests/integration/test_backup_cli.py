@@ -66,6 +66,31 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     assert verified.returncode == 0, verified.stderr
     assert "checksum ok" in verified.stdout and "test restore ok" in verified.stdout
 
+    wrong = indexd("--config", str(config), "backup", "verify", backup_id, "--database", "broken")
+    assert wrong.returncode == 2 and f"backup {backup_id} belongs to 'main', not 'broken'" in wrong.stderr
+
+
+def test_verify_restore_of_a_database_not_configured_names_its_own_option(config: Path, tmp_path: Path,
+                                                                          pg_cluster: EmbeddedCluster) -> None:
+    """The backup's database left the configuration: --target-dsn (as for restore) or --dsn says where to
+    test-restore it, and the error says so."""
+    settings = load_settings(str(config))
+    backup_id = run_backup(settings, settings.database("main")).id
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"databases: []\nbackups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n")
+    refused = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore")
+    assert refused.returncode == 2, refused.stderr
+    assert "pass --target-dsn DSN (or --dsn) to say which server to test-restore it on" in refused.stderr
+    assert "checksum ok" not in refused.stdout  # refused before doing anything
+    elsewhere = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore",
+                       "--dsn", pg_cluster.dsn("postgres"))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "test restore ok" in elsewhere.stdout
+    target = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore",
+                    "--target-dsn", pg_cluster.dsn("postgres"))
+    assert target.returncode == 0, target.stderr
+    assert "test restore ok" in target.stdout
+
 
 
 def test_prune(config: Path) -> None:

@@ -163,17 +163,6 @@ def test_without_createdb_the_test_restore_says_why_and_the_backup_stays_verifie
     assert find_backup(settings, backup.id).manifest["restore_test"]["result"] == "ok"
 
 
-def test_verify_restore_takes_dsn_when_the_backup_is_not_in_the_configuration(roles: dict[str, Role],
-                                                                              tmp_path: Path) -> None:
-    settings = _settings(tmp_path, roles["creator"])
-    backup = run_backup(settings, settings.databases[0], now=T0)
-    bare = tmp_path / "bare.yaml"  # knows the backups folder, not the database
-    bare.write_text(f"backups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n")
-    run = indexd("--config", str(bare), "backup", "verify", backup.id, "--restore", "--dsn", roles["creator"].dsn)
-    assert run.returncode == 0, run.stderr
-    assert "test restore ok" in run.stdout and "--target-dsn" not in run.stderr
-
-
 def test_rows_counted_on_both_sides_within_the_inserts_since(pg_cluster: EmbeddedCluster, pg_dbname: str,
                                                               roles: dict[str, Role], tmp_path: Path) -> None:
     """A table without a count at backup time is counted on both sides: rows inserted since explain more rows

@@ -10,6 +10,7 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster, throwaway_cluster
 from indexd.state.migrations import migrate
 from indexd.workload.capture import WorkloadUnavailable, check_extensions, take_snapshot, workload
+from tests.support.cluster import new_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOOKBACK = timedelta(days=1)
@@ -110,7 +111,7 @@ def test_without_two_snapshots_the_live_counters_are_used(items: Database, pg_co
 def test_database_without_the_extension(pg_cluster: EmbeddedCluster) -> None:
     name = "capture_noext"
     pg_cluster.drop_database(name)
-    pg_cluster.create_database(name, extensions=())
+    new_database(pg_cluster, name, extensions=())
     db = Database(DatabaseSettings(name="noext", dsn=pg_cluster.dsn(name)))
     try:
         migrate(db)

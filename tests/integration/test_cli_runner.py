@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from indexd.embedded import EmbeddedCluster, free_port
+from tests.support.cluster import new_database
 from tests.support.lifecycle import candidate, insert_recommendation, make_table, rec_status
 
 OTHER = "runner_other"
@@ -24,7 +25,7 @@ OTHER = "runner_other"
 def other_db(pg_cluster: EmbeddedCluster) -> Iterator[str]:
     """A second, empty database in the session cluster."""
     pg_cluster.drop_database(OTHER)
-    pg_cluster.create_database(OTHER, extensions=())
+    new_database(pg_cluster, OTHER, extensions=())
     try:
         yield OTHER
     finally:

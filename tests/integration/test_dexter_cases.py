@@ -21,6 +21,7 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.statements.statement import Statement
 from indexd.workload.lookback import given_workload
+from tests.support.cluster import new_database
 
 SCHEMA = """
 CREATE TABLE posts (id int, blog_id int, user_id int, json json, jsonb jsonb, indexed int);
@@ -46,7 +47,7 @@ SETTINGS = IndexingSettings(min_calls=1)
 @pytest.fixture(scope="module")
 def dexter_db(pg_cluster: EmbeddedCluster) -> Iterator[Database]:
     name = f"dexter_{int(time.time() * 1000) % 100000}"
-    pg_cluster.create_database(name)
+    new_database(pg_cluster, name)
     pg_cluster.execute(SCHEMA, dbname=name)
     db = Database(DatabaseSettings(name="dexter", dsn=pg_cluster.dsn(name), pool=PoolSettings(size=2)))
     try:

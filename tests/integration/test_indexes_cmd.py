@@ -46,10 +46,19 @@ def schema(pg_conn) -> None:
             cur.execute('CREATE UNIQUE INDEX CONCURRENTLY order_items_qty_unique ON "Order Items" (qty)')
 
 
-def run(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+# The command with its wall clock moved ahead: drop_unused.unused_for is at least 1h, more than a test's statistics
+# can cover, so the drop tests run it "later" (indexd reads the clock through indexd.clock.utcnow alone).
+LATER = (
+    "import sys\nfrom datetime import timedelta\nimport indexd.clock as clock\nnow = clock.utcnow\n"
+    "clock.utcnow = lambda: now() + timedelta(hours={hours})\nfrom indexd.cli import main\nsys.exit(main())\n"
+)
+
+
+def run(*args: str, config: Path | None = None, hours_later: float = 0) -> subprocess.CompletedProcess[str]:
     """The command in an empty folder, without INDEXD_* variables: only --dsn (and --config when given) count."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXD_")}
-    command = [sys.executable, "-m", "indexd", *(["--config", str(config)] if config else []), "indexes", *args]
+    entry = ["-c", LATER.format(hours=hours_later)] if hours_later else ["-m", "indexd"]
+    command = [sys.executable, *entry, *(["--config", str(config)] if config else []), "indexes", *args]
     with tempfile.TemporaryDirectory() as empty:
         return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, cwd=empty)
 
@@ -126,7 +135,7 @@ def _drop_config(tmp_path: Path) -> Path:
         "    max_waiting_backends: 1000\n"
         "  drop_unused:\n"
         "    enabled: true\n"
-        "    unused_for: 0s\n"
+        "    unused_for: 1h\n"
         "    only_own: true\n",
         encoding="utf-8",
     )
@@ -152,7 +161,7 @@ def _exists(pg_conn, name: str) -> bool:
 def test_drop_unused_drops_only_our_own(pg_dsn: str, schema: None, database: Database, pg_conn,
                                         tmp_path: Path) -> None:
     _own_unused_index(database, pg_conn)
-    done = run("--dsn", pg_dsn, "--json", "--drop-unused", config=_drop_config(tmp_path))
+    done = run("--dsn", pg_dsn, "--json", "--drop-unused", config=_drop_config(tmp_path), hours_later=2)
     assert done.returncode == 0, done.stderr
     (db,) = json.loads(done.stdout)
     assert [(d["index"], d["outcome"]) for d in db["drops"]] == [("indexd_order_items_qty_1a2b3c4d", "dropped")]
@@ -170,7 +179,7 @@ def test_drop_unused_is_refused_while_paused(pg_dsn: str, schema: None, database
                                              tmp_path: Path) -> None:
     _own_unused_index(database, pg_conn)
     pause(database, None, "incident")
-    done = run("--dsn", pg_dsn, "--drop-unused", config=_drop_config(tmp_path))
+    done = run("--dsn", pg_dsn, "--drop-unused", config=_drop_config(tmp_path), hours_later=2)
     assert done.returncode == 3, done.stderr
     assert "refused: public.indexd_order_items_qty_1a2b3c4d: paused by" in done.stdout
     assert _exists(pg_conn, "indexd_order_items_qty_1a2b3c4d")

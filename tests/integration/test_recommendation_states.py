@@ -268,3 +268,39 @@ def test_verification_and_unused_drops_settle_built_rows(make_db) -> None:
     assert _do(db, recs.revert_index, "public", "indexd_t10_a_0001", "unused: 0 scans") == 0
     _do(db, recs.mark_reverted, dropped_id, "slower")
     assert [_row(db, i).status for i in (kept_id, dropped_id)] == [Status.REVERTED, Status.REVERTED]
+
+
+# ---- decisions and verdicts stand against new advice -----------------------------------------------------------
+
+
+def test_a_rejected_shape_is_not_queued_again_by_new_advice(make_db, pg_conn) -> None:
+    db = make_db("auto")
+    _table(pg_conn, "t12")
+    (rec_id,) = _save(db, _advice("t12"))
+    with db.connection() as conn:
+        assert recs.decide(conn, STATE, rec_id, Status.REJECTED, actor="ann", reason="not here").row is not None
+    assert _save(db, _advice("t12")) == [rec_id]  # the next advice of the same shape finds the rejection
+    with db.connection() as conn:
+        assert [r.id for r in recs.load_recommendations(conn, STATE)] == [rec_id]
+        assert recs.supersede_unsupported(conn, STATE, [_advice("t12").fingerprint]) == 0
+    assert _row(db, rec_id).status == Status.REJECTED
+    assert _run(db).built == []  # mode auto builds nothing a person rejected
+    approve(db, rec_id, actor="bob")  # a person may change their mind: the same row, approved
+    assert [b.recommendation_id for b in _run(db).built] == [rec_id]
+
+
+def test_a_reverted_shape_waits_for_a_person_even_in_mode_auto(make_db, pg_conn) -> None:
+    db = make_db("auto")
+    _table(pg_conn, "t13")
+    (first,) = _save(db, _advice("t13"))
+    assert _do(db, recs.claim, first, unapproved=True) == Status.PENDING
+    _do(db, recs.mark_built, first)
+    _do(db, recs.mark_reverted, first, "no gain")
+    (again,) = _save(db, _advice("t13"))  # the workload still asks for it: advice again, visible ...
+    row = _row(db, again)
+    assert again != first and row.status == Status.PENDING
+    assert f"reverted before (recommendation #{first})" in (row.reason or "")
+    assert _run(db).built == []  # ... but auto does not build it again and again
+    assert _do(db, recs.claim, again, unapproved=True) is None  # the database refuses the claim as well
+    approve(db, again, actor="ann")
+    assert [b.recommendation_id for b in _run(db).built] == [again]

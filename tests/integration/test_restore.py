@@ -17,6 +17,7 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.errors import BackupError, UsageError
 from indexd.state.migrations import migrate
+from tests.support.cluster import new_database
 
 T0 = datetime(2026, 11, 23, 6, 25, tzinfo=UTC)
 
@@ -37,7 +38,7 @@ def backed_up(pg_cluster: EmbeddedCluster, pg_dbname: str, pg_conn: Any, tmp_pat
     settings = _settings(tmp_path, pg_cluster.dsn(pg_dbname))
     result = run_backup(settings, settings.databases[0], now=T0)
     existing = f"{pg_dbname}_existing"
-    pg_cluster.create_database(existing, extensions=())
+    new_database(pg_cluster, existing, extensions=())
     pg_cluster.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (9, 'precious')",
                        dbname=existing)
     yield settings, result, existing
@@ -99,7 +100,7 @@ def test_failed_restore_leaves_the_existing_database_untouched(pg_cluster: Embed
 
 def test_restore_works_from_manifests_when_the_source_is_gone(pg_cluster: EmbeddedCluster, tmp_path: Path) -> None:
     source = "rs_vanishing"
-    pg_cluster.create_database(source, extensions=())
+    new_database(pg_cluster, source, extensions=())
     pg_cluster.execute("CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'kept')", dbname=source)
     settings = _settings(tmp_path, pg_cluster.dsn(source))
     result: BackupResult = run_backup(settings, settings.databases[0], now=T0)

@@ -2,63 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.state.migrations import migrate
-
-ROLES_SQL = Path(__file__).resolve().parents[2] / "sql" / "roles.sql"
-_n = itertools.count()
-
-
-@dataclass
-class Roles:
-    app: str
-    group: str
-    login: str
-    other: str
-    schema: str
-    password: str = "indexd pw 'quoted' ok"
-    app_password: str = "app-pw"
-
-
-def psql(cluster: EmbeddedCluster, dbname: str, variables: dict[str, str], env: dict[str, str]) -> str:
-    binary = cluster.bindir / "psql" if (cluster.bindir / "psql").exists() else shutil.which("psql")
-    args = [str(binary), "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d", dbname,
-            "-f", str(ROLES_SQL)]
-    for key, value in variables.items():
-        args += ["-v", f"{key}={value}"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **env}, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout + proc.stderr
-
-
-def superuser(cluster: EmbeddedCluster, dbname: str, statement: str, params: tuple = ()) -> list[tuple]:
-    conn = cluster.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params or None)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+from tests.support.roles import Roles, apply_roles, drop_roles, superuser
 
 
 @pytest.fixture
 def roles(pg_cluster: EmbeddedCluster, pg_dbname: str) -> Iterator[Roles]:
-    n = next(_n)
-    r = Roles(app=f"shop_owner_{n}", group=f"indexd_group_{n}", login=f"indexd_{n}", other=f"hr_{n}",
-              schema=f"indexd_state_{n}")
+    r = Roles.unique()
     db = pg_dbname
     superuser(pg_cluster, db, f"CREATE ROLE {r.app} LOGIN PASSWORD %s", (r.app_password,))
     superuser(pg_cluster, db, f"CREATE ROLE {r.other} NOLOGIN")
@@ -72,18 +31,7 @@ def roles(pg_cluster: EmbeddedCluster, pg_dbname: str) -> Iterator[Roles]:
     try:
         yield r
     finally:
-        roles_list = ", ".join([r.login, r.group, r.app, r.other])
-        superuser(pg_cluster, db, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  f"WHERE usename IN ('{r.login}', '{r.app}')")
-        superuser(pg_cluster, db, f"DROP OWNED BY {roles_list} CASCADE")
-        for role in (r.login, r.group, r.app, r.other):
-            superuser(pg_cluster, db, f"DROP ROLE IF EXISTS {role}")
-
-
-def apply_roles(cluster: EmbeddedCluster, dbname: str, r: Roles) -> None:
-    variables = {"app_owner": r.app, "group_role": r.group, "login_role": r.login, "state_schema": r.schema}
-    out = psql(cluster, dbname, variables, {"INDEXD_LOGIN_PASSWORD": r.password})
-    assert r.password not in out
+        drop_roles(pg_cluster, db, r)
 
 
 def test_least_privilege_role(pg_cluster: EmbeddedCluster, pg_dbname: str, roles: Roles) -> None:
@@ -127,10 +75,22 @@ def test_least_privilege_role(pg_cluster: EmbeddedCluster, pg_dbname: str, roles
             cur.execute("DROP TABLE public.orders")
             cur.execute("ROLLBACK TO SAVEPOINT s")
 
+        # HypoPG's functions and its view (not readable by PUBLIC), for the what-if costing.
+        db.run(lambda c: _all(c, "SELECT hypopg_reset(); SELECT * FROM hypopg_create_index("
+                                 "'CREATE INDEX ON public.orders (total)'); SELECT hypopg_drop_index(indexrelid) "
+                                 "FROM hypopg_list_indexes"))
+
+        # Scratch databases for test restores (CREATEDB), and cancelling another login's builds.
+        scratch = sql.Identifier(f"scratch_{roles.login}")  # the role's own right, as a test restore uses it
+        with db.connection(autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(scratch))
+            cur.execute(sql.SQL("DROP DATABASE {}").format(scratch))
+            cur.execute("SELECT pg_has_role('pg_signal_backend', 'USAGE')")
+            assert cur.fetchone()[0]
+
         # What nobody granted stays closed.
         for statement in ("SELECT * FROM payroll.salaries", f"CREATE ROLE sneaky_{roles.login}",
-                          "CREATE DATABASE sneaky", "ALTER SYSTEM SET work_mem = '1GB'",
-                          "SELECT pg_read_file('postgresql.conf')"):
+                          "ALTER SYSTEM SET work_mem = '1GB'", "SELECT pg_read_file('postgresql.conf')"):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege), db.connection(autocommit=True) as conn, \
                     conn.cursor() as cur:
                 cur.execute(statement)
@@ -140,8 +100,7 @@ def test_least_privilege_role(pg_cluster: EmbeddedCluster, pg_dbname: str, roles
 
 def test_without_owner_membership_builds_are_refused(pg_cluster: EmbeddedCluster, pg_dbname: str,
                                                      roles: Roles) -> None:
-    variables = {"app_owner": "", "group_role": roles.group, "login_role": roles.login, "state_schema": roles.schema}
-    psql(pg_cluster, pg_dbname, variables, {"INDEXD_LOGIN_PASSWORD": roles.password})
+    apply_roles(pg_cluster, pg_dbname, roles, app_owner="")
     db = Database(DatabaseSettings(name="main", dsn=pg_cluster.dsn(pg_dbname, roles.login, roles.password),
                                    state_schema=roles.schema))
     try:
@@ -165,3 +124,41 @@ def _all(conn, statement: str, params: tuple = ()) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(statement, params)
         return cur.fetchall()
+
+
+def test_rerunning_keeps_every_right_and_createdb_can_be_withheld(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                                    roles: Roles) -> None:
+    superuser(pg_cluster, pg_dbname, "DROP EXTENSION hypopg")
+    out = apply_roles(pg_cluster, pg_dbname, roles)
+    assert "HypoPG is not created in this database yet" in out and "this file again" in out
+    superuser(pg_cluster, pg_dbname, "CREATE EXTENSION hypopg")  # created after the roles: run the file again
+    apply_roles(pg_cluster, pg_dbname, roles)
+    apply_roles(pg_cluster, pg_dbname, roles)
+
+    def rights() -> tuple:
+        return superuser(pg_cluster, pg_dbname, (
+            "SELECT r.rolcreatedb, pg_has_role(r.oid, 'pg_read_all_stats', 'USAGE'),"
+            " pg_has_role(r.oid, 'pg_signal_backend', 'USAGE'), pg_has_role(r.oid, %s, 'USAGE'),"
+            " has_table_privilege(r.oid, 'public.hypopg_list_indexes', 'SELECT'),"
+            " has_function_privilege(r.oid, 'public.hypopg_create_index(text)', 'EXECUTE'),"
+            " has_function_privilege(r.oid, 'public.hypopg_get_indexdef(oid)', 'EXECUTE')"
+            " FROM pg_roles r WHERE r.rolname = %s"), (roles.app, roles.group))[0]
+
+    assert rights() == (True,) * 7
+    apply_roles(pg_cluster, pg_dbname, roles, createdb="off")
+    assert rights() == (False,) + (True,) * 6  # withheld on request only; the rest stays
+    apply_roles(pg_cluster, pg_dbname, roles)
+    assert rights() == (True,) * 7
+
+
+def test_state_tables_a_superuser_made_go_to_the_group_role(pg_cluster: EmbeddedCluster, pg_dbname: str,
+                                                            roles: Roles) -> None:
+    apply_roles(pg_cluster, pg_dbname, roles)
+    # What an older indexd run by a superuser left: state tables of the superuser's.
+    superuser(pg_cluster, pg_dbname, f"CREATE TABLE {roles.schema}.schema_version (version int PRIMARY KEY)")
+    superuser(pg_cluster, pg_dbname, f"CREATE TABLE {roles.schema}.pause (id bigserial PRIMARY KEY)")
+    apply_roles(pg_cluster, pg_dbname, roles)
+    owners = superuser(pg_cluster, pg_dbname, "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN "
+                                              "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+                       (roles.schema,))
+    assert owners == [(roles.group,)]

@@ -90,3 +90,14 @@ def test_setup_never_drops_a_schema_it_did_not_create(pg_dsn: str, pg_conn) -> N
     with pg_conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM shop.precious")
         assert cur.fetchone() == (1,)
+
+
+def test_cli_on_a_database_that_does_not_exist_is_one_line(pg_dsn: str) -> None:
+    missing = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    for extra in ([], ["--no-setup", "--duration", "1s"]):  # the load, then the workload's own connections
+        done = subprocess.run([sys.executable, "-m", "indexd", "simulate", "--dsn", missing, *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert 'indexd: simulate failed: connection to server at' in done.stderr
+        assert 'database "no_such_database" does not exist' in done.stderr

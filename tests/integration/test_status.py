@@ -41,7 +41,8 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
     assert code == 0, err
     (db,) = json.loads(out)
     assert db["database"] == "main"
-    assert db["leader"] is None and db["pause"] is None and db["daemon"] == "daemon not reachable"
+    assert db["leader"] is None and db["pause"] is None
+    assert db["daemon"] == "daemon not reachable: no process holds the leader lock: no daemon leads this database"
     assert set(db["next_runs"]) >= {"capture", "advise", "apply", "verify", "backup"}
     assert "topsecret" not in out
     code, text, err = _status(cfg)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from indexd.config.schema import CircuitBreakerSettings, DatabaseSettings, PoolSettings, RetrySettings, TimeoutSettings
 from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
+from tests.support.cluster import new_database
 
 SHORT_TIMEOUTS = TimeoutSettings(
     connect=timedelta(seconds=1), statement=timedelta(seconds=5), lock=timedelta(seconds=1),
@@ -22,7 +23,7 @@ def retry(attempts: int = 30, max_elapsed: float = 10.0, max_delay: float = 0.3)
 
 
 def app_database(cluster: EmbeddedCluster, dbname: str = "app") -> str:
-    cluster.create_database(dbname, extensions=())
+    new_database(cluster, dbname, extensions=())
     return dbname
 
 

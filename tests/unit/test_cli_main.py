@@ -80,3 +80,16 @@ def test_every_command_states_the_exit_codes_once(capsys: pytest.CaptureFixture[
         out = capsys.readouterr().out
         assert out.count("exit codes: 0 ok, 1 failure, 2 usage or config error, 3 refused by a guard") == 1, command
         assert "the worst wins: 2, then 1, then 3, then 0" in out, command
+
+
+@pytest.mark.parametrize("argv", [["restore", "b1", "--target-db", "x", "--dsn", "postgresql://u:hunter2@h/db"],
+                                  ["restore", "b1", "--target-db", "x", "--dsn=host=h password=hunter2"],
+                                  ["pause", "now", "postgresql://u:hunter2@h/db"]])
+def test_a_usage_error_never_prints_a_password(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from indexd.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "hunter2" not in err

@@ -156,6 +156,14 @@ def test_nonsense_numbers(tmp_path: Path) -> None:
     assert "backups.compression (line 9): must be between 0 and 9 (got 11)" in found
 
 
+@pytest.mark.parametrize("value", ["100", "2GiB"])
+def test_queries_max_bytes_has_a_sane_range(tmp_path: Path, value: str) -> None:
+    msg = only(tmp_path, GOOD + f"indexing:\n  queries_max_bytes: {value}\n")
+    assert msg.startswith("indexing.queries_max_bytes (line 6): must be between 1kB and 1GB (got ")
+    assert load_settings(write(tmp_path, GOOD + "indexing:\n  queries_max_bytes: 8MB\n"), env={}
+                         ).indexing.queries_max_bytes == 8 * 1024**2
+
+
 def test_http_listen_must_be_host_port(tmp_path: Path) -> None:
     msg = only(tmp_path, GOOD + "http:\n  listen: localhost\n")
     assert msg.startswith("http.listen (line 6): expected host:port")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from indexd.config.checks import production_problems
 from indexd.config.load import load_settings
 from indexd.errors import ConfigError
+from indexd.private import ensure_private_dir
 
 HARDENED = """\
 environment: production
@@ -158,3 +160,25 @@ def test_shipped_production_example_is_hardened() -> None:
         return os.stat_result((0o100600, 0, 0, 1, 0, 0, 0, 0, 0, 0))
 
     assert production_problems(settings, example, env={}, stat=private) == []
+
+
+def test_a_backups_dir_indexd_creates_passes_its_own_production_check(setup: dict[str, Path]) -> None:
+    setup["backups"].rmdir()
+    setup["backups"] = setup["backups"].parent / "var" / "lib" / "indexd" / "backups"
+    old_umask = os.umask(0o022)  # the usual umask: plain mkdir -p would make every folder 0755
+    try:
+        ensure_private_dir(setup["backups"] / "main")  # what the first backup of `main` does
+    finally:
+        os.umask(old_umask)
+    for folder in (setup["backups"] / "main", setup["backups"], setup["backups"].parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert check(setup) == []
+
+
+def test_a_replica_dsn_with_a_password_in_the_file(setup: dict[str, Path]) -> None:
+    text = HARDENED.replace("    password_file: {pw}\n", "    password_file: {pw}\n    replicas:\n"
+                            "      - postgresql://indexd@db2.internal:5432/app?sslmode=verify-full\n"
+                            "      - postgresql://indexd:s3cret@db3.internal:5432/app?sslmode=verify-full\n")
+    found = check(setup, text)
+    assert found == ["databases.main.replicas[1] (line 8): the password is written in the file; take it from the "
+                     "environment (${VAR} or PGPASSWORD), a password_file or ~/.pgpass"]

@@ -167,7 +167,7 @@ def test_write_guard_on_a_write_heavy_table() -> None:
     assert check(settings=settings, table_writes_per_second=500.0).allowed  # 40 % > 2.0 x 2.0
     weak = replace(REQUEST, improvement_pct=4.0, write_overhead=2.0)  # 4 % is not above 2 x 2
     decision = check(request=weak, settings=settings, table_writes_per_second=80.0)
-    assert decision.reasons == ["public.orders is write-heavy (80.0 writes/s > 50): its benefit 4.0% does not "
+    assert decision.reasons == ["public.orders is write-heavy (80.0 writes/s > 50): its improvement 4.0% does not "
                                 "exceed its write cost 2 x 2 = 4.0"]
     unknown = check(request=replace(REQUEST, write_overhead=None), settings=settings, table_writes_per_second=80.0)
     assert unknown.reasons == ["public.orders is write-heavy (80.0 writes/s > 50) and the index's write cost is "

@@ -1,14 +1,13 @@
 """`indexd status`: what is going on with each database, gathered from the database itself (leader lock,
-pause, job runs, recommendations, audit log), the backup manifests on disk, and the running daemon's /health
-for what only it knows (pool and breaker). Read-only; never shows a secret."""
+pause, job runs, recommendations, audit log), the backup manifests on disk, and the leading daemon's /health
+for what only it knows (pool and breaker). The daemon asked is the process that holds the database's leader
+lock, found from the database (see `status.daemon`), never whatever answers on a configured port.
+Read-only; never shows a secret."""
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,25 +16,26 @@ from psycopg2 import sql
 from indexd.backup.catalog import list_backups
 from indexd.backup.manifest import BackupInfo
 from indexd.backup.trial import last_trial
-from indexd.config.listen import listen_address
 from indexd.config.schedule import job_specs, trigger
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.secrets import read_token
 from indexd.db.pool import Database, PgConnection
-from indexd.dsn import redact_dsn
-from indexd.errors import StateMissing
+from indexd.db.standby import STANDBY, WHY, is_standby
+from indexd.dsn import parse_dsn, redact_dsn
+from indexd.errors import ConfigError, StateMissing
 from indexd.lifecycle.leader import leader_key
 from indexd.state.audit import recent_mutations
 from indexd.state.migrations import current_version
 from indexd.state.pause import active_pause
 from indexd.state.recommendations import OPEN, Status, load_recommendations
+from indexd.status.daemon import Found, Holder, identify, matching_database
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT_S = 3.0
+NOT_REACHABLE = "daemon not reachable"
 
 _LEADER = """
-SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start
+SELECT a.pid, a.application_name, host(a.client_addr), a.client_port, a.backend_start, inet_server_port()
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (
       SELECT oid FROM pg_database WHERE datname = current_database())
@@ -43,24 +43,8 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = 
 """
 
 
-def daemon_health(settings: Settings) -> dict[str, Any] | None:
-    """The running daemon's /health (same config's http.listen and token), or None when it does not answer."""
-    if not settings.http.enabled:
-        return None
-    url = listen_address(settings.http).client_url("/health")
-    req = urllib.request.Request(url)
-    token = read_token(settings.http)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            return dict(json.loads(resp.read().decode()))
-    except (OSError, ValueError) as exc:
-        log.debug("daemon /health at %s not reachable: %s", url, exc)
-        return None
-
-
 def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
+    """The leader lock's holder; its `holder` (for finding its process) is taken out by `DaemonFinder`."""
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
         key = leader_key(state_schema, str(cur.fetchone()[0]))
@@ -68,9 +52,9 @@ def _leader(conn: PgConnection, state_schema: str) -> dict[str, Any] | None:
         row = cur.fetchone()
     if row is None:
         return None
-    pid, app, addr, port, since = row
+    pid, app, addr, port, since, server_port = row
     return {"pid": pid, "application_name": app, "client": f"{addr}:{port}" if addr else "local socket",
-            "since": since}
+            "since": since, "holder": Holder(int(pid), addr, port, int(server_port or 0))}
 
 
 def _job_runs(conn: PgConnection, schema: str) -> dict[str, dict[str, Any]]:
@@ -100,14 +84,19 @@ def _recommendations(db: Database) -> dict[str, Any]:
 
 def _from_database(db: Database, now: datetime) -> dict[str, Any]:
     schema = db.settings.state_schema
+    standby = is_standby(db)
     if current_version(db) is None:
-        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' first")
+        where = "on the primary (it reaches this standby by replication)" if standby else "first"
+        raise StateMissing(f"no indexd state schema {schema!r} in database {db.name} yet: run 'indexd migrate' "
+                           f"{where}")
     with db.connection() as conn:
         leader = _leader(conn, schema)
         pause = active_pause(conn, schema, now)
         runs = _job_runs(conn, schema)
         changes = recent_mutations(conn, schema, limit=10)
     return {
+        # A standby changes nothing; its state tables are the primary's, replicated.
+        "server": {"role": "standby", "read_only": f"{STANDBY}: {WHY}"} if standby else {"role": "primary"},
         "leader": leader,
         "pause": None if pause is None else {"since": pause.paused_at, "until": pause.until,
                                              "reason": pause.reason, "by": pause.paused_by},
@@ -149,19 +138,59 @@ def database_state(settings: Settings, dbs: DatabaseSettings, now: datetime) -> 
         db.close()
 
 
-def local_state(settings: Settings, dbs: DatabaseSettings, health: dict[str, Any] | None,
-                now: datetime) -> dict[str, Any]:
+@dataclass
+class DaemonFinder:
+    """Finds the leading daemon of each database in turn, asking each local process at most once."""
+
+    token: str | None
+    found: dict[int, Found] = field(default_factory=dict)  # by OS pid
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> DaemonFinder:
+        """With the configured HTTP token; an unreadable token file is warned about and no token is sent."""
+        try:
+            return cls(read_token(settings.http))
+        except ConfigError as exc:
+            log.warning("asking the daemon without a token: %s", exc)
+            return cls(None)
+
+    def leader_of(self, state: dict[str, Any]) -> Found:
+        """The daemon holding the leader lock `database_state` read; the leader entry gets its OS process and
+        a note saying who leads and whether its daemon was asked. The holder itself leaves the entry."""
+        if "leader" not in state:
+            return Found("the leader is unknown: the database could not be read")
+        leader = state["leader"]
+        found = identify(leader.pop("holder") if leader else None, self.token, cache=self.found)
+        if leader:
+            leader.update(process=found.os_pid, daemon=found.note)
+        return found
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """Each daemon that answered as a leader, summarised (once, however many databases it leads)."""
+        return [daemon_summary(f.health) for f in self.found.values() if f.health is not None]
+
+
+def local_state(settings: Settings, dbs: DatabaseSettings, leading: Found, now: datetime) -> dict[str, Any]:
     """What needs no connection to the database: its DSN (password-free), the next run of each job, the backups
-    on disk, and the running daemon (its summary, with its pool and breaker for this database)."""
-    daemon: dict[str, Any] | str = "daemon not reachable"
-    if health is not None:
-        live = health.get("databases", {}).get(dbs.name) or {}
-        daemon = {**_daemon_summary(health), **{k: live.get(k) for k in ("pool", "breaker", "reachable", "leader")
-                                                 if k in live}}
+    on disk, and the leading daemon (its summary, with its pool and breaker for this database), or why it was
+    not asked."""
+    daemon: dict[str, Any] | str = f"{NOT_REACHABLE}: {leading.note}"
+    if leading.health is not None:
+        live = matching_database(leading.health, dbs.name, str(_dbname(dbs))) or {}
+        daemon = {**daemon_summary(leading.health),
+                  **{k: live.get(k) for k in ("pool", "breaker", "reachable", "leader") if k in live}}
     return {"dsn": redact_dsn(dbs.dsn), "next_runs": next_runs(settings, dbs.name, now),
             "backups": _backups(settings, dbs), "daemon": daemon}
 
 
-def _daemon_summary(health: dict[str, Any]) -> dict[str, Any]:
-    return {k: health.get(k) for k in ("status", "live", "ready", "uptime_s", "config", "reloads",
+def _dbname(db: DatabaseSettings) -> str | None:
+    """The database a DSN names (to match a daemon's entry for it when the names in the configs differ)."""
+    try:
+        return parse_dsn(db.dsn).get("dbname")
+    except ConfigError:
+        return None
+
+
+def daemon_summary(health: dict[str, Any]) -> dict[str, Any]:
+    return {k: health.get(k) for k in ("pid", "status", "live", "ready", "uptime_s", "config", "reloads",
                                        "last_reload_error")}

@@ -3,12 +3,18 @@
 start a private cluster -> load the shop -> run the workload -> capture -> recommend -> build (in an open
 window) -> re-run the same workload -> verify -> backup -> verify the backup by a test restore -> compare.
 
+The workload runs use closed-loop clients (each sends its next statement when the last one returns): they give the
+throughput. The per-shape before/after comparison comes from a pass after each run that times every shape alone
+(`simulate.time_alone`), so a shape's time is that of its plan, not of what it shared the cores with.
+
 This module returns data and reports steps through a callback; the CLI prints them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +45,7 @@ from indexd.embedded import ClusterError, EmbeddedCluster
 from indexd.errors import IndexdError
 from indexd.lifecycle.apply import apply
 from indexd.lifecycle.verify import verify_built
-from indexd.simulate import WorkloadStats, drive, scenario, setup
+from indexd.simulate import WorkloadStats, drive, scenario, setup, time_alone
 from indexd.state.migrations import migrate
 from indexd.units import human_size
 from indexd.workload.capture import take_snapshot
@@ -48,7 +54,9 @@ from indexd.workload.lookback import capture_workload
 log = logging.getLogger(__name__)
 
 DEMO_DB = "shop"
+DEMO_NAME = "demo"  # the database's name in the settings: in logs, backup ids and its backups folder
 WARM_UP = timedelta(seconds=2)
+ALONE_ROUNDS = 30  # calls of each shape in the pass that times them one at a time
 Step = Callable[[str, str, float], None]  # (step name, outcome text, seconds)
 
 
@@ -61,27 +69,33 @@ class DemoResult:
     scenario: str
     before: WorkloadStats | None = None
     after: WorkloadStats | None = None
+    before_alone: WorkloadStats | None = None  # each shape timed alone, after the run
+    after_alone: WorkloadStats | None = None
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     built: list[dict[str, Any]] = field(default_factory=list)
     verdicts: dict[str, str] = field(default_factory=dict)  # index name -> kept / reverted / inconclusive
     backup: dict[str, Any] | None = None
     dsn: str | None = None  # set with --keep
     cluster_dir: str | None = None
+    config: str | None = None  # with --keep: a configuration for the kept cluster, so every command works on it
     stop_command: str | None = None
     elapsed_s: float = 0.0
 
     def comparison(self) -> list[dict[str, Any]]:
-        """Per statement shape: mean ms before and after, and the speed-up, heaviest first."""
+        """Per statement shape: ms per call before and after (the median call of each shape timed alone when that
+        pass ran, else the workload run's mean), and the speed-up, heaviest in the workload run first."""
         if self.before is None or self.after is None:
             return []
+        before = self.before_alone or self.before
+        after = self.after_alone or self.after
         rows = []
-        for name, b in sorted(self.before.shapes.items(), key=lambda kv: -kv[1].total_ms):
-            a = self.after.shapes.get(name)
-            if not b.calls or a is None or not a.calls:
+        for name, _ in sorted(self.before.shapes.items(), key=lambda kv: -kv[1].total_ms):
+            b, a = before.shapes.get(name), after.shapes.get(name)
+            if b is None or not b.calls or a is None or not a.calls:
                 continue
-            speedup = b.mean_ms / a.mean_ms if a.mean_ms > 0 else None
+            speedup = b.typical_ms / a.typical_ms if a.typical_ms > 0 else None
             rows.append({"shape": name, "kind": b.kind, "calls_before": b.calls, "calls_after": a.calls,
-                         "mean_ms_before": round(b.mean_ms, 3), "mean_ms_after": round(a.mean_ms, 3),
+                         "ms_before": round(b.typical_ms, 3), "ms_after": round(a.typical_ms, 3),
                          "speedup": round(speedup, 2) if speedup else None})
         return rows
 
@@ -110,7 +124,7 @@ def demo_settings(dsn: str, backups_dir: Path, now: datetime) -> tuple[Settings,
         verify=VerifySettings(after=timedelta(0), min_calls=10),
     )
     backups = BackupSettings(dir=str(backups_dir))
-    db = DatabaseSettings(name="demo", dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=indexing,
+    db = DatabaseSettings(name=DEMO_NAME, dsn=dsn, pool=PoolSettings(size=2, max_overflow=2), indexing=indexing,
                           backups=backups)
     return Settings(databases=(db,), indexing=indexing, backups=backups), db
 
@@ -153,12 +167,34 @@ def run_demo(scenario_name: str = "small", *, keep: bool = False, workload: time
         if keep:
             kept = True
             result.dsn, result.cluster_dir = dsn, str(cluster.base_dir)
+            result.config = str(write_kept_config(cluster.data_dir.parent, dsn))
             result.stop_command = _stop_command(cluster)
     finally:
         if not kept:
             cluster.destroy()
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def write_kept_config(base_dir: Path, dsn: str) -> Path:
+    """A configuration file for a kept demo cluster (inside its folder, removed with it): the demo database under
+    the demo's own name (so its backups are found and verified), in mode approve, no window, the demo's guard
+    sizes and its backups folder, logs on stderr only."""
+    path = base_dir / "indexpilot_config.yaml"
+    text = (
+        "# Written by 'indexd demo --keep' for its throw-away cluster; removed with it.\n"
+        "environment: development\n"
+        f"databases:\n  - name: {DEMO_NAME}\n    dsn: {json.dumps(dsn)}\n"
+        "indexing:\n  mode: approve\n  min_calls: 5\n  windows: []\n"
+        "  throttle: {max_cpu_pct: 100, max_active_backends_pct: 100, max_waiting_backends: 50}\n"
+        "  rate_limit: {per_hour: 50, per_day: 100}\n"
+        f"backups:\n  dir: {json.dumps(str(base_dir / 'backups'))}\n"
+        "logging:\n  file: null\n  format: text\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    return path
 
 
 def _stop_command(cluster: EmbeddedCluster) -> str:
@@ -185,9 +221,11 @@ def _cycle(cluster: EmbeddedCluster, dsn: str, sc: str, workload: timedelta, cli
         _workload(dsn, sc, WARM_UP, clients, report, "warm up")
         take_snapshot(db)
         result.before = _workload(dsn, sc, workload, clients, report, "run the workload")
+        result.before_alone = _alone(dsn, report)
         _advise(db, db_settings, result, report)
         _build(db, settings, db_settings, result, report)
         result.after = _workload(dsn, sc, workload, clients, report, "re-run the same workload")
+        result.after_alone = _alone(dsn, report)
         _verify(db, settings, db_settings, result, report)
         _backup(settings, db_settings, result, report)
     finally:
@@ -200,6 +238,14 @@ def _workload(dsn: str, sc: str, duration: timedelta, clients: int, report: Step
         stats = drive(dsn, sc, duration, clients=clients, seed=7)
         out.append(f"{stats.calls:,} statements, {len(stats.shapes)} shapes, {clients} clients, "
                    f"{stats.calls / max(stats.duration_s, 0.001):,.0f}/s")
+    return stats
+
+
+def _alone(dsn: str, report: Step) -> WorkloadStats:
+    out: list[str] = []
+    with _step(report, "time each statement shape alone", out):
+        stats = time_alone(dsn, rounds=ALONE_ROUNDS, seed=7)
+        out.append(f"{ALONE_ROUNDS} calls of each of {len(stats.shapes)} shapes, one at a time")
     return stats
 
 

@@ -4,8 +4,12 @@ Shapes, per scan (a scan is what one statement reads of one table, see `indexd.a
 - one single-column index for each column (or expression) a predicate uses;
 - equality columns first, the most selective first (pg_stats n_distinct), then ONE range column, or the ORDER BY
   keys in order with their directions, or the GROUP BY keys; at most `max_columns` keys;
-- a covering variant (INCLUDE) when the statement reads at most two further narrow columns of the table, so an
-  index-only scan pays;
+- the leading key alone of every multi-column key list: the narrowest index that may serve (selection keeps it
+  when it serves nearly as well);
+- a covering variant (INCLUDE) when the statement reads at most two further narrow columns of the table and
+  the table's visibility map makes index-only scans real (at least IOS_MIN_VISIBLE of its pages all-visible,
+  pg_class.relallvisible / relpages): on a table whose pages are rarely all-visible an index-only scan visits
+  the heap anyway and the INCLUDE columns only cost space and writes;
 - a partial variant when the statement always filters on a rare constant (pg_stats most_common_vals/freqs or
   null_frac): `WHERE status = 'pending'` keeps only the rows it needs.
 Views are never indexed (their base tables are), partitions are indexed through their partitioned parent.
@@ -22,6 +26,7 @@ from indexd.advisor.parse import Unusable, Usage, analyze
 from indexd.advisor.predicates import FixedFilter, Scan
 from indexd.advisor.skips import SkipReason
 from indexd.config.schema import IndexingSettings
+from indexd.statements.indexdef import covers
 from indexd.statements.statement import Statement
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ NARROW_BYTES = 16  # ... each at most this wide on average
 _NARROW_TYPES = frozenset({"smallint", "integer", "bigint", "boolean", "date", "real", "double precision",
                            "timestamp without time zone", "timestamp with time zone", "uuid", "oid", "time"})
 INDEXABLE_KINDS = frozenset({"r", "p", "m"})
+IOS_MIN_VISIBLE = 0.5  # all-visible share of a table's pages below which no covering (INCLUDE) variant is made
 
 
 @dataclass(frozen=True)
@@ -117,17 +123,10 @@ def table_problem(table: Table, settings: IndexingSettings) -> str | None:
 
 
 def already_indexed(cand: IndexCandidate, catalog: Catalog) -> bool:
-    """An existing valid, complete btree index whose leading keys are exactly these ascending keys."""
-    if cand.where or cand.include or cand.method != "btree":
-        return False
-    if any(k.descending or k.opclass for k in cand.keys):
-        return False
-    wanted = tuple(k.column or k.expression for k in cand.keys)
-    return any(
-        i.schema == cand.schema and i.table == cand.table and i.is_valid and i.where is None and i.method == "btree"
-        and i.keys[: len(wanted)] == wanted and " DESC" not in i.definition and "_pattern_ops" not in i.definition
-        for i in catalog.indexes
-    )
+    """A valid existing index makes this candidate redundant (the one rule: `indexdef.covers`)."""
+    wanted = cand.shape()
+    return any(i.schema == cand.schema and i.table == cand.table and i.is_valid and covers(i.shape(), wanted)
+               for i in catalog.indexes)
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
@@ -167,6 +166,7 @@ def key_sets(scan: Scan, max_columns: int) -> list[tuple[IndexKey, ...]]:
         if tail and len(tail) <= max_columns:
             sets.append((*equal[: max_columns - len(tail)], *tail))
     sets += [(k,) for k in [*equal, *ranges, *_without(scan.either, [*equal, *ranges])]]
+    sets += [s[:1] for s in sets if len(s) > 1]  # the leading key alone: the narrowest that may serve
     return [s for i, s in enumerate(sets) if s and s not in sets[:i]]
 
 
@@ -174,7 +174,7 @@ def scan_candidates(scan: Scan, max_columns: int, partial: bool = True) -> list[
     table = scan.table
     sets = key_sets(scan, max_columns)
     found = [IndexCandidate(table.schema, table.name, keys) for keys in sets]
-    if not scan.modifies and not scan.all_columns and sets:
+    if not scan.modifies and not scan.all_columns and sets and table.visible_fraction >= IOS_MIN_VISIBLE:
         for keys in sets[:2]:
             extra = covering_columns(scan, keys)
             wanted = {k.column for k in keys} | set(extra)

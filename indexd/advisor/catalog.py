@@ -32,7 +32,8 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples, c.relpages, c.relopt
        (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits i
           JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
          WHERE i.inhrelid = c.oid AND c.relispartition) AS parent,
-       coalesce(s.n_live_tup, 0), coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)
+       coalesce(s.n_live_tup, 0), coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0),
+       coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_hot_upd, 0), c.relallvisible
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
@@ -130,19 +131,22 @@ def _fillfactor(reloptions: list[str] | None) -> int:
 
 
 def _table(row: tuple[Any, ...], columns: tuple[Column, ...], seconds: float) -> Table:
-    _oid, schema, name, kind, reltuples, relpages, reloptions, viewdef, parent, live, writes = row
+    (_oid, schema, name, kind, reltuples, relpages, reloptions, viewdef, parent, live, writes, updates, hot,
+     visible) = row
     # reltuples is -1 until the first VACUUM/ANALYZE: the live-tuple counter is the better guess then
     rows = float(reltuples) if reltuples is not None and reltuples >= 0 else float(live)
     return Table(
         schema=schema, name=name, kind=kind, rows=rows, pages=int(relpages or 0), columns=columns,
         fillfactor=_fillfactor(reloptions), writes_per_second=float(writes) / seconds, parent=parent,
-        view_definition=viewdef,
+        view_definition=viewdef, updates_seen=float(updates), hot_updates_seen=float(hot),
+        all_visible_pages=int(visible or 0),
     )
 
 
 def sum_partitions(tables: dict[str, Table], writes: dict[str, float]) -> dict[str, Table]:
-    """Give each partitioned parent the rows, pages and write rate of its leaf partitions (at any depth)."""
-    totals: dict[str, tuple[float, int, float]] = {}
+    """Give each partitioned parent the rows, pages, write rate, update counts and all-visible pages of its leaf
+    partitions (at any depth)."""
+    totals: dict[str, list[float]] = {}
     for key, table in tables.items():
         if table.kind == "p" or table.parent is None:
             continue
@@ -150,13 +154,15 @@ def sum_partitions(tables: dict[str, Table], writes: dict[str, float]) -> dict[s
         ancestor: str | None = table.parent
         while ancestor is not None and ancestor in tables and ancestor not in seen:
             seen.add(ancestor)
-            rows, pages, rate = totals.get(ancestor, (0.0, 0, 0.0))
-            totals[ancestor] = (rows + table.rows, pages + table.pages, rate + writes.get(key, 0.0))
+            parts = (table.rows, table.pages, writes.get(key, 0.0), table.updates_seen, table.hot_updates_seen,
+                     table.all_visible_pages)
+            totals[ancestor] = [a + b for a, b in zip(totals.get(ancestor, [0.0] * 6), parts, strict=True)]
             ancestor = tables[ancestor].parent
     result = dict(tables)
-    for key, (rows, pages, rate) in totals.items():
+    for key, (rows, pages, rate, updates, hot, visible) in totals.items():
         if result[key].kind == "p":
-            result[key] = replace(result[key], rows=rows, pages=pages, writes_per_second=rate)
+            result[key] = replace(result[key], rows=rows, pages=int(pages), writes_per_second=rate,
+                                  updates_seen=updates, hot_updates_seen=hot, all_visible_pages=int(visible))
     return result
 
 

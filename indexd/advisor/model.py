@@ -9,6 +9,15 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
+from indexd.statements.indexdef import (
+    IndexShape,
+    KeyShape,
+    NotAnIndex,
+    expression_text,
+    parse_index,
+    predicate_conjuncts,
+)
+
 # The one name of improvement_pct wherever advice is shown (recommend, status, apply, demo), and what it means.
 IMPROVEMENT = "improvement"
 IMPROVEMENT_MEANS = ("improvement: the share of the whole workload's cost (its statements' time) the index saves; "
@@ -44,6 +53,17 @@ class ExistingIndex:
     size_bytes: int = 0
     definition: str = ""  # pg_get_indexdef()
 
+    def shape(self) -> IndexShape:
+        """What the index stores, from its definition (or from its fields when there is none)."""
+        if self.definition:
+            try:
+                return parse_index(self.definition)
+            except NotAnIndex:
+                pass
+        keys = tuple(KeyShape(expression_text(k), expression=True) if "(" in k else KeyShape(k) for k in self.keys)
+        return IndexShape(self.schema, self.table, self.method, keys, frozenset(self.include),
+                          predicate_conjuncts(self.where))
+
 
 @dataclass(frozen=True)
 class Table:
@@ -57,6 +77,14 @@ class Table:
     writes_per_second: float = 0.0  # (n_tup_ins + n_tup_upd + n_tup_del) / seconds since stats reset
     parent: str | None = None  # "schema.name" of the partitioned parent, for a partition
     view_definition: str | None = None  # for views and materialized views
+    updates_seen: float = 0.0  # n_tup_upd since the statistics were reset
+    hot_updates_seen: float = 0.0  # n_tup_hot_upd: the updates that touched no index
+    all_visible_pages: int = 0  # relallvisible: pages the visibility map marks all-visible
+
+    @property
+    def visible_fraction(self) -> float:
+        """The share of pages an index-only scan reads without visiting the heap (0 when unknown)."""
+        return min(1.0, self.all_visible_pages / self.pages) if self.pages > 0 else 0.0
 
     @property
     def qualified(self) -> str:
@@ -121,6 +149,12 @@ class IndexCandidate:
     method: str = "btree"
     where: str | None = None  # deparsed partial-index predicate
     include: tuple[str, ...] = ()
+
+    def shape(self) -> IndexShape:
+        keys = tuple(KeyShape(k.column if k.column is not None else expression_text(k.expression or ""), k.opclass,
+                              None, k.descending, k.descending, k.column is None) for k in self.keys)
+        return IndexShape(self.schema, self.table, self.method, keys, frozenset(self.include),
+                          predicate_conjuncts(self.where))
 
     def fingerprint(self) -> str:
         text = "|".join(

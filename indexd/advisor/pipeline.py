@@ -6,19 +6,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg2
-from pglast import parse_sql
-from pglast.parser import ParseError
 
 from indexd.advisor.candidates import generate
 from indexd.advisor.catalog import load_catalog
-from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation, Table
+from indexd.advisor.model import Catalog, IndexCandidate, QueryEffect, Recommendation
 from indexd.advisor.select import Selection, select
 from indexd.advisor.size import estimate_btree_size
 from indexd.advisor.skips import SkipReason
 from indexd.advisor.whatif import WhatIf, require_hypopg
+from indexd.advisor.writes import from_workload
 from indexd.config.schema import IndexingSettings
 from indexd.db.pool import Database
 from indexd.statements.statement import Statement, Workload
@@ -26,7 +24,6 @@ from indexd.statements.statement import Statement, Workload
 log = logging.getLogger(__name__)
 
 SKEWED_KEY_ROWS = 1000  # a key with this many rows makes "key = $1 ORDER BY x LIMIT n" sort for real
-_DML = {"InsertStmt", "UpdateStmt"}  # statements that add index entries (a DELETE adds none)
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def advise(
     with WhatIf(db, statement_timeout=db.settings.timeouts.statement,
                 through_view=cands.through_view, catalog=catalog) as whatif:
         sizes = _sizes(whatif, catalog, cands.all)
-        writes = write_rates(statements, catalog, whatif.rows_written, period_s)
+        writes = from_workload(statements, catalog, whatif.rows_written, period_s)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
                            skewed=skewed_columns(catalog))
@@ -96,6 +93,7 @@ def advise(
                  db.name, len(statements), len(cands.all), whatif.stats.explains, whatif.stats.cache_hits,
                  len(selection.chosen))
     declined = tuple(Skipped(f"{c.schema}.{c.table} ({', '.join(k.label() for k in c.keys)})"
+                             + (f" INCLUDE ({', '.join(c.include)})" if c.include else "")
                              + (f" WHERE {c.where}" if c.where else ""), why)
                      for c, why in sorted(selection.rejected.items(), key=lambda kv: kv[0].fingerprint()))
     return Advice(db.name, len(statements), round(clock() - started, 3), _recommendations(selection, statements),
@@ -120,56 +118,6 @@ class WorkloadCosts:
             alone = {c: self.whatif.plan(s, query, frozenset([c])) for c in indexes}
             indexes = frozenset(c for c, plan in alone.items() if plan is not None and c in plan.used)
         return self.whatif.cost(s, query, indexes)
-
-
-def dml_targets(query: str, catalog: Catalog) -> list[Table]:
-    """The tables an INSERT or UPDATE writes, data-modifying WITH queries included (empty for anything else)."""
-    try:
-        stmts = parse_sql(query)
-    except ParseError:
-        return []
-    if len(stmts) != 1:
-        return []
-    found: list[Table] = []
-    pending: list[Any] = [stmts[0].stmt]
-    while pending:
-        node = pending.pop()
-        with_clause = getattr(node, "withClause", None)
-        if with_clause is not None:
-            pending.extend(cte.ctequery for cte in with_clause.ctes or ())
-        if type(node).__name__ in _DML:
-            rel = node.relation
-            table = catalog.resolve(rel.relname, rel.schemaname)
-            if table is not None:
-                found.append(table)
-    return found
-
-
-def write_rates(statements: list[Statement], catalog: Catalog, planner_rows: Callable[[int, str], float | None],
-                period_s: float) -> dict[str, float]:
-    """Rows written per second to each table by the workload's own INSERT and UPDATE statements.
-
-    Measured over the same span as the read weights (a bulk load before the look-back does not count). Rows
-    per execution are the real ones pg_stat_statements counted when known, else the planner's estimate
-    (`planner_rows(i, query)`, e.g. WhatIf.rows_written), else 1.
-    """
-    rates: dict[str, float] = {}
-    for i, stmt in enumerate(statements):
-        tables = dml_targets(stmt.query, catalog)
-        if not tables:
-            continue
-        rows = rows_per_call(stmt) or planner_rows(i, stmt.query) or 1.0
-        for table in tables:
-            key = table.parent or table.qualified
-            rates[key] = rates.get(key, 0.0) + max(stmt.calls, 1) * max(rows, 1.0) / max(period_s, 1.0)
-    return rates
-
-
-def rows_per_call(stmt: Statement) -> float | None:
-    """The rows one execution really wrote (pg_stat_statements' rows / calls); None when not measured."""
-    if stmt.rows > 0 and stmt.calls > 0:
-        return stmt.rows / stmt.calls
-    return None
 
 
 def skewed_columns(catalog: Catalog) -> frozenset[tuple[str, str, str]]:

@@ -64,22 +64,26 @@ def short(query: str, width: int = QUERY_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def table_rows(advice: Advice, ids: dict[str, int] | None = None) -> list[list[Any]]:
-    """One row per recommendation: id, origin, index, table, size, improvement, write cost, statements helped."""
-    ids, origin = ids or {}, str(advice_origin(advice))
+def table_rows(advice: Advice, ids: dict[str, int] | None = None,
+               statuses: dict[int, str] | None = None) -> list[list[Any]]:
+    """One row per recommendation: id, status (of the stored row: a shape someone rejected stays rejected),
+    origin, index, table, size, improvement, write cost, statements helped."""
+    ids, statuses, origin = ids or {}, statuses or {}, str(advice_origin(advice))
     rows = []
     for rec in advice.recommendations:
         cand = rec.candidate
         cols = ", ".join(k.label() for k in cand.keys)
         extra = (f" INCLUDE ({', '.join(cand.include)})" if cand.include else "") + (
             f" WHERE {cand.where}" if cand.where else "")
-        rows.append([ids.get(cand.fingerprint()), origin, f"({cols}){extra}", f"{cand.schema}.{cand.table}",
+        rec_id = ids.get(cand.fingerprint())
+        rows.append([rec_id, statuses.get(rec_id) if rec_id is not None else None, origin, f"({cols}){extra}",
+                     f"{cand.schema}.{cand.table}",
                      human_size(rec.estimated_size_bytes), f"{rec.improvement_pct:.1f}%",
                      human_rate(rec.write_overhead), len(rec.queries)])
     return rows
 
 
-HEADERS = ("id", "origin", "index", "table", "size", IMPROVEMENT, "write cost", "statements")
+HEADERS = ("id", "status", "origin", "index", "table", "size", IMPROVEMENT, "write cost", "statements")
 
 
 def details(advice: Advice, verbose: bool = False) -> list[str]:
@@ -121,7 +125,13 @@ _DECLINE_KINDS = (
     ("served by existing index", "existing"),
     ("costlier", "regression"),
     ("new indexes", "per_table"),
+    ("nearly as well", "narrower"),
+    ("past the knee", "knee"),
+    ("chosen already", "overlap"),
+    ("widened to", "overlap"),
 )
+# Declines that only follow from others: a candidate a smaller one serves stands or falls with that one.
+_FOLLOWING = frozenset({"narrower", "overlap"})
 
 
 def nothing_reason(advice: Advice) -> str:
@@ -140,7 +150,7 @@ def nothing_reason(advice: Advice) -> str:
             return "the indexes these statements need exist already"
         return "no statement has a predicate, join, sort or grouping a new index could serve (see skipped above)"
     kinds = Counter(_decline_kind(d.reason) for d in advice.declined)
-    if kinds["budget"] == len(advice.declined):
+    if kinds["budget"] and kinds["budget"] + sum(kinds[k] for k in _FOLLOWING) == len(advice.declined):
         smallest = advice.smallest_candidate_bytes or 0
         return (f"the storage budget ({human_size(advice.budget_bytes or 0)}) is smaller than the smallest candidate "
                 f"index ({human_size(smallest)}): raise --budget-mb or indexing.storage_budget")
@@ -152,6 +162,9 @@ def nothing_reason(advice: Advice) -> str:
         "existing": "are served by existing indexes",
         "regression": "would make a statement costlier",
         "per_table": "exceed max_indexes_per_table",
+        "narrower": "are served nearly as well by a smaller candidate",
+        "knee": "save too little of the workload for their size (past the knee)",
+        "overlap": "are served by, or widen, another choice",
         "other": "were declined for other reasons",
     }
     parts = [f"{n} {texts[kind]}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))]

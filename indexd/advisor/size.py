@@ -33,6 +33,16 @@ _FIXED: dict[str, tuple[int, int]] = {
     "time without time zone": (8, 8), "time with time zone": (12, 8), "interval": (16, 8), "uuid": (16, 1),
     "oid": (4, 4), "money": (8, 8), "\"char\"": (1, 1), "inet": (7, 1), "macaddr": (6, 4),
 }
+# The result type of the functions expression keys use; None = the type of their argument.
+_RESULT_TYPES: dict[str, str | None] = {
+    **dict.fromkeys(("lower", "upper", "btrim", "ltrim", "rtrim", "initcap", "left", "right", "substr",
+                     "substring", "reverse", "split_part", "md5"), "text"),
+    **dict.fromkeys(("length", "char_length"), "integer"),
+    "date_part": "double precision", "extract": "numeric",
+    **dict.fromkeys(("abs", "floor", "ceil", "round", "trunc", "date_trunc"), None),
+}
+_MD5_WIDTH = 33  # 32 hex digits and a 1-byte header
+_NUMERIC_WIDTH = 8  # a short numeric such as a year or a day of the month
 # types whose equal values may differ in representation: B-tree cannot deduplicate them
 _NO_DEDUP = ("numeric", "real", "double precision", "jsonb", "json", "float", "[]")
 
@@ -61,15 +71,32 @@ def _maxalign(n: float) -> int:
     return int(math.ceil(n / MAXALIGN) * MAXALIGN)
 
 
+def expression_column(table: Table, expression: str) -> Column | None:
+    """What an index stores for an expression key such as lower(email): the result type of its function (text
+    functions keep the width and distinct values of the column they read, numeric ones its type), None when the
+    expression is not recognisable."""
+    names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression)
+    col = next((table.column(n) for n in names if table.column(n) is not None), None)
+    if col is None or not names:
+        return col
+    result = _RESULT_TYPES.get(names[0].lower(), "")
+    if result == "":
+        return col
+    if result is None:  # same type as the argument: abs(x), round(x), date_trunc('day', at)
+        return col
+    if result == "text":
+        width = _MD5_WIDTH if names[0].lower() == "md5" else col.avg_width
+        return Column(col.name, result, width, col.n_distinct)
+    return Column(col.name, result, _FIXED[result][0] if result in _FIXED else _NUMERIC_WIDTH)
+
+
 def _columns(table: Table, cand: IndexCandidate) -> list[Column | None]:
     cols: list[Column | None] = []
     for key in cand.keys:
         if key.column is not None:
             cols.append(table.column(key.column))
         else:
-            # An expression such as lower(email): as wide as the column it reads, when that is recognisable.
-            inner = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", key.expression or "")
-            cols.append(next((table.column(n) for n in inner if table.column(n) is not None), None))
+            cols.append(expression_column(table, key.expression or ""))
     return cols
 
 

@@ -196,8 +196,10 @@ def failures(folder: Path) -> list[dict[str, Any]]:
 
 
 # ---- the catalog mirror in the state schema -------------------------------------------------------------
-def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | None = None) -> bool:
-    """Mirror a backup into the database's `backups` table. Best effort: False (and a warning) on failure."""
+def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | None = None,
+                      unreachable_level: int = logging.WARNING) -> bool:
+    """Mirror a backup into the database's `backups` table. Best effort: False (and a warning) on failure; an
+    unreachable database is logged at `unreachable_level` (a backup that failed for that says so already)."""
     test = last_trial(info.manifest)
     row = CatalogRow(id=info.id, database=info.database, started_at=info.started_at,
                      finished_at=info.finished_at, status=status or info.status, format=info.format,
@@ -210,8 +212,8 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
     try:
         conn = psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
-        log.warning("catalog row for backup %s not written: %s unreachable (%s); the manifest on disk stands",
-                    info.id, db.name, redact_dsn(str(exc).strip()))
+        log.log(unreachable_level, "catalog row for backup %s not written: %s unreachable (%s); the manifest on "
+                "disk stands", info.id, db.name, redact_dsn(first_line(exc)))
         return False
     try:
         with conn, conn.cursor() as cur:

@@ -50,7 +50,7 @@ from indexd.backup.snapshot import RowCounter, SourceSnapshot, open_snapshot
 from indexd.clock import monotonic, utcnow
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.dsn import redact_dsn
-from indexd.errors import BackupError, IndexdError
+from indexd.errors import BackupError, IndexdError, first_line
 from indexd.private import DIR_MODE, FILE_MODE, ensure_private_dir
 from indexd.units import human_duration, human_size
 
@@ -194,7 +194,8 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
 
 
 def _explain(exc: BaseException, folder: Path) -> str:
-    text = str(exc)
+    """One line: libpq's message without the hint lines it adds (`Is the server running ...`)."""
+    text = first_line(exc) if isinstance(exc, psycopg2.Error) else str(exc)
     full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text
     if full:
         free = shutil.disk_usage(folder).free
@@ -210,7 +211,7 @@ def _failed_run(db: DatabaseSettings, folder: Path, bid: str, started: datetime,
     record_failure(folder, bid, started, message)
     record_in_catalog(db, BackupInfo(id=bid, database=db.name, started_at=started, status="failed",
                                      path=data_path(folder, bid, db.backups.format), format=db.backups.format,
-                                     finished_at=utcnow(), error=message))
+                                     finished_at=utcnow(), error=message), unreachable_level=logging.INFO)
     return message
 
 
@@ -238,7 +239,7 @@ def run_backup(settings: Settings, db_settings: DatabaseSettings, *, now: dateti
             info = _take(settings, db, folder, bid, started, cancel, job_id)
         except (IndexdError, OSError, psycopg2.Error) as exc:
             message = _failed_run(db, folder, bid, started, exc)
-            log.error("%s", message, extra=extra)
+            log.info("%s", message, extra=extra)  # the caller reports it: the job's ERROR line, the CLI's one line
             events.publish(events.BACKUP_FAILED, db.name, message, backup_id=bid, stage="dump")
             raise BackupError(message) from exc
     written = record_in_catalog(db, info)

@@ -89,7 +89,7 @@ def admin_connection(dsn: str, db: DatabaseSettings | None = None) -> Iterator[p
     try:
         conn = psycopg2.connect(**server_kwargs(dsn, db, ADMIN_DB))
     except psycopg2.Error as exc:
-        raise BackupError(f"cannot connect to {redact_dsn(dsn)} to restore: {str(exc).strip()}") from None
+        raise BackupError(f"cannot connect to {redact_dsn(dsn)} to restore: {first_line(exc)}") from None
     conn.autocommit = True
     try:
         yield conn
@@ -279,7 +279,7 @@ def _checked_target(admin: psycopg2.extensions.connection, target_db: str) -> bo
         exists = database_exists(admin, target_db)
         check_privileges(admin, target_db, exists)
     except psycopg2.Error as exc:
-        raise BackupError(f"cannot restore into {target_db!r}: {str(exc).strip()}") from None
+        raise BackupError(f"cannot restore into {target_db!r}: {first_line(exc)}") from None
     return exists
 
 
@@ -315,7 +315,7 @@ def restore(settings: Settings, backup_id: str, target_db: str, *, target_dsn: s
             if intent is not None:
                 _audit_outcome(audited, intent, target_db, outcome="failed", reason=redact_dsn(str(exc))[:500])
             if isinstance(exc, psycopg2.Error):
-                raise BackupError(f"restore of {backup_id} into {target_db!r} failed: {str(exc).strip()}") from None
+                raise BackupError(f"restore of {backup_id} into {target_db!r} failed: {first_line(exc)}") from None
             raise
     duration = monotonic() - started
     if intent is not None:

@@ -16,7 +16,7 @@ import psycopg2
 from indexd import __version__
 from indexd.cli.runner import EXIT_HELP, describe, exit_code_of, is_expected
 from indexd.dsn import redact_dsn
-from indexd.errors import IndexdError
+from indexd.errors import ConfigError, IndexdError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,45 @@ EPILOG = f"""\
 config file: --config PATH, else $INDEXD_CONFIG, else ./indexpilot_config.yaml, else /etc/indexd/indexpilot_config.yaml
 {EXIT_HELP}
 """
+
+# Shown under each command's --help; each line parses as written (a test holds this).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "": ("indexd check-config --production", "indexd check", "indexd recommend --database main",
+         "indexd status --json"),
+    "run": ("indexd run --config /etc/indexd/indexpilot_config.yaml",),
+    "recommend": ("indexd recommend --database main", "indexd recommend --json --no-save",
+                  "indexd recommend --queries ./queries/ --dsn postgresql://indexd@db1/app"),
+    "approve": ("indexd approve 12 --database main --reason 'checked the plan'",),
+    "reject": ("indexd reject 13 --database main --reason 'table is dropped next week'",),
+    "apply": ("indexd apply --dry-run", "indexd apply --database main --now --yes"),
+    "status": ("indexd status", "indexd status --json"),
+    "pause": ("indexd pause --for 2h --reason 'incident 42'", "indexd pause --database main"),
+    "resume": ("indexd resume", "indexd resume --database main"),
+    "indexes": ("indexd indexes --database main", "indexd indexes --json", "indexd indexes --drop-unused"),
+    "backup": ("indexd backup run --database main", "indexd backup list",
+               "indexd backup verify main-20260101T000000Z --restore", "indexd backup prune --dry-run"),
+    "backup run": ("indexd backup run", "indexd backup run --database main"),
+    "backup list": ("indexd backup list --database main", "indexd backup list --json"),
+    "backup verify": ("indexd backup verify main-20260101T000000Z",
+                      "indexd backup verify main-20260101T000000Z --restore"),
+    "backup prune": ("indexd backup prune --dry-run", "indexd backup prune --database main --json"),
+    "restore": ("indexd restore main-20260101T000000Z --target-db app_copy",
+                "indexd restore main-20260101T000000Z --target-db app --yes"),
+    "check-config": ("indexd check-config",
+                     "indexd check-config --production --config /etc/indexd/indexpilot_config.yaml"),
+    "migrate": ("indexd migrate", "indexd migrate --database main"),
+    "check": ("indexd check", "indexd check --database main --json"),
+    "demo": ("indexd demo", "indexd demo --keep --duration 60s"),
+    "simulate": ("indexd simulate --dsn postgresql://postgres@127.0.0.1/scratch --duration 30s",
+                 "indexd simulate --database main --no-setup --clients 4"),
+}
+
+
+def epilog(command: str) -> str:
+    """A command's help epilog: its examples, then where the config is found and the exit codes."""
+    lines = "".join(f"  {line}\n" for line in EXAMPLES.get(command, ()))
+    return (f"examples:\n{lines}\n" if lines else "") + EPILOG
+
 
 SCENARIO_HELP = "data size: small ~159k rows (default), medium ~1.9M, large ~9.5M"
 
@@ -72,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="indexd",
         description="Keeps PostgreSQL databases fast and safe to operate: index advice, safe index builds "
         "with verification and revert, verified backups.",
-        epilog=EPILOG,
+        epilog=epilog(""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"indexd {__version__}")
@@ -82,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def cmd(name: str, handler: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
         _global(p)
@@ -138,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
 
     def _backup_action(name: str, help_: str) -> argparse.ArgumentParser:
-        b = bsub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+        b = bsub.add_parser(name, help=help_, description=help_, epilog=epilog(f"backup {name}"),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         _global(b)
         return b
@@ -202,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_config_problems(problems: list[str]) -> None:
+    """One problem on the `indexd:` line; several under a heading, one a line, as check-config lists them."""
+    if len(problems) == 1:
+        print(f"indexd: {redact_dsn(problems[0])}", file=sys.stderr)
+        return
+    print(f"indexd: the configuration has {len(problems)} problems:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {redact_dsn(problem)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -215,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader closed the pipe: stop quietly, and keep Python's exit-time flush from complaining again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ConfigError as exc:
+        _print_config_problems(exc.problems)
+        return exc.exit_code
     except IndexdError as exc:
         print(f"indexd: {redact_dsn(str(exc))}", file=sys.stderr)
         return exc.exit_code

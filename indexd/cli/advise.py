@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from indexd.cli.runner import each_database
 from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.errors import UsageError
 from indexd.state.migrations import migrate
+from indexd.state.recommendations import load_recommendations
 from indexd.workload.lookback import capture_workload, given_workload, read_workload
 from indexd.workload.queries import read_queries
 
@@ -61,15 +63,17 @@ def recommend(args: argparse.Namespace) -> int:
         advice = advise(db, target.indexing, work, budget)
         advice = dataclasses.replace(advice, skipped=left_out + advice.skipped)
         ids: dict[str, int] = {}
+        statuses: dict[int, str] = {}
         if unsaved is None and (advice.recommendations or advice.from_workload):
             migrate(db)  # advice from --queries may be the first thing saved in this database
             ids = save_recommendations(db, advice.recommendations, advice.create_sql,
                                        supersede_missing=advice.from_workload, origin=report.advice_origin(advice))
+            statuses = _statuses(db, ids.values())
         prefix = f"indexd: {db.name}: " if several else "indexd: "
         if args.json:
             _notes(args, advice, prefix)
         else:
-            _show(args, advice, ids, heading=f"== {db.name}" if several else None)
+            _show(args, advice, ids, statuses, heading=f"== {db.name}" if several else None)
         if standby:
             sys.stderr.write(f"{prefix}advice not stored: {unsaved}\n")
         return report.advice_json(advice, ids)
@@ -92,11 +96,18 @@ def _notes(args: argparse.Namespace, advice: Advice, prefix: str) -> None:
         sys.stderr.write(f"{prefix}{line}\n")
 
 
-def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], heading: str | None) -> None:
+def _statuses(db: Database, ids: Iterable[int]) -> dict[int, str]:
+    """The stored status of each saved recommendation (pending, or what a person or a build made of it)."""
+    with db.connection() as conn:
+        return {r.id: str(r.status) for r in load_recommendations(conn, db.settings.state_schema, ids=list(ids))}
+
+
+def _show(args: argparse.Namespace, advice: Advice, ids: dict[str, int], statuses: dict[int, str],
+          heading: str | None) -> None:
     if heading:
         print(heading)
     if advice.recommendations:
-        common.print_table(report.HEADERS, report.table_rows(advice, ids))
+        common.print_table(report.HEADERS, report.table_rows(advice, ids, statuses))
         print(IMPROVEMENT_MEANS)
     for line in report.details(advice, verbose=args.verbose):
         print(line)

@@ -104,7 +104,7 @@ def _demo_json(result: Any) -> dict[str, Any]:
     return {
         "scenario": result.scenario, "elapsed_s": round(result.elapsed_s, 1),
         "recommendations": result.recommendations, "built": result.built, "verdicts": result.verdicts,
-        "backup": result.backup, "comparison": result.comparison(), "dsn": result.dsn,
+        "backup": result.backup, "comparison": result.comparison(), "dsn": result.dsn, "config": result.config,
     }
 
 
@@ -121,10 +121,11 @@ def _print_demo(result: Any) -> None:
         [(b["index"], human_size(b["size_bytes"]), f"{b['build_s']:.2f}s", result.verdicts.get(b["index"], "-"))
          for b in result.built],
     )
-    print("\nStatement shapes, mean time per call (client side, same workload and seed)")
+    print("\nStatement shapes, median time per call, each shape timed alone (one connection, the same statements "
+          "before and after)")
     common.print_table(
         ["shape", "kind", "before ms", "after ms", "speed-up"],
-        [(c["shape"], c["kind"], f"{c['mean_ms_before']:.3f}", f"{c['mean_ms_after']:.3f}",
+        [(c["shape"], c["kind"], f"{c['ms_before']:.3f}", f"{c['ms_after']:.3f}",
           f"{c['speedup']:.1f}x" if c["speedup"] else "-") for c in result.comparison()],
     )
     rates = result.throughput()
@@ -132,11 +133,15 @@ def _print_demo(result: Any) -> None:
         print(f"\nthroughput: {rates[0]:,.0f} -> {rates[1]:,.0f} statements/s ({rates[1] / rates[0]:.2f}x)")
     if result.backup:
         b = result.backup
-        verified = "verified by a test restore" if b.get("restore_verified") else "NOT verified"
-        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']}, {verified}")
+        restored = "test restore ok" if b.get("restore_verified") else "test restore FAILED"
+        print(f"backup: {b['id']}, {human_size(b['size_bytes'])}, {b['status']} (checksum), {restored}")
     print(f"total: {human_duration(result.elapsed_s)}")
     if result.dsn:
         print(f"\nthe cluster is still running: psql '{result.dsn}'")
+        if result.config:
+            print(f"indexd on it (mode approve, no window, its backups): export INDEXD_CONFIG={result.config}")
+            print("  then e.g.: indexd status; indexd recommend; indexd approve ID; indexd apply --now --yes; "
+                  "indexd backup list")
         print(f"stop and remove it with: {result.stop_command}")
 
 
@@ -187,7 +192,8 @@ def _print_status(daemons: list[dict[str, Any]], entries: list[dict[str, Any]]) 
                   f"{pool.get('size', 0)} open, {pool.get('waits', 0)} waits, {pool.get('retries', 0)} retries")
         elif isinstance(live, str):
             print("   breaker/pool: unknown without the daemon")
-            print(f"   daemon: {live.split(': ', 1)[-1]}")
+            if db.get("leader"):  # who holds the lock and why its daemon was not asked; else `leader:` says it
+                print(f"   daemon: {live.split(': ', 1)[-1]}")
         else:
             print("   breaker/pool: not in the leading daemon's /health for this database")
         if "error" not in db:

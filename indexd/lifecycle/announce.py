@@ -47,19 +47,21 @@ def verdict(database: str, recommendation_id: int, schema: str, table: str, inde
 
 def pause_started(database: str, pause_id: int, description: str, until: datetime | None, reason: str,
                   by: str) -> None:
-    events.publish(events.PAUSE_STARTED, database, f"indexing {description}", pause_id=pause_id, until=until,
-                   reason=reason, by=by)
+    """`description` is the pause's own (`paused by ann at ...: why`); the event's title says "indexing paused"
+    already, so the summary starts at "by"."""
+    events.publish(events.PAUSE_STARTED, database, description.removeprefix("paused "), pause_id=pause_id,
+                   until=until, reason=reason, by=by)
 
 
 def pause_ended(database: str, pause_ids: list[int], by: str | None, *, until: datetime | None = None) -> None:
     """A pause ended: resumed `by` someone, or (by None) its duration ran out at `until`."""
     how = "resumed" if by else "expired"
     if by:
-        who = f"resumed by {by}"
+        who = f"by {by}"
     else:
         who = f"the pause until {until:%Y-%m-%d %H:%M:%S %Z} ran out" if until else "the pause ran out"
-    events.publish(events.PAUSE_ENDED, database, f"indexing resumed: {who}", pause_ids=pause_ids, by=by, how=how,
-                   until=until)
+    # the event's title is "indexing resumed": the summary says only by whom or why
+    events.publish(events.PAUSE_ENDED, database, who, pause_ids=pause_ids, by=by, how=how, until=until)
 
 
 def leadership(database: str, gained: bool, why: str) -> None:

@@ -3,7 +3,9 @@ after every guard has been asked again right before it runs. Also the human deci
 
 Modes (indexing.mode): `advise` records advice and builds nothing; `approve` builds only what a person
 approved (`indexd approve ID`); `auto` builds pending (and interrupted) advice of the real workload too. Offline
-advice (`recommend --queries`) is built in no mode before a person approves it.
+advice (`recommend --queries`) is built in no mode before a person approves it. Right before each build the live
+catalog is read again: a recommendation an existing valid index now makes redundant is not built but superseded
+(see redundant.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership, leading
 from indexd.lifecycle.pacing import ready
 from indexd.lifecycle.readings import drop_decision, take_readings
+from indexd.lifecycle.redundant import covering_index, supersede
 from indexd.lifecycle.refusal import when_again
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
@@ -120,11 +123,14 @@ def apply(
             lead.acquire()  # when another process leads, the leader guard refuses each build below
         if not dry_run and lead.held():
             _settle(db, settings, db_settings, lead, now or clock(), job_id)
+        pending: list[StoredRecommendation] = []
         with db.connection() as conn:
             recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+            if not recs:
+                pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                                                               statuses=[Status.PENDING])
         if not recs:
-            waiting = f"{Status.APPROVED} or {Status.PENDING}" if unapproved else Status.APPROVED
-            result.message = f"nothing to build: no {waiting} recommendation"
+            result.message = _nothing_to_build(unapproved, len(pending))
             log.info("apply on %s: %s", db.name, result.message)
             return result
         probe = probe or (LatencyProbe(db) if ix.throttle.latency_probe else None)
@@ -141,6 +147,16 @@ def apply(
     log.info("apply on %s: built %d, refused %d, failed %d%s", db.name, len(result.built), len(result.refused),
              len(result.failed), " (dry run)" if dry_run else "")
     return result
+
+
+def _nothing_to_build(unapproved: bool, pending: int) -> str:
+    """Why a run found nothing, and what the pending advice it left waits for."""
+    if not unapproved:
+        waits = f" ({pending} pending: 'indexd approve ID' queues one)" if pending else ""
+        return f"nothing to build: no {Status.APPROVED} recommendation{waits}"
+    waits = (f" ({pending} pending wait for a person's approval: advice from a query file, or an index built and "
+             "reverted before; see 'indexd status')") if pending else ""
+    return f"nothing to build: no {Status.APPROVED} recommendation and no {Status.PENDING} one mode auto builds{waits}"
 
 
 def settle_records(db: Database, *, leadership: Leadership | None = None) -> None:
@@ -211,6 +227,11 @@ def _apply_each(run: _Run, recs: list[StoredRecommendation], *, ignore_window: b
         if not snapped:  # the edge of the "before" window of this round's builds
             snapshot_around_build(db, "before building")
             snapped = True
+        with db.connection() as conn:
+            covering = covering_index(conn, rec)
+        if covering is not None:  # an equivalent index appeared since the advice: nothing to build
+            result.skipped.append(supersede(db, rec, covering, job_id=run.job_id))
+            continue
         built = build_index(db, rec, run.db_settings, job_id=run.job_id, progress=run.progress,
                             leadership=run.leadership, unapproved=bool(builds_unapproved(ix.mode)), probe=run.probe)
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)

@@ -27,7 +27,7 @@ def pause(db: Database, duration: timedelta | None, reason: str, actor: str | No
         made = insert_pause(conn, schema, paused_at=since, until=until, reason=reason, paused_by=who)
         audit.record_event(conn, schema, action="pause", target=db.name, reason=reason or None,
                            after={"pause_id": made.id, "until": until, "by": who}, actor=who)
-    log.warning("indexing on %s %s", db.name, made.describe())
+    log.info("indexing on %s %s", db.name, made.describe())  # the CLI prints it: said once on its terminal
     announce.pause_started(db.name, made.id, made.describe(), made.until, made.reason, who)
     return made
 
@@ -41,6 +41,6 @@ def resume(db: Database, actor: str | None = None, *, now: datetime | None = Non
             audit.record_event(conn, schema, action="resume", target=db.name,
                                before={"pause_ids": [p.id for p in ended]}, after={"by": who}, actor=who)
     if ended:
-        log.warning("indexing on %s resumed by %s", db.name, who)
+        log.info("indexing on %s resumed by %s", db.name, who)
         announce.pause_ended(db.name, [p.id for p in ended], who)
     return ended

@@ -59,6 +59,7 @@ class Readings:
     indexable: int  # of those, tables the role may CREATE INDEX on (owner, or member of the owner)
     table_owners: tuple[str, ...]  # owners of the others
     state: Ownership
+    superuser_owners: frozenset[str] = frozenset()  # those of table_owners that are superusers
 
     @property
     def role(self) -> str:
@@ -214,9 +215,18 @@ def _tables(r: Readings, needs: Needs) -> Check:
     detail = f"{quote(r.role)} may create indexes on {r.indexable} of {r.tables} tables; {why}"
     if r.tables == 0:
         detail = "no user tables yet"
-    fix = tuple(f"GRANT {quote(owner)} TO {quote(r.role)};  -- owner of tables indexd cannot index; or re-run "
-                f"sql/roles.sql with -v app_owner={owner}" for owner in r.table_owners)
+    fix = tuple(_owner_fix(owner, r) for owner in r.table_owners)
     return Check("create indexes", ok, needs.builds, detail, () if ok else fix)
+
+
+def _owner_fix(owner: str, r: Readings) -> str:
+    """Membership in the owner of tables indexd cannot index; never in a superuser, whose role a member may SET
+    ROLE to: those tables go to the application's owner role instead."""
+    if owner in r.superuser_owners:
+        return (f"ALTER TABLE ... OWNER TO <the application's owner role>;  -- for the tables (and partitions) "
+                f"{quote(owner)} owns: {quote(owner)} is a superuser, never grant it to {quote(r.role)}")
+    return (f"GRANT {quote(owner)} TO {quote(r.role)};  -- owner of tables indexd cannot index; or re-run "
+            f"sql/roles.sql with -v app_owner={owner}")
 
 
 def _scratch_databases(r: Readings, needs: Needs) -> Check:

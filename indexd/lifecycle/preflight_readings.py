@@ -58,19 +58,27 @@ SELECT 'view', c.relname, format('%%I.%%I', n.nspname, c.relname), has_table_pri
  ORDER BY 1, 2
 """
 # Tables advice may target: the user's own (not catalogs, not the state schema, not an extension's), partitions
-# through their parent (CREATE INDEX on the parent is what indexd runs).
+# through their parent. A partitioned table counts as indexable only when every partition's owner is usable too:
+# its build indexes each partition (ON ONLY the parent, then CONCURRENTLY per partition), as its owner.
 _TABLES = """
 WITH t AS (
-  SELECT c.relowner, pg_has_role(current_user, c.relowner, 'USAGE') AS mine
+  SELECT c.oid, c.relowner
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname <> %s
      AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                     AND d.deptype = 'e'))
-SELECT count(*), count(*) FILTER (WHERE mine),
-       coalesce(array_agg(DISTINCT pg_get_userbyid(relowner)) FILTER (WHERE NOT mine), '{}')
-  FROM t
+                     AND d.deptype = 'e')),
+owner AS (
+  SELECT t.oid, t.relowner AS role FROM t
+  UNION
+  SELECT t.oid, p.relowner FROM t, pg_partition_tree(t.oid) tree JOIN pg_class p ON p.oid = tree.relid),
+usable AS (SELECT oid, role, pg_has_role(current_user, role, 'USAGE') AS mine FROM owner)
+SELECT (SELECT count(*) FROM t),
+       (SELECT count(*) FROM t WHERE NOT EXISTS (SELECT 1 FROM usable u WHERE u.oid = t.oid AND NOT u.mine)),
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable WHERE NOT mine), '{}'),
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(role)) FROM usable JOIN pg_roles r ON r.oid = role
+                  WHERE NOT mine AND r.rolsuper), '{}')
 """
 
 
@@ -99,7 +107,7 @@ def read_readings(conn: PgConnection, state_schema: str) -> Readings:
         cur.execute(_HYPOPG, (list(HYPOPG_FUNCTIONS), list(HYPOPG_VIEWS)))
         hypo = tuple(HypoObject(r[0], r[1], r[2], bool(r[3])) for r in cur.fetchall())
         cur.execute(_TABLES, (state_schema,))
-        tables, indexable, owners = cur.fetchone()
+        tables, indexable, owners, superusers = cur.fetchone()
     created = {r[0]: r[2] for r in ext_rows if r[1]}
     libraries = None if preload is None else tuple(x.strip().strip('"') for x in preload.split(",") if x.strip())
     return Readings(
@@ -108,7 +116,8 @@ def read_readings(conn: PgConnection, state_schema: str) -> Readings:
         created=frozenset(created), standby=bool(standby), login=login, superuser=bool(superuser),
         read_all_stats=bool(read_stats), signal_backend=bool(signal), createdb=bool(createdb or superuser),
         create_on_database=bool(create_db), hypopg=hypo, tables=int(tables), indexable=int(indexable),
-        table_owners=tuple(sorted(owners)), state=read_ownership(conn, state_schema))
+        table_owners=tuple(sorted(owners)), superuser_owners=frozenset(superusers),
+        state=read_ownership(conn, state_schema))
 
 
 def needs_of(db: DatabaseSettings) -> Needs:

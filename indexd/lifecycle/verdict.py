@@ -170,11 +170,16 @@ def judge(
         return Verdict("reverted", described + (f"net effect: saved {saved_ms:.1f} ms, lost {lost_ms:.1f} ms",),
                        evidence)
     if gain < settings.min_gain_pct:
-        return Verdict("reverted", (f"no gain: target statements {gain:.1f}% faster, below the "
-                                    f"{settings.min_gain_pct:g}% required",), evidence)
+        return Verdict("reverted", (f"no gain: target statements {_faster(gain)}, below the "
+                                    f"{settings.min_gain_pct:g}% faster required",), evidence)
     tail = "no regression" if not regressions else f"related slowdowns outweighed ({lost_ms:.1f} ms lost)"
-    return Verdict("kept", (f"target statements {gain:.1f}% faster over {len(targets)} statement(s), "
+    return Verdict("kept", (f"target statements {_faster(gain)} over {len(targets)} statement(s), "
                             f"saved {saved_ms:.1f} ms, {index_scans} index scans, {tail}",) + described, evidence)
+
+
+def _faster(gain_pct: float) -> str:
+    """A weighted gain in words: `12.5% faster`, or `3.0% slower` for a loss (never `-3.0% faster`)."""
+    return f"{gain_pct:.1f}% faster" if gain_pct >= 0 else f"{-gain_pct:.1f}% slower"
 
 
 # ---- windows of snapshots ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,15 +31,22 @@ class ShapeStats:
     calls: int = 0
     errors: int = 0
     total_ms: float = 0.0
+    samples: list[float] = field(default_factory=list)  # each call's ms, kept by time_alone only
 
     @property
     def mean_ms(self) -> float:
         return self.total_ms / self.calls if self.calls else 0.0
 
+    @property
+    def typical_ms(self) -> float:
+        """The median call when each call was kept (a burst of load elsewhere moves it less), else the mean."""
+        return statistics.median(self.samples) if self.samples else self.mean_ms
+
     def add(self, other: ShapeStats) -> None:
         self.calls += other.calls
         self.errors += other.errors
         self.total_ms += other.total_ms
+        self.samples += other.samples
 
 
 @dataclass
@@ -130,20 +138,55 @@ class _Client(threading.Thread):
             return None
 
     def _execute(self, conn: psycopg2.extensions.connection, shape: Shape) -> None:
-        st = self.stats.shapes[shape.name]
         params = shape.params(self.rng, self.bounds)
-        t0 = time.perf_counter()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(shape.sql, params)
-                if cur.description is not None:
-                    cur.fetchall()
-        except psycopg2.Error as exc:
-            st.errors += 1
-            self.stats.last_error = f"{shape.name}: {str(exc).strip()}"
-            return
+        with conn.cursor() as cur:
+            _time_one(cur, shape, params, self.stats, counted=True)
+
+
+def time_alone(dsn: str, rounds: int = 30, seed: int = 1, shapes: Sequence[Shape] = SHAPES) -> WorkloadStats:
+    """Each shape's time with nothing else running: one connection, every shape once per round, in turn, after one
+    round of warm-up; parameters from a seeded generator, so two passes run the same statements. Each call's time
+    is kept (`ShapeStats.typical_ms` is their median).
+
+    A closed-loop run measures a shape's time next to whatever the other clients happen to run: once indexes make
+    the lookups fast, the lookups run more often and the CPU-bound reports compete with them for the cores, so
+    the reports look slower though their plans did not change. Timed alone, a shape's time is its plan's.
+    """
+    conn = psycopg2.connect(dsn, application_name="indexd-simulate", connect_timeout=10)
+    conn.autocommit = True
+    rng = random.Random(seed)
+    stats = WorkloadStats(clients=1, shapes={s.name: ShapeStats(s.name, s.kind) for s in shapes})
+    started = time.monotonic()
+    try:
+        bounds = read_bounds(conn)
+        with conn.cursor() as cur:
+            for round_ in range(rounds + 1):
+                for shape in shapes:
+                    _time_one(cur, shape, shape.params(rng, bounds), stats, counted=round_ > 0, keep=True)
+    finally:
+        conn.close()
+    stats.duration_s = time.monotonic() - started
+    return stats
+
+
+def _time_one(cur: Any, shape: Shape, params: tuple[Any, ...], stats: WorkloadStats, counted: bool,
+              keep: bool = False) -> None:
+    st = stats.shapes[shape.name]
+    t0 = time.perf_counter()
+    try:
+        cur.execute(shape.sql, params)
+        if cur.description is not None:
+            cur.fetchall()
+    except psycopg2.Error as exc:
+        st.errors += 1
+        stats.last_error = f"{shape.name}: {str(exc).strip()}"
+        return
+    if counted:
+        ms = (time.perf_counter() - t0) * 1000.0
         st.calls += 1
-        st.total_ms += (time.perf_counter() - t0) * 1000.0
+        st.total_ms += ms
+        if keep:
+            st.samples.append(ms)
 
 
 def drive(

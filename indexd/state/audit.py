@@ -22,7 +22,8 @@ from indexd.db.pool import PgConnection
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("create_index", "drop_index", "revert_index", "pause", "resume", "approve", "reject", "restore")
+ACTIONS = ("create_index", "drop_index", "revert_index", "pause", "resume", "approve", "reject", "restore",
+           "supersede")
 OUTCOMES = ("succeeded", "failed", "refused", "skipped")
 
 

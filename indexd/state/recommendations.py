@@ -430,6 +430,15 @@ def mark_interrupted(conn: PgConnection, schema: str, rec_id: int, reason: str, 
     return current
 
 
+def mark_superseded(conn: PgConnection, schema: str, rec_id: int, reason: str) -> Status | None:
+    """queued (pending, approved or interrupted) -> superseded: made redundant before it was built (an existing
+    index serves everything it would). Returns the status it left, or None when it was not queued any more
+    (another process claimed it, a person rejected it)."""
+    moved = _move(conn, schema, rec_id, QUEUED, [S.SUPERSEDED], assign=sql.SQL(", reason = %(reason)s"),
+                  params={"reason": reason[:REASON_CHARS]}, strict=False)
+    return None if moved is None else moved[0]
+
+
 REASON_CHARS = 1000  # verification's reasons can be long; the row keeps their start, the verdict all of them
 
 

@@ -64,15 +64,17 @@ def read_workload(db: Database, settings: IndexingSettings, now: datetime | None
     A standby passes snapshots=False: its state schema is the primary's, with the primary's snapshots, while its
     own pg_stat_statements counts the statements run on the standby."""
     now = now or utcnow()
+    why = NOT_FROM_SNAPSHOTS
     if snapshots and _snapshots_readable(db):
         span = _snapshot_span(db, now - settings.lookback, now) or 0.0
         if span > 0:
             statements = workload(db, settings.lookback, now=now, min_calls=settings.min_calls)
             if statements:
                 return Workload(statements, span, captured=True)
+            why = NOTHING_IN_SNAPSHOTS
     statements = cumulative_workload(db, min_calls=settings.min_calls)
     span = _since_stats_reset(db, now)
-    return Workload(statements, max(span, 1.0), captured=True, warnings=(NOT_FROM_SNAPSHOTS,))
+    return Workload(statements, max(span, 1.0), captured=True, warnings=(why,))
 
 
 def _snapshots_readable(db: Database) -> bool:

@@ -9,12 +9,16 @@ from datetime import timedelta
 
 import pytest
 
+from indexd.advisor.pipeline import advise
+from indexd.advisor.store import save_recommendations
 from indexd.clock import utcnow
 from indexd.config.schema import RateLimitSettings, Settings, ThrottleSettings
 from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle.apply import apply, approve, reject
 from indexd.lifecycle.readings import take_readings
+from indexd.statements.statement import Statement
+from indexd.workload.lookback import given_workload
 from tests.support.lifecycle import (
     audit_rows,
     candidate,
@@ -228,3 +232,30 @@ def test_builds_are_paced(make_db, pg_conn) -> None:
                     ([r["id"] for r in create],))
         first_start, first_end, second_start, _second_end = (row[0] for row in cur.fetchall())
     assert second_start - first_end >= timedelta(seconds=2)
+
+
+def test_an_equivalent_index_built_after_the_advice_supersedes_the_build(make_db, pg_conn) -> None:
+    """Advice for (a), then someone builds (a, b) before apply: (a) is redundant now; it is not built but
+    superseded, with the existing index named, in the audit log too. An unrelated index does not stop a build."""
+    db = make_db("auto")
+    make_table(pg_conn, "public", "t", columns=("a", "b", "c"), rows=50_000)
+    work = given_workload([Statement("SELECT id FROM t WHERE a = $1", calls=500),
+                           Statement("SELECT id FROM t WHERE c = $1", calls=500)], db.settings.indexing)
+    advice = advise(db, db.settings.indexing, work)
+    ids = save_recommendations(db, advice.recommendations, advice.create_sql)
+    by_column = {r.candidate.keys[0].column: ids[r.candidate.fingerprint()] for r in advice.recommendations}
+    assert set(by_column) == {"a", "c"}
+    with pg_conn.cursor() as cur:
+        cur.execute("CREATE INDEX dba_t_a_b ON t (a, b)")
+        cur.execute("CREATE INDEX dba_t_b ON t (b)")
+    result = run(db, job_id="j1")
+    assert [b.recommendation_id for b in result.built] == [by_column["c"]]
+    (skipped,) = result.skipped
+    assert skipped.recommendation_id == by_column["a"] and "public.dba_t_a_b" in (skipped.reason or "")
+    assert rec_status(pg_conn, by_column["a"]) == "superseded"
+    assert index_valid(pg_conn, "public", skipped.index_name) is None  # never built
+    (row,) = [r for r in audit_rows(pg_conn, "supersede") if r["phase"] == "outcome"]
+    assert row["outcome"] == "skipped" and "dba_t_a_b" in row["reason"]
+    assert row["recommendation_id"] == by_column["a"] and row["after"]["status"] == "superseded"
+    assert len([r for r in audit_rows(pg_conn, "create_index") if r["phase"] == "intent"]) == 1
+    assert run(db).built == []  # superseded is never built again

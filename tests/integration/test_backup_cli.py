@@ -54,6 +54,7 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
     assert run.returncode == 1, run.stderr  # 'broken' fails ...
     assert "main: backup main-" in run.stdout and "verified" in run.stdout  # ... 'main' is still backed up
     assert "indexd: broken: backup failed: " in run.stderr and "no_such_database" in run.stderr
+    assert len([line for line in run.stderr.splitlines() if "broken" in line]) == 1, run.stderr  # once, one line
     listed = json.loads(indexd("--config", str(config), "backup", "list", "--json").stdout)
     assert [(b["database"], b["status"], b["policy"]) for b in listed] == [("main", "verified", "keep")]
     backup_id = listed[0]["id"]
@@ -137,3 +138,15 @@ def test_scripts(config: Path, pg_cluster: EmbeddedCluster, pg_dbname: str) -> N
         assert pg_cluster.fetch("SELECT count(*) FROM t", target)[0][0] == 500
     finally:
         pg_cluster.drop_database(target)
+
+
+def test_an_unreachable_server_is_one_line_without_libpq_hints(tmp_path: Path) -> None:
+    path = tmp_path / "down.yaml"
+    path.write_text("databases:\n  - name: down\n    dsn: postgresql://postgres:s3cret@127.0.0.1:1/app\n"
+                    f"backups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n"
+                    "retry:\n  attempts: 1\n")
+    run = indexd("--config", str(path), "backup", "run")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith("indexd: down: backup failed: ") and "Connection refused" in run.stderr
+    assert "Is the server running" not in run.stderr and "s3cret" not in run.stderr

@@ -276,3 +276,22 @@ def test_a_role_hypopg_refuses_gets_the_fix_not_silently_less_advice(
     assert "'indexd check' prints the GRANT statements" in err
     code, out, _ = indexd(capsys, config, "check")
     assert code == 1 and f"fix: GRANT EXECUTE ON FUNCTION public.hypopg_reset() TO {app.group};" in out
+
+
+def test_a_partition_another_role_owns_makes_its_table_not_indexable(
+        pg_cluster: EmbeddedCluster, pg_dbname: str, app: Roles, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A build indexes each partition as its owner, and a backup reads it: check counts the partitions' owners."""
+    for statement in ("CREATE TABLE events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)",
+                      "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+                      f"ALTER TABLE events OWNER TO {app.app}",
+                      f"CREATE ROLE {app.other} NOLOGIN", f"ALTER TABLE events_2026 OWNER TO {app.other}"):
+        superuser(pg_cluster, pg_dbname, statement)
+    apply_roles(pg_cluster, pg_dbname, app)
+    config = write_config(config_dir(tmp_path), login_dsn(pg_cluster, pg_dbname, app), tmp_path, app.password)
+    code, out, err = indexd(capsys, config, "check")
+    assert "create indexes: " in out and "2 of 3 tables" in out, out + err
+    assert f"GRANT {app.other} TO {app.group};" in out  # the partition's owner, named with the fix
+    superuser(pg_cluster, pg_dbname, f"ALTER TABLE events_2026 OWNER TO {app.app}")
+    code, out, err = indexd(capsys, config, "check")
+    assert code == 0 and "3 of 3 tables" in out, out + err

@@ -4,6 +4,8 @@ and the lifecycle commands end to end (pause, resume, apply, approve, reject).""
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from datetime import time, timedelta
 from pathlib import Path
 
@@ -144,3 +146,14 @@ def test_apply_in_advise_mode_says_it_builds_nothing(db: Database, pg_conn, pg_d
     insert_recommendation(pg_conn, candidate("public", "t", "a"))
     assert main(["--config", cfg, "apply", "--yes"]) == 0
     assert "nothing is built" in capsys.readouterr().out
+
+
+def test_pause_and_resume_say_it_once_on_the_terminal(db: Database, pg_dsn: str, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, pg_dsn)
+    for argv, said in ((["pause", "--for", "10m", "--reason", "x"], "main: paused by "),
+                       (["resume"], "main: resumed (1 pause(s) ended)")):
+        done = subprocess.run([sys.executable, "-m", "indexd", "--config", cfg, *argv], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(said) and len(done.stdout.splitlines()) == 1
+        assert done.stderr == ""  # not a second time as a log line

@@ -143,6 +143,20 @@ def test_workload_from_pg_stat_statements(shop: psycopg2.extensions.connection, 
     with shop.cursor() as cur:
         cur.execute("SELECT id, status FROM indexd.recommendations")
         assert cur.fetchall() == [(first_id, "pending")]
+    assert _row_of(out, first_id)[1] == "pending"
+    # A person rejects it: the same workload's next advice finds the rejection, and the table says so.
+    assert main(["reject", str(first_id), "--dsn", pg_dsn, "--reason", "not now"]) == 0
+    code, out, _ = _recommend(capsys, pg_dsn)
+    assert code == 0 and _row_of(out, first_id)[1] == "rejected"
+    with shop.cursor() as cur:
+        cur.execute("SELECT id, status FROM indexd.recommendations")
+        assert cur.fetchall() == [(first_id, "rejected")]
+
+
+def _row_of(table: str, rec_id: int) -> list[str]:
+    """The cells of the recommend table's row for this id."""
+    (row,) = [line.split() for line in table.splitlines() if line.split()[:1] == [str(rec_id)]]
+    return row
 
 
 def test_no_save_on_the_captured_workload_writes_nothing(shop: psycopg2.extensions.connection, pg_dsn: str,
@@ -177,9 +191,9 @@ def test_write_heavy_table_gets_nothing_marginal(shop: psycopg2.extensions.conne
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # events takes a flood of inserts; the one read that filters it is rare, so an index there cannot pay
     workload = """
--- calls: 2000000
+-- calls: 20000000
 INSERT INTO events (kind, payload) VALUES ($1, $2);
--- calls: 5
+-- calls: 50
 SELECT count(*) FROM events WHERE kind = $1;
 -- calls: 500
 SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20;

@@ -218,6 +218,7 @@ def test_offline_advice_is_never_built_automatically_and_is_after_approve(make_d
     (rec_id,) = _save(db, _advice("t6", Origin.QUERIES))
     result = _run(db)
     assert result.built == [] and "nothing to build" in (result.message or "")
+    assert "1 pending wait for a person's approval: advice from a query file" in (result.message or "")
     assert _do(db, recs.claim, rec_id, unapproved=True) is None  # the database refuses the claim as well
     assert _row(db, rec_id).status == Status.PENDING and _row(db, rec_id).origin == Origin.QUERIES
     approve(db, rec_id, actor="ann")
@@ -300,7 +301,9 @@ def test_a_reverted_shape_waits_for_a_person_even_in_mode_auto(make_db, pg_conn)
     row = _row(db, again)
     assert again != first and row.status == Status.PENDING
     assert f"reverted before (recommendation #{first})" in (row.reason or "")
-    assert _run(db).built == []  # ... but auto does not build it again and again
+    result = _run(db)
+    assert result.built == []  # ... but auto does not build it again and again, and says why
+    assert "1 pending wait for a person's approval" in (result.message or "") and "reverted before" in result.message
     assert _do(db, recs.claim, again, unapproved=True) is None  # the database refuses the claim as well
     approve(db, again, actor="ann")
     assert [b.recommendation_id for b in _run(db).built] == [again]

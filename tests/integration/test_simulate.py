@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from indexd.simulate import SHAPES, drive, setup, table_counts
+from indexd.simulate import SHAPES, drive, setup, table_counts, time_alone
 
 
 def _one(conn, query: str, params: tuple = ()) -> object:
@@ -101,3 +101,17 @@ def test_cli_on_a_database_that_does_not_exist_is_one_line(pg_dsn: str) -> None:
         assert "Traceback" not in done.stderr
         assert 'indexd: simulate failed: connection to server at' in done.stderr
         assert 'database "no_such_database" does not exist' in done.stderr
+
+
+def test_time_alone_runs_every_shape_the_same_number_of_times(pg_dsn: str, pg_conn) -> None:
+    setup(pg_dsn, "small")
+    _one(pg_conn, "SELECT pg_stat_statements_reset() IS NULL")
+    stats = time_alone(pg_dsn, rounds=3, seed=7)
+    assert stats.errors == 0, stats.last_error
+    assert {s.name: s.calls for s in stats.shapes.values()} == {s.name: 3 for s in SHAPES}
+    assert all(s.mean_ms > 0 and len(s.samples) == 3 for s in stats.shapes.values())
+    assert stats.clients == 1
+    # one warm-up round that is run but not counted
+    calls = _one(pg_conn, "SELECT sum(calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                 "WHERE d.datname = current_database() AND s.query LIKE '%%shop.%%'")
+    assert calls >= 4 * len(SHAPES)

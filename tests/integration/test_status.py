@@ -48,6 +48,7 @@ def test_status_without_a_daemon(pg_cluster: EmbeddedCluster, pg_dbname: str, tm
     code, text, err = _status(cfg)
     assert code == 0, err
     assert "leader: none" in text and "daemon: not reachable (not running" in text and "topsecret" not in text
+    assert "no daemon leads" not in text  # the leader line says it: once
     # Every line of a database's section, its tables included, sits indented under the "== name" heading.
     section = text.split("== main", 1)[1].splitlines()[1:]
     assert section and all(line.startswith("   ") for line in section if line), text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from indexd.advisor.candidates import Candidates, generate
@@ -16,14 +18,14 @@ def col(name: str, typ: str, width: int = 8, nd: float | None = None, **kw) -> C
     return Column(name, typ, avg_width=width, n_distinct=nd, null_frac=kw.pop("null_frac", 0.0), **kw)
 
 
-USERS = Table("public", "users", "r", 100_000, 2000, (
+USERS = Table("public", "users", "r", 100_000, 2000, all_visible_pages=1800, columns=(
     col("id", "bigint", nd=-1), col("email", "text", 24, -1, collation="C"), col("name", "text", 12, -0.5),
     col("status", "text", 6, 3, collation="C", most_common_vals=("done", "new", "pending"),
         most_common_freqs=(0.9, 0.08, 0.02)),
     col("org_id", "integer", 4, 50), col("created_at", "timestamp with time zone", 8, -0.9),
     col("deleted_at", "timestamp with time zone", 8, -0.01, null_frac=0.99),
     col("active", "boolean", 1, 2, most_common_vals=("t", "f"), most_common_freqs=(0.97, 0.03)),
-))
+), )
 ORDERS = Table("public", "orders", "r", 500_000, 9000, (
     col("id", "bigint", nd=-1), col("user_id", "bigint", 8, 80_000), col("total", "numeric", 6, -0.3),
     col("created_at", "timestamp with time zone", 8, -0.8), col("note", "text", 200, -0.9, collation="C"),
@@ -39,7 +41,8 @@ CATALOG = Catalog(
               view_definition=" SELECT users.id, users.email, users.org_id FROM users WHERE users.active;"),
         Table("public", "user_stats", "m", 50_000, 300, (col("user_id", "bigint", nd=-1), col("n", "integer"))),
         Table("My Schema", "Weird Table", "r", 10_000, 100, (col("Col", "integer", 4, 100),
-                                                             col("Other Col", "text", 10, 500, collation="C"))),
+                                                             col("Other Col", "text", 10, 500, collation="C")),
+              all_visible_pages=100),
         Table("public", "remote", "f", 0, 0, (col("id", "integer"),)),
         Table("public", "tiny", "r", 10, 1, (col("a", "integer"),)),
         Table("public", "words", "r", 100_000, 900, (col("title", "text", 30, -1, collation="en_US.utf8"),
@@ -158,7 +161,8 @@ def test_ambiguous_unqualified_column_is_left_out() -> None:
 def test_order_by_with_direction() -> None:
     assert "users(org_id, created_at DESC)" in cands(
         "SELECT * FROM users WHERE org_id = $1 ORDER BY created_at DESC LIMIT 10")
-    assert cands("SELECT * FROM users ORDER BY created_at DESC, id LIMIT 10") == {"users(created_at DESC, id)"}
+    assert cands("SELECT * FROM users ORDER BY created_at DESC, id LIMIT 10") == {"users(created_at DESC, id)",
+                                                                                  "users(created_at DESC)"}
 
 
 def test_order_by_position_and_output_alias() -> None:
@@ -227,6 +231,31 @@ def test_exists_correlates_with_the_outer_table() -> None:
     assert {"orders(user_id, total)", "users(id)"} <= found
     assert "orders(user_id)" in cands(
         "SELECT * FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)")
+
+
+def test_correlated_scalar_subquery_gets_its_own_narrow_candidate() -> None:
+    """`x < (SELECT avg(x) FROM t2 WHERE t2.k = outer.k)`: the subquery's correlation column alone serves each of
+    its executions; the outer scan's (k, x) is only one of the shapes."""
+    result = run("SELECT sum(o.total) FROM orders o JOIN users u ON u.id = o.user_id WHERE u.org_id = $1 "
+                 "AND o.total < (SELECT 0.2 * avg(o2.total) FROM orders o2 WHERE o2.user_id = u.id)")
+    found = {show(c) for c in result.by_statement[0]}
+    assert {"orders(user_id)", "orders(user_id, total)", "users(org_id)"} <= found
+    exists = cands("SELECT * FROM users u WHERE u.org_id = $1 AND EXISTS "
+                   "(SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.created_at > $2)")
+    assert {"orders(user_id, created_at)", "orders(user_id)"} <= exists
+
+
+def test_leading_key_alone_of_every_multi_column_shape() -> None:
+    found = cands("SELECT * FROM users WHERE org_id = $1 AND created_at > $2 ORDER BY created_at LIMIT 5")
+    assert {"users(org_id, created_at)", "users(org_id)"} <= found
+    assert "orders(created_at DESC)" in cands("SELECT id FROM orders ORDER BY created_at DESC, id DESC LIMIT 5")
+
+
+def test_covering_only_where_index_only_scans_are_real() -> None:
+    """INCLUDE pays only when most pages are all-visible (relallvisible / relpages), else the heap is visited."""
+    churned = Catalog(tables={**CATALOG.tables, "public.users": replace(USERS, all_visible_pages=200)})
+    assert "users(org_id) INCLUDE (id)" in cands("SELECT id FROM users WHERE org_id = $1")
+    assert not any("INCLUDE" in c for c in cands("SELECT id FROM users WHERE org_id = $1", catalog=churned))
 
 
 def test_outer_columns_of_plain_subqueries_are_parameters_not_keys() -> None:
@@ -356,6 +385,16 @@ def test_existing_indexes_are_not_proposed_again() -> None:
     result = run("SELECT id FROM users WHERE lower(email) = $1", catalog=catalog)
     assert result.by_statement == [[]]
     assert result.skipped[0].reason == "the indexes public.users would need exist already"
+    # an existing partial index holds too few rows; one with the INCLUDE column serves the covering shape too
+    catalog = Catalog(tables=CATALOG.tables, indexes=(
+        ExistingIndex("public", "users_org_new", "users", ("org_id",), where="status = 'new'",
+                      definition="CREATE INDEX users_org_new ON public.users USING btree (org_id) "
+                                 "WHERE (status = 'new'::text)"),))
+    assert "users(org_id)" in cands("SELECT id FROM users WHERE org_id = $1", catalog=catalog)
+    catalog = Catalog(tables=CATALOG.tables, indexes=(
+        ExistingIndex("public", "users_org", "users", ("org_id", "id"),
+                      definition="CREATE INDEX users_org ON public.users USING btree (org_id DESC, id DESC)"),))
+    assert cands("SELECT id FROM users WHERE org_id = $1", catalog=catalog) == set()
 
 
 @pytest.mark.parametrize("max_columns, expected", [(1, set()), (2, {"users(email, org_id)"})])

@@ -93,3 +93,36 @@ def test_a_usage_error_never_prints_a_password(argv: list[str], capsys: pytest.C
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "hunter2" not in err
+
+
+def test_several_config_problems_are_listed_under_one_heading(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from indexd.cli import main
+
+    config = tmp_path / "indexd.yaml"
+    config.write_text("databases:\n  - name: main\n    dsn: postgresql://u:hunter2@127.0.0.1/app\n"
+                      "    pool: {size: -5}\nbogus_key: 1\n")
+    assert main(["--config", str(config), "status"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "indexd: the configuration has 2 problems:"
+    assert len(lines) == 3 and all(line.startswith("  ") and "(line " in line for line in lines[1:])
+    assert any("bogus_key (line 5)" in line for line in lines) and "hunter2" not in "".join(lines)
+
+
+def test_every_command_shows_examples_that_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from indexd.cli import EXAMPLES, build_parser, main
+
+    commands = list(_commands(build_parser()))
+    assert set(EXAMPLES) == {""} | {" ".join(c) for c in commands}  # every command has its examples
+    for command in [(), *commands]:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        out = capsys.readouterr().out
+        examples = EXAMPLES[" ".join(command)]
+        assert "examples:\n" in out and all(f"  {line}\n" in out for line in examples), command
+        for line in examples:
+            words = shlex.split(line)
+            assert words[0] == "indexd" and tuple(words[1:1 + len(command)]) == command, line
+            build_parser().parse_args(words[1:])  # exits 2 on a wrong example

@@ -208,3 +208,13 @@ def test_every_hypopg_object_the_advisor_calls_is_checked() -> None:
     assert called <= set(HYPOPG_FUNCTIONS)
     views = {v for v in ("hypopg_list_indexes",) if re.search(rf"FROM {v}\b", text)}
     assert views <= set(HYPOPG_VIEWS)
+
+
+def test_tables_a_superuser_owns_are_never_fixed_by_granting_the_superuser() -> None:
+    readings = replace(GOOD, tables=5, indexable=3, table_owners=("app", "postgres"),
+                       superuser_owners=frozenset({"postgres"}))
+    check = missing(readings)["create indexes"]
+    assert check.fix[0].startswith("GRANT app TO indexd_group;")
+    assert not any(f.startswith("GRANT postgres") for f in check.fix)
+    assert check.fix[1].startswith("ALTER TABLE ... OWNER TO <the application's owner role>;")
+    assert "postgres is a superuser, never grant it to indexd_group" in check.fix[1]

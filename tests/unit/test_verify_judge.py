@@ -83,8 +83,15 @@ def test_unused_needs_no_baseline() -> None:
 def test_no_gain_is_reverted() -> None:
     v = judge([st("1", 100, 10.0)], [st("1", 100, 9.8)], 100, S)
     assert v.verdict == "reverted"
-    assert "no gain" in v.reasons[0]
+    assert v.reasons[0] == "no gain: target statements 2.0% faster, below the 5% faster required"
     assert v.evidence["gain_pct"] == pytest.approx(2.0)
+
+
+def test_targets_slower_below_the_regression_floor_say_slower() -> None:
+    # 4% slower: below max_regression_pct, so no regression; the loss reads as one
+    v = judge([st("1", 100, 1.0)], [st("1", 100, 1.04)], 100, S)
+    assert v.verdict == "reverted"
+    assert v.reasons[0] == "no gain: target statements 4.0% slower, below the 5% faster required"
 
 
 def test_target_regression_is_reverted() -> None:

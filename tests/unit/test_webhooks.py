@@ -83,10 +83,9 @@ def test_json_format_carries_event_database_time_host_and_details(notes: Make, t
 def test_slack_format_is_text_only(notes: Make, token_file: str) -> None:
     with receiver() as rec:
         notes(WebhookSettings(url=rec.url, token_file=token_file, format="slack"))
-        events.publish("pause_started", "main", "indexing paused by ann (until resumed): deploy", by="ann")
+        events.publish("pause_started", "main", "by ann (until resumed): deploy", by="ann")
         (got,) = rec.wait_for(1)
-    assert got.body == {"text": "indexd on db1.example: main: indexing paused: indexing paused by ann (until "
-                                "resumed): deploy"}
+    assert got.body == {"text": "indexd on db1.example: main: indexing paused: by ann (until resumed): deploy"}
     assert got.headers["Authorization"] == f"Bearer {TOKEN}"
 
 

@@ -41,8 +41,10 @@ def host_cpu_pct(sample_s: float) -> float:
 
 
 def database_host_cpu(db: Database, throttle: ThrottleSettings, cpu: CpuSampler) -> float | None:
-    """This host's CPU when it is the database server's (see the module); None when it is not measured."""
-    if throttle.host_cpu == "never" or (throttle.host_cpu == "auto" and not is_local(db.settings.dsn)):
+    """This host's CPU when it is the database server's (see the module); None when it is not measured (also
+    when max_cpu_pct is 100: no reading could exceed it, so the sample's seconds are saved)."""
+    if throttle.host_cpu == "never" or (throttle.host_cpu == "auto" and not is_local(db.settings.dsn)) \
+            or throttle.max_cpu_pct >= 100:
         return None
     return cpu(throttle.cpu_sample.total_seconds())
 

@@ -89,6 +89,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (S.ThrottleSettings, "probe_critical_ratio"): between(1.1, 10_000),
     (S.ThrottleSettings, "probe_floor"): span(0, MINUTE),
     (S.ThrottleSettings, "pause_between_builds"): span(0, HOUR),
+    (S.ThrottleSettings, "build_parallel_workers"): between(0, 64),
     (S.RateLimitSettings, "per_hour"): between(0, 1000),
     (S.RateLimitSettings, "per_day"): between(0, 10_000),
     (S.WriteGuardSettings, "writes_per_second"): between(0, 1e9),

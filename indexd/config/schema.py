@@ -92,6 +92,9 @@ class ThrottleSettings:
     probe_critical_ratio: float = 10.0  # a running build is cancelled while the probe stays this far above it
     probe_floor: Duration = timedelta(milliseconds=5)  # a probe less than this above its baseline never counts
     pause_between_builds: Duration = timedelta(seconds=10)  # the application recovers between two builds
+    # max_parallel_maintenance_workers of indexd's builds: 0 keeps a build on one core (on a small server a parallel
+    # build takes every core from the application); raise it where cores are plenty and builds are long.
+    build_parallel_workers: int = 0
 
 
 @dataclass(frozen=True)

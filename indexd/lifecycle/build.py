@@ -147,7 +147,8 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
     schema, ix = db.settings.state_schema, settings.indexing
     lock_s = ix.lock_timeout.total_seconds()
     pid = prepare_session(conn, lock_timeout_s=lock_s, statement_timeout_s=ix.build_timeout.total_seconds(),
-                          maintenance_work_mem=int(ix.maintenance_work_mem))
+                          maintenance_work_mem=int(ix.maintenance_work_mem),
+                          parallel_workers=ix.throttle.build_parallel_workers)
     settled = _settle_existing(db, conn, rec, previous, job_id)
     if settled is not None:
         return settled

@@ -15,6 +15,7 @@ from indexd.db.pool import Database
 from indexd.lifecycle import pacing
 from indexd.lifecycle.apply import apply
 from indexd.lifecycle.build import build_index
+from indexd.lifecycle.ddl import prepare_session
 from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.readings import take_readings
 from indexd.state.recommendations import load_recommendations
@@ -87,3 +88,16 @@ def test_apply_does_not_start_a_build_while_the_probe_is_high(lifecycle_db, pg_c
     result = apply(db, settings, db.settings, readings_fn=CALM_CPU, probe=probe)
     assert result.all_refused and result.refused[0][0] == rec_id
     assert rec_status(pg_conn, rec_id) == "approved" and audit_rows(pg_conn, "create_index") == []
+
+
+def test_a_build_session_uses_the_configured_parallel_workers(lifecycle_db) -> None:
+    db = lifecycle_db()
+    conn = db.dedicated_connection(autocommit=True)
+    try:
+        prepare_session(conn, lock_timeout_s=1, statement_timeout_s=60,
+                        parallel_workers=ThrottleSettings().build_parallel_workers)
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('max_parallel_maintenance_workers')")
+            assert cur.fetchone()[0] == "0"  # the default keeps a build on one core
+    finally:
+        conn.close()

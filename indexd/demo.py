@@ -27,7 +27,7 @@ from typing import Any
 from indexd.advisor.pipeline import advise
 from indexd.advisor.store import save_recommendations
 from indexd.backup.dump import run_backup
-from indexd.backup.verify import test_restore
+from indexd.backup.scratch import test_restore
 from indexd.config.schema import (
     BackupSettings,
     DatabaseSettings,
@@ -115,8 +115,10 @@ def demo_settings(dsn: str, backups_dir: Path, now: datetime) -> tuple[Settings,
         mode="auto",
         min_calls=5,
         windows=(WindowSettings(start=start, end=end, timezone="UTC"),),
+        # No application shares the throw-away cluster: a second between builds is enough to show the pacing.
         throttle=ThrottleSettings(max_cpu_pct=100.0, cpu_sample=timedelta(milliseconds=200),
-                                  max_active_backends_pct=100.0, max_waiting_backends=50),
+                                  max_active_backends_pct=100.0, max_waiting_backends=50,
+                                  pause_between_builds=timedelta(seconds=1)),
         rate_limit=RateLimitSettings(per_hour=50, per_day=100),
         write_guard=WriteGuardSettings(writes_per_second=1_000_000.0),
         verify=VerifySettings(after=timedelta(0), min_calls=10),
@@ -304,4 +306,5 @@ def _backup(settings: Settings, db_settings: DatabaseSettings, result: DemoResul
         r = test_restore(settings, b.id)
         result.backup["restore_verified"] = r.ok
         result.backup["tables_compared"] = r.tables_compared
-        out.append(f"{r.tables_compared} tables restored and counted, {'ok' if r.ok else 'MISMATCH'}")
+        result.backup["restore_test"] = r.result
+        out.append(f"{r.tables_compared} tables restored and counted: {r.result}" + ("" if r.ok else f" ({r.detail})"))

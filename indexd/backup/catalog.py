@@ -27,6 +27,7 @@ from indexd.backup.manifest import (
     check_name,
 )
 from indexd.backup.retention import Decision, decide, policy_from_settings
+from indexd.backup.trial import last_trial
 from indexd.backup.vetting import require_own, vet_manifest
 from indexd.clock import utcnow
 from indexd.config.schema import DatabaseSettings, Settings
@@ -199,10 +200,13 @@ def record_in_catalog(db: DatabaseSettings, info: BackupInfo, *, status: str | N
                       unreachable_level: int = logging.WARNING) -> bool:
     """Mirror a backup into the database's `backups` table. Best effort: False (and a warning) on failure; an
     unreachable database is logged at `unreachable_level` (a backup that failed for that says so already)."""
+    test = last_trial(info.manifest)
     row = CatalogRow(id=info.id, database=info.database, started_at=info.started_at,
                      finished_at=info.finished_at, status=status or info.status, format=info.format,
                      path=str(info.path), size_bytes=info.size_bytes or None, sha256=info.sha256,
-                     verified_at=info.verified_at, error=info.error, manifest=info.manifest or None)
+                     verified_at=info.verified_at, error=info.error, manifest=info.manifest or None,
+                     test_restore_at=test.at if test else None, test_restore_result=test.result if test else None,
+                     test_restore_detail=test.detail if test else None)
     kwargs = connect_kwargs(db)
     kwargs["connect_timeout"] = "5"
     try:

@@ -172,8 +172,12 @@ def run_command(
     check: bool = True,
     grace_s: float = TERMINATE_GRACE_S,
     cwd: str | None = None,
+    stderr_keep: int = _TAIL_LINES,
+    stderr_level: int = logging.INFO,
 ) -> CommandResult:
-    """Run `argv` (no shell) to completion, timeout or cancellation; raise CommandFailed unless it exits 0."""
+    """Run `argv` (no shell) to completion, timeout or cancellation; raise CommandFailed unless it exits 0.
+
+    The last `stderr_keep` lines of stderr are kept in the result; each is logged at `stderr_level`."""
     argv = tuple(str(a) for a in argv)
     name = Path(argv[0]).name
     child_env = {k: v for k, v in os.environ.items() if k not in drop_env}
@@ -188,13 +192,13 @@ def run_command(
     except OSError as exc:
         raise CommandFailed(f"cannot run {name}: {exc.strerror or exc}") from exc
     out: list[str] | deque[str] = [] if capture_stdout else deque(maxlen=_TAIL_LINES)
-    err: deque[str] = deque(maxlen=_TAIL_LINES)
+    err: deque[str] = deque(maxlen=max(1, stderr_keep))
     # Each reader runs in a copy of our context, so its log lines carry the job id of the caller.
     pumps = [
         threading.Thread(target=contextvars.copy_context().run, daemon=True,
                          args=(_pump, proc.stdout, name, out, 0 if capture_stdout else logging.INFO)),
         threading.Thread(target=contextvars.copy_context().run, daemon=True,
-                         args=(_pump, proc.stderr, name, err, logging.INFO)),
+                         args=(_pump, proc.stderr, name, err, stderr_level)),
     ]
     for t in pumps:
         t.start()

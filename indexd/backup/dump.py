@@ -180,7 +180,7 @@ def _take(settings: Settings, db: DatabaseSettings, folder: Path, bid: str, star
                    if db.backups.verify.list_after_backup else None)
         digest, files = checksum_files(final)
         data = _manifest(settings, db, bid, started, snap, digest, files, monotonic() - t0, job_id)
-        data.update(row_counts=counter.counts, pg_dump_s=round(pg_dump_s, 3))
+        data.update(row_counts=counter.counts, table_counters=snap.counters, pg_dump_s=round(pg_dump_s, 3))
         if listing is not None:
             try:
                 data["list_entries"] = listing.result()

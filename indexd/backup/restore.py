@@ -13,7 +13,6 @@ import contextlib
 import logging
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -156,55 +155,16 @@ def drop_database(conn: psycopg2.extensions.connection, name: str) -> None:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-_EXTENSION_ENTRY = re.compile(r"^\d+;\s+\d+\s+\d+\s+(?:EXTENSION - |COMMENT - EXTENSION )(\S+)")
-_SUPERUSER_ONLY = """
-SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM (
-  SELECT name FROM pg_available_extension_versions GROUP BY name HAVING bool_and(superuser AND NOT trusted)) x
- WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-"""
-
-
-def superuser_only_extensions(conn: psycopg2.extensions.connection) -> frozenset[str]:
-    """Extensions the connected role may not create (empty for a superuser): a test restore leaves them out."""
-    with conn.cursor() as cur:
-        cur.execute(_SUPERUSER_ONLY)
-        return frozenset(cur.fetchone()[0])
-
-
-def restore_list(path: Path, leave_out: frozenset[str], folder: Path) -> tuple[Path, list[str]]:
-    """A `pg_restore -L` list of the dump without the EXTENSION entries (and their comments) of `leave_out`;
-    returns the list file and the extensions actually left out."""
-    result = run_command([find_binary("pg_restore"), "--list", str(path)], capture_stdout=True, timeout=600)
-    kept, dropped = [], set()
-    for line in result.stdout:
-        m = _EXTENSION_ENTRY.match(line)
-        if m and m.group(1) in leave_out:
-            dropped.add(m.group(1))
-            continue
-        kept.append(line)
-    target = folder / "restore.list"
-    target.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return target, sorted(dropped)
-
-
 def pg_restore_into(info: BackupInfo, dsn: str, db: DatabaseSettings | None, dbname: str, *, jobs: int,
-                    no_owner: bool = False, cancel: threading.Event | None = None,
-                    leave_out: frozenset[str] = frozenset()) -> list[str]:
-    """Run pg_restore of `info` into the existing, empty database `dbname` on the server of `dsn`, without the
-    extensions in `leave_out` (those the role may not create); returns the extensions left out."""
-    with libpq_connection(dsn, db, dbname=dbname, app="indexd-restore") as conn, \
-            tempfile.TemporaryDirectory(prefix="indexd-restore-") as tmp:
+                    no_owner: bool = False, cancel: threading.Event | None = None) -> None:
+    """Run pg_restore of `info` into the existing, empty database `dbname` on the server of `dsn` (a test restore,
+    which leaves out what its role cannot create, is backup/scratch.py's)."""
+    with libpq_connection(dsn, db, dbname=dbname, app="indexd-restore") as conn:
         argv = [find_binary("pg_restore"), "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}"]
         if no_owner:
             argv += ["--no-owner", "--no-privileges"]
-        dropped: list[str] = []
-        if leave_out:
-            listing, dropped = restore_list(info.path, leave_out, Path(tmp))
-            if dropped:
-                argv += ["--use-list", str(listing)]
         argv += ["--dbname", conn.conninfo, str(info.path)]
         run_command(argv, env=conn.env, drop_env=conn.drop_env, cancel=cancel)
-    return dropped
 
 
 def configured_database(settings: Settings, info: BackupInfo) -> DatabaseSettings | None:

@@ -191,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("id", help="backup id")
     b.add_argument("--restore", action="store_true",
                    help="also restore it into a scratch database and compare row counts (on the backup's own "
-                   "server, or backups.verify.restore_dsn's, or --dsn's)")
+                   "server, or backups.verify.restore_dsn's, or --target-dsn's or --dsn's)")
+    b.add_argument("--target-dsn", metavar="DSN",
+                   help="server to test-restore on, as for restore (default: --dsn's, else "
+                   "backups.verify.restore_dsn, else the backup's own server from the config)")
     _target(b, many=False)
     b = _backup_action("prune", "delete backups the retention policy no longer keeps")
     _target(b)

@@ -10,12 +10,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from indexd.backup import verify
+from indexd.backup import trial, verify
 from indexd.backup.catalog import find_backup, list_backups, prune, record_in_catalog
 from indexd.backup.dump import run_backup
 from indexd.backup.manifest import FOREIGN, BackupInfo
 from indexd.backup.restore import restore as run_restore
 from indexd.backup.retention import Decision, decide, policy_from_settings
+from indexd.backup.scratch import test_restore
 from indexd.cli.common import load, notifying, print_json, print_table, targets
 from indexd.cli.runner import each_database
 from indexd.clock import utcnow
@@ -87,11 +88,15 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     rows: list[dict[str, Any]] = []
     for b in backups:
         d = decisions.get((b.path, b.id))
+        test = trial.last_trial(b.manifest)
         rows.append({
             "database": b.database, "id": b.id, "started_at": b.started_at.isoformat(), "status": b.status,
             "format": b.format, "size_bytes": b.size_bytes, "verified": b.status == "verified",
-            "verified_at": b.verified_at.isoformat() if b.verified_at else None, "path": str(b.path),
-            "policy": d.action if d else None, "policy_reason": d.reason if d else None,
+            "verified_at": b.verified_at.isoformat() if b.verified_at else None,  # when the checksum last matched
+            "checksum_verified_at": b.verified_at.isoformat() if b.verified_at else None,
+            "test_restore_at": test.at.isoformat() if test and test.at else None,
+            "test_restore_result": test.result if test else None, "test_restore_detail": test.detail if test else None,
+            "path": str(b.path), "policy": d.action if d else None, "policy_reason": d.reason if d else None,
             "foreign": b.status == FOREIGN, "foreign_reason": b.error if b.status == FOREIGN else None,
         })
     if args.json:
@@ -101,16 +106,35 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         print("no backups")
         return 0
     print_table(
-        ["id", "database", "started (UTC)", "size", "status", "verified (UTC)", "policy"],
+        ["id", "database", "started (UTC)", "size", "status", "checksum ok (UTC)", "test restore (UTC)", "policy"],
         [[b.id, b.database, _when(b.started_at), _size(b.size_bytes), b.status, _when(b.verified_at),
-          "never touched" if b.status == FOREIGN else r["policy"]] for b, r in zip(backups, rows, strict=True)],
+          _test_cell(r), "never touched" if b.status == FOREIGN else r["policy"]]
+         for b, r in zip(backups, rows, strict=True)],
     )
+    _explain_tests(rows)
     foreign = [b for b in backups if b.status == FOREIGN]
     if foreign:
         print(f"\n{len(foreign)} foreign manifest(s): never deleted, verified or restored by indexd")
         for b in foreign:
             print(f"  {b.path}: {b.error}")
     return 0
+
+
+def _test_cell(row: dict[str, Any]) -> str | None:
+    if not row["test_restore_result"]:
+        return None
+    at = row["test_restore_at"]
+    return f"{row['test_restore_result']} {at[:19].replace('T', ' ') if at else ''}".strip()
+
+
+def _explain_tests(rows: list[dict[str, Any]]) -> None:
+    """Why a test restore was not ok, under the table (for the newest such backup of each database)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["test_restore_result"] and r["test_restore_result"] != trial.Result.OK:
+            latest[r["database"]] = r
+    for r in latest.values():
+        print(f"  test restore of {r['id']}: {r['test_restore_result']}: {r['test_restore_detail']}")
 
 
 # ---- verify ---------------------------------------------------------------------------------------------
@@ -121,35 +145,47 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     server = _test_restore_server(args, settings, info) if args.restore else None
     result = verify.verify_backup(info.path.parent.parent, args.id)
     if result.ok:
-        print(f"{args.id}: checksum ok, {result.list_entries} entries readable")
+        error = find_backup(settings, args.id).error
+        stays = f"; the backup stays failed: {error}" if result.held_failed else ""
+        print(f"{args.id}: checksum ok, {result.list_entries} entries readable{stays}")
     else:
         print(f"{args.id}: verification FAILED", file=sys.stderr)
         for problem in result.problems:
             print(f"  {problem}", file=sys.stderr)
+    ok = result.ok
     if result.ok and args.restore:
-        test = verify.test_restore(settings, args.id, target_dsn=server)
-        if test.ok:
-            print(f"{args.id}: test restore ok, row counts of {test.tables_compared} table(s) match "
-                  f"({human_duration(test.duration_s)})")
-        else:
-            print(f"{args.id}: test restore FAILED", file=sys.stderr)
-            for mismatch in test.mismatches:
-                print(f"  {mismatch}", file=sys.stderr)
-        result = replace(result, ok=test.ok)
+        ok = _test_restore(args, settings, server)
     configured = next((d for d in settings.databases if d.name == info.database), None)
     if configured is not None:
         record_in_catalog(configured, find_backup(settings, args.id))
-    return 0 if result.ok else 1
+    return 0 if ok else 1
+
+
+def _test_restore(args: argparse.Namespace, settings: Settings, server: str | None) -> bool:
+    """The test restore into a scratch database on `server` (None: the backup's own), and what it found."""
+    test = test_restore(settings, args.id, target_dsn=server)
+    took = human_duration(test.duration_s)
+    if test.result == trial.Result.ERROR:
+        print(f"{args.id}: test restore could not run ({took}); the backup is not in question and stays "
+              f"{test.status}:\n  {test.detail}", file=sys.stderr)
+    elif test.ok:
+        print(f"{args.id}: test restore {test.result} ({took}): {test.detail}")
+    else:
+        print(f"{args.id}: test restore FAILED, the backup is now marked failed:", file=sys.stderr)
+        for problem in test.mismatches:
+            print(f"  {problem}", file=sys.stderr)
+    return test.ok
 
 
 def _test_restore_server(args: argparse.Namespace, settings: Settings, info: BackupInfo) -> str | None:
-    """Where `verify --restore` makes its scratch database: --dsn's server, else backups.verify.restore_dsn, else
-    (None) the backup's own server, which must then be in the configuration."""
+    """Where `verify --restore` makes its scratch database: --target-dsn's server (as for restore), else --dsn's,
+    else backups.verify.restore_dsn, else (None) the backup's own server, which must then be in the configuration."""
     configured = next((d for d in settings.databases if d.name == info.database), None)
-    elsewhere = args.dsn or (configured.backups if configured is not None else settings.backups).verify.restore_dsn
+    elsewhere = args.target_dsn or args.dsn or \
+        (configured.backups if configured is not None else settings.backups).verify.restore_dsn
     if configured is None and not elsewhere:
         raise UsageError(f"backup {info.id} belongs to {info.database!r}, which is not in the configuration: "
-                         "pass --dsn DSN to say which server to test-restore it on")
+                         "pass --target-dsn DSN (or --dsn) to say which server to test-restore it on")
     return elsewhere
 
 

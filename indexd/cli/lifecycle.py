@@ -33,6 +33,7 @@ from indexd.lifecycle import health
 from indexd.lifecycle import pause as lifecycle_pause
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.health_text import render_text
+from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.readings import host_cpu_pct, take_readings
 from indexd.lifecycle.unused import DropOutcome, drop_unused
 from indexd.state.migrations import current_version
@@ -84,7 +85,11 @@ def _show_plans(result: lifecycle_apply.ApplyResult) -> None:
     rows = []
     for plan in result.plans:
         rec = plan.recommendation
-        verdict = "would build" if plan.decision.allowed else "refused: " + "; ".join(plan.decision.reasons)
+        if plan.decision.allowed:
+            verdict = "would build" + (f" after a {human_duration(plan.pause_s)} pause between builds"
+                                       if plan.pause_s else "")
+        else:
+            verdict = "refused: " + "; ".join(plan.decision.reasons + ([plan.when] if plan.when else []))
         improvement = "-" if rec.improvement_pct is None else f"{rec.improvement_pct:.1f}%"
         size = human_size(plan.request.table_bytes)
         rows.append([rec.id, rec.status, rec.table, rec.index_name, size, improvement, verdict])
@@ -128,11 +133,15 @@ def _confirm(target: DatabaseSettings, result: lifecycle_apply.ApplyResult) -> b
 def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSettings) -> lifecycle_apply.ApplyResult:
     with open_database(settings, target) as db:
         _require_state(db, "apply")
+        if not args.dry_run:  # what an interrupted run left is settled first, so its recommendations are planned
+            lifecycle_apply.settle_records(db)
         # A plan is a snapshot: one host CPU sample serves every recommendation in it (the real run samples
         # again before each build).
         snapshot = functools.partial(take_readings, cpu=_SampleOnce())
+        # One latency probe for the plan and the run: the plan's samples are the run's first baseline.
+        probe = LatencyProbe(db) if target.indexing.throttle.latency_probe else None
         plan = lifecycle_apply.apply(db, settings, target, dry_run=True, ignore_window=args.now,
-                                     readings_fn=snapshot)
+                                     readings_fn=snapshot, probe=probe)
         print(f"{target.name} (mode {target.indexing.mode}):")
         if plan.message:
             print(f"  {plan.message}")
@@ -143,7 +152,8 @@ def _apply_one(args: argparse.Namespace, settings: Settings, target: DatabaseSet
         if not args.yes and not _confirm(target, plan):
             print("  not confirmed: nothing built")
             return lifecycle_apply.ApplyResult(db.name, target.indexing.mode, message="not confirmed")
-        result = lifecycle_apply.apply(db, settings, target, ignore_window=args.now, progress=_show_progress)
+        result = lifecycle_apply.apply(db, settings, target, ignore_window=args.now, progress=_show_progress,
+                                       probe=probe)
         _show_result(result)
         return result
 

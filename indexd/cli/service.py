@@ -244,6 +244,15 @@ def _print_backups(b: dict[str, Any]) -> None:
         return
     print(f"   backups: {b['count']} on disk")
     if b["latest"]:
-        common.print_table(["id", "status", "started", "size", "verified"],
+        common.print_table(["id", "status", "started", "size", "checksum ok", "test restore"],
                            [(x["id"], x["status"], _when(x["started_at"]), human_size(x["size_bytes"]),
-                             _when(x["verified_at"])) for x in b["latest"]], indent=TABLE_INDENT)
+                             _when(x["verified_at"]), _test(x)) for x in b["latest"]], indent=TABLE_INDENT)
+        newest = b["latest"][0]
+        if newest.get("test_restore_result") not in (None, "ok"):
+            print(f"{TABLE_INDENT}test restore of {newest['id']}: {newest['test_restore_result']}: "
+                  f"{newest['test_restore_detail']}")
+
+
+def _test(backup: dict[str, Any]) -> str | None:
+    result = backup.get("test_restore_result")
+    return None if result is None else f"{result} {_when(backup.get('test_restore_at'))}"

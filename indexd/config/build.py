@@ -192,8 +192,17 @@ def http_exposure(http: S.HttpSettings) -> list[tuple[str, str]]:
                        "without a token; bind to a loopback address such as 127.0.0.1:9470, or set http.token_file")]
 
 
+def probe_ratios(throttle: S.ThrottleSettings) -> list[tuple[str, str]]:
+    """A build is cancelled above the critical ratio and not started above the max one: critical >= max."""
+    if throttle.probe_critical_ratio >= throttle.probe_max_ratio:
+        return []
+    return [("probe_critical_ratio", f"must be at least probe_max_ratio ({throttle.probe_max_ratio:g}): a running "
+                                     "build is cancelled only when latency is worse than what stops a new one")]
+
+
 # Rules over several keys of one built section: (key, problem) pairs, reported at that key's line.
-SECTION_RULES: dict[type, Callable[[Any], list[tuple[str, str]]]] = {S.HttpSettings: http_exposure}
+SECTION_RULES: dict[type, Callable[[Any], list[tuple[str, str]]]] = {S.HttpSettings: http_exposure,
+                                                                     S.ThrottleSettings: probe_ratios}
 
 
 @cache

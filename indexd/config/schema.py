@@ -78,11 +78,25 @@ class WindowSettings:
 
 @dataclass(frozen=True)
 class ThrottleSettings:
-    max_cpu_pct: float = 70.0  # host CPU, sampled over cpu_sample
+    """The load guard: readings of the database server taken before (and during) each build."""
+
+    max_cpu_pct: float = 70.0  # host CPU, sampled over cpu_sample, when host_cpu says it is the database's host
     cpu_sample: Duration = timedelta(seconds=3)
+    # auto: sample this host's CPU only when the DSN reaches the database here (unix socket or loopback address);
+    # always: sample it anyway (indexd runs on the database server under another name); never: do not.
+    host_cpu: Literal["auto", "always", "never"] = "auto"
     max_active_backends_pct: float = 50.0  # active backends / max_connections
     max_waiting_backends: int = 5  # backends waiting on a lock
     max_replica_lag: Duration = timedelta(seconds=30)
+    # The latency probe: round trips of a fixed cheap query against their own recent median (the baseline).
+    latency_probe: bool = True
+    probe_max_ratio: float = 3.0  # no build starts while the probe is this many times its baseline
+    probe_critical_ratio: float = 10.0  # a running build is cancelled while the probe stays this far above it
+    probe_floor: Duration = timedelta(milliseconds=5)  # a probe less than this above its baseline never counts
+    pause_between_builds: Duration = timedelta(seconds=10)  # the application recovers between two builds
+    # max_parallel_maintenance_workers of indexd's builds: 0 keeps a build on one core (on a small server a parallel
+    # build takes every core from the application); raise it where cores are plenty and builds are long.
+    build_parallel_workers: int = 0
 
 
 @dataclass(frozen=True)

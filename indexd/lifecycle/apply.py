@@ -11,6 +11,7 @@ catalog is read again: a recommendation an existing valid index now makes redund
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,24 +26,27 @@ from indexd.db.pool import Database
 from indexd.db.standby import refuse_on_standby
 from indexd.errors import UsageError, first_line
 from indexd.lifecycle import announce
+from indexd.lifecycle.baseline import snapshot_around_build
 from indexd.lifecycle.build import build_index
-from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.cleanup import anything_to_settle, cleanup_invalid
 from indexd.lifecycle.ddl import BuildResult, ProgressCallback
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
-from indexd.lifecycle.leader import Leadership
-from indexd.lifecycle.readings import take_readings
+from indexd.lifecycle.latency import LatencyProbe
+from indexd.lifecycle.leader import Leadership, leading
+from indexd.lifecycle.pacing import ready
+from indexd.lifecycle.readings import drop_decision, take_readings
 from indexd.lifecycle.redundant import Covering, covering_index, supersede
+from indexd.lifecycle.refusal import when_again
 from indexd.state import audit, recommendations
 from indexd.state.recommendations import Status, StoredRecommendation
 
 log = logging.getLogger(__name__)
 
 
-
 class ReadingsFn(Protocol):
     def __call__(self, db: Database, rec: StoredRecommendation, settings: IndexingSettings,
                  leadership: Leadership | None, now: datetime, *, ignore_window: bool = False,
-                 ) -> tuple[BuildRequest, Readings]: ...
+                 probe: LatencyProbe | None = None) -> tuple[BuildRequest, Readings]: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Plan:
     recommendation: StoredRecommendation
     request: BuildRequest
     decision: Decision
+    when: str | None = None  # refused: when the daemon tries again
+    pause_s: float = 0.0  # allowed: the pause between builds still due before it
 
 
 @dataclass
@@ -91,11 +97,15 @@ def apply(
     progress: ProgressCallback | None = None,
     clock: Callable[[], datetime] = utcnow,
     leadership: Leadership | None = None,
+    probe: LatencyProbe | None = None,
+    cancel: threading.Event | None = None,
 ) -> ApplyResult:
-    """Build what the mode allows, one index at a time, through every guard (re-checked before each build).
+    """Build what the mode allows, one index at a time, through every guard (re-checked before each build),
+    pausing between builds (throttle.pause_between_builds).
 
-    A daemon passes the `leadership` it keeps for the database (it stays held afterwards); without one, apply
-    tries to take the database's leadership for this run and gives it back at the end.
+    A daemon passes the `leadership` it keeps for the database (it stays held afterwards) and its latency `probe`
+    (whose baseline outlives a run); without them, apply tries to take the database's leadership for this run
+    and gives it back at the end, and starts a probe of its own. `cancel` ends any wait at once.
     """
     refuse_on_standby(db, "apply")
     ix = db_settings.indexing
@@ -106,23 +116,31 @@ def apply(
                           "(set it to approve or auto)")
         log.info("apply on %s: %s", db.name, result.message)
         return result
-    pending: list[StoredRecommendation] = []
-    with db.connection() as conn:
-        recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
-        if not recs:
-            pending = recommendations.load_recommendations(conn, db.settings.state_schema,
-                                                           statuses=[Status.PENDING])
-    if not recs:
-        result.message = _nothing_to_build(unapproved, len(pending))
-        log.info("apply on %s: %s", db.name, result.message)
-        return result
     own = leadership is None
     lead = Leadership.for_database(db) if leadership is None else leadership
     try:
         if own:
             lead.acquire()  # when another process leads, the leader guard refuses each build below
-        _apply_each(db, settings, db_settings, recs, lead, result, now=now, ignore_window=ignore_window,
-                    dry_run=dry_run, job_id=job_id, readings_fn=readings_fn, progress=progress, clock=clock)
+        if not dry_run and lead.held():
+            _settle(db, settings, db_settings, lead, now or clock(), job_id)
+        pending: list[StoredRecommendation] = []
+        with db.connection() as conn:
+            recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+            if not recs:
+                pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                                                               statuses=[Status.PENDING])
+        if not recs:
+            result.message = _nothing_to_build(unapproved, len(pending))
+            log.info("apply on %s: %s", db.name, result.message)
+            return result
+        probe = probe or (LatencyProbe(db) if ix.throttle.latency_probe else None)
+        run = _Run(db, settings, db_settings, lead, result, job_id, readings_fn, progress, probe,
+                   (lambda: now) if now else clock, cancel or threading.Event())
+        try:
+            _apply_each(run, recs, ignore_window=ignore_window, dry_run=dry_run)
+        finally:
+            if probe is not None:
+                probe.close()
     finally:
         if own:
             lead.release()
@@ -141,33 +159,84 @@ def _nothing_to_build(unapproved: bool, pending: int) -> str:
     return f"nothing to build: no {Status.APPROVED} recommendation and no {Status.PENDING} one mode auto builds{waits}"
 
 
-def _apply_each(db: Database, settings: Settings, db_settings: DatabaseSettings, recs: list[StoredRecommendation],
-                leadership: Leadership, result: ApplyResult, *, now: datetime | None, ignore_window: bool,
-                dry_run: bool, job_id: str | None, readings_fn: ReadingsFn, progress: ProgressCallback | None,
-                clock: Callable[[], datetime]) -> None:
-    ix, cleaned = db_settings.indexing, False
+def settle_records(db: Database, *, leadership: Leadership | None = None) -> None:
+    """The bookkeeping part of what every apply round does first, on its own and changing no index: `apply` on
+    the command line runs it before showing its plan, so a recommendation an interrupted run left in building is
+    in the plan again (the real run drops the leftovers). Only as leader."""
+    with leading(db, leadership) as lead:
+        if lead.held() and anything_to_settle(db):
+            cleanup_invalid(db, drop=False)
+
+
+def _settle(db: Database, settings: Settings, db_settings: DatabaseSettings, lead: Leadership,
+            now: datetime, job_id: str | None) -> None:
+    """First thing in every round, as leader: settle what an interrupted run left (a recommendation stuck in
+    building, an INVALID index of ours), as the daemon does at start-up. The leftovers are dropped only when
+    the guards allow a drop now (pause, bypass, load, leadership; not the window: they only cost); else they wait
+    for a later round, and a build of the same index drops its own leftover first."""
+    if not anything_to_settle(db):
+        return
+    decision = drop_decision(db, settings, db_settings.indexing, lead, now, table="indexd leftovers",
+                             index_name="INVALID leftovers", respect_window=False)
+    if not decision.allowed:
+        log.info("leftovers of interrupted builds on %s not dropped now: %s", db.name, "; ".join(decision.reasons))
+    dropped = cleanup_invalid(db, job_id=job_id, drop=decision.allowed)
+    if dropped:
+        log.info("apply on %s: dropped %d INVALID leftover(s) of interrupted builds: %s", db.name, len(dropped),
+                 ", ".join(dropped))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one apply run carries from build to build."""
+
+    db: Database
+    settings: Settings
+    db_settings: DatabaseSettings
+    leadership: Leadership
+    result: ApplyResult
+    job_id: str | None
+    readings_fn: ReadingsFn
+    progress: ProgressCallback | None
+    probe: LatencyProbe | None
+    clock: Callable[[], datetime]
+    cancel: threading.Event
+
+
+def _apply_each(run: _Run, recs: list[StoredRecommendation], *, ignore_window: bool, dry_run: bool) -> None:
+    db, ix, result, snapped = run.db, run.db_settings.indexing, run.result, False
     for rec in recs:
-        at = now or clock()
-        request, readings = readings_fn(db, rec, ix, leadership, at, ignore_window=ignore_window)
-        decision = decide(request, ix, settings.bypass, readings, at)
+        def ask(at: datetime, rec: StoredRecommendation = rec) -> tuple[BuildRequest, Readings]:
+            return run.readings_fn(db, rec, ix, run.leadership, at, ignore_window=ignore_window, probe=run.probe)
+
+        def judge(request: BuildRequest, readings: Readings, at: datetime) -> Decision:
+            return decide(request, ix, run.settings.bypass, readings, at)
+
+        got = ready(ask, judge, ix.throttle, run.clock, run.cancel.wait, dry_run=dry_run)
+        if got is None:
+            result.message = "stopped: indexd is stopping"
+            return
+        when = when_again(got.decision, ix.schedule.apply, run.clock())
         if dry_run:
-            result.plans.append(Plan(rec, request, decision))
+            result.plans.append(Plan(rec, got.request, got.decision, when, got.pause_s))
             continue
-        if not decision.allowed:
-            result.refused.append((rec.id, decision.reasons))
-            log.info("not building #%s %s: %s", rec.id, rec.index_name, "; ".join(decision.reasons))
+        if not got.decision.allowed:
+            result.refused.append((rec.id, got.decision.reasons + ([when] if when else [])))
+            log.info("not building #%s %s: %s", rec.id, rec.index_name, "; ".join(got.decision.reasons))
             continue
-        if not cleaned:  # leftovers of an interrupted build go first (we lead, so nobody else is building)
-            cleanup_invalid(db, job_id=job_id)
-            cleaned = True
+        if not snapped:  # the edge of the "before" window of this round's builds
+            snapshot_around_build(db, "before building")
+            snapped = True
         covering = _covering(db, rec)
         if covering is not None:  # an equivalent index appeared since the advice: nothing to build
-            result.skipped.append(supersede(db, rec, covering, job_id=job_id))
+            result.skipped.append(supersede(db, rec, covering, job_id=run.job_id))
             continue
-        built = build_index(db, rec, db_settings, job_id=job_id, progress=progress, leadership=leadership,
-                            unapproved=bool(builds_unapproved(ix.mode)))
+        built = build_index(db, rec, run.db_settings, job_id=run.job_id, progress=run.progress,
+                            leadership=run.leadership, unapproved=bool(builds_unapproved(ix.mode)), probe=run.probe)
         {"succeeded": result.built, "failed": result.failed}.get(built.outcome, result.skipped).append(built)
         announce.build_finished(db.name, rec, built)
+        if built.outcome == "succeeded":  # the edge of its "after" window (and the next build's "before")
+            snapshot_around_build(db, f"after building {built.index_name}")
 
 
 def _covering(db: Database, rec: StoredRecommendation) -> Covering | None:

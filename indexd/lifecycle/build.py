@@ -23,7 +23,7 @@ from pglast.parser import ParseError
 from psycopg2 import sql
 
 from indexd.clock import utcnow
-from indexd.config.schema import DatabaseSettings, IndexingSettings
+from indexd.config.schema import DatabaseSettings, IndexingSettings, ThrottleSettings
 from indexd.db.pool import Database, PgConnection
 from indexd.errors import BuildError
 from indexd.lifecycle.ddl import (
@@ -41,6 +41,7 @@ from indexd.lifecycle.ddl import (
 )
 from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
+from indexd.lifecycle.latency import BuildWatch, LatencyProbe, partition_gate
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
 from indexd.state import audit, recommendations
@@ -74,9 +75,11 @@ def check_create_sql(rec: StoredRecommendation) -> None:
 
 
 
-def still_allowed(db: Database, leadership: Leadership | None) -> Checkpoint:
+def still_allowed(db: Database, leadership: Leadership | None, probe: LatencyProbe | None = None,
+                  throttle: ThrottleSettings | None = None) -> Checkpoint:
     """The check between two steps of a partitioned build: an emergency pause, or leadership lost (when the
-    build runs under one), stops it."""
+    build runs under one), stops it; a slow latency probe holds the next step back, for a while (latency.py)."""
+    under_load = partition_gate(probe, throttle or db.settings.indexing.throttle)
 
     def check() -> str | None:
         with db.connection(autocommit=True) as conn:
@@ -85,7 +88,7 @@ def still_allowed(db: Database, leadership: Leadership | None) -> Checkpoint:
             return paused.describe()
         if leadership is not None and not leadership.held():
             return "not the leader any more: another indexd process holds this database's leader lock"
-        return None
+        return under_load()
 
     return check
 
@@ -99,6 +102,7 @@ def build_index(
     progress: ProgressCallback | None = None,
     leadership: Leadership | None = None,
     unapproved: bool = False,
+    probe: LatencyProbe | None = None,
 ) -> BuildResult:
     """Build one recommended index with CREATE INDEX CONCURRENTLY; never raises for a failed build.
 
@@ -109,6 +113,8 @@ def build_index(
     The INVALID leftover of a failure is dropped (audited), after a lock timeout by the next run's cleanup
     (see `deferred`). On a partitioned table the build goes partition by
     partition (see partitioned.py), stopping when a pause begins or the `leadership` it runs under is lost.
+    With a latency `probe`, a plain build is cancelled (and given back) when the latency stays critical, and a
+    partitioned one holds back between partitions while it is high (latency.py).
     """
     check_create_sql(rec)
     schema, ix = db.settings.state_schema, settings.indexing
@@ -119,7 +125,7 @@ def build_index(
     try:
         conn = db.dedicated_connection(autocommit=True)
         try:
-            return _build_on(db, conn, rec, settings, previous, job_id, progress, leadership)
+            return _build_on(db, conn, rec, settings, previous, job_id, progress, leadership, probe)
         finally:
             conn.close()
     except psycopg2.Error as exc:  # before the build started (connecting, preparing): nothing of the index ran
@@ -137,17 +143,18 @@ def build_index(
 
 def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, settings: DatabaseSettings,
               previous: Status, job_id: str | None, progress: ProgressCallback | None,
-              leadership: Leadership | None) -> BuildResult:
+              leadership: Leadership | None, probe: LatencyProbe | None) -> BuildResult:
     schema, ix = db.settings.state_schema, settings.indexing
     lock_s = ix.lock_timeout.total_seconds()
     pid = prepare_session(conn, lock_timeout_s=lock_s, statement_timeout_s=ix.build_timeout.total_seconds(),
-                          maintenance_work_mem=int(ix.maintenance_work_mem))
+                          maintenance_work_mem=int(ix.maintenance_work_mem),
+                          parallel_workers=ix.throttle.build_parallel_workers)
     settled = _settle_existing(db, conn, rec, previous, job_id)
     if settled is not None:
         return settled
     if is_partitioned(conn, rec.table_schema, rec.table_name):
         return build_partitioned(db, conn, rec, pid=pid, settings=ix, previous=previous, job_id=job_id,
-                                 progress=progress, checkpoint=still_allowed(db, leadership))
+                                 progress=progress, checkpoint=still_allowed(db, leadership, probe, ix.throttle))
     before = {"action": "create_index", "index_schema": rec.table_schema, "index_name": rec.index_name,
               "backend_pid": pid,
               "table": f"{rec.table_schema}.{rec.table_name}", "status": previous,
@@ -156,12 +163,15 @@ def _build_on(db: Database, conn: PgConnection, rec: StoredRecommendation, setti
         c, schema, action="create_index", target=f"{rec.table_schema}.{rec.index_name}", sql=rec.create_sql,
         reason=f"recommendation #{rec.id}", before=before, recommendation_id=rec.id, job_id=job_id))
     started = time.monotonic()
+    watch = BuildWatch(probe, db, pid, ix.throttle, rec.index_name)
     try:
-        with ProgressPoller(db, pid, rec.index_name, progress), conn.cursor() as cur:
+        with ProgressPoller(db, pid, rec.index_name, progress), watch, conn.cursor() as cur:
             cur.execute(rec.create_sql)
     except psycopg2.Error as exc:
         failure = classify_build_failure(exc, lock_timeout_s=lock_s, build_timeout_s=ix.build_timeout.total_seconds(),
                                          duration_s=time.monotonic() - started)
+        if watch.fired:  # our own cancel under load: not the index's fault, not an interrupted run
+            failure = BuildFailure(watch.fired, Settle.RELEASE)
         return _build_failed(db, conn, rec, failure, previous, intent, time.monotonic() - started, ix, job_id)
     duration = time.monotonic() - started
     _analyze(conn, rec)

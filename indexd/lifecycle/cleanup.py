@@ -1,4 +1,5 @@
-"""Start-up cleanup: settle what a crash or a stopped server left behind in the middle of index DDL.
+"""Cleanup: settle what a crash or a stopped server left behind in the middle of index DDL (at start-up, and at
+the start of every apply round).
 
 INVALID leftovers of our builds are dropped (ours only: named indexd_*, never anyone else's), and so are the
 pieces of a partitioned build that did not finish: its parent index (INVALID, perhaps with some partitions'
@@ -59,16 +60,26 @@ def _in_flight(conn: PgConnection, state: str) -> set[tuple[str, str]]:
     return busy
 
 
-def cleanup_invalid(db: Database, *, job_id: str | None = None) -> list[str]:
-    """Settle what a crash left behind; run at start-up, while holding leadership.
+def anything_to_settle(db: Database) -> bool:
+    """Whether an interrupted run left something: an INVALID index of ours, or a recommendation in building."""
+    with db.connection(autocommit=True) as conn:
+        if _leftovers(conn):
+            return True
+        return bool(recommendations.load_recommendations(conn, db.settings.state_schema, statuses=[Status.BUILDING]))
 
-    Drops (audited) our leftovers (see the module) that no backend is building, then records the outcome of
-    builds and drops whose process died before it could, and moves recommendations stuck in `building` to
-    built or interrupted. Returns the dropped indexes "schema.name".
+
+def cleanup_invalid(db: Database, *, job_id: str | None = None, drop: bool = True) -> list[str]:
+    """Settle what a crash left behind; run at start-up and at the start of every apply round, while holding
+    leadership.
+
+    Drops (audited) our leftovers (see the module) that no backend is building, unless `drop` is false (a guard
+    refused mutations now: they wait for a later round), then records the outcome of builds and drops whose
+    process died before it could, and moves recommendations stuck in `building` to built or interrupted.
+    Returns the dropped indexes "schema.name".
     """
     with db.connection(autocommit=True) as conn:
         busy = _in_flight(conn, db.settings.state_schema)
-        leftovers = [item for item in _leftovers(conn) if item not in busy]
+        leftovers = [item for item in _leftovers(conn) if item not in busy] if drop else []
     dropped = []
     for schema, name in leftovers:
         result = drop_index_concurrently(db, schema, name, reason="leftover of an interrupted build", job_id=job_id)

@@ -89,8 +89,9 @@ def ms(seconds: float) -> str:
 
 
 def prepare_session(conn: PgConnection, *, lock_timeout_s: float, statement_timeout_s: float,
-             maintenance_work_mem: int | None = None) -> int:
-    """Set this session's timeouts (and memory) for one DDL statement; returns its backend pid."""
+             maintenance_work_mem: int | None = None, parallel_workers: int | None = None) -> int:
+    """Set this session's timeouts (and memory, and the parallel workers a build may use) for one DDL statement;
+    returns its backend pid."""
     with conn.cursor() as cur:
         # client_connection_check_interval: if indexd dies mid-statement the server notices within seconds and
         # stops the build, instead of running it to the end for nobody.
@@ -103,6 +104,8 @@ def prepare_session(conn: PgConnection, *, lock_timeout_s: float, statement_time
         if maintenance_work_mem:
             cur.execute("SELECT set_config('maintenance_work_mem', %s, false)",
                         (f"{max(1024, maintenance_work_mem // 1024)}kB",))
+        if parallel_workers is not None:
+            cur.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(parallel_workers),))
     return pid
 
 

@@ -3,8 +3,8 @@
 When CREATE INDEX CONCURRENTLY gives up waiting for a lock, dropping its INVALID leftover right behind it would
 wait for the very same locks a second time: the application could queue behind indexd's DDL for twice
 lock_timeout in one run. The drop is deferred instead, written to the audit log as a `drop_index` with outcome
-`skipped` and a reason starting "deferred", and done by `cleanup_invalid` in a later run (`apply` runs it before
-its first build, the daemon at start-up), when the lock may be free.
+`skipped` and a reason starting "deferred", and done by `cleanup_invalid` in a later run (every apply round runs
+it first, the daemon at start-up too), when the lock may be free.
 """
 
 from __future__ import annotations

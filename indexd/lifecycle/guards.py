@@ -7,13 +7,19 @@ are taken by `readings.take_readings` right before each mutation, and the clock 
 - bypass: `bypass.enabled` in the configuration refuses every change (indexd only observes and advises);
 - window: outside every maintenance window, or when the build's estimated duration (table bytes / assumed
   throughput) does not fit before the open window closes. `--now` (request.ignore_window) skips this one only;
-- load: host CPU, active backends as a share of max_connections, backends waiting on locks, replica lag;
+- load, read from the database server: active backends as a share of max_connections, backends waiting on
+  locks, replica lag, the latency probe (a fixed cheap query against its own recent median, see latency.py),
+  and host CPU when this host is the database's (throttle.host_cpu; None otherwise: not measured);
 - rate: index builds started in the last hour / day (every create_index intent in the audit log counts,
   whatever its outcome, so restarts and failures do not reset the limit); drops are not builds;
 - write: on a write-heavy table (writes/s above `write_guard.writes_per_second`) a new index must earn its
   upkeep: improvement_pct must exceed write_overhead x `write_guard.min_benefit_ratio` (both from the
   recommendation; an unknown write cost on a write-heavy table is a refusal). Drops only lower write cost;
-- leader: only the process holding the database's leader lock mutates it.
+- leader: only the process holding the database's leader lock mutates it (the refusal names the holder).
+
+Every refusal says what would let the build proceed; `retry_after` says when that may be, and the caller adds
+when indexd asks again (lifecycle/refusal.py). Pacing (throttle.pause_between_builds) is no refusal but a wait
+before a build: `pacing_wait`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from indexd.state.pause import Pause
 from indexd.units import human_duration, human_size
 
 LOAD_BACKOFF = timedelta(minutes=5)  # when the load is too high, look again this much later
+PROBE_RECHECK = timedelta(seconds=15)  # a slow probe is often a burst: look again soon
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
 
@@ -49,19 +56,43 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
+class ProbeReading:
+    """The latency probe now (median of a burst of samples) and its baseline (median of recent samples taken
+    while no build of ours ran; None until there are enough)."""
+
+    current_ms: float
+    baseline_ms: float | None
+    samples: int = 0  # behind the baseline
+
+
+def probe_excess(reading: ProbeReading | None, ratio: float, floor_ms: float) -> float | None:
+    """How many times its baseline the probe is, when that is at least `ratio` times and `floor_ms` above it
+    (None otherwise, or without a baseline)."""
+    if reading is None or not reading.baseline_ms or reading.baseline_ms <= 0:
+        return None
+    times = reading.current_ms / reading.baseline_ms
+    if times >= ratio and reading.current_ms - reading.baseline_ms >= floor_ms:
+        return times
+    return None
+
+
+@dataclass(frozen=True)
 class Readings:
     """The state of the world right before a mutation (taken by readings.take_readings)."""
 
     taken_at: datetime
     is_leader: bool
     pause: Pause | None
-    cpu_pct: float
+    cpu_pct: float | None  # None: not measured (the database runs on another host)
     active_backends: int
     max_connections: int
     waiting_backends: int
     replica_lag_s: float | None  # None: no replica connected
     build_starts: tuple[datetime, ...]  # create_index intents of the last day, any order
     table_writes_per_second: float = 0.0
+    probe: ProbeReading | None = None  # None: probe off or unavailable
+    leader_holder: str | None = None  # who holds the leader lock, when we do not
+    last_build_end: datetime | None = None  # the last create_index outcome, for pacing
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,7 @@ class Decision:
     allowed: bool
     reasons: list[str]
     retry_after: datetime | None  # earliest time worth asking again; None when no end is foreseeable
+    guards: tuple[str, ...] = ()  # the guard of each reason: pause, bypass, window, load, rate, write, leader
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -86,13 +118,16 @@ def _when(moment: datetime) -> str:
 
 def check_pause(readings: Readings) -> list[_Refusal]:
     p = readings.pause
-    return [] if p is None else [_Refusal(p.describe(), p.until)]
+    if p is None:
+        return []
+    return [_Refusal(p.describe() + ("" if p.until else "; 'indexd resume' ends it"), p.until)]
 
 
 def check_bypass(bypass: BypassSettings) -> list[_Refusal]:
     if not bypass.enabled:
         return []
-    return [_Refusal(f"bypass is enabled in the configuration: {bypass.reason or 'no reason given'}", None)]
+    return [_Refusal(f"bypass is enabled in the configuration: {bypass.reason or 'no reason given'} (set "
+                     "bypass.enabled to false to allow changes)", None)]
 
 
 def check_window(request: BuildRequest, settings: IndexingSettings, now: datetime) -> list[_Refusal]:
@@ -115,22 +150,38 @@ def check_window(request: BuildRequest, settings: IndexingSettings, now: datetim
 
 
 def check_load(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
+    """The database server's load; each refusal names the reading, its limit (the key that sets it) and waits
+    for the reading to fall below it."""
     t, r = settings.throttle, readings
     later = now + LOAD_BACKOFF
     out = []
-    if r.cpu_pct > t.max_cpu_pct:
-        out.append(_Refusal(f"host CPU at {r.cpu_pct:.0f}% is above {t.max_cpu_pct:g}%", later))
+    if r.cpu_pct is not None and r.cpu_pct > t.max_cpu_pct:
+        out.append(_Refusal(f"load: database host CPU at {r.cpu_pct:.0f}% > limit {t.max_cpu_pct:g}% "
+                            "(indexing.throttle.max_cpu_pct)", later))
     share = 100.0 * r.active_backends / max(1, r.max_connections)
     if share > t.max_active_backends_pct:
-        out.append(_Refusal(f"{r.active_backends} active backends are {share:.0f}% of max_connections "
-                            f"{r.max_connections}, above {t.max_active_backends_pct:g}%", later))
+        out.append(_Refusal(f"load: {r.active_backends} active backends = {share:.0f}% of max_connections "
+                            f"{r.max_connections} > limit {t.max_active_backends_pct:g}% "
+                            "(indexing.throttle.max_active_backends_pct)", later))
     if r.waiting_backends > t.max_waiting_backends:
-        out.append(_Refusal(f"{r.waiting_backends} backends are waiting on locks, more than "
-                            f"{t.max_waiting_backends}", later))
+        out.append(_Refusal(f"load: {r.waiting_backends} backends waiting on locks > limit {t.max_waiting_backends} "
+                            "(indexing.throttle.max_waiting_backends)", later))
     max_lag = t.max_replica_lag.total_seconds()
     if r.replica_lag_s is not None and r.replica_lag_s > max_lag:
-        out.append(_Refusal(f"replica lag {human_duration(r.replica_lag_s)} is above {human_duration(max_lag)}", later))
-    return out
+        out.append(_Refusal(f"load: replica lag {human_duration(r.replica_lag_s)} > limit {human_duration(max_lag)} "
+                            "(indexing.throttle.max_replica_lag)", later))
+    return out + check_probe(settings, readings, now)
+
+
+def check_probe(settings: IndexingSettings, readings: Readings, now: datetime) -> list[_Refusal]:
+    """No build starts while the latency probe is probe_max_ratio times its baseline (and probe_floor above it)."""
+    t, reading = settings.throttle, readings.probe
+    times = probe_excess(reading, t.probe_max_ratio, t.probe_floor.total_seconds() * 1000)
+    if times is None or reading is None or reading.baseline_ms is None:
+        return []
+    return [_Refusal(f"load: query latency probe {reading.current_ms:.1f} ms = {times:.1f}x its recent median "
+                     f"{reading.baseline_ms:.1f} ms > limit {t.probe_max_ratio:g}x "
+                     "(indexing.throttle.probe_max_ratio)", now + PROBE_RECHECK)]
 
 
 def _rate(starts: list[datetime], limit: int, period: timedelta, label: str, now: datetime) -> list[_Refusal]:
@@ -139,7 +190,10 @@ def _rate(starts: list[datetime], limit: int, period: timedelta, label: str, now
         return []
     # Allowed again once enough of the recent builds have left the period to bring the count under the limit.
     retry = recent[len(recent) - limit] + period if limit > 0 else None
-    return [_Refusal(f"rate limit: {len(recent)} index builds started in the last {label} (limit {limit})", retry)]
+    key = f"indexing.rate_limit.per_{label}"
+    then = f"the next may start at {_when(retry)}" if retry else f"no build may start while {key} is 0"
+    return [_Refusal(f"rate limit: {len(recent)} index builds started in the last {label} (limit {limit}, {key}); "
+                     f"{then}", retry)]
 
 
 def check_rate(request: BuildRequest, settings: IndexingSettings, readings: Readings,
@@ -169,17 +223,36 @@ def check_write(request: BuildRequest, settings: IndexingSettings, readings: Rea
 def check_leader(readings: Readings) -> list[_Refusal]:
     if readings.is_leader:
         return []
-    return [_Refusal("not the leader: another indexd process holds this database's leader lock", None)]
+    who = f" ({readings.leader_holder})" if readings.leader_holder else ""
+    return [_Refusal(f"not the leader: another indexd process holds this database's leader lock{who}; that process "
+                     "builds what is approved at its own apply runs", None)]
+
+
+def pacing_wait(last_build_end: datetime | None, pause: timedelta, now: datetime) -> timedelta:
+    """How long to wait before the next build so that `pause` separates it from the last one: zero if it does,
+    never more than `pause` (a clock that went back, or a last build "in the future", waits one pause)."""
+    if last_build_end is None or pause <= timedelta(0):
+        return timedelta(0)
+    return min(pause, max(timedelta(0), last_build_end + pause - now))
+
+
+def combine(checks: list[tuple[str, list[_Refusal]]]) -> Decision:
+    """One decision from each guard's refusals: allowed when none refused; else every reason, and the time when
+    all of them may have ended (None when one has no foreseeable end)."""
+    found = [(guard, r) for guard, refusals in checks for r in refusals]
+    if not found:
+        return Decision(True, [], None)
+    ends = [r.retry_after for _, r in found]
+    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+    return Decision(False, [r.reason for _, r in found], retry, tuple(guard for guard, _ in found))
 
 
 def decide(request: BuildRequest, settings: IndexingSettings, bypass: BypassSettings, readings: Readings,
            now: datetime) -> Decision:
     """Every guard's verdict on building `request` at `now`; allowed only when none refuses."""
-    refusals = (check_pause(readings) + check_bypass(bypass) + check_window(request, settings, now)
-                + check_load(settings, readings, now) + check_rate(request, settings, readings, now)
-                + check_write(request, settings, readings, now) + check_leader(readings))
-    if not refusals:
-        return Decision(True, [], None)
-    ends = [r.retry_after for r in refusals]
-    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
-    return Decision(False, [r.reason for r in refusals], retry)
+    return combine([
+        ("pause", check_pause(readings)), ("bypass", check_bypass(bypass)),
+        ("window", check_window(request, settings, now)), ("load", check_load(settings, readings, now)),
+        ("rate", check_rate(request, settings, readings, now)),
+        ("write", check_write(request, settings, readings, now)), ("leader", check_leader(readings)),
+    ])

@@ -1,9 +1,11 @@
-"""Readings for the guards, taken right before each mutation: host CPU (psutil), backends from
-pg_stat_activity, replica lag from pg_stat_replication, the active pause, recent builds (audit log), the
-table's write rate and size, and whether we still hold leadership.
+"""Readings for the guards, taken right before each mutation: backends from pg_stat_activity, replica lag from
+pg_stat_replication, the latency probe (latency.py), the active pause, recent builds and the last build's end
+(audit log), the table's write rate and size, whether we still hold leadership (and who does, when we do not),
+and host CPU (psutil).
 
-All the I/O of the decision lives here, so `guards.decide` stays pure. Host CPU is that of the machine indexd
-runs on: when PostgreSQL runs elsewhere, the backend and lag readings still describe the server's load.
+All the I/O of the decision lives here, so `guards.decide` stays pure. Every reading describes the database
+server: host CPU is that of the machine indexd runs on, so it is read only when that machine is the database's
+(throttle.host_cpu: auto when the DSN reaches it through a unix socket or a loopback address, or always).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from datetime import datetime, timedelta
 import psutil
 import psycopg2.errors
 
-from indexd.config.schema import IndexingSettings, Settings
+from indexd.config.schema import IndexingSettings, Settings, ThrottleSettings
+from indexd.db.locality import is_local
 from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle import guards
 from indexd.lifecycle.guards import BuildRequest, Decision, Readings
+from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership
-from indexd.state import audit
+from indexd.state import audit, job_runs
 from indexd.state.pause import active_pause
 from indexd.state.recommendations import StoredRecommendation
 
@@ -34,6 +38,43 @@ READINGS_LOCK_TIMEOUT = timedelta(milliseconds=300)  # readings never queue behi
 def host_cpu_pct(sample_s: float) -> float:
     """Host CPU use in percent over `sample_s` seconds (blocks that long)."""
     return float(psutil.cpu_percent(interval=max(0.1, sample_s)))
+
+
+def database_host_cpu(db: Database, throttle: ThrottleSettings, cpu: CpuSampler) -> float | None:
+    """This host's CPU when it is the database server's (see the module); None when it is not measured (also
+    when max_cpu_pct is 100: no reading could exceed it, so the sample's seconds are saved)."""
+    if throttle.host_cpu == "never" or (throttle.host_cpu == "auto" and not is_local(db.settings.dsn)) \
+            or throttle.max_cpu_pct >= 100:
+        return None
+    return cpu(throttle.cpu_sample.total_seconds())
+
+
+_HOLDER = """
+SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr), a.client_hostname, a.client_port,
+       a.backend_start
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
+"""
+
+
+def leader_holder(conn: PgConnection, key: int, state_schema: str) -> str | None:
+    """Who holds the leader lock `key` (its session in pg_stat_activity, and the last apply run any process
+    recorded), for the refusal; None when nobody does (or it cannot be seen: pg_read_all_stats shows it)."""
+    with conn.cursor() as cur:
+        cur.execute(_HOLDER, (key,))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    pid, app, addr, hostname, port, since = row
+    if since is None:  # another role's session, and no pg_read_all_stats: only its pid is visible
+        text = f"its session: backend pid {pid}"
+    else:
+        where = f"{hostname or addr}:{port}" if addr else "a local socket"
+        text = f"its session: backend pid {pid}, {app or 'no application name'}, from {where}, since {since:%H:%M %Z}"
+    last = job_runs.last_started(conn, state_schema, "apply")
+    return text + (f"; the last apply run started at {last:%Y-%m-%d %H:%M %Z}" if last else "")
 
 
 @dataclass(frozen=True)
@@ -121,21 +162,26 @@ def gather_readings(
     now: datetime,
     *,
     cpu: CpuSampler = host_cpu_pct,
+    probe: LatencyProbe | None = None,
 ) -> tuple[int, Readings]:
     """The readings before a mutation of an index on this table, and the table's heap size in bytes.
-    Leadership is checked last, after the CPU sample, so it is as fresh as possible."""
-    cpu_pct = cpu(settings.throttle.cpu_sample.total_seconds())
+    Leadership is checked last, after the CPU sample and the probe, so it is as fresh as possible."""
+    cpu_pct = database_host_cpu(db, settings.throttle, cpu)
+    reading = probe.burst(settings.throttle) if probe is not None and settings.throttle.latency_probe else None
     schema = db.settings.state_schema
     with db.connection(lock_timeout=READINGS_LOCK_TIMEOUT) as conn:
         load = server_load(conn)
         table_bytes, writes = table_facts(conn, table_schema, table_name)
         paused = active_pause(conn, schema, now)
         starts = audit.build_starts_since(conn, schema, now - timedelta(days=1))
+        last_end = audit.last_build_end(conn, schema)
+        leads = leadership is not None and leadership.held()
+        holder = None if leads or leadership is None else leader_holder(conn, leadership.key, schema)
     readings = Readings(
-        taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused, cpu_pct=cpu_pct,
+        taken_at=now, is_leader=leads, pause=paused, cpu_pct=cpu_pct,
         active_backends=load.active_backends, max_connections=load.max_connections,
         waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=tuple(starts),
-        table_writes_per_second=writes,
+        table_writes_per_second=writes, probe=reading, leader_holder=holder, last_build_end=last_end,
     )
     log.debug("readings for %s.%s: %s", table_schema, table_name, readings)
     return table_bytes, readings
@@ -150,10 +196,12 @@ def take_readings(
     *,
     ignore_window: bool = False,
     cpu: CpuSampler = host_cpu_pct,
+    probe: LatencyProbe | None = None,
 ) -> tuple[BuildRequest, Readings]:
     """Everything `decide` needs about building `rec` now: the request (with the table's current size) and
     the readings."""
-    table_bytes, readings = gather_readings(db, rec.table_schema, rec.table_name, settings, leadership, now, cpu=cpu)
+    table_bytes, readings = gather_readings(db, rec.table_schema, rec.table_name, settings, leadership, now, cpu=cpu,
+                                            probe=probe)
     return build_request(rec, table_bytes, ignore_window=ignore_window), readings
 
 
@@ -176,19 +224,15 @@ def drop_decision(
     maintenance window applies only when `respect_window`: dropping an unused index can wait for it, reverting
     one that made things worse should not. The rate limit never applies: it counts builds, and a revert undoes one.
     """
-    cpu_pct = cpu(indexing.throttle.cpu_sample.total_seconds())
+    cpu_pct = database_host_cpu(db, indexing.throttle, cpu)
     with db.connection() as conn:
         load = server_load(conn)
         paused = active_pause(conn, db.settings.state_schema, now)
     found = Readings(taken_at=now, is_leader=leadership is not None and leadership.held(), pause=paused,
                      cpu_pct=cpu_pct, active_backends=load.active_backends, max_connections=load.max_connections,
                      waiting_backends=load.waiting_backends, replica_lag_s=load.replica_lag_s, build_starts=())
-    refusals = (guards.check_pause(found) + guards.check_bypass(settings.bypass)
-                + guards.check_load(indexing, found, now) + guards.check_leader(found))
-    if respect_window:
-        refusals += guards.check_window(BuildRequest(0, table, index_name, table_bytes=0), indexing, now)
-    if not refusals:
-        return Decision(True, [], None)
-    ends = [r.retry_after for r in refusals]
-    retry = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
-    return Decision(False, [r.reason for r in refusals], retry)
+    window = guards.check_window(BuildRequest(0, table, index_name, table_bytes=0), indexing, now) \
+        if respect_window else []
+    return guards.combine([("pause", guards.check_pause(found)), ("bypass", guards.check_bypass(settings.bypass)),
+                           ("load", guards.check_load(indexing, found, now)), ("leader", guards.check_leader(found)),
+                           ("window", window)])

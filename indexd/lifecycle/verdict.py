@@ -236,6 +236,21 @@ def window_stats(
     return totals
 
 
+def has_baseline(stats: Iterable[StatementStats], min_calls: int) -> bool:
+    """Whether some target statement ran at least min_calls times in a window (what `judge` compares)."""
+    return any(s.target and s.calls >= max(1, min_calls) for s in stats)
+
+
+def cumulative_stats(rows: Iterable[SnapshotRow]) -> dict[int, tuple[str, int, float]]:
+    """Calls and time per queryid in one snapshot's cumulative counters: everything since pg_stat_statements
+    was last reset (the window from that reset to the snapshot)."""
+    totals: dict[int, tuple[str, int, float]] = {}
+    for r in rows:
+        _query, calls, time_ms = totals.get(r.queryid, (r.query, 0, 0.0))
+        totals[r.queryid] = (r.query, calls + r.calls, time_ms + r.total_time_ms)
+    return totals
+
+
 def normalise_query(text: str) -> str:
     """Statement text as a matching key: whitespace collapsed, trailing semicolons dropped, lower case."""
     return re.sub(r"\s+", " ", text).strip().rstrip(";").strip().lower()

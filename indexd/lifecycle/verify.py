@@ -25,6 +25,8 @@ from indexd.lifecycle.verdict import (
     SnapshotRow,
     Verdict,
     VerdictName,
+    cumulative_stats,
+    has_baseline,
     judge,
     statement_stats,
     target_keys,
@@ -58,9 +60,14 @@ SELECT s.id, s.taken_at, s.stats_reset, ss.queryid, ss.userid, ss.toplevel, ss.q
 """
 
 
+def _like(table: str) -> str:
+    """An ILIKE pattern for statements naming the table (a cheap pre-filter; `statement_stats` decides)."""
+    return "%" + table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _window(conn: PgConnection, schema: str, start: datetime, end: datetime, ids: set[int],
             table: str) -> dict[int, tuple[str, int, float]]:
-    like = "%" + table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    like = _like(table)
     with conn.cursor() as cur:
         cur.execute(sql.SQL(_SNAPSHOT_ROWS).format(s=sql.Identifier(schema)), (start, end, list(ids), like))
         rows = [SnapshotRow(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], int(r[7]), float(r[8]))
@@ -101,11 +108,41 @@ def gather(conn: PgConnection, state_schema: str, item: BuiltIndex, lookback: ti
         what = "no longer exists" if not exists else "is invalid"
         return Verdict("reverted", (f"the index {what}",), {"exists": exists, "valid": valid, "windows": window})
     ids, texts = target_keys(item.queries)
-    before = _window(conn, state_schema, item.build_started - lookback, item.build_started, ids, item.table)
+    before = statement_stats(_window(conn, state_schema, item.build_started - lookback, item.build_started, ids,
+                                     item.table), ids, texts, item.table)
+    baseline = "look-back"
+    if not has_baseline(before, settings.min_calls):
+        since_reset = _since_reset(conn, state_schema, item.build_started, ids, item.table)
+        if since_reset is not None:
+            before, baseline = statement_stats(since_reset[0], ids, texts, item.table), since_reset[1]
     after = _window(conn, state_schema, after_start, now, ids, item.table)
-    verdict = judge(statement_stats(before, ids, texts, item.table), statement_stats(after, ids, texts, item.table),
-                    scans, settings)
-    return Verdict(verdict.verdict, verdict.reasons, {**verdict.evidence, "windows": window})
+    verdict = judge(before, statement_stats(after, ids, texts, item.table), scans, settings)
+    return Verdict(verdict.verdict, verdict.reasons, {**verdict.evidence, "windows": window, "baseline": baseline})
+
+
+_LAST_BEFORE = """
+SELECT s.id, s.taken_at, s.stats_reset, ss.queryid, ss.userid, ss.toplevel, ss.query, ss.calls, ss.total_exec_time
+  FROM {s}.snapshots s JOIN {s}.statement_snapshots ss ON ss.snapshot_id = s.id
+ WHERE s.id = (SELECT id FROM {s}.snapshots WHERE taken_at <= %s ORDER BY taken_at DESC, id DESC LIMIT 1)
+   AND (ss.queryid = ANY(%s) OR ss.query ILIKE %s)
+"""
+
+
+def _since_reset(conn: PgConnection, schema: str, build_started: datetime, ids: set[int],
+                 table: str) -> tuple[dict[int, tuple[str, int, float]], str] | None:
+    """The baseline when the look-back before a build holds too few calls (no capture ran before the one `apply`
+    takes right before building): the last snapshot before the build, whose cumulative counters cover
+    everything since pg_stat_statements was last reset. None when there is no snapshot before the build."""
+    like = _like(table)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(_LAST_BEFORE).format(s=sql.Identifier(schema)), (build_started, list(ids), like))
+        rows = [SnapshotRow(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], int(r[7]), float(r[8]))
+                for r in cur.fetchall()]
+    if not rows:
+        return None
+    first = rows[0]
+    since = first.stats_reset.isoformat() if first.stats_reset else "the extension's start"
+    return cumulative_stats(rows), f"since the statistics reset at {since} (snapshot {first.snapshot_id})"
 
 
 # ---- storing and acting -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import psutil
 from indexd.db.standby import STANDBY, is_standby
 from indexd.errors import ConnectionFailed, first_line
 from indexd.lifecycle.cleanup import cleanup_invalid
+from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.preflight_readings import log_missing
 from indexd.service.runtime import DatabaseRuntime, Runtime
@@ -72,6 +73,7 @@ def ensure_prepared(target: DatabaseRuntime) -> None:
         if not target.prepared:
             log_missing(target.db)  # what `indexd check` would say is missing: one line each, once
             target.leadership = Leadership.for_database(target.db, target.coordinator, announce_changes=True)
+            target.latency = LatencyProbe(target.db)
         target.standby = standby
         target.prepared = True
 

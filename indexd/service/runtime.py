@@ -66,6 +66,7 @@ class DatabaseRuntime:
     db: Database
     leadership: Any = None  # indexd.lifecycle.leader.Leadership once prepared
     coordinator: Any = None  # the indexd.lifecycle.coordination.Coordinator of its server (None: one of its own)
+    latency: Any = None  # indexd.lifecycle.latency.LatencyProbe once prepared: its baseline spans apply runs
     prepared: bool = False  # state schema migrated, leadership object made
     settled: bool = False  # INVALID leftovers of earlier runs cleaned up (done once, as leader)
     standby: bool = False  # its server is a hot standby: read-only, nothing is written or built (db/standby.py)

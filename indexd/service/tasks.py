@@ -17,7 +17,7 @@ from indexd.advisor.store import save_recommendations
 from indexd.backup.catalog import list_backups
 from indexd.backup.catalog import prune as prune_backups
 from indexd.backup.dump import run_backup
-from indexd.backup.verify import test_restore
+from indexd.backup.scratch import test_restore
 from indexd.config.schema import Settings
 from indexd.db.standby import STANDBY
 from indexd.lifecycle.apply import apply as run_apply
@@ -78,7 +78,8 @@ def advise(env: TaskEnv) -> TaskResult:
 
 def apply(env: TaskEnv) -> TaskResult:
     t = env.target
-    result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership)
+    result = run_apply(t.db, env.settings, t.settings, now=env.now, job_id=env.job_id, leadership=t.leadership,
+                       probe=t.latency, cancel=env.cancel)
     t.count("indexes_built", sum(1 for b in result.built if b.outcome == "succeeded"))
     t.count("index_build_failures", len(result.failed))
     built = [b for b in result.built if b.outcome == "succeeded"]
@@ -123,10 +124,10 @@ def backup_verify(env: TaskEnv) -> TaskResult:
                                      "backups.verify.restore_dsn to test-restore on another server")
     latest = max(good, key=lambda b: b.started_at)
     res = test_restore(env.settings, latest.id, target_dsn=elsewhere, now=env.now, cancel=env.cancel)
-    if not res.ok:
-        return TaskResult("failed", f"test restore of {latest.id} failed: {'; '.join(res.mismatches)}")
-    return TaskResult("ok", f"backup {latest.id} restored into a scratch database, {res.tables_compared} tables "
-                            f"match ({human_duration(res.duration_s)})")
+    if not res.ok:  # a data problem (the backup is now failed), or the test could not run here (it is not)
+        return TaskResult("failed", f"test restore of {latest.id} {res.result} (backup {res.status}): {res.detail}")
+    return TaskResult("ok", f"backup {latest.id} restored into a scratch database: {res.result}, {res.detail} "
+                            f"({human_duration(res.duration_s)})")
 
 
 def prune(env: TaskEnv) -> TaskResult:

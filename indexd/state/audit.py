@@ -167,6 +167,17 @@ def build_starts_since(conn: PgConnection, schema: str, since: datetime) -> list
         return [row[0] for row in cur.fetchall()]
 
 
+def last_build_end(conn: PgConnection, schema: str) -> datetime | None:
+    """When the last index build ended (its create_index outcome, whatever it was): pacing counts from there."""
+    statement = _sql.SQL(
+        "SELECT max(at) FROM {}.mutation_log WHERE action = 'create_index' AND phase = 'outcome'"
+    ).format(_sql.Identifier(schema))
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def unfinished_intents(conn: PgConnection, schema: str, actions: tuple[str, ...],
                        older_than_s: float = 0) -> list[tuple[int, dict[str, Any]]]:
     """Intents of these actions, older than `older_than_s`, that never got an outcome: (id, before)."""

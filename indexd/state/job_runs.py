@@ -38,3 +38,12 @@ def record_run(conn: PgConnection, schema: str, *, job: str, job_id: str, starte
                         " VALUES (%s, %s, %s, now(), %s, %s)").format(sql.Identifier(schema))
     with conn.cursor() as cur:
         cur.execute(statement, (job, job_id, started_at, outcome, message[:MESSAGE_CHARS]))
+
+
+def last_started(conn: PgConnection, schema: str, job: str) -> datetime | None:
+    """When the last run of `job` (by any process) started; None when it never ran."""
+    statement = sql.SQL("SELECT max(started_at) FROM {}.job_runs WHERE job = %s").format(sql.Identifier(schema))
+    with conn.cursor() as cur:
+        cur.execute(statement, (job,))
+        row = cur.fetchone()
+    return None if row is None else row[0]

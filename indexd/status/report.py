@@ -14,6 +14,8 @@ from typing import Any
 from psycopg2 import sql
 
 from indexd.backup.catalog import list_backups
+from indexd.backup.manifest import BackupInfo
+from indexd.backup.trial import last_trial
 from indexd.config.schedule import job_specs
 from indexd.config.schema import DatabaseSettings, Settings
 from indexd.config.secrets import read_token
@@ -115,9 +117,15 @@ def _backups(settings: Settings, db: DatabaseSettings) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - status shows what it can
         return {"enabled": True, "error": str(exc)}
     latest = sorted(found, key=lambda b: b.started_at, reverse=True)[:5]
-    return {"enabled": True, "count": len(found),
-            "latest": [{"id": b.id, "status": b.status, "started_at": b.started_at, "size_bytes": b.size_bytes,
-                        "verified_at": b.verified_at} for b in latest]}
+    return {"enabled": True, "count": len(found), "latest": [_backup(b) for b in latest]}
+
+
+def _backup(b: BackupInfo) -> dict[str, Any]:
+    """One backup with its two facts: when its checksum last matched, and its last test restore."""
+    test = last_trial(b.manifest)
+    return {"id": b.id, "status": b.status, "started_at": b.started_at, "size_bytes": b.size_bytes,
+            "verified_at": b.verified_at, "test_restore_at": test.at if test else None,
+            "test_restore_result": test.result if test else None, "test_restore_detail": test.detail if test else None}
 
 
 def database_state(settings: Settings, dbs: DatabaseSettings, now: datetime) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from indexd.advisor.pipeline import advise
 from indexd.advisor.store import save_recommendations
 from indexd.clock import utcnow
-from indexd.config.schema import RateLimitSettings, Settings
+from indexd.config.schema import RateLimitSettings, Settings, ThrottleSettings
 from indexd.db.pool import Database
 from indexd.errors import UsageError
 from indexd.lifecycle.apply import apply, approve, reject
@@ -36,6 +36,7 @@ def make_db(lifecycle_db):
     """Database objects for the test database with indexing settings of the test's choosing (any time window)."""
 
     def make(mode: str = "approve", **indexing: object) -> Database:
+        indexing.setdefault("throttle", ThrottleSettings(pause_between_builds=timedelta(0)))
         return lifecycle_db(mode=mode, windows=(), lock_timeout=timedelta(seconds=2), **indexing)
 
     return make
@@ -103,7 +104,10 @@ def test_rate_limit_persists_across_restarts(make_db, pg_conn) -> None:
     second = insert_recommendation(pg_conn, candidate("public", "t", "b"), improvement_pct=10.0)
     result = run(db)
     assert [b.recommendation_id for b in result.built] == [first]
-    assert result.refused == [(second, ["rate limit: 1 index builds started in the last hour (limit 1)"])]
+    ((refused_id, reasons),) = result.refused
+    assert refused_id == second and reasons[0].startswith("rate limit: 1 index builds started in the last hour "
+                                                          "(limit 1, indexing.rate_limit.per_hour); the next may")
+    assert reasons[-1].startswith("the daemon retries at its next apply run from then on, ")
     again = run(make_db("approve", **limits))  # a "restarted" process: new Database objects, same audit log
     assert again.built == [] and again.refused[0][0] == second and again.all_refused
     assert rec_status(pg_conn, second) == "approved"
@@ -158,7 +162,11 @@ def test_another_leader_means_every_build_is_refused(make_db, pg_conn) -> None:
         assert lead.acquire()
         result = run(db)
         assert result.all_refused and result.refused[0][0] == rec_id
-        assert any("not the leader" in r for r in result.refused[0][1])
+        reasons = result.refused[0][1]
+        # the refusal names the holder's session and says when that process builds
+        assert any("not the leader" in r and "its session: backend pid" in r for r in reasons)
+        assert reasons[-1].startswith("the leading process builds it at its own apply runs (with this "
+                                      "configuration's schedule, next at ")
         # the daemon holding the leadership passes it in and builds
         assert [b.recommendation_id for b in run(other, leadership=lead).built] == [rec_id]
         assert lead.held()  # still held: it belongs to the caller
@@ -208,6 +216,22 @@ def _until(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def test_builds_are_paced(make_db, pg_conn) -> None:
+    """pause_between_builds separates the end of one build from the start of the next, within a run."""
+    db = make_db("approve", throttle=ThrottleSettings(pause_between_builds=timedelta(seconds=2)))
+    make_table(pg_conn, "public", "t", rows=100)
+    for cols in (("a",), ("b",)):
+        insert_recommendation(pg_conn, candidate("public", "t", *cols))
+    result = run(db)
+    assert len(result.built) == 2
+    create = audit_rows(pg_conn, "create_index")
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT at FROM indexd.mutation_log WHERE id = ANY(%s) ORDER BY id",
+                    ([r["id"] for r in create],))
+        first_start, first_end, second_start, _second_end = (row[0] for row in cur.fetchall())
+    assert second_start - first_end >= timedelta(seconds=2)
 
 
 def test_an_equivalent_index_built_after_the_advice_supersedes_the_build(make_db, pg_conn) -> None:

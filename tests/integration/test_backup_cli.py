@@ -73,19 +73,24 @@ def test_run_list_verify(config: Path, pg_cluster: EmbeddedCluster) -> None:
 
 def test_verify_restore_of_a_database_not_configured_names_its_own_option(config: Path, tmp_path: Path,
                                                                           pg_cluster: EmbeddedCluster) -> None:
-    """The backup's database left the configuration: --dsn says where to test-restore it, and the error says so."""
+    """The backup's database left the configuration: --target-dsn (as for restore) or --dsn says where to
+    test-restore it, and the error says so."""
     settings = load_settings(str(config))
     backup_id = run_backup(settings, settings.database("main")).id
     bare = tmp_path / "bare.yaml"
     bare.write_text(f"databases: []\nbackups:\n  dir: {tmp_path / 'backups'}\nlogging:\n  file: null\n")
     refused = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore")
     assert refused.returncode == 2, refused.stderr
-    assert "pass --dsn DSN to say which server to test-restore it on" in refused.stderr
+    assert "pass --target-dsn DSN (or --dsn) to say which server to test-restore it on" in refused.stderr
     assert "checksum ok" not in refused.stdout  # refused before doing anything
     elsewhere = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore",
                        "--dsn", pg_cluster.dsn("postgres"))
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert "test restore ok" in elsewhere.stdout
+    target = indexd("--config", str(bare), "backup", "verify", backup_id, "--restore",
+                    "--target-dsn", pg_cluster.dsn("postgres"))
+    assert target.returncode == 0, target.stderr
+    assert "test restore ok" in target.stdout
 
 
 

@@ -74,8 +74,9 @@ def test_a_pause_during_the_window_builds_nothing(db: Database, pg_conn) -> None
     result = apply(db, Settings(databases=(db.settings,)), db.settings, readings_fn=readings)
     assert result.built == [] and len(result.refused) == 1 and result.all_refused
     (refused_id, reasons), = result.refused
-    assert refused_id == rec_id and len(reasons) == 1
+    assert refused_id == rec_id and len(reasons) == 2  # the pause, and when the daemon tries again
     assert "paused by ann@ops pid 7" in reasons[0] and "replica rebuild" in reasons[0]
+    assert reasons[1].startswith("the daemon retries at its next apply run from then on, ")
     assert rec_status(pg_conn, rec_id) == "approved" and audit_rows(pg_conn, "create_index") == []
     resume(db)
     assert [b.recommendation_id for b in apply(db, Settings(databases=(db.settings,)), db.settings,

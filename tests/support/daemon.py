@@ -37,6 +37,7 @@ indexing:
     max_cpu_pct: 100
     cpu_sample: 100ms
     max_active_backends_pct: 100
+    pause_between_builds: 1s
   write_guard:
     writes_per_second: 1000000
   rate_limit:

@@ -16,7 +16,8 @@ from indexd.backup import catalog
 from indexd.backup.catalog import find_backup, list_backups, prune, scan
 from indexd.backup.manifest import FOREIGN, backup_id, write_json_atomic
 from indexd.backup.restore import restore
-from indexd.backup.verify import find_in_dir, test_restore, verify_backup
+from indexd.backup.scratch import test_restore
+from indexd.backup.verify import find_in_dir, verify_backup
 from indexd.cli import main
 from indexd.config.schema import BackupSettings, DatabaseSettings, Settings
 from indexd.errors import BackupError

@@ -15,7 +15,7 @@ from indexd.config.schema import (
     WindowSettings,
     WriteGuardSettings,
 )
-from indexd.lifecycle.guards import BuildRequest, Decision, Readings, decide
+from indexd.lifecycle.guards import BuildRequest, Decision, ProbeReading, Readings, decide, pacing_wait
 from indexd.state.pause import Pause
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 02:00 UTC, inside the default 01:00-05:00 UTC window
@@ -53,7 +53,9 @@ def test_pause_refuses_with_its_reason_and_ends_with_it() -> None:
 
 def test_bypass_refuses() -> None:
     decision = check(bypass=BypassSettings(enabled=True, reason="migration week"))
-    assert decision.reasons == ["bypass is enabled in the configuration: migration week"]
+    assert decision.reasons == ["bypass is enabled in the configuration: migration week (set bypass.enabled to "
+                                "false to allow changes)"]
+    assert decision.guards == ("bypass",)
     assert decision.retry_after is None
 
 
@@ -99,10 +101,11 @@ def test_duration_fit_uses_real_time_on_dst_day() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
-    ("cpu_pct", 70.1, "host CPU at 70% is above 70%"),
-    ("active_backends", 51, "51 active backends are 51% of max_connections 100, above 50%"),
-    ("waiting_backends", 6, "6 backends are waiting on locks, more than 5"),
-    ("replica_lag_s", 30.5, "replica lag 30.5s is above 30s"),
+    ("cpu_pct", 70.1, "load: database host CPU at 70% > limit 70% (indexing.throttle.max_cpu_pct)"),
+    ("active_backends", 51, "load: 51 active backends = 51% of max_connections 100 > limit 50% "
+                            "(indexing.throttle.max_active_backends_pct)"),
+    ("waiting_backends", 6, "load: 6 backends waiting on locks > limit 5 (indexing.throttle.max_waiting_backends)"),
+    ("replica_lag_s", 30.5, "load: replica lag 30.5s > limit 30s (indexing.throttle.max_replica_lag)"),
 ])
 def test_each_load_throttle_refuses_with_its_reading(field: str, value: float, needle: str) -> None:
     decision = check(**{field: value})
@@ -119,14 +122,21 @@ def test_load_exactly_at_the_threshold_is_allowed(field: str, value: float) -> N
 
 def test_load_thresholds_come_from_settings() -> None:
     settings = replace(SETTINGS, throttle=ThrottleSettings(max_cpu_pct=5.0))
-    assert "host CPU at 10% is above 5%" in check(settings=settings).reasons
+    reasons = check(settings=settings).reasons
+    assert "load: database host CPU at 10% > limit 5% (indexing.throttle.max_cpu_pct)" in reasons
+
+
+def test_host_cpu_not_measured_is_no_refusal() -> None:
+    settings = replace(SETTINGS, throttle=ThrottleSettings(max_cpu_pct=5.0))
+    assert check(settings=settings, cpu_pct=None).allowed
 
 
 def test_rate_limit_per_hour_at_the_boundary() -> None:
     settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=3, per_day=20))
     starts = (NOW - timedelta(minutes=50), NOW - timedelta(minutes=20), NOW - timedelta(minutes=5))
     decision = check(settings=settings, build_starts=starts)
-    assert decision.reasons == ["rate limit: 3 index builds started in the last hour (limit 3)"]
+    assert decision.reasons == ["rate limit: 3 index builds started in the last hour (limit 3, "
+                                "indexing.rate_limit.per_hour); the next may start at 2026-11-23 02:10 UTC"]
     assert decision.retry_after == NOW + timedelta(minutes=10)  # when the oldest leaves the hour
     assert check(settings=settings, build_starts=starts[1:]).allowed
     # a build started exactly one hour ago no longer counts
@@ -138,7 +148,8 @@ def test_rate_limit_per_day() -> None:
     settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=50, per_day=4))
     starts = tuple(NOW - timedelta(hours=h) for h in (23, 20, 10, 3))
     decision = check(settings=settings, build_starts=starts)
-    assert decision.reasons == ["rate limit: 4 index builds started in the last day (limit 4)"]
+    assert decision.reasons == ["rate limit: 4 index builds started in the last day (limit 4, "
+                                "indexing.rate_limit.per_day); the next may start at 2026-11-23 03:00 UTC"]
     assert decision.retry_after == NOW + timedelta(hours=1)
     assert check(settings=settings, build_starts=starts[1:] + (NOW - timedelta(hours=24),)).allowed
 
@@ -147,6 +158,7 @@ def test_rate_limit_of_zero_never_builds() -> None:
     settings = replace(SETTINGS, rate_limit=RateLimitSettings(per_hour=0, per_day=10))
     decision = check(settings=settings)
     assert not decision.allowed and decision.retry_after is None
+    assert "no build may start while indexing.rate_limit.per_hour is 0" in decision.reasons[0]
 
 
 def test_write_guard_on_a_write_heavy_table() -> None:
@@ -163,9 +175,40 @@ def test_write_guard_on_a_write_heavy_table() -> None:
     assert check(request=weak, settings=settings, table_writes_per_second=10.0).allowed
 
 
-def test_not_leader_refuses() -> None:
+def test_not_leader_refuses_and_names_the_holder() -> None:
     decision = check(is_leader=False)
-    assert decision.reasons == ["not the leader: another indexd process holds this database's leader lock"]
+    assert decision.reasons == ["not the leader: another indexd process holds this database's leader lock; that "
+                                "process builds what is approved at its own apply runs"]
+    named = check(is_leader=False, leader_holder="its session: backend pid 4711, indexd, from 10.0.0.5:5123")
+    assert "leader lock (its session: backend pid 4711, indexd, from 10.0.0.5:5123); that process" in named.reasons[0]
+    assert named.guards == ("leader",) and named.retry_after is None
+
+
+@pytest.mark.parametrize(("current", "baseline", "refused"), [
+    (3.0, 1.0, False),  # 3x but only 2 ms above: under the 5 ms floor
+    (9.0, 3.0, True),  # 3x and 6 ms above
+    (8.9, 3.0, False),  # under 3x
+    (50.0, None, False),  # no baseline yet: no verdict
+])
+def test_latency_probe_against_its_baseline(current: float, baseline: float | None, refused: bool) -> None:
+    decision = check(probe=ProbeReading(current, baseline, 10))
+    assert decision.allowed is not refused
+
+
+def test_latency_probe_refusal_names_the_reading_and_the_key() -> None:
+    decision = check(probe=ProbeReading(12.0, 3.0, 40))
+    assert decision.reasons == ["load: query latency probe 12.0 ms = 4.0x its recent median 3.0 ms > limit 3x "
+                                "(indexing.throttle.probe_max_ratio)"]
+    assert decision.retry_after == NOW + timedelta(seconds=15) and decision.guards == ("load",)
+
+
+def test_pacing_waits_for_the_pause_between_builds_never_longer() -> None:
+    pause = timedelta(seconds=10)
+    assert pacing_wait(None, pause, NOW) == timedelta(0)
+    assert pacing_wait(NOW - timedelta(seconds=4), pause, NOW) == timedelta(seconds=6)
+    assert pacing_wait(NOW - timedelta(seconds=40), pause, NOW) == timedelta(0)
+    assert pacing_wait(NOW + timedelta(days=3), pause, NOW) == pause  # a clock gone back waits one pause
+    assert pacing_wait(NOW, timedelta(0), NOW) == timedelta(0)
 
 
 def test_every_refusal_is_reported_at_once() -> None:
@@ -178,6 +221,8 @@ def test_every_refusal_is_reported_at_once() -> None:
     )
     assert not decision.allowed
     text = "\n".join(decision.reasons)
+    assert decision.guards == ("pause", "bypass", "window", "load", "load", "load", "load", "rate", "rate", "write",
+                               "leader")
     for needle in ("paused by ann", "bypass", "outside the maintenance window", "host CPU", "active backends",
                    "waiting on locks", "replica lag", "last hour", "last day", "write-heavy", "not the leader"):
         assert needle in text

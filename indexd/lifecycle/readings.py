@@ -54,16 +54,17 @@ SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr), a.client_ho
        a.backend_start
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = %s)
    AND ((l.classid::bigint << 32) | l.objid::bigint) = %s::bigint
 """
 
 
-def leader_holder(conn: PgConnection, key: int, state_schema: str) -> str | None:
+def leader_holder(conn: PgConnection, key: int, state_schema: str, leadership_database: str) -> str | None:
     """Who holds the leader lock `key` (its session in pg_stat_activity, and the last apply run any process
-    recorded), for the refusal; None when nobody does (or it cannot be seen: pg_read_all_stats shows it)."""
+    recorded), for the refusal; None when nobody does (or it cannot be seen: pg_read_all_stats shows it). The lock
+    lives in the server's leadership database; pg_locks shows every database's locks, so any connection sees it."""
     with conn.cursor() as cur:
-        cur.execute(_HOLDER, (key,))
+        cur.execute(_HOLDER, (leadership_database, key))
         row = cur.fetchone()
     if row is None:
         return None
@@ -176,7 +177,8 @@ def gather_readings(
         starts = audit.build_starts_since(conn, schema, now - timedelta(days=1))
         last_end = audit.last_build_end(conn, schema)
         leads = leadership is not None and leadership.held()
-        holder = None if leads or leadership is None else leader_holder(conn, leadership.key, schema)
+        holder = None if leads or leadership is None else leader_holder(conn, leadership.key, schema,
+                                                                          db.settings.leadership.database)
     readings = Readings(
         taken_at=now, is_leader=leads, pause=paused, cpu_pct=cpu_pct,
         active_backends=load.active_backends, max_connections=load.max_connections,

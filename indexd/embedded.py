@@ -52,6 +52,9 @@ QUALSTATS = "pg_qualstats"
 QUALSTATS_SETTINGS: dict[str, str] = {
     "shared_preload_libraries": "'pg_stat_statements,pg_qualstats'",
     "pg_qualstats.sample_rate": "1",
+    # Room for every statement shape a long test run makes: pg_qualstats_reset() keeps the example queries, and
+    # once their table is full new examples compete with old ones for a slot.
+    "pg_qualstats.max": "20000",
 }
 
 # Superuser over loopback trusts; every other role must give its password, so wrong passwords can be tested.

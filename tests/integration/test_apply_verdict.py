@@ -20,7 +20,7 @@ from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle.verify import verify_built
 from indexd.state.migrations import migrate
 from indexd.workload.capture import take_snapshot
-from tests.support.lifecycle import rec_status
+from tests.support.lifecycle import rec_status, run_lookups
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOKUP = "SELECT * FROM items WHERE sku = %s"
@@ -46,15 +46,7 @@ def items(pg_conn, database: Database) -> int:
 
 
 def _workload(cluster: EmbeddedCluster, dbname: str, calls: int) -> None:
-    conn = cluster.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            for i in range(calls):
-                cur.execute(LOOKUP, (i * 7 * 13 + 7,))
-                cur.fetchall()
-            cur.execute("SELECT pg_stat_force_next_flush()")
-    finally:
-        conn.close()
+    run_lookups(cluster, dbname, LOOKUP, calls)
 
 
 def _apply(tmp_path: Path, dsn: str) -> subprocess.CompletedProcess[str]:

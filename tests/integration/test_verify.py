@@ -18,6 +18,7 @@ from indexd.lifecycle.verify import verify_built
 from indexd.state import audit
 from indexd.state.migrations import migrate
 from indexd.workload.capture import take_snapshot
+from tests.support.lifecycle import run_lookups
 
 LOOKUP = "SELECT * FROM items WHERE sku = %s"
 NORMALISED = "SELECT * FROM items WHERE sku = $1"
@@ -41,16 +42,7 @@ def items(pg_conn) -> None:
 
 
 def _workload(cluster: EmbeddedCluster, dbname: str, calls: int) -> None:
-    """Run the lookup on a connection of its own and make its index scans visible before returning."""
-    conn = cluster.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            for i in range(calls):
-                cur.execute(LOOKUP, (i * 7 * 13 + 7,))
-                cur.fetchall()
-            cur.execute("SELECT pg_stat_force_next_flush()")
-    finally:
-        conn.close()
+    run_lookups(cluster, dbname, LOOKUP, calls)
 
 
 def _build(database: Database, pg_conn, index_sql: str, name: str) -> int:

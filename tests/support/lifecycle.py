@@ -8,6 +8,7 @@ from typing import Any
 from psycopg2 import sql
 
 from indexd.advisor.model import IndexCandidate, IndexKey
+from indexd.embedded import EmbeddedCluster
 
 STATE = "indexd"
 
@@ -73,3 +74,17 @@ def index_valid(conn: Any, schema: str, name: str) -> bool | None:
         row = cur.fetchone()
         return None if row is None else bool(row[0])
 
+
+
+def run_lookups(cluster: EmbeddedCluster, dbname: str, query: str, calls: int) -> None:
+    """Run `query` (one parameter: a key of the items) `calls` times on a connection of its own, then make its index
+    scans visible in the statistics before returning."""
+    conn = cluster.connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            for i in range(calls):
+                cur.execute(query, (i * 7 * 13 + 7,))
+                cur.fetchall()
+            cur.execute("SELECT pg_stat_force_next_flush()")
+    finally:
+        conn.close()

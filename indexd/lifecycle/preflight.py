@@ -17,6 +17,7 @@ STATS = "pg_stat_statements"
 HYPOPG = "hypopg"
 QUALSTATS = "pg_qualstats"
 TRGM = "pg_trgm"
+QUALSTATS_FULL = 0.9  # share of pg_qualstats.max in use from which its tables evict entries the advisor needs
 # Every HypoPG object the advisor uses (advisor/whatif.py; a unit test keeps the two in step). The view
 # hypopg_list_indexes calls hypopg() with the reader's own rights, so both are needed.
 HYPOPG_FUNCTIONS = ("hypopg", "hypopg_create_index", "hypopg_drop_index", "hypopg_reset")
@@ -37,6 +38,17 @@ class HypoObject:
     name: str  # the bare name (hypopg_create_index)
     signature: str  # schema-qualified, as a GRANT takes it: public.hypopg_create_index(text)
     allowed: bool
+
+
+@dataclass(frozen=True)
+class QualstatsRoom:
+    """What pg_qualstats can keep: the constants the advisor reads come from its shared tables."""
+
+    max_entries: int  # pg_qualstats.max: the size of its predicate table and of its example-statement table
+    predicates: int  # entries in pg_qualstats() now
+    examples: int  # entries in pg_qualstats_example_queries() now
+    track_constants: bool  # pg_qualstats.track_constants: off keeps no constant at all
+    sample_rate: float  # the share of statements it samples (pg_qualstats.sample_rate; -1: 1 / max_connections)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class Readings:
     table_owners: tuple[str, ...]  # owners of the others
     state: Ownership
     superuser_owners: frozenset[str] = frozenset()  # those of table_owners that are superusers
+    qualstats: QualstatsRoom | None = None  # None: pg_qualstats is not created, not loaded or not readable
 
     @property
     def role(self) -> str:
@@ -96,6 +109,8 @@ class Check:
 def decide(r: Readings, needs: Needs) -> list[Check]:
     """Every check, in the order an operator fixes them: server, extensions, role, state schema."""
     checks = [_version(r), _role_kind(r), _connected_as(r), *_preload(r), *_extensions(r), _stats_privilege(r)]
+    if r.qualstats is not None:
+        checks.append(_qualstats_room(r.qualstats))
     hypo = _hypopg_privileges(r)
     if hypo is not None:
         checks.append(hypo)
@@ -180,6 +195,25 @@ def _extensions(r: Readings) -> list[Check]:
         kind = "" if required else " (optional)"
         out.append(Check(f"extension {ext}{kind}", ok, required, what, fix))
     return out
+
+
+def _qualstats_room(q: QualstatsRoom) -> Check:
+    """pg_qualstats keeps its predicates and one example statement per statement in two tables of
+    pg_qualstats.max entries each; a full table evicts its least-used entries for new ones, so the constants of
+    rarer statements come and go between readings, and with track_constants off no constant is kept."""
+    used = max(q.predicates, q.examples)
+    full = used >= QUALSTATS_FULL * q.max_entries
+    detail = (f"{q.predicates} predicates and {q.examples} example statements kept, of pg_qualstats.max "
+              f"{q.max_entries}; samples {q.sample_rate:.1%} of statements")
+    fix: tuple[str, ...] = ()
+    if full:
+        detail += ": nearly full, so the constants of rarer statements are evicted before the advisor reads them"
+        fix += (f"ALTER SYSTEM SET pg_qualstats.max = {2 * q.max_entries};  -- as a superuser",
+                "systemctl restart postgresql  # it takes effect when the server starts")
+    if not q.track_constants:
+        detail += "; pg_qualstats.track_constants is off: it keeps no constant for the advisor"
+        fix += ("ALTER SYSTEM SET pg_qualstats.track_constants = on; SELECT pg_reload_conf();  -- as a superuser",)
+    return Check("pg_qualstats keeps the constants (optional)", q.track_constants and not full, False, detail, fix)
 
 
 def _stats_privilege(r: Readings) -> Check:

@@ -16,10 +16,12 @@ from indexd.lifecycle.preflight import (
     HYPOPG,
     HYPOPG_FUNCTIONS,
     HYPOPG_VIEWS,
+    QUALSTATS,
     STATS,
     Check,
     HypoObject,
     Needs,
+    QualstatsRoom,
     Readings,
     decide,
 )
@@ -96,13 +98,34 @@ def _stats_loaded(conn: PgConnection, schema: str | None) -> bool | None:
     return True
 
 
+_QUALSTATS_ROOM = """
+SELECT current_setting('pg_qualstats.max')::int, current_setting('pg_qualstats.track_constants')::bool,
+       current_setting('pg_qualstats.sample_rate')::float8, current_setting('max_connections')::int,
+       (SELECT count(*) FROM {schema}.pg_qualstats()), (SELECT count(*) FROM {schema}.pg_qualstats_example_queries())
+"""
+
+
+def _qualstats_room(conn: PgConnection, schema: str | None) -> QualstatsRoom | None:
+    """How full pg_qualstats' tables are; None when it is not created, not loaded or not readable."""
+    if schema is None:
+        return None
+    with conn.cursor() as cur:
+        try:
+            cur.execute(sql.SQL(_QUALSTATS_ROOM).format(schema=sql.Identifier(schema)))
+        except psycopg2.Error:
+            return None  # not preloaded (its settings are unknown) or not allowed: the other checks name it
+        max_entries, track, rate, connections, predicates, examples = cur.fetchone()
+    sample = 1.0 / max(int(connections), 1) if float(rate) < 0 else float(rate)
+    return QualstatsRoom(int(max_entries), int(predicates), int(examples), bool(track), min(sample, 1.0))
+
+
 def read_readings(conn: PgConnection, state_schema: str) -> Readings:
     """Every reading of the preflight, on an autocommit connection (a refused probe must not abort the rest)."""
     with conn.cursor() as cur:
         cur.execute(_SERVER)
         (dbname, version, version_num, preload, standby, login, superuser, createdb, read_stats, signal,
          create_db) = cur.fetchone()
-        cur.execute(_EXTENSIONS, ([STATS, HYPOPG, "pg_qualstats", "pg_trgm"],))
+        cur.execute(_EXTENSIONS, ([STATS, HYPOPG, QUALSTATS, "pg_trgm"],))
         ext_rows = cur.fetchall()
         cur.execute(_HYPOPG, (list(HYPOPG_FUNCTIONS), list(HYPOPG_VIEWS)))
         hypo = tuple(HypoObject(r[0], r[1], r[2], bool(r[3])) for r in cur.fetchall())
@@ -117,7 +140,7 @@ def read_readings(conn: PgConnection, state_schema: str) -> Readings:
         read_all_stats=bool(read_stats), signal_backend=bool(signal), createdb=bool(createdb or superuser),
         create_on_database=bool(create_db), hypopg=hypo, tables=int(tables), indexable=int(indexable),
         table_owners=tuple(sorted(owners)), superuser_owners=frozenset(superusers),
-        state=read_ownership(conn, state_schema))
+        state=read_ownership(conn, state_schema), qualstats=_qualstats_room(conn, created.get(QUALSTATS)))
 
 
 def needs_of(db: DatabaseSettings) -> Needs:

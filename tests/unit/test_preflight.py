@@ -14,6 +14,7 @@ from indexd.lifecycle.preflight import (
     Check,
     HypoObject,
     Needs,
+    QualstatsRoom,
     Readings,
     decide,
     ready,
@@ -218,3 +219,17 @@ def test_tables_a_superuser_owns_are_never_fixed_by_granting_the_superuser() -> 
     assert not any(f.startswith("GRANT postgres") for f in check.fix)
     assert check.fix[1].startswith("ALTER TABLE ... OWNER TO <the application's owner role>;")
     assert "postgres is a superuser, never grant it to indexd_group" in check.fix[1]
+
+
+def test_a_nearly_full_pg_qualstats_asks_for_room_and_never_fails() -> None:
+    roomy = replace(GOOD, qualstats=QualstatsRoom(1000, 120, 40, True, 0.01))
+    check = by_name(decide(roomy, BUILDS))["pg_qualstats keeps the constants (optional)"]
+    assert check.ok and "120 predicates and 40 example statements kept, of pg_qualstats.max 1000" in check.detail
+    assert "samples 1.0% of statements" in check.detail
+    full = replace(GOOD, qualstats=QualstatsRoom(1000, 300, 950, True, 0.01))
+    check = missing(full)["pg_qualstats keeps the constants (optional)"]
+    assert not check.required and "evicted" in check.detail and ready(decide(full, BUILDS))
+    assert check.fix[0].startswith("ALTER SYSTEM SET pg_qualstats.max = 2000;") and "restart" in check.fix[1]
+    off = missing(replace(GOOD, qualstats=QualstatsRoom(1000, 0, 0, False, 1.0)))
+    assert "keeps no constant" in off["pg_qualstats keeps the constants (optional)"].detail
+    assert "pg_qualstats keeps" not in " ".join(by_name(decide(GOOD, BUILDS)))  # not created: no reading

@@ -39,6 +39,7 @@ FALLBACK_ENTRY_BYTES = 24  # per row, for a GIN index whose entries could not be
 class Measured:
     sizes: dict[IndexCandidate, int] = field(default_factory=dict)
     refused: dict[IndexCandidate, str] = field(default_factory=dict)  # candidate -> PostgreSQL's reason
+    held: dict[IndexCandidate, float] = field(default_factory=dict)  # partial index -> share of the rows it holds
     gin_scans: dict[tuple[int, IndexCandidate], GinScan] = field(default_factory=dict)
 
 
@@ -55,7 +56,10 @@ def measure(whatif: WhatIf, catalog: Catalog, cands: Candidates) -> Measured:
     for cand in ordered:
         table = catalog.tables.get(f"{cand.schema}.{cand.table}")
         if table is not None and cand not in result.refused:
-            result.sizes[cand] = _size(whatif, catalog, table, cand, families.get(cand), expressions)
+            fraction = _held(whatif, table, cand)
+            if cand.where:
+                result.held[cand] = fraction
+            result.sizes[cand] = _size(whatif, catalog, table, cand, fraction, families.get(cand), expressions)
     for (i, cand), uses in cands.gin_uses.items():
         table = catalog.tables.get(f"{cand.schema}.{cand.table}")
         if table is not None and cand in result.sizes and uses:
@@ -63,14 +67,19 @@ def measure(whatif: WhatIf, catalog: Catalog, cands: Candidates) -> Measured:
     return result
 
 
-def _size(whatif: WhatIf, catalog: Catalog, table: Table, cand: IndexCandidate, use: ClassUse | None,
-          expressions: dict[tuple[str, str], Column | None]) -> int:
-    fraction = 1.0
-    if cand.where:
-        try:
-            fraction = whatif.row_fraction(cand.schema, cand.table, cand.where)
-        except psycopg2.Error as err:
-            log.warning("cannot estimate the rows of %s WHERE %s: %s", table.qualified, cand.where, first_line(err))
+def _held(whatif: WhatIf, table: Table, cand: IndexCandidate) -> float:
+    """The share of the table's rows the index holds: below 1 for a partial index (the planner's estimate)."""
+    if not cand.where:
+        return 1.0
+    try:
+        return whatif.row_fraction(cand.schema, cand.table, cand.where)
+    except psycopg2.Error as err:
+        log.warning("cannot estimate the rows of %s WHERE %s: %s", table.qualified, cand.where, first_line(err))
+        return 1.0
+
+
+def _size(whatif: WhatIf, catalog: Catalog, table: Table, cand: IndexCandidate, fraction: float,
+          use: ClassUse | None, expressions: dict[tuple[str, str], Column | None]) -> int:
     try:
         if cand.method == "brin":
             return brin_size(table, cand)

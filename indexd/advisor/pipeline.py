@@ -88,7 +88,7 @@ def advise(
         whatif.modeled = measured.gin_scans
         cands = cands.without(measured.refused)
         sizes = measured.sizes
-        writes = from_workload(statements, catalog, whatif.rows_written, period_s)
+        writes = from_workload(statements, catalog, whatif.rows_written, period_s, measured.held)
         selection = select(cands, WorkloadCosts(whatif, statements), budget, writes, settings,
                            statements=statements, sizes=sizes, existing=catalog.indexes, period_s=period_s,
                            skewed=skewed_columns(catalog))

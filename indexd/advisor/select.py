@@ -6,10 +6,10 @@ it saves (`indexd.advisor.problem`) minus the write time it adds (`indexd.adviso
 updates), and indexes are weighed by net gain per byte of their estimated size.
 
 1. An existing index covers a candidate (`indexd.statements.indexdef.covers`: same method, the candidate's keys
-   a prefix of its keys, the same or a weaker predicate, every INCLUDE column stored): the candidate is never
+   a prefix of its keys, the same predicate, every INCLUDE column stored): the candidate is never
    recommended.
 2. The narrowest index that serves: each statement prefers the smallest candidate that saves nearly as much as
-   its best candidate alone (at least 95 %: `problem.NEAR`); only preferred candidates start the greedy. A
+   its best candidate alone (at least 90 %: `problem.NEAR`); only preferred candidates start the greedy. A
    candidate larger than the whole storage budget is no statement's preference (a BRIN index then serves where
    the B-tree it would lose to cannot be built).
 3. Greedy by net gain per byte, lazily re-evaluated against the set chosen so far, within the storage budget

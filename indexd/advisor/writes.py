@@ -16,6 +16,10 @@ and a set `N` of new ones, in ms of database time per second:
   costs NON_HOT_MS (the new version on another page, the heap's share) plus (k + |N|) x (ENTRY_MS + DEAD_ENTRY_MS):
   it now writes into every index of the table, not only the new one.
 
+|N| counts a partial index by the share of the table's rows its predicate holds (`held`): PostgreSQL adds an
+entry to a partial index only for a row version that satisfies the predicate, so an index of a queue's 1 %
+'pending' rows costs 1 % of an index on every row (its predicate's column still makes updates of it non-HOT).
+
 The HOT share of an UPDATE today is 0 when it sets a column an existing index stores; for the others it is the
 table's measured share spread over them (n_tup_hot_upd / their share of n_tup_upd), or DEFAULT_HOT_SHARE when
 too few updates were counted. The constants were measured on a pgbench-like table (`python -m bench.write_model`
@@ -81,9 +85,11 @@ class TableFacts:
 class WriteModel:
     """Write cost of sets of new indexes, per table; `marginal` is what one more index adds to a set."""
 
-    def __init__(self, writes: Mapping[str, TableWrites], facts: Mapping[str, TableFacts] | None = None) -> None:
+    def __init__(self, writes: Mapping[str, TableWrites], facts: Mapping[str, TableFacts] | None = None,
+                 held: Mapping[IndexCandidate, float] | None = None) -> None:
         self.writes = dict(writes)
         self.facts = dict(facts or {})
+        self.held = dict(held or {})  # partial index -> the share of rows it holds (1 when absent)
         self._hot: dict[str, list[float]] = {key: self._hot_shares(key) for key in self.writes}
 
     @classmethod
@@ -113,7 +119,8 @@ class WriteModel:
         if writes is None or not new:
             return 0.0
         stored = [candidate_columns(c, table) for c in new]
-        count, existing = len(new), len(self.facts.get(table_key, TableFacts()).existing)
+        count = sum(min(max(self.held.get(c, 1.0), 0.0), 1.0) for c in new)  # entries per written row version
+        existing = len(self.facts.get(table_key, TableFacts()).existing)
         per_entry = ENTRY_MS + DEAD_ENTRY_MS
         total = writes.inserts_per_s * count * ENTRY_MS + writes.deletes_per_s * count * DEAD_ENTRY_MS
         for update, hot in zip(writes.updates, self._hot[table_key], strict=True):
@@ -191,7 +198,8 @@ def rows_per_call(stmt: Statement) -> float | None:
 
 
 def from_workload(statements: Sequence[Statement], catalog: Catalog,
-                  planner_rows: Callable[[int, str], float | None], period_s: float) -> WriteModel:
+                  planner_rows: Callable[[int, str], float | None], period_s: float,
+                  held: Mapping[IndexCandidate, float] | None = None) -> WriteModel:
     """The write model of a workload: rows per second each statement writes to each table, over the same span
     as the read weights (a bulk load before the look-back does not count). Rows per execution are the real ones
     pg_stat_statements counted when known, else the planner's estimate (`planner_rows(i, query)`), else 1."""
@@ -212,7 +220,7 @@ def from_workload(statements: Sequence[Statement], catalog: Catalog,
                 entry.deletes_per_s += rate
             else:
                 entry.updates.append(UpdateWrite(write.columns, rate))
-    return WriteModel(writes, table_facts(catalog, writes))
+    return WriteModel(writes, table_facts(catalog, writes), held)
 
 
 def table_facts(catalog: Catalog, keys: Iterable[str]) -> dict[str, TableFacts]:

@@ -4,8 +4,8 @@ a wider one). Then the build is skipped and the recommendation becomes `supersed
 index, written to the audit log.
 
 The rule is the advisor's (`indexd.statements.indexdef.covers`), applied to the live catalog: same method, the
-recommended keys a prefix of the existing index's keys, the same or a weaker predicate, every INCLUDE column
-stored in it.
+recommended keys a prefix of the existing index's keys, the same predicate (an index holding more rows reads a
+partial index's rows among all the others), every INCLUDE column stored in it.
 """
 
 from __future__ import annotations

@@ -184,11 +184,16 @@ def stored_columns(shape: IndexShape) -> frozenset[str]:
 
 # ---- the rule ---------------------------------------------------------------------------------------------
 def covers(existing: IndexShape, wanted: IndexShape) -> bool:
-    """Whether `existing` serves every lookup, order and index-only read that `wanted` would, so `wanted` is
-    redundant: the same method; `wanted`'s keys are a prefix of `existing`'s (for a B-tree also the whole
-    prefix in reverse order, which a backward scan reads); `existing` holds every row `wanted` would (its
-    predicate is none, or some of `wanted`'s conjuncts); and every INCLUDE column of `wanted` is stored in
-    `existing`. Other methods than B-tree need the same keys exactly. The tables are the caller's to match."""
+    """Whether `existing` serves every lookup, order and index-only read that `wanted` would as well, so
+    `wanted` is redundant: the same method; `wanted`'s keys are a prefix of `existing`'s (for a B-tree also the
+    whole prefix in reverse order, which a backward scan reads); the same predicate; and every INCLUDE column
+    of `wanted` is stored in `existing`. Other methods than B-tree need the same keys exactly. The tables are
+    the caller's to match.
+
+    The same predicate, not a weaker one: an index holding more rows serves a partial index's statements only
+    by reading its rows among all the others. For a queue's index on its time column holding the 1 % of rows
+    of one state, the same index on every row walks about a hundred entries, each with its heap row, for every
+    one the partial index returns: they are different indexes (a DBA builds both when both reads are there)."""
     if existing.method != wanted.method or not wanted.keys:
         return False
     n = len(wanted.keys)
@@ -198,7 +203,7 @@ def covers(existing: IndexShape, wanted: IndexShape) -> bool:
             prefix == wanted.keys or prefix == tuple(k.flipped() for k in wanted.keys))
     else:
         same_keys = existing.keys == wanted.keys
-    return same_keys and existing.predicate <= wanted.predicate and wanted.include <= existing.columns()
+    return same_keys and existing.predicate == wanted.predicate and wanted.include <= existing.columns()
 
 
 def describe(shape: IndexShape) -> str:

@@ -50,6 +50,22 @@ def test_an_index_on_an_updated_column_loses_the_hot_updates_and_pays_every_inde
     assert m.loses_hot(cand("mtime")) and not m.loses_hot(cand("bid"))
 
 
+def test_a_partial_index_pays_for_the_rows_its_predicate_holds() -> None:
+    """PostgreSQL adds an entry to a partial index only for a row version that satisfies its predicate."""
+    queue = cand("created_at", where="status = 'pending'")
+    m = WriteModel({KEY: TableWrites(100.0, 10.0, [UpdateWrite(frozenset({"status"}), 50.0)])},
+                   {KEY: TableFacts((frozenset({"aid"}),), 0.0, 0.0)}, held={queue: 0.01})
+    full = WriteModel(m.writes, m.facts)
+    # inserts and deletes at 1 %; the updates of its predicate's column still lose HOT (the heap's share and
+    # the existing index), and add an entry to the partial index for 1 % of the row versions
+    hot = writes.DEFAULT_HOT_SHARE
+    expected = 0.01 * (100 * E + 10 * D) + 50 * (1 - hot) * 0.01 * (E + D) \
+        + 50 * hot * (writes.NON_HOT_MS + 1.01 * (E + D))
+    assert m.cost(KEY, [queue]) == pytest.approx(expected)
+    assert full.cost(KEY, [queue]) > 1.5 * m.cost(KEY, [queue])
+    assert m.loses_hot(queue)
+
+
 @pytest.mark.parametrize("index", [
     cand("bid", include=("abalance",)),  # INCLUDE columns block HOT too
     cand("lower(filler)", where=None),  # so do expression columns ...

@@ -11,7 +11,9 @@ statement. The advisor uses them two ways:
    an expression index. The parameters an index expression holds (arguments of a function of a column, the
    right side of a jsonb operator) take their value from the statement's example; the values compared stay
    parameters. (An application writes such keys into its SQL; they do not change between executions.)
-2. Dominant constants: a constant making up at least DOMINANT_SHARE of a statement's executions of `column = $n`,
+2. Dominant constants: a constant making up at least DOMINANT_SHARE of a statement's executions of `column = $n`
+   (with 95 % confidence: the lower Wilson bound of its share of the sampled executions, so two draws of the
+   same random key among eight samples are chance, not a dominant value),
    whose share of the table's rows (pg_stats, else the filter ratio pg_qualstats measured when it was the scan's
    only filter) is rare in a column of few values or differs from the generic
    plan's average by SKEW_RATIO or more (a queue's 'pending', a huge tenant), becomes a variant of the statement
@@ -23,6 +25,7 @@ pg_qualstats' counters are cumulative since its last reset (it keeps no snapshot
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "pg_qualstats"
 DOMINANT_SHARE = 0.2
+CONFIDENCE_Z = 1.96  # the normal quantile of a two-sided 95 % interval
 SKEW_RATIO = 10.0
 MAX_VARIANTS = 3
 INSTALL = ("install postgresql-15-pg-qualstats, add pg_qualstats to shared_preload_libraries, restart the server "
@@ -269,7 +273,8 @@ def variants(stmt: Statement, constants: QualConstants, catalog: Catalog) -> lis
         for const in sorted(seen, key=lambda c: -c.executions)[:MAX_VARIANTS]:
             share = const.executions / total if total else 0.0
             value = _value_text(const.literal)
-            if share >= DOMINANT_SHARE and value is not None and interesting(table, column, value, const.kept):
+            if (share_lower_bound(const.executions, total) >= DOMINANT_SHARE and value is not None
+                    and interesting(table, column, value, const.kept)):
                 picked.append((number, const, share))
         if sum(p[2] for p in picked) > sum(p[2] for p in best):
             best = picked
@@ -280,6 +285,16 @@ def variants(stmt: Statement, constants: QualConstants, catalog: Catalog) -> lis
     split += [_weighted(stmt, renumber_parameters(_substitute(stmt.query, {number: _plain(const.literal)})), share)
               for number, const, share in best]
     return split
+
+
+def share_lower_bound(hits: int, total: int, z: float = CONFIDENCE_Z) -> float:
+    """The lower end of the Wilson score interval of a share `hits / total` of sampled executions."""
+    if total <= 0:
+        return 0.0
+    p = hits / total
+    centre = p + z * z / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, (centre - spread) / (1 + z * z / total))
 
 
 def _weighted(stmt: Statement, query: str, share: float) -> Statement:

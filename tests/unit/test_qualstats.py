@@ -11,6 +11,7 @@ from indexd.advisor.qualstats import (
     example_constants,
     expand,
     key_parameters,
+    share_lower_bound,
     would_add,
 )
 from indexd.statements.statement import Statement
@@ -96,3 +97,16 @@ def test_without_pg_qualstats_one_note_says_what_it_would_add() -> None:
     assert note is not None and note.startswith("pg_qualstats is not installed. With it")
     assert "1 statement(s) comparing a column of few values" in note and "of 1 whose index expression" in note
     assert would_add([Statement("SELECT id FROM jobs WHERE id = $1")], CATALOG, "x") is None
+
+
+def test_a_key_drawn_twice_among_few_samples_is_chance_not_a_dominant_value() -> None:
+    """Eight sampled calls of a lookup by a random key among 400: one key twice is 25 % of the samples, but the
+    evidence does not say it is a fifth of the calls; forty of forty does."""
+    stmt = Statement("SELECT id FROM jobs WHERE tenant_id = $1", calls=8, queryid=15)
+    chance = QualConstants(equal={(15, "public.jobs", "tenant_id"): [Constant("7", 2)]
+                                  + [Constant(str(n), 1) for n in range(20, 26)]})
+    assert expand([stmt], chance, CATALOG) == [stmt]
+    steady = QualConstants(equal={(15, "public.jobs", "tenant_id"): [Constant("7", 40)]})
+    assert [v.query for v in expand([stmt], steady, CATALOG)] == ["SELECT id FROM jobs WHERE tenant_id = 7"]
+    assert share_lower_bound(2, 8) < 0.2 < share_lower_bound(40, 40)
+    assert share_lower_bound(0, 0) == 0.0 and 0.2 < share_lower_bound(60, 100) < 0.6

@@ -17,7 +17,9 @@ The reference also runs at fillfactor 90, for the HOT share a table with room on
 The model (indexd.advisor.writes) predicts each index's extra ms per written row from the readings of the
 reference run (HOT share, indexes there), then the extra time is measured: the backend's CPU time running the
 statements plus the VACUUM that cleans up after them (CPU, not wall time: the host is shared). Prints predicted
-vs measured.
+vs measured, as extra ms per row and as the write slowdown (time per written row with the index over the same
+time without it): where an index adds next to nothing (the HOT case) the extra time is below the noise, and the
+slowdown is the figure that can be compared.
 """
 
 from __future__ import annotations
@@ -180,9 +182,14 @@ def report(runs: dict[str, list[Measure]], args: argparse.Namespace) -> None:
         measured = stmt + vac
         predicted = predict(ref, args.rows, index, kind)
         ratio = predicted / measured if measured > 0 else float("inf")
+        per_row = statistics.median((m.statement_ms + m.vacuum_ms) / m.rows for m in reference)
+        slowdown = (1 + predicted / per_row, 1 + measured / per_row)
         rows.append({"case": name, "predicted_ms_per_row": round(predicted, 5),
                      "measured_ms_per_row": round(measured, 5), "statement_extra": round(stmt, 5),
-                     "vacuum_extra": round(vac, 5), "spread": round(spread, 5), "ratio": round(ratio, 2)})
+                     "vacuum_extra": round(vac, 5), "spread": round(spread, 5), "ratio": round(ratio, 2),
+                     "reference_ms_per_row": round(per_row, 5), "predicted_slowdown": round(slowdown[0], 3),
+                     "measured_slowdown": round(slowdown[1], 3),
+                     "slowdown_ratio": round(slowdown[0] / slowdown[1], 3)})
     hot_share = ref.hot / ref.updated if ref.updated else 0.0
     ff90 = runs["none-ff90"][0]
     result = {"rows": args.rows, "updates": args.updates, "rounds": args.rounds,
@@ -194,11 +201,14 @@ def report(runs: dict[str, list[Measure]], args: argparse.Namespace) -> None:
     (RESULTS / "write_model.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"\nreference: {base_stmt:.4f} ms per update, HOT share {hot_share:.0%} "
           f"({result['hot_share_fillfactor_90']:.0%} at fillfactor 90)")
-    print("extra ms per written row that the index costs; spread = max - min over the rounds (the noise)")
-    print(f"{'case':<10}{'predicted':>12}{'measured':>12}{'(stmt':>10}{'+ vacuum)':>11}{'spread':>10}{'ratio':>8}")
+    print("extra ms per written row that the index costs; spread = max - min over the rounds (the noise);")
+    print("slowdown = time per written row with the index / without it (statements + VACUUM), predicted vs measured")
+    print(f"{'case':<10}{'predicted':>12}{'measured':>12}{'(stmt':>10}{'+ vacuum)':>11}{'spread':>10}{'ratio':>8}"
+          f"{'slowdown pred':>15}{'meas':>7}{'ratio':>7}")
     for row in rows:
         print(f"{row['case']:<10}{row['predicted_ms_per_row']:>12.5f}{row['measured_ms_per_row']:>12.5f}"
-              f"{row['statement_extra']:>10.5f}{row['vacuum_extra']:>11.5f}{row['spread']:>10.5f}{row['ratio']:>8}")
+              f"{row['statement_extra']:>10.5f}{row['vacuum_extra']:>11.5f}{row['spread']:>10.5f}{row['ratio']:>8}"
+              f"{row['predicted_slowdown']:>15.3f}{row['measured_slowdown']:>7.3f}{row['slowdown_ratio']:>7.3f}")
 
 
 if __name__ == "__main__":

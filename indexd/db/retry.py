@@ -194,10 +194,15 @@ def policy(
         delay = state.next_action.sleep if state.next_action else 0.0
         if exc is None:
             return
-        log.warning(
-            "%s: attempt %d/%d failed (%s); retrying in %.2f s",
-            what, state.attempt_number, attempts, classify(exc).cause, delay,
-        )
+        # The first failure is a WARNING that says how long the retries may take; the next ones are INFO (a
+        # command line would otherwise print one warning per attempt), and giving up is an ERROR.
+        first = state.attempt_number == 1
+        message = "%s: attempt %d/%d failed (%s); retrying in %.2f s"
+        extra: tuple[float, ...] = ()
+        if first:
+            message, extra = message + ", at most %d more time(s) within %.0f s", (attempts - 1, budget)
+        log.log(logging.WARNING if first else logging.INFO, message,
+                what, state.attempt_number, attempts, classify(exc).cause, delay, *extra)
         if hooks.on_retry:
             hooks.on_retry(state.attempt_number, exc, delay)
 

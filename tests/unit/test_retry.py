@@ -123,14 +123,16 @@ def failing(times: int, error: BaseException, cost: float = 0.0, clock: FakeTime
 def test_retries_transient_errors_then_succeeds(caplog: pytest.LogCaptureFixture) -> None:
     t = FakeTime()
     fn, calls = failing(2, pg_error("57P01"))
-    with caplog.at_level(logging.WARNING, logger="indexd.db.retry"):
+    with caplog.at_level(logging.INFO, logger="indexd.db.retry"):
         assert retry_call(fn, SETTINGS, what="db main", hooks=RetryHooks(sleep=t.sleep, clock=t.clock,
                                                                           rand=lambda: 1.0)) == "ok"
     assert calls["n"] == 3
     assert t.sleeps == [0.5, 1.0]
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "db main: attempt 1/10 failed (SQLSTATE 57P01 AdminShutdown: boom); retrying in 0.50 s"
-    assert "attempt 2/10" in lines[1] and "retrying in 1.00 s" in lines[1]
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    budget = SETTINGS.max_elapsed.total_seconds()
+    assert lines[0] == ("WARNING", "db main: attempt 1/10 failed (SQLSTATE 57P01 AdminShutdown: boom); retrying in "
+                                   f"0.50 s, at most 9 more time(s) within {budget:.0f} s")
+    assert lines[1][0] == "INFO" and "attempt 2/10" in lines[1][1] and lines[1][1].endswith("retrying in 1.00 s")
 
 
 def test_permanent_errors_are_not_retried() -> None:

@@ -2,7 +2,7 @@
 times of public workloads (TPC-H, TPC-DS, pgbench).
 
     python -m bench.public_workloads [--sf 0.2] [--runs 3] [--budgets 5,10,25,50] [--pgbench-scale 50]
-                                     [--platform PATH] [--workloads tpch,pgbench]
+                                     [--platform PATH] [--workloads tpch,pgbench] [--algorithm-limit 900]
 
 TPC-H: data and the 22 query texts from DuckDB's TPC-H extension (PyPI, offline), loaded without keys or
 indexes as the evaluation platform of Kossmann et al. (PVLDB 2020) loads them. For each budget (a share of the
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the index selection evaluation platform: a bare git repository or a checkout")
     ap.add_argument("--algorithms", default=",".join(ise.ALGORITHMS),
                     help=f"platform algorithms to run (default {','.join(ise.ALGORITHMS)})")
+    ap.add_argument("--algorithm-limit", type=float, default=900.0,
+                    help="seconds an algorithm may take to choose one index set; past it, it is reported as not "
+                         "finished (default 900)")
     ap.add_argument("--pgbench-scale", type=int, default=50)
     ap.add_argument("--pgbench-budget", type=float, default=25.0, help="percent of the pgbench tables' size")
     ap.add_argument("--pgbench-seconds", type=int, default=30, help="length of each timed pgbench run")

@@ -81,7 +81,7 @@ def proposals(args: argparse.Namespace, cluster: EmbeddedCluster, dbname: str, q
             out[pct]["indexd"] = propose_indexd(dsn, budget, query_file)
             print(f"  {pct:>3}% indexd: {len(out[pct]['indexd'].indexes)} indexes "
                   f"in {out[pct]['indexd'].advise_s:.1f} s", flush=True)
-    with ise.unpacked(args.platform, "127.0.0.1", cluster.port, cluster.superuser) as found:
+    with ise.unpacked(args.platform, "127.0.0.1", cluster.port, cluster.superuser, args.algorithm_limit) as found:
         workload = found.workload(dbname, [(int(name[1:]), text) for name, text in queries])
         for pct, budget in budgets.items():
             for name in args.algorithms:

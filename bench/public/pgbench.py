@@ -145,7 +145,7 @@ def proposals(args: argparse.Namespace, cluster: EmbeddedCluster, budget: int) -
         out["indexd"] = analytic.Proposal([], 0.0, error=str(exc))
     rng = random.Random(7)
     literal = [(s.name, s.literal(args.pgbench_scale, rng)) for s in SCRIPTS]
-    with ise.unpacked(args.platform, "127.0.0.1", cluster.port, cluster.superuser) as found:
+    with ise.unpacked(args.platform, "127.0.0.1", cluster.port, cluster.superuser, args.algorithm_limit) as found:
         workload = found.workload(DBNAME, literal)
         for name in args.algorithms:
             try:

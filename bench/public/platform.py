@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,9 +101,33 @@ def revision(path: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
+class TimeLimit(Exception):
+    """An algorithm ran past the bench's time limit (reported as its error; the other tools still run)."""
+
+
 @contextmanager
-def unpacked(path: Path, host: str, port: int, user: str) -> Iterator[Platform]:
-    """The platform unpacked in a temporary folder, importable, its connector pointed at host:port."""
+def time_limit(seconds: float | None, name: str) -> Iterator[None]:
+    """Raise TimeLimit in the main thread once `seconds` have passed (SIGALRM); no limit when None."""
+    if not seconds:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TimeLimit(f"{name} did not finish within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def unpacked(path: Path, host: str, port: int, user: str, limit_s: float | None = None) -> Iterator[Platform]:
+    """The platform unpacked in a temporary folder, importable, its connector pointed at host:port; each
+    algorithm's choice is stopped after `limit_s` seconds."""
     with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
         root = extract(path, Path(tmp))
         saved = {k: os.environ.get(k) for k in ("PGHOST", "PGPORT", "PGUSER")}
@@ -110,7 +135,7 @@ def unpacked(path: Path, host: str, port: int, user: str) -> Iterator[Platform]:
         sys.path.insert(0, str(root))
         logging.getLogger().setLevel(logging.WARNING)  # the platform logs every cost request at INFO/DEBUG
         try:
-            yield Platform(root)
+            yield Platform(root, limit_s)
         finally:
             sys.path.remove(str(root))
             for name in [m for m in sys.modules if m == "selection" or m.startswith("selection.")]:
@@ -125,8 +150,9 @@ def unpacked(path: Path, host: str, port: int, user: str) -> Iterator[Platform]:
 class Platform:
     """The platform's workload model and algorithms, imported from its unpacked copy."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limit_s: float | None = None) -> None:
         self.root = root
+        self.limit_s = limit_s
         self.workload_mod = importlib.import_module("selection.workload")
         self.parser_mod = importlib.import_module("selection.workload_parser")
         self.connector_mod = importlib.import_module("selection.dbms.postgres_dbms")
@@ -155,7 +181,11 @@ class Platform:
             connector.close()
 
     def choose(self, name: str, dbname: str, dsn: str, workload: Any, budget_bytes: int) -> Choice:
-        """Algorithm `name`'s index set within `budget_bytes`."""
+        """Algorithm `name`'s index set within `budget_bytes` (TimeLimit past the platform's limit)."""
+        with time_limit(self.limit_s, name):
+            return self._choose(name, dbname, dsn, workload, budget_bytes)
+
+    def _choose(self, name: str, dbname: str, dsn: str, workload: Any, budget_bytes: int) -> Choice:
         if name in BUDGETED:
             module, cls, fixed = BUDGETED[name]
             params: dict[str, Any] = {**fixed, "budget_MB": budget_bytes / 1e6}

@@ -170,12 +170,25 @@ def select(
     seeds = problem.preferred(pool, sizes)
     for cand in pool:
         if cand not in seeds:
-            rejected[cand] = (f"a smaller index serves each of its statements nearly as well ({100 * (1 - NEAR):g} % "
-                              "of the best saving)")
+            rejected[cand] = _not_preferred(problem, limits, cand, seeds)
     chosen = _greedy(problem, limits, sorted(seeds, key=IndexCandidate.fingerprint), rejected)
     chosen = _widen(problem, limits, pool, chosen, rejected)
     chosen = _prune(problem, limits, _without_redundant(chosen, rejected), rejected)
     return _result(problem, limits, chosen, rejected)
+
+
+def _not_preferred(problem: Problem, limits: Limits, cand: IndexCandidate,
+                   seeds: Mapping[IndexCandidate, list[int]]) -> str:
+    """Why no statement prefers `cand`: a smaller index serves them nearly as well, or it serves them clearly
+    worse than another index does."""
+    preferred = {s: seed for seed, served in seeds.items() for s in served}
+    others = [preferred[s] for s in problem.serves.get(cand, []) if s in preferred]
+    share = f"{100 * (1 - NEAR):g} % of the best saving"
+    if not others:
+        return "the planner would not use it for any of its statements"
+    if all(limits.size(o) <= limits.size(cand) for o in others):
+        return f"a smaller index serves each of its statements nearly as well ({share})"
+    return f"another index serves its statements clearly better (this one saves less than {share})"
 
 
 def _score(problem: Problem, limits: Limits, cand: IndexCandidate, ev: Eval, write: float) -> float:

@@ -147,6 +147,19 @@ def test_partial_index_on_the_rare_value_a_queue_reads(classes_db) -> None:
     assert rec.candidate.name() in plan_with(conn, advice, rec, query, ("pending",))
 
 
+def test_a_lookup_by_tenant_and_email_gets_both_keys(classes_db) -> None:
+    """`(tenant_id)` alone leaves 200 rows of the tenant to filter by email; `(tenant_id, email)` finds the one:
+    the narrow index saves clearly less than the best one, so the two-key index is the statement's choice."""
+    db, conn = classes_db
+    query = "SELECT id FROM users WHERE tenant_id = %s AND email = %s"
+    advice = live_advice(db, conn, [(query, (i % 300, f"user{i % 200}@example.com")) for i in range(40)])
+    rec = next(r for r in advice.recommendations if r.candidate.table == "users")
+    assert [k.column for k in rec.candidate.keys] in (["tenant_id", "email"], ["email", "tenant_id"])
+    assert any(d.query == "public.users (tenant_id)" and "clearly better" in d.reason for d in advice.declined), \
+        advice.declined
+    assert rec.candidate.name() in plan_with(conn, advice, rec, query, (7, "user7@example.com"))
+
+
 def test_without_pg_qualstats_the_advice_says_once_what_it_would_add(classes_db) -> None:
     db, conn = classes_db
     query = "SELECT id, created_at FROM users WHERE status = %s ORDER BY created_at LIMIT 20"

@@ -217,5 +217,6 @@ class Recommendation:
     candidate: IndexCandidate
     estimated_size_bytes: int
     improvement_pct: float  # share of the whole workload's weighted cost this index saves (IMPROVEMENT_MEANS)
-    write_overhead: float  # estimated extra cost per second of writes on the table, relative units
+    write_overhead: float  # write maintenance the index adds on its table, ms of database time per second
     queries: tuple[QueryEffect, ...] = ()
+    benefit_ms_per_s: float | None = None  # read time it saves, in write_overhead's unit (ms/s); None: not known

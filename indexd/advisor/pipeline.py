@@ -155,5 +155,6 @@ def _recommendations(selection: Selection, statements: list[Statement]) -> tuple
             for h in sorted(choice.helped, key=lambda h: -statements[h.statement].total_time_ms)
         )
         recs.append(Recommendation(choice.candidate, choice.size_bytes, round(choice.improvement_pct, 2),
-                                   round(choice.write_ms_per_s, 4), effects))
+                                   round(choice.write_ms_per_s, 4), effects,
+                                   benefit_ms_per_s=round(choice.benefit_ms_per_s, 4)))
     return tuple(recs)

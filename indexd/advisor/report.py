@@ -36,6 +36,7 @@ def recommendation_json(rec: Recommendation, create_sql: str, rec_id: int | None
         "estimated_size_bytes": rec.estimated_size_bytes,
         "improvement_pct": rec.improvement_pct,
         "write_overhead": rec.write_overhead,
+        "benefit_ms_per_s": rec.benefit_ms_per_s,
         "queries": query_effects(rec),
         "origin": str(origin),
     }

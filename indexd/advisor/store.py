@@ -32,7 +32,8 @@ def to_row(rec: Recommendation, create_sql: str, origin: stored.Origin) -> store
         columns=[k.label() for k in cand.keys], method=cand.method, where_clause=cand.where,
         include=list(cand.include), index_name=cand.name(), create_sql=create_sql,
         estimated_size_bytes=rec.estimated_size_bytes, improvement_pct=rec.improvement_pct,
-        write_overhead=rec.write_overhead, queries=query_effects(rec), origin=origin)
+        write_overhead=rec.write_overhead, benefit_ms_per_s=rec.benefit_ms_per_s, queries=query_effects(rec),
+        origin=origin)
 
 
 def save_recommendations(db: Database, recommendations: tuple[Recommendation, ...] | list[Recommendation],

@@ -108,7 +108,7 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class WriteGuardSettings:
     writes_per_second: float = 50.0  # a table above this write rate is "write-heavy"
-    min_benefit_ratio: float = 2.0  # there, an index's improvement must exceed its write cost this many times
+    min_benefit_ratio: float = 2.0  # there, an index must save this many times its write cost in read time (ms/s)
 
 
 @dataclass(frozen=True)

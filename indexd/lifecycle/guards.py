@@ -13,8 +13,10 @@ are taken by `readings.take_readings` right before each mutation, and the clock 
 - rate: index builds started in the last hour / day (every create_index intent in the audit log counts,
   whatever its outcome, so restarts and failures do not reset the limit); drops are not builds;
 - write: on a write-heavy table (writes/s above `write_guard.writes_per_second`) a new index must earn its
-  upkeep: improvement_pct must exceed write_overhead x `write_guard.min_benefit_ratio` (both from the
-  recommendation; an unknown write cost on a write-heavy table is a refusal). Drops only lower write cost;
+  upkeep: the read time it saves (benefit_ms_per_s) must exceed the write maintenance it adds (write_overhead)
+  x `write_guard.min_benefit_ratio`, both in ms of database time per second, as the advisor estimated them for
+  the recommendation. Either one unknown on a write-heavy table is a refusal (advice saved before indexd stored
+  the benefit gets it at the next advice run). Drops only lower write cost;
 - leader: only the process holding the database's leader lock mutates it (the refusal names the holder).
 
 Every refusal says what would let the build proceed; `retry_after` says when that may be, and the caller adds
@@ -30,7 +32,7 @@ from datetime import datetime, timedelta
 from indexd.config.schema import BypassSettings, IndexingSettings
 from indexd.lifecycle import windows
 from indexd.state.pause import Pause
-from indexd.units import human_duration, human_size
+from indexd.units import human_duration, human_rate, human_size
 
 LOAD_BACKOFF = timedelta(minutes=5)  # when the load is too high, look again this much later
 PROBE_RECHECK = timedelta(seconds=15)  # a slow probe is often a burst: look again soon
@@ -46,7 +48,8 @@ class BuildRequest:
     index_name: str
     table_bytes: int  # heap size of the table: drives the estimated build duration
     improvement_pct: float | None = None
-    write_overhead: float | None = None
+    write_overhead: float | None = None  # write maintenance the index adds, ms/s
+    benefit_ms_per_s: float | None = None  # read time it saves, ms/s
     ignore_window: bool = False  # `apply --now`
     action: str = "create_index"  # or drop_index / revert_index: no rate limit or write guard for those
 
@@ -206,18 +209,25 @@ def check_rate(request: BuildRequest, settings: IndexingSettings, readings: Read
 
 def check_write(request: BuildRequest, settings: IndexingSettings, readings: Readings,
                 now: datetime) -> list[_Refusal]:
+    """On a write-heavy table, the index's read saving must exceed its write cost min_benefit_ratio times over
+    (both ms of database time per second)."""
     guard, rate = settings.write_guard, readings.table_writes_per_second
     if rate <= guard.writes_per_second or not request.creates:
         return []
     busy = f"{request.table} is write-heavy ({rate:.1f} writes/s > {guard.writes_per_second:g})"
-    if request.write_overhead is None:
+    write, benefit = request.write_overhead, request.benefit_ms_per_s
+    if write is None:
         return [_Refusal(f"{busy} and the index's write cost is unknown", None)]
-    improvement, needed = request.improvement_pct or 0.0, request.write_overhead * guard.min_benefit_ratio
-    if improvement > needed:
+    if benefit is None:
+        return [_Refusal(f"{busy} and the recommendation predates indexd's estimate of the read time the index "
+                         "saves, so its write cost cannot be weighed; the next advice run ('indexd recommend') "
+                         "refreshes it", None)]
+    needed = write * guard.min_benefit_ratio
+    if benefit > needed:
         return []
-    return [_Refusal(f"{busy}: its improvement {improvement:.1f}% does not exceed its write cost "
-                     f"{request.write_overhead:g}"
-                     f" x {guard.min_benefit_ratio:g} = {needed:.1f}", None)]
+    return [_Refusal(f"{busy}: the index saves {human_rate(benefit)} but costs {human_rate(write)} of writes, "
+                     f"and must save more than {guard.min_benefit_ratio:g} x that = {human_rate(needed)} "
+                     "(indexing.write_guard.min_benefit_ratio)", None)]
 
 
 def check_leader(readings: Readings) -> list[_Refusal]:

@@ -151,7 +151,8 @@ def table_facts(conn: PgConnection, schema: str, table: str) -> tuple[int, float
 def build_request(rec: StoredRecommendation, table_bytes: int, *, ignore_window: bool = False) -> BuildRequest:
     return BuildRequest(recommendation_id=rec.id, table=rec.table, index_name=rec.index_name,
                         table_bytes=table_bytes, improvement_pct=rec.improvement_pct,
-                        write_overhead=rec.write_overhead, ignore_window=ignore_window)
+                        write_overhead=rec.write_overhead, benefit_ms_per_s=rec.benefit_ms_per_s,
+                        ignore_window=ignore_window)
 
 
 def gather_readings(

@@ -121,6 +121,7 @@ class StoredRecommendation:
     origin: Origin = Origin.WORKLOAD
     attempts: int = 0  # interrupted builds so far
     decided_by: str | None = None  # who approved or rejected it last
+    benefit_ms_per_s: float | None = None  # read time saved, in write_overhead's unit (None: saved before it was)
 
     @property
     def table(self) -> str:
@@ -129,7 +130,7 @@ class StoredRecommendation:
 
 _COLUMNS = ("id", "status", "fingerprint", "table_schema", "table_name", "columns", "method", "where_clause",
             "include", "index_name", "create_sql", "estimated_size_bytes", "improvement_pct", "write_overhead",
-            "queries", "reason", "origin", "attempts", "decided_by")
+            "queries", "reason", "origin", "attempts", "decided_by", "benefit_ms_per_s")
 # A person approved it: approved, or queued again after an interrupted run of an approved build (its last
 # decision, the only one that leaves decided_at set on a row that can be building or interrupted, was approve).
 _APPROVED = sql.SQL("({a} OR ({i} AND {p}decided_at IS NOT NULL))")
@@ -275,6 +276,7 @@ class NewRecommendation:
     write_overhead: float | None
     queries: list[dict[str, Any]]
     origin: Origin = Origin.WORKLOAD
+    benefit_ms_per_s: float | None = None  # ms/s of read time saved, the unit of write_overhead
 
 
 # A live row of the same shape is refreshed in place (status and decision untouched); the real workload's
@@ -289,10 +291,10 @@ WITH rejected AS (
 saved AS (
   INSERT INTO {s}.recommendations AS r (fingerprint, table_schema, table_name, columns, method, where_clause,
                                         include, index_name, create_sql, estimated_size_bytes, improvement_pct,
-                                        write_overhead, queries, origin, reason)
+                                        write_overhead, benefit_ms_per_s, queries, origin, reason)
   SELECT %(fingerprint)s, %(table_schema)s, %(table_name)s, %(columns)s, %(method)s, %(where_clause)s,
          %(include)s, %(index_name)s, %(create_sql)s, %(estimated_size_bytes)s, %(improvement_pct)s,
-         %(write_overhead)s, %(queries)s, %(origin)s,
+         %(write_overhead)s, %(benefit_ms_per_s)s, %(queries)s, %(origin)s,
          (SELECT 'built and reverted before (recommendation #' || max(id) || '): mode auto builds it again only'
                  ' once a person approves it'
             FROM {s}.recommendations WHERE fingerprint = %(fingerprint)s AND {reverted})
@@ -300,7 +302,8 @@ saved AS (
   ON CONFLICT (fingerprint) WHERE {live}
   DO UPDATE SET updated_at = now(), estimated_size_bytes = EXCLUDED.estimated_size_bytes,
                 improvement_pct = EXCLUDED.improvement_pct, write_overhead = EXCLUDED.write_overhead,
-                queries = EXCLUDED.queries, create_sql = EXCLUDED.create_sql,
+                benefit_ms_per_s = EXCLUDED.benefit_ms_per_s, queries = EXCLUDED.queries,
+                create_sql = EXCLUDED.create_sql,
                 origin = CASE WHEN EXCLUDED.origin = {w} THEN EXCLUDED.origin ELSE r.origin END
   RETURNING id)
 SELECT id FROM saved UNION ALL SELECT id FROM rejected WHERE id IS NOT NULL

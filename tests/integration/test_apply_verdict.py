@@ -38,8 +38,8 @@ def items(pg_conn, database: Database) -> int:
         cur.execute("ANALYZE items")
         cur.execute(
             "INSERT INTO indexd.recommendations (status, fingerprint, table_schema, table_name, columns, index_name,"
-            " create_sql, queries, improvement_pct, write_overhead) VALUES ('approved', 'items-sku', 'public',"
-            " 'items', '[\"sku\"]', %s, %s, %s, 90, 1) RETURNING id",
+            " create_sql, queries, improvement_pct, write_overhead, benefit_ms_per_s) VALUES ('approved', 'items-sku',"
+            " 'public', 'items', '[\"sku\"]', %s, %s, %s, 90, 1, 10) RETURNING id",
             (INDEX, f"CREATE INDEX CONCURRENTLY {INDEX} ON public.items (sku)",
              json.dumps([{"query": NORMALISED, "calls": 40}])))
         return int(cur.fetchone()[0])

@@ -4,6 +4,7 @@ saving without duplicates, and clear failures when HypoPG or pg_stat_statements 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg2.extensions
@@ -17,7 +18,7 @@ from indexd.lifecycle.verdict import target_keys
 
 CONFIG = "environment: development\nindexing:\n  min_calls: 1\n"
 KEYS = {"table", "columns", "method", "where", "include", "create_sql", "estimated_size_bytes", "improvement_pct",
-        "write_overhead", "queries", "index_name"}
+        "write_overhead", "benefit_ms_per_s", "queries", "index_name"}
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +82,8 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
         assert rec["create_sql"].startswith("CREATE INDEX CONCURRENTLY")
         assert rec["estimated_size_bytes"] > 0 and rec["improvement_pct"] > 0
         assert rec["queries"] and rec["queries"][0]["cost_after"] < rec["queries"][0]["cost_before"]
+        # both in ms of database time per second: the selection takes an index only when it saves more than it costs
+        assert rec["benefit_ms_per_s"] > rec["write_overhead"] >= 0
     by_table = {r["table"]: r for r in recs}
     assert by_table["public.orders"]["columns"][0] == "customer_id"
     assert by_table["public.customers"]["columns"] == ["email"]
@@ -93,6 +96,9 @@ def test_json_contract_runnable_sql_and_saved_once(shop: psycopg2.extensions.con
         cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending' AND origin = 'queries')"
                     " FROM indexd.recommendations")
         assert cur.fetchone() == (2, 2)  # offline advice: saved, never built before a person approves it
+        cur.execute("SELECT id, benefit_ms_per_s, write_overhead FROM indexd.recommendations")
+        assert {r[0]: r[1:] for r in cur.fetchall()} == {
+            r["id"]: (r["benefit_ms_per_s"], r["write_overhead"]) for r in recs}
         for rec in recs:
             cur.execute(f'DROP INDEX "{rec["index_name"]}"')
     # a second run refreshes the same rows instead of adding new ones
@@ -236,18 +242,21 @@ def test_missing_pg_stat_statements_fails_clearly(pg_cluster: EmbeddedCluster,
 def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Database) -> None:
     from indexd.advisor.model import IndexCandidate, IndexKey, QueryEffect, Recommendation
     from indexd.advisor.store import save_recommendations
+    from indexd.lifecycle.readings import build_request
     from indexd.state.migrations import migrate
     from indexd.state.recommendations import load_recommendations
 
     migrate(database)
     a = IndexCandidate("public", "t", (IndexKey("a"),))
     b = IndexCandidate("public", "t", (IndexKey("b"),))
-    recs = [Recommendation(c, 8192, 12.5, 0.1, (QueryEffect("SELECT 1", 3, 10.0, 1.0),)) for c in (a, b)]
+    recs = [Recommendation(c, 8192, 12.5, 0.1, (QueryEffect("SELECT 1", 3, 10.0, 1.0),), benefit_ms_per_s=0.75)
+            for c in (a, b)]
     sql_text = {c.fingerprint(): f"CREATE INDEX CONCURRENTLY {c.name()} ON t (x)" for c in (a, b)}
     ids = save_recommendations(database, recs, sql_text)
     with database.connection() as conn, conn.cursor() as cur:
         cur.execute("UPDATE indexd.recommendations SET status = 'approved' WHERE id = %s", (ids[b.fingerprint()],))
-    again = save_recommendations(database, [recs[1]], sql_text, supersede_missing=True)
+    again = save_recommendations(database, [replace(recs[1], benefit_ms_per_s=0.9)], sql_text,
+                                 supersede_missing=True)
     assert again == {b.fingerprint(): ids[b.fingerprint()]}
     with database.connection() as conn:
         rows = load_recommendations(conn, "indexd", statuses=("pending", "approved", "superseded"))
@@ -256,6 +265,11 @@ def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Databa
     assert stored[b.fingerprint()].status == "approved"  # a decision is never undone by new advice
     assert stored[b.fingerprint()].queries == [{"query": "SELECT 1", "calls": 3, "cost_before": 10.0,
                                                 "cost_after": 1.0}]
+    # the benefit is saved beside the write cost, refreshed with new advice, and carried into the build's guard
+    assert (stored[a.fingerprint()].benefit_ms_per_s, stored[a.fingerprint()].write_overhead) == (0.75, 0.1)
+    assert stored[b.fingerprint()].benefit_ms_per_s == 0.9
+    request = build_request(stored[b.fingerprint()], table_bytes=8192)
+    assert (request.benefit_ms_per_s, request.write_overhead) == (0.9, 0.1)
 
 
 def test_skipped_statements_summarised_and_listed_with_verbose(shop: psycopg2.extensions.connection, pg_dsn: str,

@@ -50,7 +50,8 @@ def _advice(table: str, origin: Origin = Origin.WORKLOAD) -> NewRecommendation:
         fingerprint=f"public.{table}(a)", table_schema="public", table_name=table, columns=["a"], method="btree",
         where_clause=None, include=[], index_name=name,
         create_sql=f'CREATE INDEX CONCURRENTLY "{name}" ON "public"."{table}" USING btree ("a")',
-        estimated_size_bytes=100_000, improvement_pct=50.0, write_overhead=1.0, queries=[], origin=origin)
+        estimated_size_bytes=100_000, improvement_pct=50.0, write_overhead=1.0, queries=[], origin=origin,
+        benefit_ms_per_s=10.0)
 
 
 def _save(db: Database, *advice: NewRecommendation) -> list[int]:

@@ -33,18 +33,19 @@ def candidate(schema: str, table: str, *columns: str) -> IndexCandidate:
 
 def insert_recommendation(conn: Any, cand: IndexCandidate, *, status: str = "approved", state: str = STATE,
                           improvement_pct: float = 50.0, write_overhead: float = 1.0,
-                          estimated_size_bytes: int = 100_000) -> int:
+                          benefit_ms_per_s: float | None = 10.0, estimated_size_bytes: int = 100_000) -> int:
     """A row in the state table `recommendations` for this candidate, as the advisor writes it."""
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
                 "INSERT INTO {}.recommendations (status, fingerprint, table_schema, table_name, columns, method,"
                 " where_clause, include, index_name, create_sql, estimated_size_bytes, improvement_pct,"
-                " write_overhead) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+                " write_overhead, benefit_ms_per_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id"
             ).format(sql.Identifier(state)),
             (status, cand.fingerprint(), cand.schema, cand.table, json.dumps([k.label() for k in cand.keys]),
              cand.method, cand.where, json.dumps(list(cand.include)), cand.name(), cand.create_sql().as_string(conn),
-             estimated_size_bytes, improvement_pct, write_overhead),
+             estimated_size_bytes, improvement_pct, write_overhead, benefit_ms_per_s),
         )
         return int(cur.fetchone()[0])
 

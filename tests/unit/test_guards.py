@@ -24,7 +24,7 @@ MB = 1024**2
 SETTINGS = IndexingSettings()
 NO_BYPASS = BypassSettings()
 REQUEST = BuildRequest(recommendation_id=7, table="public.orders", index_name="indexd_orders_a_12345678",
-                       table_bytes=100 * MB, improvement_pct=40.0, write_overhead=2.0)
+                       table_bytes=100 * MB, improvement_pct=40.0, write_overhead=2.0, benefit_ms_per_s=12.0)
 CALM = Readings(taken_at=NOW, is_leader=True, pause=None, cpu_pct=10.0, active_backends=3, max_connections=100,
                 waiting_backends=0, replica_lag_s=None, build_starts=(), table_writes_per_second=1.0)
 
@@ -164,15 +164,44 @@ def test_rate_limit_of_zero_never_builds() -> None:
 def test_write_guard_on_a_write_heavy_table() -> None:
     settings = replace(SETTINGS, write_guard=WriteGuardSettings(writes_per_second=50.0, min_benefit_ratio=2.0))
     assert check(settings=settings, table_writes_per_second=50.0).allowed  # not above the threshold
-    assert check(settings=settings, table_writes_per_second=500.0).allowed  # 40 % > 2.0 x 2.0
-    weak = replace(REQUEST, improvement_pct=4.0, write_overhead=2.0)  # 4 % is not above 2 x 2
+    assert check(settings=settings, table_writes_per_second=500.0).allowed  # saves 12 ms/s > 2 x 2 ms/s
+    weak = replace(REQUEST, improvement_pct=40.0, benefit_ms_per_s=4.0, write_overhead=2.0)  # 4 is not above 2 x 2
     decision = check(request=weak, settings=settings, table_writes_per_second=80.0)
-    assert decision.reasons == ["public.orders is write-heavy (80.0 writes/s > 50): its improvement 4.0% does not "
-                                "exceed its write cost 2 x 2 = 4.0"]
+    assert decision.reasons == ["public.orders is write-heavy (80.0 writes/s > 50): the index saves 4.00 ms/s but "
+                                "costs 2.00 ms/s of writes, and must save more than 2 x that = 4.00 ms/s "
+                                "(indexing.write_guard.min_benefit_ratio)"]
+    assert decision.guards == ("write",) and decision.retry_after is None
+    assert check(request=weak, settings=settings, table_writes_per_second=10.0).allowed
+    assert check(request=replace(weak, benefit_ms_per_s=4.01), settings=settings,
+                 table_writes_per_second=80.0).allowed
+
+
+def test_write_guard_weighs_time_against_time_not_the_improvement_share() -> None:
+    settings = replace(SETTINGS, write_guard=WriteGuardSettings(writes_per_second=50.0, min_benefit_ratio=2.0))
+    # A large share of a light workload can still cost more writes than the reads it saves ...
+    small_saving = replace(REQUEST, improvement_pct=90.0, benefit_ms_per_s=0.5, write_overhead=0.3)
+    assert not check(request=small_saving, settings=settings, table_writes_per_second=80.0).allowed
+    # ... and a small share of a heavy workload can pay for its writes many times over.
+    large_saving = replace(REQUEST, improvement_pct=0.5, benefit_ms_per_s=300.0, write_overhead=20.0)
+    assert check(request=large_saving, settings=settings, table_writes_per_second=80.0).allowed
+    # Only the ratio counts: the same figures with a stricter ratio refuse.
+    strict = replace(settings, write_guard=WriteGuardSettings(writes_per_second=50.0, min_benefit_ratio=20.0))
+    assert not check(request=large_saving, settings=strict, table_writes_per_second=80.0).allowed
+
+
+def test_write_guard_refuses_an_unknown_write_cost_or_benefit() -> None:
+    settings = replace(SETTINGS, write_guard=WriteGuardSettings(writes_per_second=50.0, min_benefit_ratio=2.0))
     unknown = check(request=replace(REQUEST, write_overhead=None), settings=settings, table_writes_per_second=80.0)
     assert unknown.reasons == ["public.orders is write-heavy (80.0 writes/s > 50) and the index's write cost is "
                                "unknown"]
-    assert check(request=weak, settings=settings, table_writes_per_second=10.0).allowed
+    older = check(request=replace(REQUEST, benefit_ms_per_s=None), settings=settings, table_writes_per_second=80.0)
+    assert older.guards == ("write",) and older.retry_after is None
+    assert older.reasons == ["public.orders is write-heavy (80.0 writes/s > 50) and the recommendation predates "
+                             "indexd's estimate of the read time the index saves, so its write cost cannot be "
+                             "weighed; the next advice run ('indexd recommend') refreshes it"]
+    # Below the threshold neither figure is needed.
+    both = replace(REQUEST, benefit_ms_per_s=None, write_overhead=None)
+    assert check(request=both, settings=settings, table_writes_per_second=10.0).allowed
 
 
 def test_not_leader_refuses_and_names_the_holder() -> None:
@@ -214,7 +243,7 @@ def test_pacing_waits_for_the_pause_between_builds_never_longer() -> None:
 def test_every_refusal_is_reported_at_once() -> None:
     p = Pause(1, NOW, NOW + timedelta(hours=1), "incident", "ann")
     decision = check(
-        request=replace(REQUEST, improvement_pct=1.0), bypass=BypassSettings(enabled=True, reason="r"),
+        request=replace(REQUEST, benefit_ms_per_s=1.0), bypass=BypassSettings(enabled=True, reason="r"),
         now=NOW.replace(hour=12), pause=p, cpu_pct=99.0, active_backends=99, waiting_backends=50,
         replica_lag_s=999.0, build_starts=tuple(NOW.replace(hour=11, minute=30) for _ in range(25)),
         table_writes_per_second=1000.0, is_leader=False,

@@ -10,7 +10,7 @@ from indexd.advisor.model import IMPROVEMENT, Recommendation
 from indexd.advisor.pipeline import Advice, Skipped
 from indexd.advisor.skips import SkipReason, count_line, skip_counts
 from indexd.advisor.store import query_effects
-from indexd.state.recommendations import Origin
+from indexd.state.statuses import Origin
 from indexd.units import human_duration, human_rate, human_size
 
 QUERY_WIDTH = 70

@@ -9,6 +9,7 @@ from typing import Any
 from indexd.advisor.model import Recommendation
 from indexd.db.pool import Database
 from indexd.state import recommendations as stored
+from indexd.state.statuses import Origin
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def query_effects(rec: Recommendation) -> list[dict[str, Any]]:
     return effects
 
 
-def to_row(rec: Recommendation, create_sql: str, origin: stored.Origin) -> stored.NewRecommendation:
+def to_row(rec: Recommendation, create_sql: str, origin: Origin) -> stored.NewRecommendation:
     cand = rec.candidate
     return stored.NewRecommendation(
         fingerprint=cand.fingerprint(), table_schema=cand.schema, table_name=cand.table,
@@ -38,7 +39,7 @@ def to_row(rec: Recommendation, create_sql: str, origin: stored.Origin) -> store
 
 def save_recommendations(db: Database, recommendations: tuple[Recommendation, ...] | list[Recommendation],
                          create_sql: dict[str, str], *, supersede_missing: bool = False,
-                         origin: stored.Origin = stored.Origin.WORKLOAD) -> dict[str, int]:
+                         origin: Origin = Origin.WORKLOAD) -> dict[str, int]:
     """Save (or refresh) these recommendations; returns fingerprint -> recommendation id.
 
     With supersede_missing, undecided workload advice not among these becomes superseded (use it only when the

@@ -21,7 +21,7 @@ from indexd.cli.runner import each_database
 from indexd.db.standby import STANDBY, WHY, is_standby
 from indexd.errors import UsageError
 from indexd.state.migrations import migrate
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 from indexd.workload.lookback import capture_workload, given_workload, read_workload
 from indexd.workload.queries import read_queries
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from indexd import events
 from indexd.lifecycle.ddl import BuildResult
-from indexd.state.recommendations import StoredRecommendation
+from indexd.state.recommendation_rows import StoredRecommendation
 
 
 def _mb(size: int | None) -> str:

@@ -37,8 +37,9 @@ from indexd.lifecycle.pacing import ready
 from indexd.lifecycle.readings import drop_decision, take_readings
 from indexd.lifecycle.redundant import Covering, covering_index, supersede
 from indexd.lifecycle.refusal import when_again
-from indexd.state import audit, recommendations
-from indexd.state.recommendations import Status, StoredRecommendation
+from indexd.state import audit, recommendation_rows, recommendations
+from indexd.state.recommendation_rows import StoredRecommendation
+from indexd.state.statuses import Status, decidable_from
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,9 @@ def apply(
             _settle(db, settings, db_settings, lead, now or clock(), job_id)
         pending: list[StoredRecommendation] = []
         with db.connection() as conn:
-            recs = recommendations.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
+            recs = recommendation_rows.load_buildable(conn, db.settings.state_schema, unapproved=unapproved)
             if not recs:
-                pending = recommendations.load_recommendations(conn, db.settings.state_schema,
+                pending = recommendation_rows.load_recommendations(conn, db.settings.state_schema,
                                                                statuses=[Status.PENDING])
         if not recs:
             result.message = _nothing_to_build(unapproved, len(pending))
@@ -267,7 +268,7 @@ def _decide_recommendation(db: Database, rec_id: int, decision: Status, reason: 
         if done.previous is None:
             raise UsageError(f"no recommendation #{rec_id} in database {db.name} (see 'indexd status')")
         if done.row is None:
-            allowed = ", ".join(s for s in Status if s in recommendations.decidable_from(decision))
+            allowed = ", ".join(s for s in Status if s in decidable_from(decision))
             raise UsageError(f"recommendation #{rec_id} is {done.previous}: only {allowed} recommendations can be "
                              f"{decision}")
         rec = done.row

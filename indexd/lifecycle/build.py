@@ -46,7 +46,8 @@ from indexd.lifecycle.leader import Leadership
 from indexd.lifecycle.partitioned import Checkpoint, build_partitioned, is_partitioned
 from indexd.state import audit, recommendations
 from indexd.state.pause import active_pause
-from indexd.state.recommendations import Status, StoredRecommendation
+from indexd.state.recommendation_rows import StoredRecommendation
+from indexd.state.statuses import Status
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle.ddl import OWN_PREFIX, index_state
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.lifecycle.partitioned import PARTITION_PREFIX
-from indexd.state import audit, recommendations
-from indexd.state.recommendations import Status
+from indexd.state import audit, recommendation_rows, recommendations
+from indexd.state.statuses import Status
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def anything_to_settle(db: Database) -> bool:
     with db.connection(autocommit=True) as conn:
         if _leftovers(conn):
             return True
-        return bool(recommendations.load_recommendations(conn, db.settings.state_schema, statuses=[Status.BUILDING]))
+        building = recommendation_rows.load_recommendations(conn, db.settings.state_schema, statuses=[Status.BUILDING])
+        return bool(building)
 
 
 def cleanup_invalid(db: Database, *, job_id: str | None = None, drop: bool = True) -> list[str]:
@@ -105,7 +106,7 @@ def _settle_interrupted(db: Database) -> None:
             done = (found is not None and found.valid) if creating else found is None
             audit.record_outcome(conn, state, intent_id, outcome="succeeded" if done else "failed",
                                  reason="finished; recorded after an interruption" if done else INTERRUPTED)
-        for rec in recommendations.load_recommendations(conn, state, statuses=[Status.BUILDING]):
+        for rec in recommendation_rows.load_recommendations(conn, state, statuses=[Status.BUILDING]):
             found = index_state(conn, rec.table_schema, rec.index_name)
             if found is not None and found.building:
                 continue

@@ -24,7 +24,7 @@ from indexd.db.pool import Database, PgConnection
 from indexd.db.retry import classify, sqlstate_of
 from indexd.errors import first_line
 from indexd.state import recommendations
-from indexd.state.recommendations import Status
+from indexd.state.statuses import Status
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from indexd.lifecycle.findings import (
     quote_ident,
 )
 from indexd.lifecycle.replica_scans import combine, read_replicas
-from indexd.state.recommendations import own_index_builds
+from indexd.state.recommendation_rows import own_index_builds
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,8 @@ from indexd.lifecycle.ddl import (
 from indexd.lifecycle.deferred import defer_drop
 from indexd.lifecycle.drop import drop_index_concurrently
 from indexd.state import audit, recommendations
-from indexd.state.recommendations import Status, StoredRecommendation
+from indexd.state.recommendation_rows import StoredRecommendation
+from indexd.state.statuses import Status
 
 log = logging.getLogger(__name__)
 

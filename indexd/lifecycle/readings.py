@@ -27,7 +27,7 @@ from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.leader import Leadership
 from indexd.state import audit, job_runs
 from indexd.state.pause import active_pause
-from indexd.state.recommendations import StoredRecommendation
+from indexd.state.recommendation_rows import StoredRecommendation
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from indexd.db.pool import Database, PgConnection
 from indexd.lifecycle.ddl import BuildResult
 from indexd.state import audit, recommendations
-from indexd.state.recommendations import Status, StoredRecommendation
+from indexd.state.recommendation_rows import StoredRecommendation
+from indexd.state.statuses import Status
 from indexd.statements.indexdef import NotAnIndex, covers, parse_index
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from indexd.lifecycle.verdict import (
     target_keys,
     window_stats,
 )
-from indexd.state import recommendations
-from indexd.state.recommendations import BuiltIndex
+from indexd.state import recommendation_rows, recommendations
+from indexd.state.recommendation_rows import BuiltIndex
 from indexd.state.verdicts import insert_verdict
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def verify_built(
     now = now or utcnow()
     ix, schema = db_settings.indexing, db.settings.state_schema
     with db.connection() as conn:
-        items = recommendations.awaiting_verdict(conn, schema, now - ix.verify.after, ix.verify.auto_revert)
+        items = recommendation_rows.awaiting_verdict(conn, schema, now - ix.verify.after, ix.verify.auto_revert)
     records: list[VerdictRecord] = []
     if not items:
         log.info("verify on %s: nothing to judge", db.name)

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from indexd import __version__
 from indexd.config.schedule import job_specs
 from indexd.service.runtime import DatabaseRuntime, JobRecord, Runtime
-from indexd.state.recommendations import QUEUED, Status
+from indexd.state.statuses import QUEUED, Status
 
 BREAKER_STATES = ("closed", "half_open", "open")
 JOB_OUTCOMES = ("ok", "failed", "skipped")

@@ -15,7 +15,8 @@ from indexd.errors import first_line
 from indexd.lifecycle import announce
 from indexd.service.runtime import DatabaseRuntime, Probe, Runtime
 from indexd.state.pause import active_pause, ran_out
-from indexd.state.recommendations import QUEUED, load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
+from indexd.state.statuses import QUEUED
 
 log = logging.getLogger(__name__)
 

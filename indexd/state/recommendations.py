@@ -1,259 +1,44 @@
-"""The table `recommendations` and the lifecycle of its rows, as one state machine.
-
-`Status` is the one type of a recommendation's status and `TRANSITIONS` the one table of the moves allowed
-between them; sql/040_recommendation_lifecycle.sql holds the same status list in its CHECK constraint and the
-same `LIVE` list in its unique index (a test compares them). Every write to the table is here: saving advice,
-the human decisions, claiming a row for a build and settling it, the verdicts of verification.
+"""The table `recommendations` and every write to it: saving advice, the human decisions, claiming a row for a
+build and settling it, the verdicts of verification. The statuses and the moves allowed between them are
+`indexd.state.statuses`.
 
 Every move is checked twice. In Python, against TRANSITIONS, before it is asked for: asking for a move the
 table forbids is a bug (IllegalTransition). In the database, by the UPDATE itself: it moves a row only while
 the row is *currently* in one of the move's source statuses, read under FOR UPDATE in the same statement, so
 two processes can never both move it (the second finds the first one's status and moves nothing).
-
-The main road is pending -> (approved ->) building -> built -> kept; a build that does not finish leaves
-`building` for failed (the index itself), interrupted (its run was cut off: claimed again later, until
-indexing.build_attempts runs made it failed) or back to where it came from (a lock timeout). TRANSITIONS has
-every other move.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg2 import sql
 
 from indexd.db.pool import PgConnection
 from indexd.errors import IndexdError
-
-
-class Status(enum.StrEnum):
-    PENDING = "pending"  # recommended; mode auto builds it, mode approve waits for a person
-    APPROVED = "approved"  # a person approved it: the next apply builds it
-    REJECTED = "rejected"  # a person rejected it: never built
-    BUILDING = "building"  # claimed by one build
-    BUILT = "built"  # built and valid, waiting for its verdict
-    KEPT = "kept"  # verification kept it
-    REVERTED = "reverted"  # dropped again: verification found it harmful, or it went unused
-    FAILED = "failed"  # the index itself failed (permission, duplicate key, definition, timeout) or too many runs
-    INTERRUPTED = "interrupted"  # its run was interrupted (connection, server restart, indexd stopped): queued again
-    SUPERSEDED = "superseded"  # no longer supported by the workload, or made redundant before it was built
-
-
-class Origin(enum.StrEnum):
-    WORKLOAD = "workload"  # pg_stat_statements: the database's real workload
-    QUERIES = "queries"  # a query file (`recommend --queries`): offline advice, built only once a person approves
-
-
-S = Status
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    S.PENDING: frozenset({S.APPROVED, S.REJECTED, S.BUILDING, S.SUPERSEDED}),
-    S.APPROVED: frozenset({S.BUILDING, S.REJECTED, S.SUPERSEDED}),
-    S.REJECTED: frozenset({S.APPROVED}),
-    # back to pending/approved/interrupted: a claim given back unchanged (lock timeout, a pause between partitions)
-    S.BUILDING: frozenset({S.BUILT, S.FAILED, S.INTERRUPTED, S.PENDING, S.APPROVED}),
-    S.BUILT: frozenset({S.KEPT, S.REVERTED}),
-    S.KEPT: frozenset({S.REVERTED}),
-    S.REVERTED: frozenset(),
-    S.FAILED: frozenset({S.APPROVED, S.REJECTED}),
-    S.INTERRUPTED: frozenset({S.BUILDING, S.APPROVED, S.REJECTED, S.SUPERSEDED, S.FAILED}),
-    S.SUPERSEDED: frozenset(),
-}
-LIVE = frozenset({S.PENDING, S.APPROVED, S.BUILDING, S.BUILT, S.KEPT, S.INTERRUPTED})  # one per index shape
-QUEUED = frozenset({S.PENDING, S.APPROVED, S.INTERRUPTED})  # waiting for a build (approved, or as the mode says)
-OPEN = QUEUED | {S.BUILDING}  # advice not settled yet, as `status` lists it
-NEVER_BUILT = frozenset({S.PENDING, S.APPROVED, S.REJECTED})  # no build was ever started for these
-
-
-class IllegalTransition(IndexdError):
-    """A status change TRANSITIONS does not allow: a bug in the caller, never a user's mistake."""
-
-    def __init__(self, rec_id: int | None, source: Status, target: Status) -> None:
-        self.rec_id, self.source, self.target = rec_id, source, target
-        which = f"recommendation #{rec_id}" if rec_id is not None else "a recommendation"
-        super().__init__(f"{which} cannot go from {source} to {target}")
-
-
-def check_transition(source: Status, target: Status, rec_id: int | None = None) -> None:
-    """Raise IllegalTransition unless TRANSITIONS allows source -> target."""
-    if target not in TRANSITIONS[source]:
-        raise IllegalTransition(rec_id, source, target)
-
-
-def sources_of(target: Status) -> frozenset[Status]:
-    """Every status a row may reach `target` from."""
-    return frozenset(s for s, allowed in TRANSITIONS.items() if target in allowed)
-
-
-def _in(column: str, statuses: Iterable[Status]) -> sql.Composed:
-    """`column IN ('a', 'b')` in Status order: the same text as the migrations' lists."""
-    ordered = [s for s in Status if s in set(statuses)]
-    return sql.SQL("{} IN ({})").format(sql.SQL(column), sql.SQL(", ").join(map(sql.Literal, ordered)))
-
-
-# ---- reading ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredRecommendation:
-    """One row of the table, as the lifecycle reads it."""
-
-    id: int
-    status: Status
-    fingerprint: str
-    table_schema: str
-    table_name: str
-    columns: list[Any]
-    method: str
-    where_clause: str | None
-    include: list[Any]
-    index_name: str
-    create_sql: str
-    estimated_size_bytes: int | None
-    improvement_pct: float | None
-    write_overhead: float | None
-    queries: list[Any]
-    reason: str | None = None
-    origin: Origin = Origin.WORKLOAD
-    attempts: int = 0  # interrupted builds so far
-    decided_by: str | None = None  # who approved or rejected it last
-    benefit_ms_per_s: float | None = None  # read time saved, in write_overhead's unit (None: saved before it was)
-
-    @property
-    def table(self) -> str:
-        return f"{self.table_schema}.{self.table_name}"
-
-
-_COLUMNS = ("id", "status", "fingerprint", "table_schema", "table_name", "columns", "method", "where_clause",
-            "include", "index_name", "create_sql", "estimated_size_bytes", "improvement_pct", "write_overhead",
-            "queries", "reason", "origin", "attempts", "decided_by", "benefit_ms_per_s")
-# A person approved it: approved, or queued again after an interrupted run of an approved build (its last
-# decision, the only one that leaves decided_at set on a row that can be building or interrupted, was approve).
-_APPROVED = sql.SQL("({a} OR ({i} AND {p}decided_at IS NOT NULL))")
-
-
-def _approved(prefix: str = "") -> sql.Composed:
-    return _APPROVED.format(a=_in(f"{prefix}status", [S.APPROVED]), i=_in(f"{prefix}status", [S.INTERRUPTED]),
-                            p=sql.SQL(prefix))
-
-
-def _row(values: tuple[Any, ...]) -> StoredRecommendation:
-    fields = dict(zip(_COLUMNS, values, strict=True))
-    fields["status"], fields["origin"] = Status(fields["status"]), Origin(fields["origin"])
-    return StoredRecommendation(**fields)
-
-
-def _select(conn: PgConnection, schema: str, where: sql.Composable, params: list[Any]) -> list[StoredRecommendation]:
-    statement = sql.SQL("SELECT {} FROM {}.recommendations WHERE {} ORDER BY improvement_pct DESC NULLS LAST, id"
-                        ).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(schema), where)
-    with conn.cursor() as cur:
-        cur.execute(statement, params)
-        return [_row(row) for row in cur.fetchall()]
-
-
-def load_recommendations(conn: PgConnection, schema: str, *, statuses: Iterable[Status] | None = None,
-                         ids: Iterable[int] | None = None) -> list[StoredRecommendation]:
-    """Recommendations by status and/or id, the most beneficial first."""
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[Any] = []
-    if statuses is not None:
-        where.append(sql.SQL("status = ANY(%s)"))
-        params.append([str(s) for s in statuses])
-    if ids is not None:
-        where.append(sql.SQL("id = ANY(%s)"))
-        params.append(list(ids))
-    return _select(conn, schema, sql.SQL(" AND ").join(where), params)
-
-
-def load_buildable(conn: PgConnection, schema: str, *, unapproved: bool) -> list[StoredRecommendation]:
-    """What a build run may take, the most beneficial first: what a person approved, and with `unapproved`
-    (mode auto) also pending or interrupted advice of the real workload (offline advice always waits for a
-    person, and so does an index shape indexd built and reverted before)."""
-    return _select(conn, schema, _buildable(schema, "recommendations."), [unapproved])
-
-
-def _buildable(schema: str, prefix: str) -> sql.Composed:
-    return sql.SQL("{queued} AND ({approved} OR (%s AND {unapproved}))").format(
-        queued=_in(f"{prefix}status", QUEUED), approved=_approved(prefix), unapproved=_auto(schema, prefix))
-
-
-def _auto(schema: str, prefix: str) -> sql.Composed:
-    """What mode auto builds without a person: workload advice for a shape that was never reverted. A revert (a
-    verdict, or an unused drop) says building it again would not help; without this the next advice would
-    queue it again, and auto would build and revert it on every cycle."""
-    return sql.SQL("{p}origin = {w} AND NOT EXISTS (SELECT 1 FROM {s}.recommendations o"
-                   " WHERE o.fingerprint = {p}fingerprint AND {reverted})").format(
-        p=sql.SQL(prefix), w=sql.Literal(Origin.WORKLOAD), s=sql.Identifier(schema),
-        reverted=_in("o.status", [S.REVERTED]))
-
-
-def status_of(conn: PgConnection, schema: str, rec_id: int, *, lock: bool = False) -> Status | None:
-    """The row's status now (None: no such row); `lock` keeps it locked until the transaction ends."""
-    statement = sql.SQL("SELECT status FROM {}.recommendations WHERE id = %s{}").format(
-        sql.Identifier(schema), sql.SQL(" FOR UPDATE") if lock else sql.SQL(""))
-    with conn.cursor() as cur:
-        cur.execute(statement, (rec_id,))
-        row = cur.fetchone()
-    return None if row is None else Status(row[0])
-
-
-@dataclass(frozen=True)
-class BuiltIndex:
-    """A recommendation indexd built, waiting for (or retrying) its verdict."""
-
-    recommendation_id: int
-    schema: str
-    table: str
-    index_name: str
-    queries: Any
-    build_started: datetime  # the create_index intent: the "before" window ends here
-    built_at: datetime  # its successful outcome: the "after" window starts here
-    pending_revert: bool  # judged 'reverted' earlier, the drop has not happened yet
-
-
-_AWAITING_VERDICT = """
-SELECT r.id, r.table_schema, r.table_name, r.index_name, r.queries,
-       coalesce(b.started, b.built, r.updated_at), coalesce(b.built, r.updated_at),
-       coalesce(v.verdict = 'reverted', false)
-  FROM {s}.recommendations r
-  LEFT JOIN LATERAL (
-       SELECT max(m.at) FILTER (WHERE m.phase = 'intent') AS started,
-              max(m.at) FILTER (WHERE m.phase = 'outcome' AND m.outcome = 'succeeded') AS built
-         FROM {s}.mutation_log m WHERE m.recommendation_id = r.id AND m.action = 'create_index') b ON true
-  LEFT JOIN LATERAL (
-       SELECT verdict FROM {s}.index_verdicts WHERE recommendation_id = r.id AND verdict <> 'inconclusive'
-        ORDER BY decided_at DESC, id DESC LIMIT 1) v ON true
- WHERE r.status = {built} AND coalesce(b.built, r.updated_at) <= %s
-   AND (v.verdict IS NULL OR (v.verdict = 'reverted' AND %s))
- ORDER BY r.id
-"""
-
-
-def awaiting_verdict(conn: PgConnection, schema: str, ready_before: datetime,
-                     auto_revert: bool) -> list[BuiltIndex]:
-    """Built recommendations old enough for a verdict and without a final one (or with a revert still to do)."""
-    statement = sql.SQL(_AWAITING_VERDICT).format(s=sql.Identifier(schema), built=sql.Literal(S.BUILT))
-    with conn.cursor() as cur:
-        cur.execute(statement, (ready_before, auto_revert))
-        return [BuiltIndex(*row) for row in cur.fetchall()]
-
-
-def own_index_builds(conn: PgConnection, schema: str) -> dict[tuple[str, str], datetime | None]:
-    """indexd's indexes by (schema, name) with their build time: recommendations a build was started for."""
-    statement = sql.SQL(
-        "SELECT r.table_schema, r.index_name, max(m.at) FROM {0}.recommendations r"
-        " LEFT JOIN {0}.mutation_log m ON m.recommendation_id = r.id AND m.action = 'create_index'"
-        " AND m.phase = 'outcome' AND m.outcome = 'succeeded'"
-        " WHERE r.index_name LIKE 'indexd\\_%%' AND NOT {1} GROUP BY 1, 2").format(
-        sql.Identifier(schema), _in("r.status", NEVER_BUILT))
-    with conn.cursor() as cur:
-        cur.execute(statement)
-        return {(r[0], r[1]): r[2] for r in cur.fetchall()}
-
+from indexd.state.recommendation_rows import (
+    StoredRecommendation,
+    approved_sql,
+    auto_sql,
+    load_recommendations,
+    status_in,
+    status_of,
+)
+from indexd.state.statuses import (
+    DECISIONS,
+    LIVE,
+    QUEUED,
+    TRANSITIONS,
+    IllegalTransition,
+    Origin,
+    S,
+    Status,
+    check_transition,
+    decidable_from,
+)
 
 # ---- saving advice ------------------------------------------------------------------------------------------
 
@@ -313,8 +98,9 @@ SELECT id FROM saved UNION ALL SELECT id FROM rejected WHERE id IS NOT NULL
 def upsert(conn: PgConnection, schema: str, recommendations: Iterable[NewRecommendation]) -> dict[str, int]:
     """Save new advice as pending, or refresh the live row of the same shape; returns fingerprint -> id (a
     shape a person rejected keeps its rejected row, whose id this returns)."""
-    statement = sql.SQL(_UPSERT).format(s=sql.Identifier(schema), live=_in("status", LIVE),
-                                        rejected=_in("status", [S.REJECTED]), reverted=_in("status", [S.REVERTED]),
+    statement = sql.SQL(_UPSERT).format(s=sql.Identifier(schema), live=status_in("status", LIVE),
+                                        rejected=status_in("status", [S.REJECTED]),
+                                        reverted=status_in("status", [S.REVERTED]),
                                         w=sql.Literal(Origin.WORKLOAD))
     ids: dict[str, int] = {}
     with conn.cursor() as cur:
@@ -336,7 +122,7 @@ def supersede_unsupported(conn: PgConnection, schema: str, supported: Iterable[s
         "UPDATE {}.recommendations SET status = {}, updated_at = now(), reason = 'no longer supported by the"
         " workload' WHERE origin = {} AND ({} OR ({} AND decided_at IS NULL)) AND NOT (fingerprint = ANY(%s))").format(
         sql.Identifier(schema), sql.Literal(S.SUPERSEDED),
-        sql.Literal(Origin.WORKLOAD), _in("status", [S.PENDING]), _in("status", [S.INTERRUPTED]))
+        sql.Literal(Origin.WORKLOAD), status_in("status", [S.PENDING]), status_in("status", [S.INTERRUPTED]))
     with conn.cursor() as cur:
         cur.execute(statement, (list(supported),))
         return int(cur.rowcount)
@@ -388,7 +174,7 @@ def claim(conn: PgConnection, schema: str, rec_id: int, *, unapproved: bool) -> 
     """Take a queued recommendation for a build (-> building); the status it left, or None when it is not
     buildable now (another process claimed it first, a person rejected it meanwhile, or it waits for an approval
     that `unapproved` (mode auto) does not stand in for)."""
-    condition = sql.SQL(" AND ({} OR (%(unapproved)s AND {}))").format(_approved("p."), _auto(schema, "p."))
+    condition = sql.SQL(" AND ({} OR (%(unapproved)s AND {}))").format(approved_sql("p."), auto_sql(schema, "p."))
     moved = _move(conn, schema, rec_id, QUEUED, [S.BUILDING], condition=condition,
                   params={"unapproved": unapproved}, strict=False)
     return None if moved is None else moved[0]
@@ -461,7 +247,7 @@ def note_built_reason(conn: PgConnection, schema: str, rec_id: int, reason: str)
     """Record why a built recommendation stays built (a verdict that could not be acted on); no status change."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL("UPDATE {}.recommendations SET reason = %s, updated_at = now() WHERE id = %s AND {}")
-                    .format(sql.Identifier(schema), _in("status", [S.BUILT])), (reason[:REASON_CHARS], rec_id))
+                    .format(sql.Identifier(schema), status_in("status", [S.BUILT])), (reason[:REASON_CHARS], rec_id))
 
 
 def revert_index(conn: PgConnection, schema: str, index_schema: str, index_name: str, reason: str) -> int:
@@ -473,21 +259,12 @@ def revert_index(conn: PgConnection, schema: str, index_schema: str, index_name:
     with conn.cursor() as cur:
         cur.execute(sql.SQL("UPDATE {}.recommendations SET status = {}, reason = %s, updated_at = now()"
                             " WHERE table_schema = %s AND index_name = %s AND {}").format(
-            sql.Identifier(schema), sql.Literal(S.REVERTED), _in("status", sources)),
+            sql.Identifier(schema), sql.Literal(S.REVERTED), status_in("status", sources)),
             (reason[:REASON_CHARS], index_schema, index_name))
         return int(cur.rowcount)
 
 
 # ---- a person's decision ------------------------------------------------------------------------------------
-
-DECISIONS = (S.APPROVED, S.REJECTED)
-
-
-def decidable_from(decision: Status) -> frozenset[Status]:
-    """What a person may approve or reject: what TRANSITIONS allows, but never a row a build holds (its claim
-    is given back to `approved` by the build itself, not by a person)."""
-    return sources_of(decision) - {S.BUILDING}
-
 
 @dataclass(frozen=True)
 class Decided:

@@ -27,7 +27,8 @@ from indexd.lifecycle.leader import leader_key
 from indexd.state.audit import recent_mutations
 from indexd.state.migrations import current_version
 from indexd.state.pause import active_pause
-from indexd.state.recommendations import OPEN, Status, load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
+from indexd.state.statuses import OPEN, Status
 from indexd.status.daemon import Found, Holder, identify, matching_database
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import INTERRUPTED, cleanup_invalid
 from indexd.state.migrations import migrate
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 from tests.support.cluster import new_database
 from tests.support.lifecycle import (
     audit_rows,
@@ -42,7 +42,7 @@ import sys
 from indexd.config.schema import DatabaseSettings
 from indexd.db.pool import Database
 from indexd.lifecycle.build import build_index
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 db = Database(DatabaseSettings(name="main", dsn=sys.argv[1]))
 with db.connection() as conn:
     rec = load_recommendations(conn, "indexd", ids=(int(sys.argv[2]),))[0]

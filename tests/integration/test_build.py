@@ -12,7 +12,7 @@ from indexd.lifecycle.build import build_index
 from indexd.lifecycle.cleanup import cleanup_invalid
 from indexd.lifecycle.ddl import BuildProgress
 from indexd.lifecycle.drop import drop_index_concurrently
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 from tests.support.lifecycle import (
     audit_rows,
     candidate,
@@ -170,7 +170,7 @@ def test_cleanup_settles_a_build_that_finished_after_its_process_died(fast_db: D
 def test_create_sql_must_match_the_recommendation() -> None:
     from indexd.errors import BuildError
     from indexd.lifecycle.build import check_create_sql
-    from indexd.state.recommendations import StoredRecommendation
+    from indexd.state.recommendation_rows import StoredRecommendation
 
     def rec(create_sql: str) -> StoredRecommendation:
         return StoredRecommendation(1, "approved", "f", "public", "t", ["a"], "btree", None, [], "indexd_t_a_1",

@@ -18,7 +18,7 @@ from indexd.lifecycle.build import build_index
 from indexd.lifecycle.ddl import prepare_session
 from indexd.lifecycle.latency import LatencyProbe
 from indexd.lifecycle.readings import take_readings
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 from tests.faults.test_build_faults import SLOW, _attempts, _slow_table
 from tests.support.lifecycle import audit_rows, candidate, index_valid, insert_recommendation, make_table, rec_status
 

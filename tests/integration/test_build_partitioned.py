@@ -18,7 +18,7 @@ from indexd.lifecycle.partitioned import PARTITION_PREFIX, partition_index_name
 from indexd.lifecycle.pause import pause
 from indexd.lifecycle.readings import table_facts
 from indexd.lifecycle.verify import index_scans as verify_index_scans
-from indexd.state.recommendations import load_recommendations
+from indexd.state.recommendation_rows import load_recommendations
 from tests.support.lifecycle import (
     audit_rows,
     candidate,

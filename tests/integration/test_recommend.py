@@ -244,7 +244,7 @@ def test_store_refreshes_live_rows_and_supersedes_stale_pending(database: Databa
     from indexd.advisor.store import save_recommendations
     from indexd.lifecycle.readings import build_request
     from indexd.state.migrations import migrate
-    from indexd.state.recommendations import load_recommendations
+    from indexd.state.recommendation_rows import load_recommendations
 
     migrate(database)
     a = IndexCandidate("public", "t", (IndexKey("a"),))

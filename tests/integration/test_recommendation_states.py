@@ -20,8 +20,10 @@ from indexd.db.pool import Database
 from indexd.embedded import EmbeddedCluster
 from indexd.lifecycle.apply import apply, approve
 from indexd.lifecycle.readings import take_readings
+from indexd.state import recommendation_rows
 from indexd.state import recommendations as recs
-from indexd.state.recommendations import LIVE, IllegalTransition, NewRecommendation, Origin, Status
+from indexd.state.recommendations import NewRecommendation
+from indexd.state.statuses import LIVE, IllegalTransition, Origin, Status
 
 STATE = "indexd"
 CALM_CPU = functools.partial(take_readings, cpu=lambda sample_s: 1.0)
@@ -60,9 +62,9 @@ def _save(db: Database, *advice: NewRecommendation) -> list[int]:
     return [ids[a.fingerprint] for a in advice]
 
 
-def _row(db: Database, rec_id: int) -> recs.StoredRecommendation:
+def _row(db: Database, rec_id: int) -> recommendation_rows.StoredRecommendation:
     with db.connection() as conn:
-        (row,) = recs.load_recommendations(conn, STATE, ids=[rec_id])
+        (row,) = recommendation_rows.load_recommendations(conn, STATE, ids=[rec_id])
     return row
 
 
@@ -185,7 +187,7 @@ def test_an_interrupted_build_is_queued_again_until_the_attempts_bound(make_db, 
         row = _row(db, rec_id)
         assert now == row.status == Status.INTERRUPTED and row.attempts == attempt
         with db.connection() as conn:  # approved before: buildable again even in mode approve
-            assert [r.id for r in recs.load_buildable(conn, STATE, unapproved=False)] == [rec_id]
+            assert [r.id for r in recommendation_rows.load_buildable(conn, STATE, unapproved=False)] == [rec_id]
     _do(db, recs.claim, rec_id, unapproved=False)
     assert _do(db, recs.mark_interrupted, rec_id, "server restarted", max_attempts=3) == Status.FAILED
     row = _row(db, rec_id)
@@ -283,7 +285,7 @@ def test_a_rejected_shape_is_not_queued_again_by_new_advice(make_db, pg_conn) ->
         assert recs.decide(conn, STATE, rec_id, Status.REJECTED, actor="ann", reason="not here").row is not None
     assert _save(db, _advice("t12")) == [rec_id]  # the next advice of the same shape finds the rejection
     with db.connection() as conn:
-        assert [r.id for r in recs.load_recommendations(conn, STATE)] == [rec_id]
+        assert [r.id for r in recommendation_rows.load_recommendations(conn, STATE)] == [rec_id]
         assert recs.supersede_unsupported(conn, STATE, [_advice("t12").fingerprint]) == 0
     assert _row(db, rec_id).status == Status.REJECTED
     assert _run(db).built == []  # mode auto builds nothing a person rejected

@@ -10,7 +10,8 @@ from indexd.db.pool import Database
 from indexd.lifecycle.guards import Readings, check_write
 from indexd.lifecycle.readings import build_request
 from indexd.state.migrations import current_version, migrate, migrations
-from indexd.state.recommendations import NewRecommendation, load_recommendations, upsert
+from indexd.state.recommendation_rows import load_recommendations
+from indexd.state.recommendations import NewRecommendation, upsert
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 WRITE_HEAVY = Readings(taken_at=NOW, is_leader=True, pause=None, cpu_pct=None, active_backends=1, max_connections=100,

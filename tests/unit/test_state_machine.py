@@ -8,7 +8,7 @@ import psycopg2.errors
 import pytest
 
 from indexd.lifecycle.ddl import Settle, classify_build_failure
-from indexd.state.recommendations import (
+from indexd.state.statuses import (
     LIVE,
     OPEN,
     QUEUED,

@@ -96,5 +96,12 @@ def test_one_failing_database_never_stops_the_others(service_factory, pg_cluster
     assert failed is not None and failed.outcome == "failed"
     assert ok is not None and ok.outcome == "ok"
     metrics = http_get(port, "/metrics")[1]
-    assert 'indexd_job_runs_total{database="dead",job_name="capture",outcome="failed"} 1.0' in metrics
-    assert 'indexd_job_runs_total{database="main",job_name="capture",outcome="ok"} 1.0' in metrics
+    # at least the runs above: the scheduler may have run a capture of its own meanwhile on a slow host
+    assert _counter(metrics, 'indexd_job_runs_total{database="dead",job_name="capture",outcome="failed"}') >= 1
+    assert _counter(metrics, 'indexd_job_runs_total{database="main",job_name="capture",outcome="ok"}') >= 1
+
+
+def _counter(metrics: str, series: str) -> float:
+    found = [line for line in metrics.splitlines() if line.startswith(series + " ")]
+    assert found, f"{series} is not exposed"
+    return float(found[0].rsplit(" ", 1)[1])

@@ -249,6 +249,23 @@ def test_knee_weighs_what_remains_when_one_statement_dominates() -> None:
     assert names(run(cands, costs, stmts, sizes=sizes)) == ["k", "a", "a", "a"]
 
 
+def test_a_plan_priced_far_above_the_rest_cannot_hold_a_query_file() -> None:
+    """Without measured times, weights are planner costs; one plan priced 100,000 times above twenty others is
+    capped at their 95th percentile, so an index for an ordinary statement is still worth its bytes. With
+    measured times the same costs change nothing: a statement's real time is its weight."""
+    monster, small = cand("m", "k"), cand("t", "a")
+    normal = [cand(f"n{i}", "a") for i in range(19)]
+    stmts = [Statement("q0", 1)] + [Statement(f"q{i + 1}", 1) for i in range(20)]
+    cands = Cands([[monster], [small]] + [[c] for c in normal])
+    base = {0: 1e9, **{i: 1000.0 for i in range(1, 21)}}
+    costs = Costs(base, {(0, monster): 1e7, (1, small): 600.0})
+    sizes = {monster: 100_000, small: 5_000_000, **dict.fromkeys(normal, 1_000_000)}
+    assert names(run(cands, costs, stmts, sizes=sizes)) == ["k", "a"]
+    timed = [Statement("q0", 1, 1e9)] + [Statement(f"q{i + 1}", 1, 1000.0) for i in range(20)]
+    sel = run(cands, costs, timed, sizes=sizes)
+    assert names(sel) == ["k"] and "knee" in sel.rejected[small]
+
+
 def test_budget_fills_while_large_wins_remain() -> None:
     tiny, cs = cand("s", "a"), [cand(f"t{i}", "a") for i in range(4)]
     stmts = [Statement("q0", 10, 1_000_000.0)] + [Statement(f"q{i + 1}", 10, 300_000.0) for i in range(4)]

@@ -17,7 +17,7 @@ STATS = "pg_stat_statements"
 HYPOPG = "hypopg"
 QUALSTATS = "pg_qualstats"
 TRGM = "pg_trgm"
-QUALSTATS_FULL = 0.9  # share of pg_qualstats.max in use from which its tables evict entries the advisor needs
+QUALSTATS_FULL = 0.9  # share of pg_qualstats.max in use from which a table of pg_qualstats counts as full
 # Every HypoPG object the advisor uses (advisor/whatif.py; a unit test keeps the two in step). The view
 # hypopg_list_indexes calls hypopg() with the reader's own rights, so both are needed.
 HYPOPG_FUNCTIONS = ("hypopg", "hypopg_create_index", "hypopg_drop_index", "hypopg_reset")
@@ -198,16 +198,21 @@ def _extensions(r: Readings) -> list[Check]:
 
 
 def _qualstats_room(q: QualstatsRoom) -> Check:
-    """pg_qualstats keeps its predicates and one example statement per statement in two tables of
-    pg_qualstats.max entries each; a full table evicts its least-used entries for new ones, so the constants of
-    rarer statements come and go between readings, and with track_constants off no constant is kept."""
-    used = max(q.predicates, q.examples)
-    full = used >= QUALSTATS_FULL * q.max_entries
+    """pg_qualstats keeps its predicates (one entry per constant) and one example statement per statement, in
+    two tables of pg_qualstats.max entries each. The predicate table is full on any busy server by design: it
+    evicts its least-used entries, so the constants most calls use, the ones the advisor wants, stay. The
+    example table is what a full table costs the advisor: pg_qualstats_reset() keeps it, and a statement with
+    no example loses the keys inside its index expressions (`meta ->> $1`). With track_constants off no constant
+    is kept at all."""
     detail = (f"{q.predicates} predicates and {q.examples} example statements kept, of pg_qualstats.max "
-              f"{q.max_entries}; samples {q.sample_rate:.1%} of statements")
+              f"{q.max_entries} each; samples {q.sample_rate:.1%} of statements")
+    if q.predicates >= QUALSTATS_FULL * q.max_entries:
+        detail += " (the predicate table is full: it keeps the most used constants and drops the rarest)"
     fix: tuple[str, ...] = ()
+    full = q.examples >= QUALSTATS_FULL * q.max_entries
     if full:
-        detail += ": nearly full, so the constants of rarer statements are evicted before the advisor reads them"
+        detail += ("; the example table is nearly full: statements that start running now get no example, and "
+                   "the keys inside their index expressions stay unknown")
         fix += (f"ALTER SYSTEM SET pg_qualstats.max = {2 * q.max_entries};  -- as a superuser",
                 "systemctl restart postgresql  # it takes effect when the server starts")
     if not q.track_constants:

@@ -137,25 +137,16 @@ def main() -> None:
         cluster.execute(SETUP.replace("%s", str(int(args.rows))), dbname=TEMPLATE)
         cluster.execute("VACUUM ANALYZE", dbname=TEMPLATE)
         for r in range(args.rounds):
-            for name, index in CASES.items():
-                conn = fresh(cluster, index)
+            plan = [(name, index, UPDATE, "accounts", 100) for name, index in CASES.items()]
+            plan += [("none-ff90", None, UPDATE, "accounts", 90), ("insert-none", None, INSERT, "history", 100),
+                     ("insert-index", HISTORY_INDEX, INSERT, "history", 100)]
+            for name, index, statement, table, fillfactor in plan:
+                conn = fresh(cluster, index, fillfactor)
                 try:
-                    runs[name].append(run_writes(conn, UPDATE, args.updates, args.rows, seed=r, table="accounts"))
+                    runs[name].append(run_writes(conn, statement, args.updates, args.rows, seed=r, table=table))
                 finally:
                     conn.close()
-                print(f"round {r + 1} {name:<8} {runs[name][-1]}", flush=True)
-            conn = fresh(cluster, None, fillfactor=90)
-            try:
-                runs["none-ff90"].append(run_writes(conn, UPDATE, args.updates, args.rows, seed=r, table="accounts"))
-            finally:
-                conn.close()
-            for name, index in (("insert-none", None), ("insert-index", HISTORY_INDEX)):
-                conn = fresh(cluster, index)
-                try:
-                    runs[name].append(run_writes(conn, INSERT, args.updates, args.rows, seed=r, table="history"))
-                finally:
-                    conn.close()
-                print(f"round {r + 1} {name:<8} {runs[name][-1]}", flush=True)
+                print(f"round {r + 1} {name:<12} {runs[name][-1]}", flush=True)
     report(runs, args)
 
 

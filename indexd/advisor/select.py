@@ -168,9 +168,10 @@ def select(
         else:
             pool.append(cand)
     seeds = problem.preferred(pool, sizes)
+    preferred = {s: seed for seed, served in seeds.items() for s in served}
     for cand in pool:
         if cand not in seeds:
-            rejected[cand] = _not_preferred(problem, limits, cand, seeds)
+            rejected[cand] = _not_preferred(problem, limits, cand, preferred)
     chosen = _greedy(problem, limits, sorted(seeds, key=IndexCandidate.fingerprint), rejected)
     chosen = _widen(problem, limits, pool, chosen, rejected)
     chosen = _prune(problem, limits, _without_redundant(chosen, rejected), rejected)
@@ -178,10 +179,9 @@ def select(
 
 
 def _not_preferred(problem: Problem, limits: Limits, cand: IndexCandidate,
-                   seeds: Mapping[IndexCandidate, list[int]]) -> str:
-    """Why no statement prefers `cand`: a smaller index serves them nearly as well, or it serves them clearly
-    worse than another index does."""
-    preferred = {s: seed for seed, served in seeds.items() for s in served}
+                   preferred: Mapping[int, IndexCandidate]) -> str:
+    """Why no statement prefers `cand` (`preferred`: each statement's preferred candidate): a smaller index
+    serves them nearly as well, or it serves them clearly worse than another index does."""
     others = [preferred[s] for s in problem.serves.get(cand, []) if s in preferred]
     share = f"{100 * (1 - NEAR):g} % of the best saving"
     if not others:
